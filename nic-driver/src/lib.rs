@@ -1,0 +1,1 @@
+//! NIC drivers on vfio-core. Not written yet: see issue "NIC driver".

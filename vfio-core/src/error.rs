@@ -1,0 +1,118 @@
+//! The one error type of vfio-core.
+//!
+//! Every failure a user can cause says what is wrong and how to fix it. Lower
+//! layers attach context (which device, which file, which ioctl) so that a
+//! message read in a log is enough to act on.
+
+use std::path::PathBuf;
+
+use crate::pci::PciAddress;
+
+/// Result with vfio-core's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in vfio-core.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A PCI address string that is not `DDDD:BB:DD.F` or `BB:DD.F`.
+    #[error("invalid PCI address {input:?}: {reason}; expected DDDD:BB:DD.F or BB:DD.F in hex, e.g. 0000:00:03.0 (see `devbind status`)")]
+    InvalidPciAddress { input: String, reason: &'static str },
+
+    /// No such device in sysfs.
+    #[error("PCI device {addr} does not exist (no {path}); run `devbind status` to list the devices this machine has")]
+    DeviceNotFound { addr: PciAddress, path: PathBuf },
+
+    /// The device is bound to a kernel driver other than vfio-pci.
+    #[error("PCI device {addr} is bound to the kernel driver `{driver}`, not vfio-pci; run `devbind bind {addr}` to hand it to vfio-pci")]
+    BoundToOtherDriver { addr: PciAddress, driver: String },
+
+    /// The device has no driver at all.
+    #[error("PCI device {addr} is not bound to vfio-pci (it has no driver); run `devbind bind {addr}`")]
+    NotBoundToVfio { addr: PciAddress },
+
+    /// The vfio or vfio-pci kernel modules are missing.
+    #[error("VFIO is not available: {path} does not exist; load the modules with `modprobe vfio-pci` (kernel config VFIO, VFIO_PCI, VFIO_IOMMU_TYPE1)")]
+    VfioNotLoaded { path: PathBuf },
+
+    /// The device has no IOMMU group, so the IOMMU is off.
+    #[error("PCI device {addr} has no IOMMU group: the IOMMU is disabled; enable VT-d/AMD-Vi in the firmware and boot with `intel_iommu=on` (or `amd_iommu=on`)")]
+    NoIommuGroup { addr: PciAddress },
+
+    /// Other devices of the group are still bound to host drivers.
+    #[error("IOMMU group {group} is not viable: {} still bound to host drivers; every device of a group must be unbound or on vfio-pci, run `devbind bind{}`", describe_members(.others), list_addrs(.others))]
+    GroupNotViable { group: u32, others: Vec<(PciAddress, String)> },
+
+    /// No permission to open a VFIO character device or sysfs file.
+    #[error("permission denied on {path}: run as root, or have root run `devbind bind --user $USER <BDF>` to give this user the device's VFIO group")]
+    PermissionDenied { path: PathBuf },
+
+    /// Pinning memory for DMA hit RLIMIT_MEMLOCK.
+    #[error("locked-memory limit too low: mapping {needed} bytes for DMA would exceed RLIMIT_MEMLOCK of {limit} bytes; raise it with `ulimit -l unlimited` (or `memlock` in /etc/security/limits.conf)")]
+    MemlockLimit { needed: u64, limit: u64 },
+
+    /// Hugepages were required but not enough are free.
+    #[error("hugepages exhausted: {needed} bytes of {page_size}-byte hugepages requested, {free_pages} pages free; reserve more with `echo N > /proc/sys/vm/nr_hugepages` (or `hugepages=N` on the kernel command line)")]
+    HugepagesExhausted { needed: usize, page_size: usize, free_pages: u64 },
+
+    /// No room left in the IOMMU's valid IOVA ranges.
+    #[error("IOVA space exhausted: no free range of {size} bytes in the IOMMU's valid IOVA ranges; free DMA memory or map fewer, larger regions")]
+    IovaExhausted { size: u64 },
+
+    /// The IOMMU's limit on the number of DMA mappings was reached.
+    #[error("the IOMMU allows no more DMA mappings ({limit} in use); use fewer, larger DMA regions (a pool maps its memory once), or raise vfio_iommu_type1's dma_entry_limit")]
+    DmaMappingLimit { limit: u32 },
+
+    /// A pool has no free buffer.
+    #[error("buffer pool exhausted: all {capacity} buffers are in use; create the pool with more buffers or return buffers sooner")]
+    PoolExhausted { capacity: usize },
+
+    /// A caller passed a value that is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The device lacks something the caller asked for (a region, an interrupt type, reset).
+    #[error("PCI device {addr}: {what}")]
+    Unsupported { addr: PciAddress, what: String },
+
+    /// A VFIO ioctl failed.
+    #[error("{ioctl} on {what} failed: {source}")]
+    Ioctl {
+        ioctl: &'static str,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error on `path`, turning EACCES/EPERM into [`Error::PermissionDenied`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        let path = path.into();
+        match source.kind() {
+            std::io::ErrorKind::PermissionDenied => Error::PermissionDenied { path },
+            _ => Error::Io { op, path, source },
+        }
+    }
+}
+
+fn describe_members(others: &[(PciAddress, String)]) -> String {
+    let parts: Vec<String> = others
+        .iter()
+        .map(|(a, d)| format!("{a} (driver `{d}`)"))
+        .collect();
+    parts.join(", ")
+}
+
+fn list_addrs(others: &[(PciAddress, String)]) -> String {
+    others.iter().map(|(a, _)| format!(" {a}")).collect()
+}

@@ -1,0 +1,9 @@
+//! PCI: addresses, discovery in sysfs, and binding devices to vfio-pci and back.
+
+mod address;
+mod bind;
+mod sysfs;
+
+pub use address::PciAddress;
+pub use bind::BindOutcome;
+pub use sysfs::{PciDevice, Sysfs};

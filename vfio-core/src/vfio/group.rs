@@ -1,0 +1,1 @@
+//! A VFIO group (/dev/vfio/N), attached to a container.

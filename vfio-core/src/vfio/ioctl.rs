@@ -1,0 +1,2 @@
+//! The raw VFIO ioctls, each wrapped in a safe function.
+#![allow(unsafe_code)]
