@@ -1,1 +1,77 @@
-fn main() {}
+//! The README's commands.
+//!
+//! - `cargo xtask demo`: set up, boot the QEMU machine and run the main job.
+//! - `cargo xtask test`: set up, then every check and test (format, clippy,
+//!   host unit tests and the guest tests in the QEMU machine).
+//! - `cargo xtask setup`: only install/download what the machine needs.
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use vfio_tests::{image, machine::Machine, provision, workspace_root};
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "setup" => setup().map(|_| ()),
+        "test" => test(),
+        "demo" => demo(),
+        _ => Err("usage: cargo xtask <demo|test|setup>".to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {task}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn setup() -> Result<image::GuestImage, String> {
+    let tools = provision::setup().map_err(|e| e.to_string())?;
+    eprintln!("setup: QEMU {}, kernel {}", tools.qemu.display(), tools.kernel.version);
+    let start = Instant::now();
+    let img = image::build(tools).map_err(|e| e.to_string())?;
+    eprintln!("setup: guest image {} built in {:.1?}", img.initramfs.display(), start.elapsed());
+    Ok(img)
+}
+
+fn cargo(args: &[&str], image: &image::GuestImage) -> Result<(), String> {
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(args)
+        .current_dir(workspace_root())
+        .env("VFIO_RS_GUEST_IMAGE", &image.initramfs)
+        .status()
+        .map_err(|e| format!("start cargo: {e}"))?;
+    status.success().then_some(()).ok_or_else(|| format!("cargo {} failed", args.join(" ")))
+}
+
+fn test() -> Result<(), String> {
+    let start = Instant::now();
+    let image = setup()?;
+    cargo(&["fmt", "--all", "--", "--check"], &image)?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"], &image)?;
+    cargo(&["test", "--workspace", "--", "--test-threads=2"], &image)?;
+    eprintln!("xtask test: everything passed in {:.0?}", start.elapsed());
+    Ok(())
+}
+
+fn demo() -> Result<(), String> {
+    setup()?;
+    let mut m = Machine::new("demo");
+    let nvme = m.nvme_zeroed(64 << 20);
+    let nic = m.e1000("e1000");
+    let e1000 = m.nics_addr(nic);
+    m.step("status before", "devbind status");
+    m.step("bind", &format!("devbind bind {nvme} {e1000}"));
+    m.step("status after", "devbind status");
+    m.step("open both", &format!("guest-check open {nvme} {e1000}"));
+    m.step("unbind", &format!("devbind unbind {nvme} {e1000}"));
+    let out = m.run().map_err(|e| e.to_string())?;
+    for s in &out.steps {
+        println!("== guest$ {} (exit {})\n{}", s.name, s.code, s.output);
+    }
+    println!("guest ran {} steps in {:.1?} (QEMU TCG)", out.steps.len(), out.elapsed);
+    out.steps.iter().all(|s| s.code == 0).then_some(()).ok_or_else(|| "a demo step failed".to_string())
+}

@@ -1,0 +1,406 @@
+//! One boot of the test machine: its devices, the script of steps the guest
+//! runs, and what came back.
+//!
+//! The guest's kernel log goes to `console.log` (ttyS0); each step's output and
+//! exit code go to `results.log` (ttyS1), framed by `@@STEP name` and
+//! `@@RC name code` lines. Both files and the disk images stay in
+//! `target/qemu-runs/<name>/` for a look after a failure.
+
+use std::fmt;
+use std::fs;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::image::{self, chmod_x, write, GuestImage};
+use crate::{HarnessError, Result};
+
+/// The guest ends every run by powering off; past this it is killed.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A test machine being put together.
+pub struct Machine {
+    name: String,
+    dir: PathBuf,
+    args: Vec<String>,
+    steps: String,
+    next_slot: u8,
+    next_id: usize,
+    hugepages: u32,
+    memory_mib: u32,
+    timeout: Duration,
+    nics: Vec<NicEnd>,
+}
+
+/// The host's end of a guest NIC: a UDP socket that receives every frame the
+/// NIC sends, and sends frames the NIC receives.
+#[derive(Debug)]
+pub struct NicEnd {
+    /// The NIC's PCI address in the guest.
+    pub addr: String,
+    /// The MAC address QEMU gave the NIC.
+    pub mac: [u8; 6],
+    /// Bound to 127.0.0.1, connected to QEMU's end.
+    pub socket: UdpSocket,
+}
+
+impl Machine {
+    /// A machine with 1 GiB of memory, 64 reserved 2 MiB hugepages, no devices.
+    pub fn new(name: &str) -> Machine {
+        let dir = crate::workspace_root().join("target/qemu-runs").join(name);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        Machine {
+            name: name.to_string(),
+            dir,
+            args: Vec::new(),
+            steps: String::new(),
+            next_slot: 3,
+            next_id: 0,
+            hugepages: 64,
+            memory_mib: 1024,
+            timeout: DEFAULT_TIMEOUT,
+            nics: Vec::new(),
+        }
+    }
+
+    /// The run's directory (disk images, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Hugepages reserved on the kernel command line.
+    pub fn hugepages(&mut self, n: u32) -> &mut Self {
+        self.hugepages = n;
+        self
+    }
+
+    /// Time the guest gets before it is killed.
+    pub fn timeout(&mut self, t: Duration) -> &mut Self {
+        self.timeout = t;
+        self
+    }
+
+    fn slot(&mut self) -> (String, String) {
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        (format!("addr={slot:#x}"), format!("0000:00:{slot:02x}.0"))
+    }
+
+    fn id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}{}", self.next_id)
+    }
+
+    /// An NVMe controller with one namespace backed by the raw image `disk`;
+    /// `props` are extra QEMU properties (e.g. ",mdts=2"). Returns its PCI address.
+    pub fn nvme(&mut self, disk: &Path, props: &str) -> String {
+        let (slot, addr) = self.slot();
+        let id = self.id("nvm");
+        self.args.extend([
+            "-drive".into(),
+            format!("file={},if=none,id={id},format=raw,cache=unsafe", disk.display()),
+            "-device".into(),
+            format!("nvme,serial=vfio-rs-{id},drive={id},{slot}{props}"),
+        ]);
+        addr
+    }
+
+    /// An NVMe controller over a fresh zeroed image of `size` bytes.
+    pub fn nvme_zeroed(&mut self, size: u64) -> String {
+        let path = self.dir.join(format!("nvme{}.img", self.next_id + 1));
+        let f = fs::File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        f.set_len(size).unwrap_or_else(|e| panic!("size {}: {e}", path.display()));
+        self.nvme(&path, "")
+    }
+
+    /// An e1000 NIC whose wire is a UDP socket held by the test. Returns the
+    /// index of its [`NicEnd`] in [`Running::nics`] / [`Outcome::nics`].
+    pub fn e1000(&mut self, model: &str) -> usize {
+        let (slot, addr) = self.slot();
+        let id = self.id("net");
+        let n = self.nics.len() as u8;
+        let mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56 + n];
+        let (socket, qemu_port) = udp_pair();
+        let host_port = socket.local_addr().expect("bound socket").port();
+        self.args.extend([
+            "-netdev".into(),
+            format!("dgram,id={id},local.type=inet,local.host=127.0.0.1,local.port={qemu_port},remote.type=inet,remote.host=127.0.0.1,remote.port={host_port}"),
+            "-device".into(),
+            format!("{model},netdev={id},mac={},{slot}", mac_string(&mac)),
+        ]);
+        self.nics.push(NicEnd { addr, mac, socket });
+        self.nics.len() - 1
+    }
+
+    /// The guest PCI address of NIC `index`.
+    pub fn nics_addr(&self, index: usize) -> String {
+        self.nics[index].addr.clone()
+    }
+
+    /// Adds a step: a shell command line (or several) run in a subshell in the
+    /// guest, its output and exit code recorded under `name`.
+    pub fn step(&mut self, name: &str, command: &str) -> &mut Self {
+        self.steps += &format!("echo '@@STEP {name}'\n(\n{command}\n)\necho \"@@RC {name} $?\"\n");
+        self
+    }
+
+    /// Boots, runs every step, and waits for the guest to power off.
+    pub fn run(self) -> Result<Outcome> {
+        self.start()?.wait()
+    }
+
+    /// Boots and returns while the guest runs (for tests that talk to its NICs).
+    pub fn start(self) -> Result<Running> {
+        let image = image::get()?;
+        let initrd = self.write_initrd(image)?;
+        let args = self.qemu_args(image, &initrd);
+        let qemu_log = fs::File::create(self.dir.join("qemu.log"))
+            .map_err(|e| HarnessError::new(format!("create qemu.log: {e}")))?;
+        let child = Command::new(&image.tools.qemu)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(qemu_log.try_clone().map_err(|e| HarnessError::new(e.to_string()))?)
+            .stderr(qemu_log)
+            .spawn()
+            .map_err(|e| HarnessError::new(format!("start {}: {e}", image.tools.qemu.display())))?;
+        Ok(Running { child, started: Instant::now(), timeout: self.timeout, dir: self.dir, name: self.name, nics: self.nics })
+    }
+
+    /// The base image with this run's `/run.sh` appended as a second cpio.
+    fn write_initrd(&self, image: &GuestImage) -> Result<PathBuf> {
+        let overlay = self.dir.join("overlay");
+        let _ = fs::remove_dir_all(&overlay);
+        fs::create_dir_all(&overlay).map_err(|e| HarnessError::new(format!("create overlay: {e}")))?;
+        write(&overlay.join("run.sh"), &format!("set +e\n{}", self.steps))?;
+        chmod_x(&overlay.join("run.sh"))?;
+        let extra = self.dir.join("overlay.cpio");
+        image::pack_cpio(&image.tools.cpio, &overlay, &extra)?;
+        let initrd = self.dir.join("initrd.cpio");
+        let mut bytes = fs::read(&image.initramfs).map_err(|e| HarnessError::new(format!("read {}: {e}", image.initramfs.display())))?;
+        bytes.extend(fs::read(&extra).map_err(|e| HarnessError::new(format!("read overlay: {e}")))?);
+        fs::write(&initrd, bytes).map_err(|e| HarnessError::new(format!("write initrd: {e}")))?;
+        Ok(initrd)
+    }
+
+    fn qemu_args(&self, image: &GuestImage, initrd: &Path) -> Vec<String> {
+        let accel: &[&str] = if std::env::var_os("VFIO_RS_KVM").is_some() {
+            &["-accel", "kvm", "-cpu", "host"]
+        } else {
+            &["-accel", "tcg", "-cpu", "max"]
+        };
+        let append = format!(
+            "console=ttyS0 intel_iommu=on iommu=strict quiet loglevel=4 panic=-1 hugepages={}",
+            self.hugepages
+        );
+        let mut args: Vec<String> = accel.iter().map(|s| s.to_string()).collect();
+        args.extend(
+            [
+                "-machine", "q35,kernel-irqchip=split", "-device", "intel-iommu,intremap=on",
+                "-smp", "2", "-nodefaults", "-display", "none", "-no-reboot",
+            ]
+            .map(String::from),
+        );
+        args.extend(["-m".into(), self.memory_mib.to_string()]);
+        args.extend(["-serial".into(), format!("file:{}", self.dir.join("console.log").display())]);
+        args.extend(["-serial".into(), format!("file:{}", self.dir.join("results.log").display())]);
+        args.extend(["-monitor".into(), format!("unix:{},server,nowait", self.dir.join("monitor.sock").display())]);
+        args.extend(["-kernel".into(), image.tools.kernel.image.display().to_string()]);
+        args.extend(["-initrd".into(), initrd.display().to_string(), "-append".into(), append]);
+        args.extend(self.args.iter().cloned());
+        args
+    }
+}
+
+/// A host UDP socket for the test and a free port for QEMU's end.
+fn udp_pair() -> (UdpSocket, u16) {
+    let host = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1");
+    let probe = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1");
+    let qemu_port = probe.local_addr().expect("bound").port();
+    drop(probe);
+    host.connect(("127.0.0.1", qemu_port)).expect("connect UDP socket");
+    (host, qemu_port)
+}
+
+/// `52:54:00:12:34:56`.
+pub fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// A guest that is running.
+pub struct Running {
+    child: Child,
+    started: Instant,
+    timeout: Duration,
+    dir: PathBuf,
+    name: String,
+    /// The host ends of the guest's NICs, in the order they were added.
+    pub nics: Vec<NicEnd>,
+}
+
+impl Running {
+    /// Waits for the guest to power off (killing it after the timeout) and reads the results.
+    pub fn wait(mut self) -> Result<Outcome> {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| HarnessError::new(e.to_string()))? {
+                break Some(status);
+            }
+            if self.started.elapsed() > self.timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let nics = std::mem::take(&mut self.nics);
+        let name = std::mem::take(&mut self.name);
+        let outcome = Outcome::read(&self.dir, name, self.started.elapsed(), nics)?;
+        match status {
+            None => Err(HarnessError::new(format!(
+                "guest `{}` hung: killed after {:?}\n{}",
+                outcome.name,
+                self.timeout,
+                outcome.diagnostics()
+            ))),
+            Some(_) if outcome.exit.is_none() => Err(HarnessError::new(format!(
+                "guest `{}` stopped before its script finished\n{}",
+                outcome.name,
+                outcome.diagnostics()
+            ))),
+            Some(_) => Ok(outcome),
+        }
+    }
+
+    /// Sends a command to QEMU's human monitor (e.g. `set_link net1 off`).
+    pub fn monitor(&self, command: &str) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::net::UnixStream;
+        let path = self.dir.join("monitor.sock");
+        let mut s = UnixStream::connect(&path).map_err(|e| HarnessError::new(format!("connect {}: {e}", path.display())))?;
+        s.write_all(format!("{command}\n").as_bytes()).map_err(|e| HarnessError::new(e.to_string()))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One step's output and exit code.
+#[derive(Clone, Debug)]
+pub struct StepResult {
+    pub name: String,
+    pub code: i32,
+    pub output: String,
+}
+
+/// What a boot produced.
+pub struct Outcome {
+    pub name: String,
+    pub steps: Vec<StepResult>,
+    /// The exit code of the whole script, if it finished.
+    pub exit: Option<i32>,
+    pub console: String,
+    pub results: String,
+    pub elapsed: Duration,
+    pub nics: Vec<NicEnd>,
+}
+
+impl fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Outcome({}, {} steps, exit {:?})", self.name, self.steps.len(), self.exit)
+    }
+}
+
+impl Outcome {
+    fn read(dir: &Path, name: String, elapsed: Duration, nics: Vec<NicEnd>) -> Result<Outcome> {
+        let read = |f: &str| fs::read(dir.join(f)).map(|b| String::from_utf8_lossy(&b).replace('\r', "")).unwrap_or_default();
+        let (console, results) = (read("console.log"), read("results.log"));
+        let (steps, exit) = parse_results(&results);
+        Ok(Outcome { name, steps, exit, console, results, elapsed, nics })
+    }
+
+    /// The step called `name`; panics (with the guest's logs) if it did not run.
+    pub fn step(&self, name: &str) -> &StepResult {
+        self.steps
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("step `{name}` did not run in guest `{}`\n{}", self.name, self.diagnostics()))
+    }
+
+    /// The step `name`, asserting it exited 0.
+    pub fn ok(&self, name: &str) -> &StepResult {
+        let s = self.step(name);
+        assert_eq!(s.code, 0, "step `{name}` failed with exit code {}:\n{}\n--- console tail ---\n{}", s.code, s.output, tail(&self.console, 60));
+        s
+    }
+
+    /// The step `name`, asserting it failed and printed `needle`.
+    pub fn failed_with(&self, name: &str, needle: &str) -> &StepResult {
+        let s = self.step(name);
+        assert_ne!(s.code, 0, "step `{name}` should have failed but exited 0:\n{}", s.output);
+        assert!(s.output.contains(needle), "step `{name}` failed without saying {needle:?}:\n{}", s.output);
+        s
+    }
+
+    /// The results and the end of the kernel log, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        format!("--- results ---\n{}\n--- console tail ---\n{}", tail(&self.results, 80), tail(&self.console, 80))
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Splits results.log into steps.
+pub fn parse_results(text: &str) -> (Vec<StepResult>, Option<i32>) {
+    let mut steps = Vec::new();
+    let mut current: Option<StepResult> = None;
+    let mut exit = None;
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("@@STEP ") {
+            current = Some(StepResult { name: name.trim().to_string(), code: -1, output: String::new() });
+        } else if let Some(rest) = line.strip_prefix("@@RC ") {
+            let code = rest.rsplit(' ').next().and_then(|c| c.trim().parse().ok()).unwrap_or(-1);
+            if let Some(mut s) = current.take() {
+                s.code = code;
+                steps.push(s);
+            }
+        } else if let Some(code) = line.strip_prefix("@@EXIT ") {
+            exit = code.trim().parse().ok();
+        } else if let Some(s) = current.as_mut() {
+            s.output.push_str(line);
+            s.output.push('\n');
+        }
+    }
+    (steps, exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_split_into_steps() {
+        let log = "@@BOOTED 1.0\n@@STEP a\nhello\r\n@@RC a 0\n@@STEP b\nno\n@@RC b 3\n@@EXIT 0\n".replace('\r', "");
+        let (steps, exit) = parse_results(&log);
+        assert_eq!(exit, Some(0));
+        assert_eq!(steps.len(), 2);
+        assert_eq!((steps[0].name.as_str(), steps[0].code, steps[0].output.as_str()), ("a", 0, "hello\n"));
+        assert_eq!((steps[1].name.as_str(), steps[1].code), ("b", 3));
+    }
+
+    #[test]
+    fn unfinished_step_is_not_reported() {
+        let (steps, exit) = parse_results("@@STEP a\npartial\n");
+        assert!(steps.is_empty());
+        assert_eq!(exit, None);
+    }
+}
