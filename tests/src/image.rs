@@ -44,7 +44,10 @@ pub fn get() -> Result<&'static GuestImage> {
 fn build_or_reuse() -> Result<GuestImage> {
     let tools = provision::find()?;
     match env::var_os("VFIO_RS_GUEST_IMAGE") {
-        Some(path) => Ok(GuestImage { tools, initramfs: path.into() }),
+        Some(path) => Ok(GuestImage {
+            tools,
+            initramfs: path.into(),
+        }),
         None => build(tools),
     }
 }
@@ -61,7 +64,8 @@ pub fn guest_dir() -> PathBuf {
 pub fn build(tools: Tools) -> Result<GuestImage> {
     let dir = guest_dir();
     fs::create_dir_all(&dir).map_err(|e| HarnessError::io("create", &dir, e))?;
-    let lock = fs::File::create(dir.join(".lock")).map_err(|e| HarnessError::io("create", &dir, e))?;
+    let lock =
+        fs::File::create(dir.join(".lock")).map_err(|e| HarnessError::io("create", &dir, e))?;
     lock.lock().map_err(|e| HarnessError::io("lock", &dir, e))?;
     let bins = build_binaries(&dir)?;
     let root = dir.join("root");
@@ -85,27 +89,52 @@ fn build_binaries(dir: &Path) -> Result<Vec<PathBuf>> {
     run_cmd(&mut cmd)?;
     let out = dir.join("build").join(TARGET).join("release");
     let entries = fs::read_dir(&out).map_err(|e| HarnessError::io("read", &out, e))?;
-    Ok(entries.flatten().map(|e| e.path()).filter(|p| is_executable(p)).collect())
+    Ok(entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| is_executable(p))
+        .collect())
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    p.extension().is_none() && p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    p.extension().is_none()
+        && p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
 }
 
 fn stage_root(root: &Path, tools: &Tools, bins: &[PathBuf]) -> Result<()> {
     let _ = fs::remove_dir_all(root);
-    for d in ["bin", "lib/modules", "proc", "sys", "dev", "tmp", "run", "etc"] {
+    for d in [
+        "bin",
+        "lib/modules",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "etc",
+    ] {
         let p = root.join(d);
         fs::create_dir_all(&p).map_err(|e| HarnessError::io("create", &p, e))?;
     }
     copy(&tools.busybox, &root.join("bin/busybox"))?;
     for bin in bins {
-        copy(bin, &root.join("bin").join(bin.file_name().unwrap_or_default()))?;
+        copy(
+            bin,
+            &root.join("bin").join(bin.file_name().unwrap_or_default()),
+        )?;
     }
     let order = stage_modules(&tools.kernel, &root.join("lib/modules"))?;
-    write(&root.join("lib/modules/load-order"), &(order.join("\n") + "\n"))?;
-    write(&root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n")?;
+    write(
+        &root.join("lib/modules/load-order"),
+        &(order.join("\n") + "\n"),
+    )?;
+    write(
+        &root.join("etc/passwd"),
+        "root:x:0:0:root:/:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n",
+    )?;
     write(&root.join("etc/group"), "root:x:0:\nuser:x:1000:\n")?;
     write(&root.join("init"), INIT)?;
     chmod_x(&root.join("init"))
@@ -118,7 +147,11 @@ fn stage_modules(kernel: &Kernel, dest: &Path) -> Result<Vec<String>> {
     let order = module_load_order(&deps, GUEST_MODULES)?;
     let mut names = Vec::new();
     for rel in &order {
-        let name = Path::new(rel).file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = Path::new(rel)
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if name.ends_with(".xz") || name.ends_with(".zst") || name.ends_with(".gz") {
             return Err(HarnessError::new(format!("module {rel} is compressed; busybox insmod needs plain .ko (use a kernel with uncompressed modules, e.g. Debian bookworm's)")));
         }
@@ -133,7 +166,12 @@ pub fn module_load_order(modules_dep: &str, wanted: &[&str]) -> Result<Vec<Strin
     let table: Vec<(String, Vec<String>)> = modules_dep
         .lines()
         .filter_map(|l| l.split_once(':'))
-        .map(|(m, d)| (m.trim().to_string(), d.split_whitespace().map(str::to_string).collect()))
+        .map(|(m, d)| {
+            (
+                m.trim().to_string(),
+                d.split_whitespace().map(str::to_string).collect(),
+            )
+        })
         .collect();
     let mut order = Vec::new();
     for want in wanted {
@@ -141,20 +179,33 @@ pub fn module_load_order(modules_dep: &str, wanted: &[&str]) -> Result<Vec<Strin
             .iter()
             .map(|(m, _)| m)
             .find(|m| module_name(m) == want.replace('-', "_"))
-            .ok_or_else(|| HarnessError::new(format!("kernel module {want} not found in modules.dep")))?;
+            .ok_or_else(|| {
+                HarnessError::new(format!("kernel module {want} not found in modules.dep"))
+            })?;
         visit(path, &table, &mut order, 0)?;
     }
     Ok(order)
 }
 
-fn visit(path: &str, table: &[(String, Vec<String>)], order: &mut Vec<String>, depth: usize) -> Result<()> {
+fn visit(
+    path: &str,
+    table: &[(String, Vec<String>)],
+    order: &mut Vec<String>,
+    depth: usize,
+) -> Result<()> {
     if order.iter().any(|o| o == path) {
         return Ok(());
     }
     if depth > 64 {
-        return Err(HarnessError::new(format!("module dependency loop at {path}")));
+        return Err(HarnessError::new(format!(
+            "module dependency loop at {path}"
+        )));
     }
-    let deps = table.iter().find(|(m, _)| m == path).map(|(_, d)| d.clone()).unwrap_or_default();
+    let deps = table
+        .iter()
+        .find(|(m, _)| m == path)
+        .map(|(_, d)| d.clone())
+        .unwrap_or_default();
     for d in deps.iter().rev() {
         visit(d, table, order, depth + 1)?;
     }
@@ -180,11 +231,18 @@ pub fn pack_cpio(cpio: &Path, root: &Path, out: &Path) -> Result<()> {
         .spawn()
         .map_err(|e| HarnessError::io("start", cpio, e))?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    stdin.write_all(list.as_bytes()).map_err(|e| HarnessError::io("write to", cpio, e))?;
+    stdin
+        .write_all(list.as_bytes())
+        .map_err(|e| HarnessError::io("write to", cpio, e))?;
     drop(stdin);
-    let status = child.wait().map_err(|e| HarnessError::io("wait for", cpio, e))?;
+    let status = child
+        .wait()
+        .map_err(|e| HarnessError::io("wait for", cpio, e))?;
     if !status.success() {
-        return Err(HarnessError::new(format!("cpio failed packing {}", root.display())));
+        return Err(HarnessError::new(format!(
+            "cpio failed packing {}",
+            root.display()
+        )));
     }
     Ok(())
 }
@@ -208,7 +266,9 @@ fn collect_paths(root: &Path, dir: &Path, list: &mut String) -> Result<()> {
 }
 
 pub(crate) fn copy(from: &Path, to: &Path) -> Result<()> {
-    fs::copy(from, to).map(|_| ()).map_err(|e| HarnessError::new(format!("copy {} to {}: {e}", from.display(), to.display())))
+    fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| HarnessError::new(format!("copy {} to {}: {e}", from.display(), to.display())))
 }
 
 pub(crate) fn write(path: &Path, text: &str) -> Result<()> {
@@ -217,7 +277,8 @@ pub(crate) fn write(path: &Path, text: &str) -> Result<()> {
 
 pub(crate) fn chmod_x(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(|e| HarnessError::io("chmod", path, e))
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+        .map_err(|e| HarnessError::io("chmod", path, e))
 }
 
 /// The guest's /init: mounts, modules, then /run.sh with its output on the

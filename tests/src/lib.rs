@@ -22,6 +22,7 @@
 //! assert_eq!(out.step("bind").code, 0);
 //! ```
 
+pub mod check;
 pub mod image;
 pub mod machine;
 pub mod provision;

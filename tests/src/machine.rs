@@ -100,7 +100,10 @@ impl Machine {
         let id = self.id("nvm");
         self.args.extend([
             "-drive".into(),
-            format!("file={},if=none,id={id},format=raw,cache=unsafe", disk.display()),
+            format!(
+                "file={},if=none,id={id},format=raw,cache=unsafe",
+                disk.display()
+            ),
             "-device".into(),
             format!("nvme,serial=vfio-rs-{id},drive={id},{slot}{props}"),
         ]);
@@ -110,8 +113,10 @@ impl Machine {
     /// An NVMe controller over a fresh zeroed image of `size` bytes.
     pub fn nvme_zeroed(&mut self, size: u64) -> String {
         let path = self.dir.join(format!("nvme{}.img", self.next_id + 1));
-        let f = fs::File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        f.set_len(size).unwrap_or_else(|e| panic!("size {}: {e}", path.display()));
+        let f =
+            fs::File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        f.set_len(size)
+            .unwrap_or_else(|e| panic!("size {}: {e}", path.display()));
         self.nvme(&path, "")
     }
 
@@ -161,25 +166,39 @@ impl Machine {
         let child = Command::new(&image.tools.qemu)
             .args(&args)
             .stdin(Stdio::null())
-            .stdout(qemu_log.try_clone().map_err(|e| HarnessError::new(e.to_string()))?)
+            .stdout(
+                qemu_log
+                    .try_clone()
+                    .map_err(|e| HarnessError::new(e.to_string()))?,
+            )
             .stderr(qemu_log)
             .spawn()
             .map_err(|e| HarnessError::new(format!("start {}: {e}", image.tools.qemu.display())))?;
-        Ok(Running { child, started: Instant::now(), timeout: self.timeout, dir: self.dir, name: self.name, nics: self.nics })
+        Ok(Running {
+            child,
+            started: Instant::now(),
+            timeout: self.timeout,
+            dir: self.dir,
+            name: self.name,
+            nics: self.nics,
+        })
     }
 
     /// The base image with this run's `/run.sh` appended as a second cpio.
     fn write_initrd(&self, image: &GuestImage) -> Result<PathBuf> {
         let overlay = self.dir.join("overlay");
         let _ = fs::remove_dir_all(&overlay);
-        fs::create_dir_all(&overlay).map_err(|e| HarnessError::new(format!("create overlay: {e}")))?;
+        fs::create_dir_all(&overlay)
+            .map_err(|e| HarnessError::new(format!("create overlay: {e}")))?;
         write(&overlay.join("run.sh"), &format!("set +e\n{}", self.steps))?;
         chmod_x(&overlay.join("run.sh"))?;
         let extra = self.dir.join("overlay.cpio");
         image::pack_cpio(&image.tools.cpio, &overlay, &extra)?;
         let initrd = self.dir.join("initrd.cpio");
-        let mut bytes = fs::read(&image.initramfs).map_err(|e| HarnessError::new(format!("read {}: {e}", image.initramfs.display())))?;
-        bytes.extend(fs::read(&extra).map_err(|e| HarnessError::new(format!("read overlay: {e}")))?);
+        let mut bytes = fs::read(&image.initramfs)
+            .map_err(|e| HarnessError::new(format!("read {}: {e}", image.initramfs.display())))?;
+        bytes
+            .extend(fs::read(&extra).map_err(|e| HarnessError::new(format!("read overlay: {e}")))?);
         fs::write(&initrd, bytes).map_err(|e| HarnessError::new(format!("write initrd: {e}")))?;
         Ok(initrd)
     }
@@ -197,17 +216,45 @@ impl Machine {
         let mut args: Vec<String> = accel.iter().map(|s| s.to_string()).collect();
         args.extend(
             [
-                "-machine", "q35,kernel-irqchip=split", "-device", "intel-iommu,intremap=on",
-                "-smp", "2", "-nodefaults", "-display", "none", "-no-reboot",
+                "-machine",
+                "q35,kernel-irqchip=split",
+                "-device",
+                "intel-iommu,intremap=on",
+                "-smp",
+                "2",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-reboot",
             ]
             .map(String::from),
         );
         args.extend(["-m".into(), self.memory_mib.to_string()]);
-        args.extend(["-serial".into(), format!("file:{}", self.dir.join("console.log").display())]);
-        args.extend(["-serial".into(), format!("file:{}", self.dir.join("results.log").display())]);
-        args.extend(["-monitor".into(), format!("unix:{},server,nowait", self.dir.join("monitor.sock").display())]);
-        args.extend(["-kernel".into(), image.tools.kernel.image.display().to_string()]);
-        args.extend(["-initrd".into(), initrd.display().to_string(), "-append".into(), append]);
+        args.extend([
+            "-serial".into(),
+            format!("file:{}", self.dir.join("console.log").display()),
+        ]);
+        args.extend([
+            "-serial".into(),
+            format!("file:{}", self.dir.join("results.log").display()),
+        ]);
+        args.extend([
+            "-monitor".into(),
+            format!(
+                "unix:{},server,nowait",
+                self.dir.join("monitor.sock").display()
+            ),
+        ]);
+        args.extend([
+            "-kernel".into(),
+            image.tools.kernel.image.display().to_string(),
+        ]);
+        args.extend([
+            "-initrd".into(),
+            initrd.display().to_string(),
+            "-append".into(),
+            append,
+        ]);
         args.extend(self.args.iter().cloned());
         args
     }
@@ -219,13 +266,17 @@ fn udp_pair() -> (UdpSocket, u16) {
     let probe = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1");
     let qemu_port = probe.local_addr().expect("bound").port();
     drop(probe);
-    host.connect(("127.0.0.1", qemu_port)).expect("connect UDP socket");
+    host.connect(("127.0.0.1", qemu_port))
+        .expect("connect UDP socket");
     (host, qemu_port)
 }
 
 /// `52:54:00:12:34:56`.
 pub fn mac_string(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// A guest that is running.
@@ -243,7 +294,11 @@ impl Running {
     /// Waits for the guest to power off (killing it after the timeout) and reads the results.
     pub fn wait(mut self) -> Result<Outcome> {
         let status = loop {
-            if let Some(status) = self.child.try_wait().map_err(|e| HarnessError::new(e.to_string()))? {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(|e| HarnessError::new(e.to_string()))?
+            {
                 break Some(status);
             }
             if self.started.elapsed() > self.timeout {
@@ -277,8 +332,10 @@ impl Running {
         use std::io::Write;
         use std::os::unix::net::UnixStream;
         let path = self.dir.join("monitor.sock");
-        let mut s = UnixStream::connect(&path).map_err(|e| HarnessError::new(format!("connect {}: {e}", path.display())))?;
-        s.write_all(format!("{command}\n").as_bytes()).map_err(|e| HarnessError::new(e.to_string()))
+        let mut s = UnixStream::connect(&path)
+            .map_err(|e| HarnessError::new(format!("connect {}: {e}", path.display())))?;
+        s.write_all(format!("{command}\n").as_bytes())
+            .map_err(|e| HarnessError::new(e.to_string()))
     }
 }
 
@@ -313,16 +370,34 @@ pub struct Outcome {
 
 impl fmt::Debug for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Outcome({}, {} steps, exit {:?})", self.name, self.steps.len(), self.exit)
+        write!(
+            f,
+            "Outcome({}, {} steps, exit {:?})",
+            self.name,
+            self.steps.len(),
+            self.exit
+        )
     }
 }
 
 impl Outcome {
     fn read(dir: &Path, name: String, elapsed: Duration, nics: Vec<NicEnd>) -> Result<Outcome> {
-        let read = |f: &str| fs::read(dir.join(f)).map(|b| String::from_utf8_lossy(&b).replace('\r', "")).unwrap_or_default();
+        let read = |f: &str| {
+            fs::read(dir.join(f))
+                .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+                .unwrap_or_default()
+        };
         let (console, results) = (read("console.log"), read("results.log"));
         let (steps, exit) = parse_results(&results);
-        Ok(Outcome { name, steps, exit, console, results, elapsed, nics })
+        Ok(Outcome {
+            name,
+            steps,
+            exit,
+            console,
+            results,
+            elapsed,
+            nics,
+        })
     }
 
     /// The step called `name`; panics (with the guest's logs) if it did not run.
@@ -330,27 +405,52 @@ impl Outcome {
         self.steps
             .iter()
             .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("step `{name}` did not run in guest `{}`\n{}", self.name, self.diagnostics()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "step `{name}` did not run in guest `{}`\n{}",
+                    self.name,
+                    self.diagnostics()
+                )
+            })
     }
 
     /// The step `name`, asserting it exited 0.
     pub fn ok(&self, name: &str) -> &StepResult {
         let s = self.step(name);
-        assert_eq!(s.code, 0, "step `{name}` failed with exit code {}:\n{}\n--- console tail ---\n{}", s.code, s.output, tail(&self.console, 60));
+        assert_eq!(
+            s.code,
+            0,
+            "step `{name}` failed with exit code {}:\n{}\n--- console tail ---\n{}",
+            s.code,
+            s.output,
+            tail(&self.console, 60)
+        );
         s
     }
 
     /// The step `name`, asserting it failed and printed `needle`.
     pub fn failed_with(&self, name: &str, needle: &str) -> &StepResult {
         let s = self.step(name);
-        assert_ne!(s.code, 0, "step `{name}` should have failed but exited 0:\n{}", s.output);
-        assert!(s.output.contains(needle), "step `{name}` failed without saying {needle:?}:\n{}", s.output);
+        assert_ne!(
+            s.code, 0,
+            "step `{name}` should have failed but exited 0:\n{}",
+            s.output
+        );
+        assert!(
+            s.output.contains(needle),
+            "step `{name}` failed without saying {needle:?}:\n{}",
+            s.output
+        );
         s
     }
 
     /// The results and the end of the kernel log, for failure messages.
     pub fn diagnostics(&self) -> String {
-        format!("--- results ---\n{}\n--- console tail ---\n{}", tail(&self.results, 80), tail(&self.console, 80))
+        format!(
+            "--- results ---\n{}\n--- console tail ---\n{}",
+            tail(&self.results, 80),
+            tail(&self.console, 80)
+        )
     }
 }
 
@@ -366,9 +466,17 @@ pub fn parse_results(text: &str) -> (Vec<StepResult>, Option<i32>) {
     let mut exit = None;
     for line in text.lines() {
         if let Some(name) = line.strip_prefix("@@STEP ") {
-            current = Some(StepResult { name: name.trim().to_string(), code: -1, output: String::new() });
+            current = Some(StepResult {
+                name: name.trim().to_string(),
+                code: -1,
+                output: String::new(),
+            });
         } else if let Some(rest) = line.strip_prefix("@@RC ") {
-            let code = rest.rsplit(' ').next().and_then(|c| c.trim().parse().ok()).unwrap_or(-1);
+            let code = rest
+                .rsplit(' ')
+                .next()
+                .and_then(|c| c.trim().parse().ok())
+                .unwrap_or(-1);
             if let Some(mut s) = current.take() {
                 s.code = code;
                 steps.push(s);
@@ -389,11 +497,19 @@ mod tests {
 
     #[test]
     fn results_split_into_steps() {
-        let log = "@@BOOTED 1.0\n@@STEP a\nhello\r\n@@RC a 0\n@@STEP b\nno\n@@RC b 3\n@@EXIT 0\n".replace('\r', "");
+        let log = "@@BOOTED 1.0\n@@STEP a\nhello\r\n@@RC a 0\n@@STEP b\nno\n@@RC b 3\n@@EXIT 0\n"
+            .replace('\r', "");
         let (steps, exit) = parse_results(&log);
         assert_eq!(exit, Some(0));
         assert_eq!(steps.len(), 2);
-        assert_eq!((steps[0].name.as_str(), steps[0].code, steps[0].output.as_str()), ("a", 0, "hello\n"));
+        assert_eq!(
+            (
+                steps[0].name.as_str(),
+                steps[0].code,
+                steps[0].output.as_str()
+            ),
+            ("a", 0, "hello\n")
+        );
         assert_eq!((steps[1].name.as_str(), steps[1].code), ("b", 3));
     }
 

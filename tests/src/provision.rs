@@ -129,7 +129,11 @@ fn find_kernel() -> Result<Kernel> {
             HarnessError::new("VFIO_RS_KERNEL is set but VFIO_RS_MODULES is not: point it at the kernel's lib/modules/<version> directory".to_string())
         })?;
         let version = file_name(&modules);
-        return Ok(Kernel { version, image: image.into(), modules });
+        return Ok(Kernel {
+            version,
+            image: image.into(),
+            modules,
+        });
     }
     newest_cached_kernel().ok_or_else(|| {
         HarnessError::new(format!(
@@ -157,11 +161,18 @@ fn unpacked_kernel(dir: &Path) -> Option<Kernel> {
     let image = dir.join(format!("boot/vmlinuz-{version}"));
     let modules = dir.join(format!("lib/modules/{version}"));
     let complete = image.is_file() && modules.join("modules.dep").is_file();
-    complete.then_some(Kernel { version, image, modules })
+    complete.then_some(Kernel {
+        version,
+        image,
+        modules,
+    })
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().unwrap_or_default().to_string_lossy().into_owned()
+    p.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The package `linux-image-amd64` depends on now, e.g. `linux-image-6.1.0-56-amd64`.
@@ -179,12 +190,19 @@ fn current_kernel_package() -> Result<String> {
         .map(str::trim)
         .find(|p| p.starts_with("linux-image-"))
         .map(str::to_string)
-        .ok_or_else(|| HarnessError::new(format!("apt-cache depends linux-image-amd64 named no kernel package:\n{out}")))
+        .ok_or_else(|| {
+            HarnessError::new(format!(
+                "apt-cache depends linux-image-amd64 named no kernel package:\n{out}"
+            ))
+        })
 }
 
 fn download_kernel() -> Result<Kernel> {
     let package = current_kernel_package()?;
-    let version = package.trim_start_matches("linux-image-").trim_end_matches("-unsigned").to_string();
+    let version = package
+        .trim_start_matches("linux-image-")
+        .trim_end_matches("-unsigned")
+        .to_string();
     let dir = cache_dir().join("kernel").join(&version);
     if let Some(kernel) = unpacked_kernel(&dir) {
         return Ok(kernel);
@@ -192,20 +210,37 @@ fn download_kernel() -> Result<Kernel> {
     eprintln!("setup: downloading {package} into {}", dir.display());
     let debs = cache_dir().join("debs");
     fs::create_dir_all(&debs).map_err(|e| HarnessError::io("create", &debs, e))?;
-    run_cmd(Command::new("apt-get").args(["download", "-qq", &package]).current_dir(&debs))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["download", "-qq", &package])
+            .current_dir(&debs),
+    )?;
     let deb = fs::read_dir(&debs)
         .map_err(|e| HarnessError::io("read", &debs, e))?
         .flatten()
         .map(|e| e.path())
         .find(|p| file_name(p).starts_with(&format!("{package}_")))
-        .ok_or_else(|| HarnessError::new(format!("apt-get download {package} left no .deb in {}", debs.display())))?;
-    let staging = cache_dir().join("kernel").join(format!(".{version}.partial"));
+        .ok_or_else(|| {
+            HarnessError::new(format!(
+                "apt-get download {package} left no .deb in {}",
+                debs.display()
+            ))
+        })?;
+    let staging = cache_dir()
+        .join("kernel")
+        .join(format!(".{version}.partial"));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(|e| HarnessError::io("create", &staging, e))?;
     run_cmd(Command::new("dpkg").arg("-x").arg(&deb).arg(&staging))?;
-    let depmod = which("depmod").ok_or_else(|| HarnessError::new("depmod not found: install kmod".into()))?;
+    let depmod = which("depmod")
+        .ok_or_else(|| HarnessError::new("depmod not found: install kmod".into()))?;
     run_cmd(Command::new(depmod).arg("-b").arg(&staging).arg(&version))?;
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&staging, &dir).map_err(|e| HarnessError::io("rename", &staging, e))?;
-    unpacked_kernel(&dir).ok_or_else(|| HarnessError::new(format!("{} has no boot/vmlinuz-{version} or modules.dep after unpacking", dir.display())))
+    unpacked_kernel(&dir).ok_or_else(|| {
+        HarnessError::new(format!(
+            "{} has no boot/vmlinuz-{version} or modules.dep after unpacking",
+            dir.display()
+        ))
+    })
 }

@@ -28,7 +28,9 @@ pub enum Error {
     BoundToOtherDriver { addr: PciAddress, driver: String },
 
     /// The device has no driver at all.
-    #[error("PCI device {addr} is not bound to vfio-pci (it has no driver); run `devbind bind {addr}`")]
+    #[error(
+        "PCI device {addr} is not bound to vfio-pci (it has no driver); run `devbind bind {addr}`"
+    )]
     NotBoundToVfio { addr: PciAddress },
 
     /// The vfio or vfio-pci kernel modules are missing.
@@ -41,7 +43,10 @@ pub enum Error {
 
     /// Other devices of the group are still bound to host drivers.
     #[error("IOMMU group {group} is not viable: {} still bound to host drivers; every device of a group must be unbound or on vfio-pci, run `devbind bind{}`", describe_members(.others), list_addrs(.others))]
-    GroupNotViable { group: u32, others: Vec<(PciAddress, String)> },
+    GroupNotViable {
+        group: u32,
+        others: Vec<(PciAddress, String)>,
+    },
 
     /// No permission to open a VFIO character device or sysfs file.
     #[error("permission denied on {path}: run as root, or have root run `devbind bind --user $USER <BDF>` to give this user the device's VFIO group")]
@@ -53,7 +58,11 @@ pub enum Error {
 
     /// Hugepages were required but not enough are free.
     #[error("hugepages exhausted: {needed} bytes of {page_size}-byte hugepages requested, {free_pages} pages free; reserve more with `echo N > /proc/sys/vm/nr_hugepages` (or `hugepages=N` on the kernel command line)")]
-    HugepagesExhausted { needed: usize, page_size: usize, free_pages: u64 },
+    HugepagesExhausted {
+        needed: usize,
+        page_size: usize,
+        free_pages: u64,
+    },
 
     /// No room left in the IOMMU's valid IOVA ranges.
     #[error("IOVA space exhausted: no free range of {size} bytes in the IOMMU's valid IOVA ranges; free DMA memory or map fewer, larger regions")]

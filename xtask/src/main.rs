@@ -29,10 +29,18 @@ fn main() -> ExitCode {
 
 fn setup() -> Result<image::GuestImage, String> {
     let tools = provision::setup().map_err(|e| e.to_string())?;
-    eprintln!("setup: QEMU {}, kernel {}", tools.qemu.display(), tools.kernel.version);
+    eprintln!(
+        "setup: QEMU {}, kernel {}",
+        tools.qemu.display(),
+        tools.kernel.version
+    );
     let start = Instant::now();
     let img = image::build(tools).map_err(|e| e.to_string())?;
-    eprintln!("setup: guest image {} built in {:.1?}", img.initramfs.display(), start.elapsed());
+    eprintln!(
+        "setup: guest image {} built in {:.1?}",
+        img.initramfs.display(),
+        start.elapsed()
+    );
     Ok(img)
 }
 
@@ -44,14 +52,28 @@ fn cargo(args: &[&str], image: &image::GuestImage) -> Result<(), String> {
         .env("VFIO_RS_GUEST_IMAGE", &image.initramfs)
         .status()
         .map_err(|e| format!("start cargo: {e}"))?;
-    status.success().then_some(()).ok_or_else(|| format!("cargo {} failed", args.join(" ")))
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("cargo {} failed", args.join(" ")))
 }
 
 fn test() -> Result<(), String> {
     let start = Instant::now();
     let image = setup()?;
     cargo(&["fmt", "--all", "--", "--check"], &image)?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"], &image)?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &image,
+    )?;
     cargo(&["test", "--workspace", "--", "--test-threads=2"], &image)?;
     eprintln!("xtask test: everything passed in {:.0?}", start.elapsed());
     Ok(())
@@ -72,6 +94,14 @@ fn demo() -> Result<(), String> {
     for s in &out.steps {
         println!("== guest$ {} (exit {})\n{}", s.name, s.code, s.output);
     }
-    println!("guest ran {} steps in {:.1?} (QEMU TCG)", out.steps.len(), out.elapsed);
-    out.steps.iter().all(|s| s.code == 0).then_some(()).ok_or_else(|| "a demo step failed".to_string())
+    println!(
+        "guest ran {} steps in {:.1?} (QEMU TCG)",
+        out.steps.len(),
+        out.elapsed
+    );
+    out.steps
+        .iter()
+        .all(|s| s.code == 0)
+        .then_some(())
+        .ok_or_else(|| "a demo step failed".to_string())
 }

@@ -16,7 +16,11 @@ pub struct Buffer {}
 
 impl BufferPool {
     /// Allocates the pool's memory and maps it for DMA.
-    pub fn new(_container: &Arc<Container>, _buf_size: usize, _count: usize) -> Result<Arc<BufferPool>> {
+    pub fn new(
+        _container: &Arc<Container>,
+        _buf_size: usize,
+        _count: usize,
+    ) -> Result<Arc<BufferPool>> {
         todo!()
     }
     /// Takes a free buffer, or None when all are in use.

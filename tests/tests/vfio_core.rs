@@ -1,0 +1,257 @@
+//! vfio-core in the QEMU machine: one boot with an NVMe controller and an
+//! e1000 runs every scenario; each test checks its step's output.
+//!
+//! What is checked comes from the devices: IDs from config space, registers
+//! through the mapped BARs (values QEMU's models set), interrupts the e1000
+//! raised, bytes the kernel's nvme driver read back after `devbind unbind`.
+
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+use vfio_tests::check::{kv, kv_num, random_bytes};
+use vfio_tests::machine::{Machine, Outcome};
+
+const DISK_BYTES: usize = 16 << 20;
+const DISK_SEED: u64 = 0x5eed_0002;
+const NVME: &str = "0000:00:03.0";
+const NIC: &str = "0000:00:04.0";
+const MISSING: &str = "0000:00:1e.0";
+
+fn outcome() -> &'static Outcome {
+    static OUTCOME: OnceLock<Result<Outcome, String>> = OnceLock::new();
+    OUTCOME
+        .get_or_init(|| boot().map_err(|e| e.to_string()))
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn boot() -> vfio_tests::Result<Outcome> {
+    let mut m = Machine::new("vfio-core");
+    let disk = m.dir().join("disk.img");
+    std::fs::write(&disk, random_bytes(DISK_BYTES, DISK_SEED)).expect("write disk image");
+    assert_eq!(m.nvme(&disk, ""), NVME);
+    let nic = m.e1000("e1000");
+    assert_eq!(m.nics_addr(nic), NIC);
+    m.step("malformed", "guest-check open 00:3g.0");
+    m.step("devbind-malformed", "devbind bind 0000:00:03");
+    m.step("missing", &format!("guest-check open {MISSING}"));
+    m.step("devbind-missing", &format!("devbind bind {MISSING}"));
+    m.step("on-kernel-driver", &format!("guest-check open {NVME}"));
+    m.step("status-before", "devbind status");
+    m.step("bind", &format!("devbind bind {NVME} {NIC}"));
+    m.step("bind-again", &format!("devbind bind {NVME}"));
+    m.step("status-after", "devbind status");
+    m.step("open", &format!("guest-check open {NVME} {NIC}"));
+    m.step("irq", &format!("guest-check irq {NIC} {NVME}"));
+    m.step(
+        "dma-hugepages",
+        &format!("guest-check dma {NVME} hugepages 4194304"),
+    );
+    m.step(
+        "dma-pages",
+        &format!("guest-check dma {NVME} pages 1048576"),
+    );
+    m.step("pool", &format!("guest-check pool {NIC}"));
+    m.step(
+        "hugepages-exhausted",
+        &format!("echo 0 > /proc/sys/vm/nr_hugepages; guest-check dma {NVME} hugepages 4194304"),
+    );
+    m.step("fallback", &format!("guest-check dma {NVME} auto 4194304"));
+    m.step("unbind", &format!("devbind unbind {NVME} {NIC}"));
+    m.step(
+        "kernel-reads",
+        &format!(
+            "for i in $(seq 50); do n=$(ls /sys/bus/pci/devices/{NVME}/nvme 2>/dev/null); [ -b /dev/${{n}}n1 ] && break; sleep 0.1; done\n\
+             dd if=/dev/${{n}}n1 bs=65536 count=16 2>/dev/null | sha256sum"
+        ),
+    );
+    m.step("status-end", "devbind status");
+    m.run()
+}
+
+fn line_with<'a>(output: &'a str, needle: &str) -> &'a str {
+    output
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{output}"))
+}
+
+#[test]
+fn malformed_address_is_a_clear_error() {
+    let o = outcome();
+    o.failed_with("malformed", "invalid PCI address \"00:3g.0\"");
+    o.failed_with("devbind-malformed", "invalid PCI address");
+}
+
+#[test]
+fn missing_device_is_a_clear_error() {
+    let o = outcome();
+    o.failed_with("missing", &format!("PCI device {MISSING} does not exist"));
+    o.failed_with("devbind-missing", "does not exist");
+}
+
+#[test]
+fn device_on_its_kernel_driver_is_a_clear_error() {
+    outcome().failed_with(
+        "on-kernel-driver",
+        &format!("bound to the kernel driver `nvme`, not vfio-pci; run `devbind bind {NVME}`"),
+    );
+}
+
+#[test]
+fn devbind_binds_both_devices_and_gives_them_back() {
+    let o = outcome();
+    assert!(line_with(&o.ok("status-before").output, NVME).contains("nvme"));
+    assert!(line_with(&o.ok("status-before").output, NIC).contains("e1000"));
+    let bind = &o.ok("bind").output;
+    assert!(line_with(bind, NVME).contains("vfio-pci"), "{bind}");
+    assert!(line_with(bind, NIC).contains("vfio-pci"), "{bind}");
+    o.ok("bind-again");
+    assert!(line_with(&o.ok("status-after").output, NVME).contains("vfio-pci"));
+    assert!(line_with(&o.ok("status-after").output, NIC).contains("vfio-pci"));
+    o.ok("unbind");
+    assert!(line_with(&o.ok("status-end").output, NVME).contains("nvme"));
+    assert!(line_with(&o.ok("status-end").output, NIC).contains("e1000"));
+}
+
+#[test]
+fn kernel_driver_reads_the_disk_after_unbind() {
+    let out = &outcome().ok("kernel-reads").output;
+    let image = random_bytes(DISK_BYTES, DISK_SEED);
+    let want = format!("{:x}", Sha256::digest(&image[..1 << 20]));
+    assert!(
+        out.contains(&want),
+        "the kernel's nvme driver read other bytes than the image holds: want {want}, got\n{out}"
+    );
+}
+
+#[test]
+fn both_devices_open_in_one_container_with_ids_from_config_space() {
+    let out = &outcome().ok("open").output;
+    assert_eq!(kv(out, &format!("{NVME}.vendor")), "1b36");
+    assert_eq!(kv(out, &format!("{NVME}.device")), "0010");
+    assert_eq!(kv(out, &format!("{NVME}.class")), "010802");
+    assert_eq!(kv(out, &format!("{NIC}.vendor")), "8086");
+    assert_eq!(kv(out, &format!("{NIC}.device")), "100e");
+    assert_eq!(kv(out, &format!("{NIC}.class")), "020000");
+    assert_ne!(
+        kv(out, &format!("{NVME}.group")),
+        kv(out, &format!("{NIC}.group")),
+        "the test wants two IOMMU groups in one container"
+    );
+    assert_eq!(kv(out, &format!("{NVME}.shared_container")), "true");
+    assert_eq!(kv(out, &format!("{NIC}.shared_container")), "true");
+}
+
+#[test]
+fn nvme_registers_read_through_the_mapped_bar() {
+    let out = &outcome().ok("open").output;
+    let k = |f: &str| kv_num(out, &format!("{NVME}.{f}"));
+    assert_eq!(k("cap.mqes"), 0x7ff, "QEMU's NVMe sets CAP.MQES to 0x7ff");
+    assert_eq!(k("cap.to"), 0xf);
+    assert_eq!(kv(out, &format!("{NVME}.cap.cqr")), "true");
+    assert_eq!(k("cap.dstrd"), 0);
+    assert_eq!(k("cap.css") & 1, 1, "NVM command set supported");
+    assert_eq!(k("cap.mpsmax"), 4);
+    let vs = k("vs");
+    assert_eq!(vs >> 16, 1, "NVMe major version 1, VS={vs:#x}");
+    assert!((vs >> 8 & 0xff) >= 2, "NVMe 1.2 or later, VS={vs:#x}");
+    assert!(
+        k("bar0_len") >= 0x2000,
+        "BAR0 holds registers and doorbells"
+    );
+}
+
+#[test]
+fn e1000_registers_read_through_the_mapped_bar() {
+    let out = &outcome().ok("open").output;
+    assert_eq!(kv(out, &format!("{NIC}.status.link_up")), "true");
+    assert_eq!(kv(out, &format!("{NIC}.status.full_duplex")), "true");
+    assert_eq!(
+        kv_num(out, &format!("{NIC}.status.speed_bits")) & 2,
+        2,
+        "1000 Mb/s"
+    );
+    assert_eq!(
+        kv(out, &format!("{NIC}.mac")),
+        "52:54:00:12:34:56",
+        "RAL0/RAH0 hold the MAC QEMU was given"
+    );
+    assert_eq!(kv(out, &format!("{NIC}.rah.valid")), "true");
+    assert_eq!(kv_num(out, &format!("{NIC}.bar0_len")), 128 << 10);
+}
+
+#[test]
+fn interrupts_reach_eventfds() {
+    let out = &outcome().ok("irq").output;
+    assert_eq!(kv_num(out, "e1000.irq_count.Intx"), 1);
+    assert_eq!(
+        kv_num(out, "e1000.quiet_interrupts"),
+        0,
+        "no interrupt before one was raised"
+    );
+    for round in ["round1", "round2"] {
+        assert!(
+            kv_num(out, &format!("e1000.{round}.fired")) >= 1,
+            "{round}: the ICS-raised interrupt did not arrive:\n{out}"
+        );
+        assert_eq!(kv(out, &format!("e1000.{round}.icr_txdw")), "true");
+    }
+    assert!(kv_num(out, "nvme.irq_count.Msix") >= 2);
+    assert_eq!(kv_num(out, "nvme.msix_enabled"), 4);
+    assert_eq!(kv(out, "nvme.msix_too_many"), "true");
+}
+
+fn check_dma(step: &str, page_kind: &str) -> String {
+    let out = outcome().ok(step).output.clone();
+    assert_eq!(kv(&out, "dma.page_kind"), page_kind);
+    assert_eq!(kv_num(&out, "dma.mappings"), 1);
+    assert_eq!(kv_num(&out, "dma.pattern_mismatches"), 0);
+    assert_eq!(kv(&out, "dma.iova_in_valid_range"), "true");
+    assert_eq!(kv_num(&out, "dma.mappings_after_drop"), 0);
+    assert!(kv_num(&out, "dma.iova") >= 1 << 20, "no IOVA below 1 MiB");
+    out
+}
+
+#[test]
+fn hugepage_memory_is_mapped_written_and_unmapped() {
+    let out = check_dma("dma-hugepages", "Huge2M");
+    assert_eq!(kv_num(&out, "dma.len"), 4 << 20);
+    assert_eq!(
+        kv_num(&out, "dma.iova") % (2 << 20),
+        0,
+        "2 MiB-aligned IOVA"
+    );
+    assert_eq!(kv(&out, "dma.locked_kib_after_drop"), "0");
+}
+
+#[test]
+fn ordinary_page_memory_is_mapped_written_and_unmapped() {
+    let out = check_dma("dma-pages", "Normal");
+    assert_eq!(kv_num(&out, "dma.len"), 1 << 20);
+    assert_eq!(kv(&out, "dma.locked_kib_after_drop"), "0");
+}
+
+#[test]
+fn without_hugepages_memory_falls_back_with_a_warning() {
+    let o = outcome();
+    o.failed_with("hugepages-exhausted", "hugepages exhausted");
+    o.failed_with("hugepages-exhausted", "nr_hugepages");
+    let out = check_dma("fallback", "Normal");
+    assert!(
+        out.contains("nr_hugepages"),
+        "the fallback's warning names the fix:\n{out}"
+    );
+}
+
+#[test]
+fn pool_hands_out_every_buffer_once_and_takes_them_back() {
+    let out = &outcome().ok("pool").output;
+    let cap = kv_num(out, "pool.capacity");
+    assert_eq!(cap, 1024);
+    assert_eq!(kv_num(out, "pool.allocated"), cap);
+    assert_eq!(kv_num(out, "pool.distinct_iovas"), cap);
+    assert_eq!(kv(out, "pool.contents_intact"), "true");
+    assert_eq!(kv_num(out, "pool.free_when_all_held"), 0);
+    assert_eq!(kv_num(out, "pool.free_after_drop"), cap);
+}
