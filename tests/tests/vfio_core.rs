@@ -52,6 +52,7 @@ fn boot() -> vfio_tests::Result<Outcome> {
         &format!("guest-check dma {NVME} pages 1048576"),
     );
     m.step("pool", &format!("guest-check pool {NIC}"));
+    m.step("reset", &format!("guest-check reset {NVME}"));
     m.step(
         "hugepages-exhausted",
         &format!("echo 0 > /proc/sys/vm/nr_hugepages; guest-check dma {NVME} hugepages 4194304"),
@@ -254,4 +255,17 @@ fn pool_hands_out_every_buffer_once_and_takes_them_back() {
     assert_eq!(kv(out, "pool.contents_intact"), "true");
     assert_eq!(kv_num(out, "pool.free_when_all_held"), 0);
     assert_eq!(kv_num(out, "pool.free_after_drop"), cap);
+}
+
+#[test]
+fn bus_master_and_device_reset() {
+    let out = &outcome().ok("reset").output;
+    assert_eq!(kv(out, "command.memory_space"), "true");
+    assert_eq!(kv(out, "command.bus_master"), "true");
+    assert_eq!(kv_num(out, "aqa.written"), 0x001f_001f, "AQA is writable");
+    assert_eq!(
+        kv_num(out, "aqa.after_reset"),
+        0,
+        "VFIO_DEVICE_RESET put AQA back to its reset value"
+    );
 }

@@ -7,6 +7,8 @@
 //!   eventfd (INTx, masked and unmasked); NVMe MSI-X vectors can be enabled.
 //! - `dma BDF auto|hugepages|pages BYTES`: DMA memory mapped, written by the CPU, unmapped.
 //! - `pool BDF`: every buffer of a pool allocated, distinct, returned.
+//! - `reset NVME`: bus mastering set in config space; a register written, the
+//!   device reset through VFIO, the register back at its reset value.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -28,8 +30,9 @@ fn main() -> ExitCode {
         Some("irq") if args.len() == 3 => irq(&args[1], &args[2]),
         Some("dma") if args.len() == 4 => dma(&args[1], &args[2], &args[3]),
         Some("pool") if args.len() == 2 => pool(&args[1]),
+        Some("reset") if args.len() == 2 => reset(&args[1]),
         _ => {
-            eprintln!("usage: guest-check open BDF... | irq NIC NVME | dma BDF auto|hugepages|pages BYTES | pool BDF");
+            eprintln!("usage: guest-check open BDF... | irq NIC NVME | dma BDF auto|hugepages|pages BYTES | pool BDF | reset NVME");
             return ExitCode::from(2);
         }
     };
@@ -254,5 +257,21 @@ fn pool(bdf: &str) -> Result<()> {
     println!("pool.free_when_all_held={}", pool.free_count());
     drop(held);
     println!("pool.free_after_drop={}", pool.free_count());
+    Ok(())
+}
+
+/// Sets bus mastering, then writes AQA, resets the controller and reads AQA back.
+fn reset(bdf: &str) -> Result<()> {
+    let container = Container::new()?;
+    let dev = open_one(&container, bdf)?;
+    dev.enable_bus_master()?;
+    let command = u16::from_le_bytes(dev.config_read::<2>(4)?);
+    println!("command.memory_space={}", command & (1 << 1) != 0);
+    println!("command.bus_master={}", command & (1 << 2) != 0);
+    let bar = dev.map_bar(0)?;
+    bar.write32(nvme::AQA, 0x001f_001f);
+    println!("aqa.written={:#x}", bar.read32(nvme::AQA));
+    dev.reset()?;
+    println!("aqa.after_reset={:#x}", bar.read32(nvme::AQA));
     Ok(())
 }

@@ -1,46 +1,408 @@
 //! The VFIO container: one IOMMU address space shared by every device opened in it.
 
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io;
 use std::ops::RangeInclusive;
-use std::sync::Arc;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use super::Device;
-use crate::pci::PciAddress;
-use crate::Result;
+use vfio_bindings::bindings::vfio::{VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION};
+
+use super::group::Group;
+use super::{ioctl, Device};
+use crate::dma::IovaAllocator;
+use crate::pci::{PciAddress, Sysfs};
+use crate::{Error, Result};
+
+const CONTAINER_PATH: &str = "/dev/vfio/vfio";
+/// IOVAs below this are never handed out (a stray zero or small pointer from a
+/// device then faults instead of hitting a buffer).
+const LOWEST_IOVA: u64 = 1 << 20;
 
 /// One IOMMU context (/dev/vfio/vfio with a TYPE1v2 IOMMU). Devices from
 /// different IOMMU groups opened in the same container see the same IOVAs, so
 /// one DMA buffer can be handed to an NVMe controller and a NIC.
+///
+/// ```no_run
+/// use vfio_core::vfio::Container;
+///
+/// # fn main() -> vfio_core::Result<()> {
+/// let container = Container::new()?;
+/// let nvme = container.open_device("0000:01:00.0".parse()?)?;
+/// let nic = container.open_device("0000:02:00.0".parse()?)?;
+/// assert!(std::sync::Arc::ptr_eq(nvme.container(), nic.container()));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
-pub struct Container {}
+pub struct Container {
+    fd: OwnedFd,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    groups: HashMap<u32, Weak<Group>>,
+    iommu: Option<Iommu>,
+}
+
+/// The IOMMU's set-up, known once the first group is attached.
+#[derive(Debug)]
+struct Iommu {
+    ranges: Vec<RangeInclusive<u64>>,
+    dma_avail_at_start: Option<u32>,
+    iova: IovaAllocator,
+    mappings: usize,
+    mapped_bytes: u64,
+}
 
 impl Container {
     /// Opens /dev/vfio/vfio and checks the API version and TYPE1v2 support.
     pub fn new() -> Result<Arc<Container>> {
-        todo!()
+        let fd = open_rw(Path::new(CONTAINER_PATH)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::VfioNotLoaded {
+                path: CONTAINER_PATH.into(),
+            },
+            _ => Error::io("open", CONTAINER_PATH, e),
+        })?;
+        let version =
+            ioctl::get_api_version(fd.as_fd()).map_err(|e| ioctl_err("VFIO_GET_API_VERSION", e))?;
+        if version != VFIO_API_VERSION as i32 {
+            return Err(Error::InvalidArgument(format!(
+                "{CONTAINER_PATH} speaks VFIO API version {version}, this library {VFIO_API_VERSION}"
+            )));
+        }
+        let type1v2 = ioctl::check_extension(fd.as_fd(), VFIO_TYPE1v2_IOMMU)
+            .map_err(|e| ioctl_err("VFIO_CHECK_EXTENSION", e))?;
+        if !type1v2 {
+            return Err(Error::InvalidArgument(format!(
+                "the kernel's VFIO has no TYPE1v2 IOMMU; load it with `modprobe vfio_iommu_type1`"
+            )));
+        }
+        Ok(Arc::new(Container {
+            fd,
+            state: Mutex::default(),
+        }))
     }
+
     /// Opens a device bound to vfio-pci, attaching its group to this container
     /// (and setting up the IOMMU when it is the first group).
-    pub fn open_device(self: &Arc<Self>, _addr: PciAddress) -> Result<Device> {
-        todo!()
+    pub fn open_device(self: &Arc<Self>, addr: PciAddress) -> Result<Device> {
+        let info = Sysfs::new().device(addr)?;
+        match info.driver.as_deref() {
+            Some("vfio-pci") => {}
+            Some(driver) => {
+                return Err(Error::BoundToOtherDriver {
+                    addr,
+                    driver: driver.to_string(),
+                })
+            }
+            None => return Err(Error::NotBoundToVfio { addr }),
+        }
+        let number = info.iommu_group.ok_or(Error::NoIommuGroup { addr })?;
+        let group = self.group(number)?;
+        Device::open(group, addr)
     }
-    /// The IOMMU's valid IOVA ranges (known once a device is open).
+
+    /// The group `number`, opened and attached if this container lacks it.
+    fn group(self: &Arc<Self>, number: u32) -> Result<Arc<Group>> {
+        let mut state = self.lock();
+        if let Some(group) = state.groups.get(&number).and_then(Weak::upgrade) {
+            return Ok(group);
+        }
+        let first = !state.groups.values().any(|g| g.strong_count() > 0);
+        let group = Arc::new(Group::open(self, number)?);
+        if first {
+            state.iommu = Some(self.set_up_iommu()?);
+        }
+        state.groups.insert(number, Arc::downgrade(&group));
+        Ok(group)
+    }
+
+    /// VFIO_SET_IOMMU, then what the IOMMU says of its IOVA ranges and mapping limit.
+    fn set_up_iommu(&self) -> Result<Iommu> {
+        ioctl::set_iommu(self.fd.as_fd(), VFIO_TYPE1v2_IOMMU)
+            .map_err(|e| ioctl_err("VFIO_SET_IOMMU", e))?;
+        let raw =
+            ioctl::iommu_info(self.fd.as_fd()).map_err(|e| ioctl_err("VFIO_IOMMU_GET_INFO", e))?;
+        let info = parse_iommu_info(&raw);
+        let ranges = above(&info.ranges, LOWEST_IOVA);
+        log::debug!(
+            "IOMMU: IOVA ranges {ranges:x?}, {:?} DMA mappings available",
+            info.dma_avail
+        );
+        Ok(Iommu {
+            iova: IovaAllocator::new(&ranges),
+            ranges,
+            dma_avail_at_start: info.dma_avail,
+            mappings: 0,
+            mapped_bytes: 0,
+        })
+    }
+
+    pub(super) fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The IOVA ranges handed out (the IOMMU's valid ranges above 1 MiB); empty
+    /// until a device is open.
     pub fn iova_ranges(&self) -> Vec<RangeInclusive<u64>> {
-        todo!()
+        self.lock()
+            .iommu
+            .as_ref()
+            .map(|i| i.ranges.clone())
+            .unwrap_or_default()
     }
+
     /// How many more DMA mappings the IOMMU allows, when the kernel says.
     pub fn dma_mappings_available(&self) -> Option<u32> {
-        todo!()
+        let state = self.lock();
+        let iommu = state.iommu.as_ref()?;
+        iommu
+            .dma_avail_at_start
+            .map(|a| a.saturating_sub(iommu.mappings as u32))
     }
+
     /// Number of DMA mappings this container holds now.
     pub fn mapping_count(&self) -> usize {
-        todo!()
+        self.lock().iommu.as_ref().map_or(0, |i| i.mappings)
     }
+
     /// Pins `size` bytes at `vaddr` and maps them at a newly allocated IOVA.
-    pub(crate) fn map_dma(&self, _vaddr: usize, _size: usize) -> Result<u64> {
-        todo!()
+    pub(crate) fn map_dma(&self, vaddr: usize, size: usize) -> Result<u64> {
+        let mut state = self.lock();
+        let iommu = state.iommu.as_mut().ok_or_else(|| {
+            Error::InvalidArgument(
+                "open a device in the container before allocating DMA memory".into(),
+            )
+        })?;
+        let size = size as u64;
+        let iova = iommu.iova.alloc(size, iova_alignment(size))?;
+        if let Err(e) = ioctl::map_dma(self.fd.as_fd(), vaddr as u64, iova, size) {
+            iommu.iova.free(iova, size);
+            return Err(map_error(e, size, iommu));
+        }
+        iommu.mappings += 1;
+        iommu.mapped_bytes += size;
+        Ok(iova)
     }
+
     /// Undoes `map_dma` and frees the IOVA range.
-    pub(crate) fn unmap_dma(&self, _iova: u64, _size: usize) -> Result<()> {
-        todo!()
+    pub(crate) fn unmap_dma(&self, iova: u64, size: usize) -> Result<()> {
+        let mut state = self.lock();
+        let Some(iommu) = state.iommu.as_mut() else {
+            return Ok(());
+        };
+        let size = size as u64;
+        ioctl::unmap_dma(self.fd.as_fd(), iova, size)
+            .map_err(|e| ioctl_err("VFIO_IOMMU_UNMAP_DMA", e))?;
+        iommu.iova.free(iova, size);
+        iommu.mappings = iommu.mappings.saturating_sub(1);
+        iommu.mapped_bytes = iommu.mapped_bytes.saturating_sub(size);
+        Ok(())
+    }
+}
+
+fn open_rw(path: &Path) -> io::Result<OwnedFd> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map(OwnedFd::from)
+}
+
+fn ioctl_err(ioctl: &'static str, source: io::Error) -> Error {
+    Error::Ioctl {
+        ioctl,
+        what: CONTAINER_PATH.to_string(),
+        source,
+    }
+}
+
+/// Large mappings get IOVAs aligned to their page size, so the IOMMU can use large pages.
+fn iova_alignment(size: u64) -> u64 {
+    [1 << 30, 2 << 20]
+        .into_iter()
+        .find(|&a| size % a == 0)
+        .unwrap_or(4096)
+}
+
+fn map_error(e: io::Error, size: u64, iommu: &Iommu) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOMEM) => Error::MemlockLimit {
+            needed: iommu.mapped_bytes + size,
+            limit: memlock_limit(),
+        },
+        Some(libc::ENOSPC) => Error::DmaMappingLimit {
+            limit: iommu.mappings as u32,
+        },
+        _ => ioctl_err("VFIO_IOMMU_MAP_DMA", e),
+    }
+}
+
+fn memlock_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
+        .map_or(0, |(soft, _)| soft)
+}
+
+/// `ranges` with everything below `lowest` cut off.
+fn above(ranges: &[RangeInclusive<u64>], lowest: u64) -> Vec<RangeInclusive<u64>> {
+    ranges
+        .iter()
+        .filter(|r| *r.end() >= lowest)
+        .map(|r| (*r.start()).max(lowest)..=*r.end())
+        .collect()
+}
+
+/// What VFIO_IOMMU_GET_INFO's capability chain says.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct IommuInfo {
+    ranges: Vec<RangeInclusive<u64>>,
+    dma_avail: Option<u32>,
+}
+
+const INFO_FLAG_CAPS: u32 = 1 << 1;
+const CAP_IOVA_RANGE: u16 = 1;
+const CAP_DMA_AVAIL: u16 = 3;
+/// Used when the kernel reports no IOVA ranges: 48-bit IOVAs.
+const DEFAULT_IOVA_END: u64 = (1 << 48) - 1;
+
+/// Walks the capability chain of a vfio_iommu_type1_info buffer. Every offset
+/// and length is checked against the buffer: a short or looping chain ends the walk.
+fn parse_iommu_info(buf: &[u8]) -> IommuInfo {
+    let mut info = IommuInfo::default();
+    let flags = read_u32(buf, 4).unwrap_or(0);
+    let mut offset = if flags & INFO_FLAG_CAPS != 0 {
+        read_u32(buf, 16).unwrap_or(0) as usize
+    } else {
+        0
+    };
+    for _ in 0..64 {
+        if offset == 0 {
+            break;
+        }
+        let (Some(id), Some(next)) = (read_u16(buf, offset), read_u32(buf, offset + 4)) else {
+            break;
+        };
+        match id {
+            CAP_IOVA_RANGE => info.ranges = parse_iova_ranges(buf, offset + 8),
+            CAP_DMA_AVAIL => info.dma_avail = read_u32(buf, offset + 8),
+            _ => {}
+        }
+        offset = next as usize;
+    }
+    if info.ranges.is_empty() {
+        info.ranges.push(0..=DEFAULT_IOVA_END);
+    }
+    info
+}
+
+fn parse_iova_ranges(buf: &[u8], at: usize) -> Vec<RangeInclusive<u64>> {
+    let count = read_u32(buf, at).unwrap_or(0) as usize;
+    (0..count.min(256))
+        .map_while(|i| {
+            let base = at + 8 + i * 16;
+            Some(read_u64(buf, base)?..=read_u64(buf, base + 8)?)
+        })
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(
+        buf.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
+}
+
+fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(
+        buf.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+fn read_u64(buf: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(
+        buf.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vfio_iommu_type1_info with an IOVA-range capability and a DMA-avail capability.
+    fn info_buffer(ranges: &[(u64, u64)], avail: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 24];
+        b[4..8].copy_from_slice(&INFO_FLAG_CAPS.to_ne_bytes());
+        b[16..20].copy_from_slice(&24u32.to_ne_bytes());
+        let avail_at = 24 + 16 + ranges.len() * 16;
+        b.extend_from_slice(&CAP_IOVA_RANGE.to_ne_bytes());
+        b.extend_from_slice(&1u16.to_ne_bytes());
+        b.extend_from_slice(&(avail_at as u32).to_ne_bytes());
+        b.extend_from_slice(&(ranges.len() as u32).to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        for (s, e) in ranges {
+            b.extend_from_slice(&s.to_ne_bytes());
+            b.extend_from_slice(&e.to_ne_bytes());
+        }
+        b.extend_from_slice(&CAP_DMA_AVAIL.to_ne_bytes());
+        b.extend_from_slice(&1u16.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&avail.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn capability_chain_gives_ranges_and_mapping_limit() {
+        let buf = info_buffer(&[(0, 0xfedf_ffff), (0xfef0_0000, 0xffff_ffff_ffff)], 65535);
+        let info = parse_iommu_info(&buf);
+        assert_eq!(
+            info.ranges,
+            vec![0..=0xfedf_ffff, 0xfef0_0000..=0xffff_ffff_ffff]
+        );
+        assert_eq!(info.dma_avail, Some(65535));
+    }
+
+    #[test]
+    fn truncated_or_looping_chains_do_not_panic() {
+        let buf = info_buffer(&[(0, 0xffff)], 7);
+        for len in 0..buf.len() {
+            let info = parse_iommu_info(&buf[..len]);
+            assert!(!info.ranges.is_empty());
+        }
+        let mut looping = info_buffer(&[(0, 0xffff)], 7);
+        looping[24 + 4..24 + 8].copy_from_slice(&24u32.to_ne_bytes());
+        assert_eq!(parse_iommu_info(&looping).ranges, vec![0..=0xffff]);
+    }
+
+    #[test]
+    fn no_capabilities_means_48_bit_iovas() {
+        assert_eq!(
+            parse_iommu_info(&[0u8; 24]).ranges,
+            vec![0..=DEFAULT_IOVA_END]
+        );
+    }
+
+    #[test]
+    fn ranges_are_cut_below_the_lowest_iova() {
+        let r = above(
+            &[0..=0xfff, 0..=0xfedf_ffff, 0xfef0_0000..=u64::MAX],
+            1 << 20,
+        );
+        assert_eq!(r, vec![0x10_0000..=0xfedf_ffff, 0xfef0_0000..=u64::MAX]);
+    }
+
+    #[test]
+    fn alignment_follows_the_size() {
+        assert_eq!(iova_alignment(1 << 30), 1 << 30);
+        assert_eq!(iova_alignment(6 << 20), 2 << 20);
+        assert_eq!(iova_alignment(12288), 4096);
     }
 }

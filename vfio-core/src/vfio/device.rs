@@ -1,78 +1,273 @@
-//! A VFIO device: regions, config space, BARs, bus mastering, reset.
+//! A VFIO device: regions, config space, BARs, bus mastering, reset, interrupts.
 
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
-use super::{Container, Interrupts, IrqKind};
-use crate::mmio::Mmio;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use vfio_bindings::bindings::vfio::{
+    VFIO_DEVICE_FLAGS_RESET, VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ,
+    VFIO_REGION_INFO_FLAG_WRITE,
+};
+
+use super::group::Group;
+use super::{ioctl, Container, Interrupts, IrqKind};
+use crate::mmio::{self, Mmio};
 use crate::pci::PciAddress;
-use crate::Result;
+use crate::{Error, Result};
+
+/// PCI command register (config offset 0x04) bits.
+const PCI_COMMAND: u16 = 0x04;
+const PCI_COMMAND_MEMORY: u16 = 1 << 1;
+const PCI_COMMAND_MASTER: u16 = 1 << 2;
 
 /// One region of a device (a BAR, config space, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegionInfo {
     pub index: u32,
     pub size: u64,
+    /// Offset of the region in the device file.
     pub offset: u64,
     pub readable: bool,
     pub writable: bool,
+    /// The region can be mmap()ed (a memory BAR).
     pub mappable: bool,
 }
 
-/// A PCI device opened through VFIO. Owns its file descriptor.
+/// A PCI device opened through VFIO. Owns its file descriptor; the device is
+/// released (and its group detached with the last device) on drop.
+///
+/// ```no_run
+/// # fn main() -> vfio_core::Result<()> {
+/// let container = vfio_core::vfio::Container::new()?;
+/// let device = container.open_device("0000:00:03.0".parse()?)?;
+/// println!("{:04x}:{:04x}", device.vendor_id()?, device.device_id()?);
+/// device.enable_bus_master()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
-pub struct Device {}
+pub struct Device {
+    fd: Arc<OwnedFd>,
+    group: Arc<Group>,
+    addr: PciAddress,
+    flags: u32,
+    num_regions: u32,
+    num_irqs: u32,
+    config: RegionInfo,
+}
 
 impl Device {
+    /// Gets the device's fd from its (attached) group and reads what it offers.
+    pub(crate) fn open(group: Arc<Group>, addr: PciAddress) -> Result<Device> {
+        let name = CString::new(addr.to_string()).expect("a PCI address has no NUL");
+        let fd = ioctl::group_get_device_fd(group.fd().as_fd(), &name)
+            .map_err(|e| group.ioctl_err("VFIO_GROUP_GET_DEVICE_FD", e))?;
+        let info = ioctl::device_info(fd.as_fd())
+            .map_err(|e| ioctl_err(addr, "VFIO_DEVICE_GET_INFO", e))?;
+        let config = region_info(&fd, addr, VFIO_PCI_CONFIG_REGION_INDEX)?;
+        Ok(Device {
+            fd: Arc::new(fd),
+            group,
+            addr,
+            flags: info.flags,
+            num_regions: info.num_regions,
+            num_irqs: info.num_irqs,
+            config,
+        })
+    }
+
     /// The device's PCI address.
     pub fn address(&self) -> PciAddress {
-        todo!()
+        self.addr
     }
+
     /// The container this device's group is attached to.
     pub fn container(&self) -> &Arc<Container> {
-        todo!()
+        self.group.container()
     }
+
     /// Information about region `index` (BAR0..5 are 0..5, config space is 7).
-    pub fn region(&self, _index: u32) -> Result<RegionInfo> {
-        todo!()
+    pub fn region(&self, index: u32) -> Result<RegionInfo> {
+        if index >= self.num_regions {
+            return Err(self.unsupported(format!(
+                "has no region {index} ({} regions)",
+                self.num_regions
+            )));
+        }
+        region_info(&self.fd, self.addr, index)
     }
+
     /// Reads `N` bytes of config space at `offset`.
-    pub fn config_read<const N: usize>(&self, _offset: u16) -> Result<[u8; N]> {
-        todo!()
+    pub fn config_read<const N: usize>(&self, offset: u16) -> Result<[u8; N]> {
+        let mut buf = [0u8; N];
+        let at = self.config_offset(offset, N)?;
+        let n = nix::sys::uio::pread(self.fd.as_fd(), &mut buf, at as i64)
+            .map_err(|e| self.config_err("read", e))?;
+        if n != N {
+            return Err(self.config_err("read", nix::errno::Errno::EIO));
+        }
+        Ok(buf)
     }
+
     /// Writes bytes of config space at `offset`.
-    pub fn config_write(&self, _offset: u16, _bytes: &[u8]) -> Result<()> {
-        todo!()
+    pub fn config_write(&self, offset: u16, bytes: &[u8]) -> Result<()> {
+        let at = self.config_offset(offset, bytes.len())?;
+        let n = nix::sys::uio::pwrite(self.fd.as_fd(), bytes, at as i64)
+            .map_err(|e| self.config_err("write", e))?;
+        if n != bytes.len() {
+            return Err(self.config_err("write", nix::errno::Errno::EIO));
+        }
+        Ok(())
     }
+
+    /// The file offset of config-space bytes `offset..offset+len`, checked.
+    fn config_offset(&self, offset: u16, len: usize) -> Result<u64> {
+        let end = offset as u64 + len as u64;
+        if end > self.config.size {
+            return Err(Error::InvalidArgument(format!(
+                "{}: config space access {offset:#x}..{end:#x} beyond its {:#x} bytes",
+                self.addr, self.config.size
+            )));
+        }
+        Ok(self.config.offset + offset as u64)
+    }
+
+    fn config_err(&self, op: &str, e: nix::errno::Errno) -> Error {
+        Error::Ioctl {
+            ioctl: if op == "read" { "pread" } else { "pwrite" },
+            what: format!("{} config space", self.addr),
+            source: e.into(),
+        }
+    }
+
     /// Vendor ID from config space.
     pub fn vendor_id(&self) -> Result<u16> {
-        todo!()
+        self.config_read::<2>(0x00).map(u16::from_le_bytes)
     }
+
     /// Device ID from config space.
     pub fn device_id(&self) -> Result<u16> {
-        todo!()
+        self.config_read::<2>(0x02).map(u16::from_le_bytes)
     }
-    /// 24-bit class code from config space.
+
+    /// 24-bit class code from config space (0x010802 for NVMe).
     pub fn class_code(&self) -> Result<u32> {
-        todo!()
+        let [prog_if, subclass, class] = self.config_read::<3>(0x09)?;
+        Ok(u32::from_be_bytes([0, class, subclass, prog_if]))
     }
-    /// Maps a memory BAR for MMIO.
-    pub fn map_bar(&self, _bar: u32) -> Result<Mmio> {
-        todo!()
+
+    /// Maps memory BAR `bar` (0..=5) for MMIO.
+    pub fn map_bar(&self, bar: u32) -> Result<Mmio> {
+        if bar > 5 {
+            return Err(Error::InvalidArgument(format!(
+                "BAR {bar}: a PCI device has BARs 0 to 5"
+            )));
+        }
+        let region = self.region(bar)?;
+        if region.size == 0 {
+            return Err(self.unsupported(format!("BAR {bar} is not implemented")));
+        }
+        if !region.mappable {
+            return Err(self.unsupported(format!(
+                "BAR {bar} cannot be mapped (an I/O-port BAR, or one VFIO will not mmap)"
+            )));
+        }
+        let len = usize::try_from(region.size)
+            .map_err(|_| self.unsupported(format!("BAR {bar} is too large to map")))?;
+        mmio::map(
+            self.fd.as_fd(),
+            region.offset,
+            len,
+            &format!("{} BAR {bar}", self.addr),
+        )
     }
-    /// Sets Bus Master Enable (and Memory Space Enable) in the command register.
+
+    /// Sets Memory Space Enable and Bus Master Enable in the command register,
+    /// so the device may answer MMIO and do DMA.
     pub fn enable_bus_master(&self) -> Result<()> {
-        todo!()
+        let command = u16::from_le_bytes(self.config_read::<2>(PCI_COMMAND)?);
+        let wanted = command | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
+        self.config_write(PCI_COMMAND, &wanted.to_le_bytes())
     }
-    /// Function-level reset through VFIO_DEVICE_RESET.
+
+    /// Resets the device through VFIO_DEVICE_RESET (FLR, PM or bus reset,
+    /// whichever the kernel has for it).
     pub fn reset(&self) -> Result<()> {
-        todo!()
+        if self.flags & VFIO_DEVICE_FLAGS_RESET == 0 {
+            return Err(self
+                .unsupported("has no reset method VFIO can use (no FLR, PM or bus reset)".into()));
+        }
+        ioctl::device_reset(self.fd.as_fd())
+            .map_err(|e| ioctl_err(self.addr, "VFIO_DEVICE_RESET", e))
     }
+
     /// How many vectors of `kind` the device has (0 if none).
-    pub fn irq_count(&self, _kind: IrqKind) -> Result<u32> {
-        todo!()
+    pub fn irq_count(&self, kind: IrqKind) -> Result<u32> {
+        let index = kind.index();
+        if index >= self.num_irqs {
+            return Ok(0);
+        }
+        let info = ioctl::irq_info(self.fd.as_fd(), index)
+            .map_err(|e| ioctl_err(self.addr, "VFIO_DEVICE_GET_IRQ_INFO", e))?;
+        Ok(info.count)
     }
-    /// Routes `count` vectors of `kind` to fresh eventfds.
-    pub fn enable_irqs(&self, _kind: IrqKind, _count: u32) -> Result<Interrupts> {
-        todo!()
+
+    /// Routes `count` vectors of `kind` to fresh eventfds. Disabled again when
+    /// the returned [`Interrupts`] is dropped.
+    pub fn enable_irqs(&self, kind: IrqKind, count: u32) -> Result<Interrupts> {
+        let available = self.irq_count(kind)?;
+        if available == 0 {
+            return Err(self.unsupported(format!("has no {kind:?} interrupts")));
+        }
+        if count == 0 || count > available {
+            return Err(Error::InvalidArgument(format!(
+                "{}: asked for {count} {kind:?} vectors, the device has 1 to {available}",
+                self.addr
+            )));
+        }
+        let eventfds = (0..count)
+            .map(|_| EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK))
+            .collect::<nix::Result<Vec<_>>>()
+            .map_err(|e| ioctl_err(self.addr, "eventfd", e.into()))?;
+        let raw: Vec<i32> = eventfds.iter().map(|e| e.as_fd().as_raw_fd()).collect();
+        let flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+        ioctl::set_irqs(self.fd.as_fd(), kind.index(), flags, 0, count, &raw)
+            .map_err(|e| ioctl_err(self.addr, "VFIO_DEVICE_SET_IRQS", e))?;
+        Ok(Interrupts::new(
+            Arc::clone(&self.fd),
+            self.addr,
+            kind,
+            eventfds,
+        ))
+    }
+
+    fn unsupported(&self, what: String) -> Error {
+        Error::Unsupported {
+            addr: self.addr,
+            what,
+        }
+    }
+}
+
+fn region_info(fd: &OwnedFd, addr: PciAddress, index: u32) -> Result<RegionInfo> {
+    let info = ioctl::region_info(fd.as_fd(), index)
+        .map_err(|e| ioctl_err(addr, "VFIO_DEVICE_GET_REGION_INFO", e))?;
+    Ok(RegionInfo {
+        index,
+        size: info.size,
+        offset: info.offset,
+        readable: info.flags & VFIO_REGION_INFO_FLAG_READ != 0,
+        writable: info.flags & VFIO_REGION_INFO_FLAG_WRITE != 0,
+        mappable: info.flags & VFIO_REGION_INFO_FLAG_MMAP != 0,
+    })
+}
+
+pub(super) fn ioctl_err(addr: PciAddress, ioctl: &'static str, source: io::Error) -> Error {
+    Error::Ioctl {
+        ioctl,
+        what: format!("PCI device {addr}"),
+        source,
     }
 }
