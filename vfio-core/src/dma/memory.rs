@@ -1,10 +1,23 @@
 //! Pinned host memory mapped into the IOMMU.
+//!
+//! The only place (with the pool's two slice constructors) where raw DMA
+//! memory is touched. Device-written memory is read with volatile accesses:
+//! the device may change it at any time, so the compiler must not cache it.
 #![allow(unsafe_code)]
 
+use std::ffi::c_void;
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
+use nix::sys::mman::{madvise, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags};
+
 use crate::vfio::Container;
-use crate::Result;
+use crate::{Error, Result};
+
+const PAGE: usize = 4096;
+const HUGE_2M: usize = 2 << 20;
+const HUGE_1G: usize = 1 << 30;
 
 /// Which pages back DMA memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,9 +25,9 @@ pub enum Backing {
     /// Hugepages (1 GiB where the size and the system allow, else 2 MiB);
     /// ordinary pages with a logged warning when none are free.
     Auto,
-    /// Hugepages or an error.
+    /// Hugepages or [`Error::HugepagesExhausted`].
     Hugepages,
-    /// Ordinary 4 KiB pages.
+    /// Ordinary 4 KiB pages (the IOMMU makes them look contiguous to devices).
     Pages,
 }
 
@@ -24,6 +37,17 @@ pub enum PageKind {
     Huge1G,
     Huge2M,
     Normal,
+}
+
+impl PageKind {
+    /// Page size in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            PageKind::Huge1G => HUGE_1G,
+            PageKind::Huge2M => HUGE_2M,
+            PageKind::Normal => PAGE,
+        }
+    }
 }
 
 /// Plain integer types that may be read from device-written memory with any bit pattern.
@@ -36,49 +60,304 @@ macro_rules! dma_word {
 }
 dma_word!(u8, u16, u32, u64);
 
-/// Pinned memory mapped into a container's IOMMU at an IOVA. Unmapped and freed on drop.
+/// Pinned memory mapped into a container's IOMMU at an IOVA. Unmapped from the
+/// IOMMU and freed on drop.
+///
+/// ```no_run
+/// use vfio_core::dma::{Backing, DmaMemory};
+///
+/// # fn main() -> vfio_core::Result<()> {
+/// # let container = vfio_core::vfio::Container::new()?;
+/// # let _nvme = container.open_device("0000:00:03.0".parse()?)?;
+/// let ring = DmaMemory::new(&container, 64 * 1024, Backing::Auto)?;
+/// ring.write::<u64>(0, ring.iova());          // e.g. a descriptor's address field
+/// let status: u32 = ring.read(8);             // a word the device may have written
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
-pub struct DmaMemory {}
+pub struct DmaMemory {
+    ptr: NonNull<u8>,
+    len: usize,
+    iova: u64,
+    kind: PageKind,
+    /// None only for test memory that no device can reach.
+    container: Option<Arc<Container>>,
+}
+
+// SAFETY: DmaMemory owns its mapping; all access goes through volatile reads
+// and writes of plain integers or through slices whose exclusivity the pool
+// guarantees, so moving or sharing the handle across threads is sound.
+unsafe impl Send for DmaMemory {}
+// SAFETY: as above.
+unsafe impl Sync for DmaMemory {}
 
 impl DmaMemory {
-    /// Allocates `size` bytes (rounded up to the page size) and maps them for DMA.
-    pub fn new(_container: &Arc<Container>, _size: usize, _backing: Backing) -> Result<DmaMemory> {
-        todo!()
+    /// Allocates `size` bytes (rounded up to the page size), pins them and maps
+    /// them for DMA in `container` (which must have a device open).
+    pub fn new(container: &Arc<Container>, size: usize, backing: Backing) -> Result<DmaMemory> {
+        let (ptr, len, kind) = allocate(size, backing)?;
+        let iova = match container.map_dma(ptr.as_ptr() as usize, len) {
+            Ok(iova) => iova,
+            Err(e) => {
+                unmap(ptr, len);
+                return Err(e);
+            }
+        };
+        Ok(DmaMemory {
+            ptr,
+            len,
+            iova,
+            kind,
+            container: Some(Arc::clone(container)),
+        })
     }
+
+    /// Memory no device can reach, with a made-up IOVA: for unit tests of code
+    /// built on DMA memory.
+    #[cfg(test)]
+    pub(crate) fn unmapped(size: usize, fake_iova: u64) -> DmaMemory {
+        let (ptr, len, kind) = allocate(size, Backing::Pages).expect("test memory");
+        DmaMemory {
+            ptr,
+            len,
+            iova: fake_iova,
+            kind,
+            container: None,
+        }
+    }
+
     /// The IOVA devices use for byte 0.
     pub fn iova(&self) -> u64 {
-        todo!()
+        self.iova
     }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        todo!()
+        self.len
     }
+
     /// True when empty (never, for an allocated region).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
+
     /// The pages backing this memory.
     pub fn page_kind(&self) -> PageKind {
-        todo!()
+        self.kind
     }
+
     /// The virtual address of byte 0.
     pub fn as_ptr(&self) -> *const u8 {
-        todo!()
+        self.ptr.as_ptr()
     }
+
+    /// Pointer to `len` bytes at `offset`, aligned to `align`; panics otherwise.
+    fn at(&self, offset: usize, len: usize, align: usize) -> *mut u8 {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len) && offset % align == 0,
+            "DMA memory access of {len} bytes at {offset:#x} is outside the {:#x}-byte region or misaligned",
+            self.len
+        );
+        // SAFETY: offset + len is inside the mapping (checked above).
+        unsafe { self.ptr.as_ptr().add(offset) }
+    }
+
     /// Volatile read of a word at `offset` (aligned). Panics when out of range.
-    pub fn read<T: DmaWord>(&self, _offset: usize) -> T {
-        todo!()
+    pub fn read<T: DmaWord>(&self, offset: usize) -> T {
+        let p = self.at(offset, size_of::<T>(), align_of::<T>()).cast::<T>();
+        // SAFETY: in bounds and aligned (`at`); T is a plain integer, valid for any bits.
+        unsafe { p.read_volatile() }
     }
+
     /// Volatile write of a word at `offset` (aligned). Panics when out of range.
-    pub fn write<T: DmaWord>(&self, _offset: usize, _value: T) {
-        todo!()
+    pub fn write<T: DmaWord>(&self, offset: usize, value: T) {
+        let p = self.at(offset, size_of::<T>(), align_of::<T>()).cast::<T>();
+        // SAFETY: in bounds and aligned (`at`); the memory is ours and writable.
+        unsafe { p.write_volatile(value) }
     }
-    /// Volatile copy out of the memory.
-    pub fn read_bytes(&self, _offset: usize, _out: &mut [u8]) {
-        todo!()
+
+    /// Volatile copy out of the memory. Panics when out of range.
+    pub fn read_bytes(&self, offset: usize, out: &mut [u8]) {
+        let p = self.at(offset, out.len(), 1);
+        for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: p + i is inside the range `at` checked.
+            *b = unsafe { p.add(i).read_volatile() };
+        }
     }
-    /// Volatile copy into the memory.
-    pub fn write_bytes(&self, _offset: usize, _data: &[u8]) {
-        todo!()
+
+    /// Volatile copy into the memory. Panics when out of range.
+    pub fn write_bytes(&self, offset: usize, data: &[u8]) {
+        let p = self.at(offset, data.len(), 1);
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: p + i is inside the range `at` checked.
+            unsafe { p.add(i).write_volatile(*b) };
+        }
+    }
+
+    /// `len` bytes at `offset` as a slice.
+    ///
+    /// # Safety
+    /// Nothing may write the range while the slice lives: the caller owns it
+    /// exclusively (no device has it, no `&mut` slice to it exists).
+    pub(crate) unsafe fn slice(&self, offset: usize, len: usize) -> &[u8] {
+        let p = self.at(offset, len, 1);
+        // SAFETY: in bounds (`at`); exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts(p, len) }
+    }
+
+    /// `len` bytes at `offset` as a mutable slice.
+    ///
+    /// # Safety
+    /// The caller owns the range exclusively for the slice's life (no device
+    /// has it, no other slice to it exists).
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
+        let p = self.at(offset, len, 1);
+        // SAFETY: in bounds (`at`); exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(p, len) }
+    }
+}
+
+impl Drop for DmaMemory {
+    fn drop(&mut self) {
+        if let Some(container) = &self.container {
+            if let Err(e) = container.unmap_dma(self.iova, self.len) {
+                log::warn!(
+                    "unmapping {} bytes of DMA memory at IOVA {:#x} failed: {e}",
+                    self.len,
+                    self.iova
+                );
+            }
+        }
+        unmap(self.ptr, self.len);
+    }
+}
+
+/// Maps anonymous memory for `size` bytes as `backing` asks.
+fn allocate(size: usize, backing: Backing) -> Result<(NonNull<u8>, usize, PageKind)> {
+    if size == 0 {
+        return Err(Error::InvalidArgument("DMA memory of 0 bytes".into()));
+    }
+    let huge = || huge_pages(size);
+    match backing {
+        Backing::Pages => ordinary(size),
+        Backing::Hugepages => huge().ok_or_else(|| Error::HugepagesExhausted {
+            needed: size,
+            page_size: HUGE_2M,
+            free_pages: free_hugepages(HUGE_2M),
+        }),
+        Backing::Auto => huge().map_or_else(
+            || {
+                log::warn!(
+                    "no free 2 MiB hugepages for {size} bytes of DMA memory ({} free); using ordinary pages. \
+                     Reserve hugepages with `echo N > /proc/sys/vm/nr_hugepages`",
+                    free_hugepages(HUGE_2M)
+                );
+                ordinary(size)
+            },
+            Ok,
+        ),
+    }
+}
+
+fn huge_pages(size: usize) -> Option<(NonNull<u8>, usize, PageKind)> {
+    if size % HUGE_1G == 0 && free_hugepages(HUGE_1G) >= (size / HUGE_1G) as u64 {
+        if let Some(m) = map_anon(size, MapFlags::MAP_HUGETLB | MapFlags::MAP_HUGE_1GB).ok() {
+            return Some((m, size, PageKind::Huge1G));
+        }
+    }
+    let len = size.checked_next_multiple_of(HUGE_2M)?;
+    let m = map_anon(len, MapFlags::MAP_HUGETLB | MapFlags::MAP_HUGE_2MB).ok()?;
+    Some((m, len, PageKind::Huge2M))
+}
+
+fn ordinary(size: usize) -> Result<(NonNull<u8>, usize, PageKind)> {
+    let len = size.checked_next_multiple_of(PAGE).ok_or_else(|| {
+        Error::InvalidArgument(format!("DMA memory of {size} bytes is too large"))
+    })?;
+    let m = map_anon(len, MapFlags::empty())
+        .map_err(|e| Error::io("mmap", "anonymous memory", e.into()))?;
+    Ok((m, len, PageKind::Normal))
+}
+
+/// Private anonymous memory, populated, kept out of forked children (whose
+/// copy-on-write would move pages the device is pinned to).
+fn map_anon(len: usize, extra: MapFlags) -> nix::Result<NonNull<u8>> {
+    let size = NonZeroUsize::new(len).ok_or(nix::errno::Errno::EINVAL)?;
+    let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_POPULATE | extra;
+    // SAFETY: a fresh anonymous mapping at an address the kernel picks; it
+    // aliases nothing.
+    let ptr = unsafe {
+        mmap_anonymous(
+            None,
+            size,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            flags,
+        )
+    }?;
+    // SAFETY: ptr/len is the mapping just made.
+    if let Err(e) = unsafe { madvise(ptr, len, MmapAdvise::MADV_DONTFORK) } {
+        log::warn!("madvise(MADV_DONTFORK) on DMA memory failed: {e}");
+    }
+    Ok(ptr.cast())
+}
+
+fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: ptr/len is a mapping made by `map_anon`, no longer referenced.
+    if let Err(e) = unsafe { munmap(ptr.cast::<c_void>(), len) } {
+        log::warn!("munmap of DMA memory failed: {e}");
+    }
+}
+
+/// Free hugepages of `page_size` bytes, from sysfs (0 if unknown).
+fn free_hugepages(page_size: usize) -> u64 {
+    let path = format!(
+        "/sys/kernel/mm/hugepages/hugepages-{}kB/free_hugepages",
+        page_size / 1024
+    );
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_and_bytes_round_trip() {
+        let m = DmaMemory::unmapped(10_000, 0x10_0000);
+        assert_eq!(m.len(), 12288, "rounded up to 4 KiB pages");
+        assert_eq!(m.page_kind(), PageKind::Normal);
+        m.write::<u64>(8, 0x1122_3344_5566_7788);
+        assert_eq!(m.read::<u32>(8), 0x5566_7788);
+        assert_eq!(m.read::<u16>(14), 0x1122);
+        m.write_bytes(100, b"hello");
+        let mut out = [0u8; 5];
+        m.read_bytes(100, &mut out);
+        assert_eq!(&out, b"hello");
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
+    fn out_of_range_read_panics() {
+        let m = DmaMemory::unmapped(4096, 0);
+        let _: u32 = m.read(4094);
+    }
+
+    #[test]
+    #[should_panic(expected = "misaligned")]
+    fn misaligned_read_panics() {
+        let m = DmaMemory::unmapped(4096, 0);
+        let _: u64 = m.read(4);
+    }
+
+    #[test]
+    fn zero_bytes_is_an_error() {
+        assert!(matches!(
+            allocate(0, Backing::Auto),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

@@ -1,61 +1,296 @@
-//! A fixed-size buffer pool (the mempool of DPDK and ixy).
+//! A fixed-size buffer pool (the mempool of DPDK and ixy): one DMA region cut
+//! into equal buffers. A buffer's life: [`BufferPool::alloc`] hands it out
+//! (CPU owns it) → a driver posts it to a device (the driver's ring owns it) →
+//! the device is done and the driver hands it back → dropping it returns its
+//! index to the pool.
+#![allow(unsafe_code)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::{Backing, DmaMemory, DmaWord};
 use crate::vfio::Container;
-use crate::Result;
+use crate::{Error, Result};
 
-/// `count` buffers of `buf_size` bytes in one DMA region; alloc and free are O(1)
-/// with no system call and no heap allocation.
+/// `count` buffers of `buf_size` bytes in one DMA region; alloc and free are
+/// O(1) with no system call (an uncontended lock) and no heap allocation.
+///
+/// ```no_run
+/// use vfio_core::dma::BufferPool;
+///
+/// # fn main() -> vfio_core::Result<()> {
+/// # let container = vfio_core::vfio::Container::new()?;
+/// # let _nic = container.open_device("0000:00:04.0".parse()?)?;
+/// let pool = BufferPool::new(&container, 2048, 4096)?;
+/// let mut buf = pool.alloc().expect("a fresh pool has free buffers");
+/// buf.as_mut_slice()[..6].copy_from_slice(&[0xff; 6]);
+/// let iova = buf.iova(); // what a descriptor points at
+/// drop(buf);             // back to the pool
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
-pub struct BufferPool {}
+pub struct BufferPool {
+    memory: DmaMemory,
+    buf_size: usize,
+    count: usize,
+    free: Mutex<Vec<u32>>,
+}
 
 /// One buffer of a pool. Goes back to its pool when dropped.
 #[derive(Debug)]
-pub struct Buffer {}
+pub struct Buffer {
+    pool: Arc<BufferPool>,
+    index: u32,
+}
 
 impl BufferPool {
-    /// Allocates the pool's memory and maps it for DMA.
+    /// Allocates the pool's memory (hugepages where there are any) and maps it
+    /// for DMA. `buf_size` is rounded up: to a power of two (at least 64) up to
+    /// 4 KiB, so that no buffer crosses a 4 KiB page; to a multiple of 4 KiB above.
     pub fn new(
-        _container: &Arc<Container>,
-        _buf_size: usize,
-        _count: usize,
+        container: &Arc<Container>,
+        buf_size: usize,
+        count: usize,
     ) -> Result<Arc<BufferPool>> {
-        todo!()
+        let buf_size = rounded_buf_size(buf_size, count)?;
+        let total = buf_size.checked_mul(count).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "a pool of {count} buffers of {buf_size} bytes is too large"
+            ))
+        })?;
+        let memory = DmaMemory::new(container, total, Backing::Auto)?;
+        Ok(BufferPool::from_memory(memory, buf_size, count))
     }
+
+    /// A pool over `memory`, which holds at least `buf_size * count` bytes.
+    pub(crate) fn from_memory(memory: DmaMemory, buf_size: usize, count: usize) -> Arc<BufferPool> {
+        assert!(buf_size * count <= memory.len() && count <= u32::MAX as usize);
+        let free = (0..count as u32).rev().collect();
+        Arc::new(BufferPool {
+            memory,
+            buf_size,
+            count,
+            free: Mutex::new(free),
+        })
+    }
+
+    fn free_list(&self) -> MutexGuard<'_, Vec<u32>> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Takes a free buffer, or None when all are in use.
     pub fn alloc(self: &Arc<Self>) -> Option<Buffer> {
-        todo!()
+        let index = self.free_list().pop()?;
+        Some(Buffer {
+            pool: Arc::clone(self),
+            index,
+        })
     }
+
+    /// Takes a free buffer, or [`Error::PoolExhausted`].
+    pub fn try_alloc(self: &Arc<Self>) -> Result<Buffer> {
+        self.alloc().ok_or(Error::PoolExhausted {
+            capacity: self.count,
+        })
+    }
+
+    /// Takes up to `n` buffers under one lock, appending them to `out`
+    /// (give `out` the capacity to avoid allocating); returns how many.
+    pub fn alloc_batch(self: &Arc<Self>, n: usize, out: &mut Vec<Buffer>) -> usize {
+        let mut free = self.free_list();
+        let take = n.min(free.len());
+        for _ in 0..take {
+            let index = free.pop().expect("counted above");
+            out.push(Buffer {
+                pool: Arc::clone(self),
+                index,
+            });
+        }
+        take
+    }
+
     /// Free buffers now.
     pub fn free_count(&self) -> usize {
-        todo!()
+        self.free_list().len()
     }
+
     /// Total buffers.
     pub fn capacity(&self) -> usize {
-        todo!()
+        self.count
     }
+
     /// Bytes per buffer.
     pub fn buf_size(&self) -> usize {
-        todo!()
+        self.buf_size
+    }
+
+    /// IOVA of the first buffer.
+    pub fn iova(&self) -> u64 {
+        self.memory.iova()
     }
 }
 
-impl Buffer {
-    /// IOVA of byte 0 of this buffer.
-    pub fn iova(&self) -> u64 {
-        todo!()
+fn rounded_buf_size(buf_size: usize, count: usize) -> Result<usize> {
+    if buf_size == 0 || count == 0 {
+        return Err(Error::InvalidArgument(format!("a pool needs buffers of at least 1 byte and at least 1 buffer (asked {count} x {buf_size} bytes)")));
     }
+    let rounded = if buf_size <= 4096 {
+        buf_size.next_power_of_two().max(64)
+    } else {
+        buf_size
+            .checked_next_multiple_of(4096)
+            .unwrap_or(usize::MAX)
+    };
+    Ok(rounded)
+}
+
+impl Buffer {
+    fn offset(&self) -> usize {
+        self.index as usize * self.pool.buf_size
+    }
+
+    /// IOVA of byte 0 of this buffer: what a device descriptor points at.
+    pub fn iova(&self) -> u64 {
+        self.pool.memory.iova() + self.offset() as u64
+    }
+
     /// Virtual address of byte 0.
     pub fn as_ptr(&self) -> *const u8 {
-        todo!()
+        self.pool.memory.as_ptr().wrapping_add(self.offset())
     }
+
+    /// Size of the buffer in bytes.
+    pub fn capacity(&self) -> usize {
+        self.pool.buf_size
+    }
+
     /// The buffer's bytes.
     pub fn as_slice(&self) -> &[u8] {
-        todo!()
+        // SAFETY: this Buffer is the only owner of its index, so no other
+        // slice covers these bytes, and while `self` is borrowed here the
+        // buffer cannot be handed to a device (that takes it by value).
+        unsafe { self.pool.memory.slice(self.offset(), self.pool.buf_size) }
     }
+
     /// The buffer's bytes, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        todo!()
+        // SAFETY: as in `as_slice`, and `&mut self` makes this the only slice.
+        unsafe {
+            self.pool
+                .memory
+                .slice_mut(self.offset(), self.pool.buf_size)
+        }
+    }
+
+    /// Volatile read of a word at `offset` in the buffer (for device-written data).
+    pub fn read<T: DmaWord>(&self, offset: usize) -> T {
+        self.check(offset, size_of::<T>());
+        self.pool.memory.read(self.offset() + offset)
+    }
+
+    /// Volatile write of a word at `offset` in the buffer.
+    pub fn write<T: DmaWord>(&mut self, offset: usize, value: T) {
+        self.check(offset, size_of::<T>());
+        self.pool.memory.write(self.offset() + offset, value)
+    }
+
+    fn check(&self, offset: usize, len: usize) {
+        assert!(
+            offset
+                .checked_add(len)
+                .is_some_and(|e| e <= self.capacity()),
+            "access at {offset:#x} beyond a {}-byte buffer",
+            self.capacity()
+        );
+    }
+
+    /// The pool this buffer belongs to.
+    pub fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        self.pool.free_list().push(self.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(buf_size: usize, count: usize) -> Arc<BufferPool> {
+        let size = rounded_buf_size(buf_size, count).unwrap();
+        BufferPool::from_memory(DmaMemory::unmapped(size * count, 0x20_0000), size, count)
+    }
+
+    #[test]
+    fn sizes_are_rounded() {
+        assert_eq!(rounded_buf_size(1, 1).unwrap(), 64);
+        assert_eq!(rounded_buf_size(1500, 1).unwrap(), 2048);
+        assert_eq!(rounded_buf_size(4096, 1).unwrap(), 4096);
+        assert_eq!(rounded_buf_size(4097, 1).unwrap(), 8192);
+        assert_eq!(rounded_buf_size(9000, 1).unwrap(), 12288);
+        assert!(rounded_buf_size(0, 1).is_err());
+        assert!(rounded_buf_size(64, 0).is_err());
+    }
+
+    #[test]
+    fn every_buffer_once_then_exhausted() {
+        let p = pool(2048, 16);
+        let mut held: Vec<Buffer> = (0..16).map(|_| p.alloc().unwrap()).collect();
+        assert!(p.alloc().is_none());
+        assert!(matches!(
+            p.try_alloc(),
+            Err(Error::PoolExhausted { capacity: 16 })
+        ));
+        let mut iovas: Vec<u64> = held.iter().map(Buffer::iova).collect();
+        iovas.sort();
+        let expected: Vec<u64> = (0..16).map(|i| 0x20_0000 + i * 2048).collect();
+        assert_eq!(iovas, expected);
+        for (i, b) in held.iter_mut().enumerate() {
+            b.as_mut_slice().fill(i as u8);
+        }
+        for (i, b) in held.iter().enumerate() {
+            assert!(
+                b.as_slice().iter().all(|&x| x == i as u8),
+                "buffer {i} was overwritten"
+            );
+        }
+        assert_eq!(p.free_count(), 0);
+        held.truncate(10);
+        assert_eq!(p.free_count(), 6);
+        drop(held);
+        assert_eq!(p.free_count(), 16);
+    }
+
+    #[test]
+    fn batch_takes_what_is_there() {
+        let p = pool(64, 8);
+        let mut out = Vec::with_capacity(16);
+        assert_eq!(p.alloc_batch(5, &mut out), 5);
+        assert_eq!(p.alloc_batch(5, &mut out), 3);
+        assert_eq!(p.free_count(), 0);
+        out.clear();
+        assert_eq!(p.free_count(), 8);
+    }
+
+    #[test]
+    fn buffer_bytes_are_the_pools_memory() {
+        let p = pool(4096, 4);
+        let mut b = p.alloc().unwrap();
+        b.write::<u32>(12, 0xdead_beef);
+        assert_eq!(b.read::<u32>(12), 0xdead_beef);
+        let off = (b.iova() - p.iova()) as usize;
+        assert_eq!(p.memory.read::<u32>(off + 12), 0xdead_beef);
+        assert_eq!(b.as_slice()[12..16], 0xdead_beef_u32.to_le_bytes());
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond")]
+    fn access_past_the_buffer_panics() {
+        let p = pool(64, 2);
+        let b = p.alloc().unwrap();
+        let _: u32 = b.read(62);
     }
 }
