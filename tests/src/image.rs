@@ -46,7 +46,7 @@ fn build_or_reuse() -> Result<GuestImage> {
     match env::var_os("VFIO_RS_GUEST_IMAGE") {
         Some(path) => Ok(GuestImage {
             tools,
-            initramfs: path.into(),
+            initramfs: workspace_root().join(path),
         }),
         None => build(tools),
     }

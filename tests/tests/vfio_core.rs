@@ -262,10 +262,14 @@ fn bus_master_and_device_reset() {
     let out = &outcome().ok("reset").output;
     assert_eq!(kv(out, "command.memory_space"), "true");
     assert_eq!(kv(out, "command.bus_master"), "true");
-    assert_eq!(kv_num(out, "aqa.written"), 0x001f_001f, "AQA is writable");
     assert_eq!(
-        kv_num(out, "aqa.after_reset"),
+        kv_num(out, "cc.written"),
+        0x46_0000,
+        "CC holds IOSQES=6, IOCQES=4"
+    );
+    assert_eq!(
+        kv_num(out, "cc.after_reset"),
         0,
-        "VFIO_DEVICE_RESET put AQA back to its reset value"
+        "VFIO_DEVICE_RESET put CC back to its reset value"
     );
 }

@@ -260,7 +260,8 @@ fn pool(bdf: &str) -> Result<()> {
     Ok(())
 }
 
-/// Sets bus mastering, then writes AQA, resets the controller and reads AQA back.
+/// Sets bus mastering, then writes CC (queue entry sizes, not enabled), resets
+/// the controller and reads CC back: a reset clears it.
 fn reset(bdf: &str) -> Result<()> {
     let container = Container::new()?;
     let dev = open_one(&container, bdf)?;
@@ -269,9 +270,9 @@ fn reset(bdf: &str) -> Result<()> {
     println!("command.memory_space={}", command & (1 << 1) != 0);
     println!("command.bus_master={}", command & (1 << 2) != 0);
     let bar = dev.map_bar(0)?;
-    bar.write32(nvme::AQA, 0x001f_001f);
-    println!("aqa.written={:#x}", bar.read32(nvme::AQA));
+    bar.write32(nvme::CC, 6 << 16 | 4 << 20);
+    println!("cc.written={:#x}", bar.read32(nvme::CC));
     dev.reset()?;
-    println!("aqa.after_reset={:#x}", bar.read32(nvme::AQA));
+    println!("cc.after_reset={:#x}", bar.read32(nvme::CC));
     Ok(())
 }
