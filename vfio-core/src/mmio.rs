@@ -89,7 +89,7 @@ impl Mmio {
     fn at<T>(&self, offset: usize) -> *mut T {
         let size = std::mem::size_of::<T>();
         assert!(
-            offset.checked_add(size).is_some_and(|end| end <= self.len) && offset % size == 0,
+            offset.checked_add(size).is_some_and(|end| end <= self.len) && offset.is_multiple_of(size),
             "MMIO access of {size} bytes at {offset:#x} is outside the {:#x}-byte BAR or misaligned",
             self.len
         );

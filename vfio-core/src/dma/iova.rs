@@ -213,7 +213,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 == 0 && !live.is_empty() {
+            if x.is_multiple_of(3) && !live.is_empty() {
                 let (iova, size) = live.swap_remove((x >> 8) as usize % live.len());
                 a.free(iova, size);
                 continue;

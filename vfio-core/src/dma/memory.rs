@@ -154,7 +154,7 @@ impl DmaMemory {
     /// Pointer to `len` bytes at `offset`, aligned to `align`; panics otherwise.
     fn at(&self, offset: usize, len: usize, align: usize) -> *mut u8 {
         assert!(
-            offset.checked_add(len).is_some_and(|end| end <= self.len) && offset % align == 0,
+            offset.checked_add(len).is_some_and(|end| end <= self.len) && offset.is_multiple_of(align),
             "DMA memory access of {len} bytes at {offset:#x} is outside the {:#x}-byte region or misaligned",
             self.len
         );
@@ -261,8 +261,8 @@ fn allocate(size: usize, backing: Backing) -> Result<(NonNull<u8>, usize, PageKi
 }
 
 fn huge_pages(size: usize) -> Option<(NonNull<u8>, usize, PageKind)> {
-    if size % HUGE_1G == 0 && free_hugepages(HUGE_1G) >= (size / HUGE_1G) as u64 {
-        if let Some(m) = map_anon(size, MapFlags::MAP_HUGETLB | MapFlags::MAP_HUGE_1GB).ok() {
+    if size.is_multiple_of(HUGE_1G) && free_hugepages(HUGE_1G) >= (size / HUGE_1G) as u64 {
+        if let Ok(m) = map_anon(size, MapFlags::MAP_HUGETLB | MapFlags::MAP_HUGE_1GB) {
             return Some((m, size, PageKind::Huge1G));
         }
     }

@@ -76,9 +76,10 @@ impl Container {
         let type1v2 = ioctl::check_extension(fd.as_fd(), VFIO_TYPE1v2_IOMMU)
             .map_err(|e| ioctl_err("VFIO_CHECK_EXTENSION", e))?;
         if !type1v2 {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(
                 "the kernel's VFIO has no TYPE1v2 IOMMU; load it with `modprobe vfio_iommu_type1`"
-            )));
+                    .to_string(),
+            ));
         }
         Ok(Arc::new(Container {
             fd,
@@ -230,7 +231,7 @@ fn ioctl_err(ioctl: &'static str, source: io::Error) -> Error {
 fn iova_alignment(size: u64) -> u64 {
     [1 << 30, 2 << 20]
         .into_iter()
-        .find(|&a| size % a == 0)
+        .find(|&a| size.is_multiple_of(a))
         .unwrap_or(4096)
 }
 
