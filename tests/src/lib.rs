@@ -10,6 +10,8 @@
 //! - [`image`]: the guest's initramfs: busybox, the vfio/nvme/e1000 modules,
 //!   the project's binaries built statically.
 //! - [`machine`]: one boot: devices, steps, timeout, and the results.
+//! - [`wire`]: the host end of a NIC: capture what it sends, send it frames.
+//! - [`check`]: reading the guest's `key=value` output; test data.
 //!
 //! ```no_run
 //! use vfio_tests::machine::Machine;
@@ -26,6 +28,7 @@ pub mod check;
 pub mod image;
 pub mod machine;
 pub mod provision;
+pub mod wire;
 
 use std::fmt;
 use std::path::Path;

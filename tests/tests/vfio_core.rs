@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use sha2::{Digest, Sha256};
 use vfio_tests::check::{kv, kv_num, random_bytes};
 use vfio_tests::machine::{Machine, Outcome};
+use vfio_tests::wire::{Capture, Repeater};
 
 const DISK_BYTES: usize = 16 << 20;
 const DISK_SEED: u64 = 0x5eed_0002;
@@ -17,21 +18,60 @@ const NVME: &str = "0000:00:03.0";
 const NIC: &str = "0000:00:04.0";
 const MISSING: &str = "0000:00:1e.0";
 
-fn outcome() -> &'static Outcome {
-    static OUTCOME: OnceLock<Result<Outcome, String>> = OnceLock::new();
-    OUTCOME
-        .get_or_init(|| boot().map_err(|e| e.to_string()))
+/// A frame the host sends the guest's NIC: broadcast, local experimental EtherType.
+const PROBE_ETHERTYPE: [u8; 2] = [0x88, 0xb5];
+
+/// The boot's results and the frames the guest's NIC put on the wire.
+struct Run {
+    outcome: Outcome,
+    frames: Vec<Vec<u8>>,
+    probes_sent: usize,
+}
+
+fn run() -> &'static Run {
+    static RUN: OnceLock<Result<Run, String>> = OnceLock::new();
+    RUN.get_or_init(|| boot().map_err(|e| e.to_string()))
         .as_ref()
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn boot() -> vfio_tests::Result<Outcome> {
+fn outcome() -> &'static Outcome {
+    &run().outcome
+}
+
+fn probe_frame() -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f.extend_from_slice(&PROBE_ETHERTYPE);
+    f.extend_from_slice(b"vfio-rs wire probe");
+    f.resize(60, 0);
+    f
+}
+
+fn boot() -> vfio_tests::Result<Run> {
     let mut m = Machine::new("vfio-core");
     let disk = m.dir().join("disk.img");
     std::fs::write(&disk, random_bytes(DISK_BYTES, DISK_SEED)).expect("write disk image");
     assert_eq!(m.nvme(&disk, ""), NVME);
     let nic = m.e1000("e1000");
     assert_eq!(m.nics_addr(nic), NIC);
+    let netdev = "$(ls /sys/bus/pci/devices/0000:00:04.0/net)";
+    m.step(
+        "kernel-nic-tx",
+        &format!(
+            "ip link set {netdev} up && ip addr add 192.0.2.2/24 dev {netdev}\n\
+             for i in $(seq 100); do [ \"$(cat /sys/class/net/{netdev}/carrier)\" = 1 ] && break; sleep 0.1; done\n\
+             arping -c 2 -w 3 -I {netdev} 192.0.2.1; true"
+        ),
+    );
+    m.step(
+        "kernel-nic-rx",
+        &format!(
+            "f=/sys/class/net/{netdev}/statistics/rx_packets; before=$(cat $f)\n\
+             for i in $(seq 100); do now=$(cat $f); [ $now -gt $before ] && break; sleep 0.1; done\n\
+             echo rx_before=$before; echo rx_after=$now"
+        ),
+    );
     m.step("malformed", "guest-check open 00:3g.0");
     m.step("devbind-malformed", "devbind bind 0000:00:03");
     m.step("missing", &format!("guest-check open {MISSING}"));
@@ -67,7 +107,21 @@ fn boot() -> vfio_tests::Result<Outcome> {
         ),
     );
     m.step("status-end", "devbind status");
-    m.run()
+    let running = m.start()?;
+    let capture = Capture::start(&running.nics[nic].socket);
+    let probes = Repeater::start(
+        &running.nics[nic].socket,
+        probe_frame(),
+        std::time::Duration::from_millis(200),
+    );
+    let outcome = running.wait();
+    let probes_sent = probes.stop();
+    let frames = capture.stop();
+    Ok(Run {
+        outcome: outcome?,
+        frames,
+        probes_sent,
+    })
 }
 
 fn line_with<'a>(output: &'a str, needle: &str) -> &'a str {
@@ -166,7 +220,8 @@ fn nvme_registers_read_through_the_mapped_bar() {
 #[test]
 fn e1000_registers_read_through_the_mapped_bar() {
     let out = &outcome().ok("open").output;
-    assert_eq!(kv(out, &format!("{NIC}.status.link_up")), "true");
+    // STATUS.LU is left as the kernel driver left the link when it let go; bringing
+    // the link up is the NIC driver's job.
     assert_eq!(kv(out, &format!("{NIC}.status.full_duplex")), "true");
     assert_eq!(
         kv_num(out, &format!("{NIC}.status.speed_bits")) & 2,
@@ -271,5 +326,41 @@ fn bus_master_and_device_reset() {
         kv_num(out, "cc.after_reset"),
         0,
         "VFIO_DEVICE_RESET put CC back to its reset value"
+    );
+}
+
+#[test]
+fn nic_wire_carries_frames_out_to_the_host() {
+    let run = run();
+    run.outcome.ok("kernel-nic-tx");
+    // ARP request (EtherType 0x0806, opcode 1) from the NIC's MAC for 192.0.2.1.
+    let arp = run
+        .frames
+        .iter()
+        .find(|f| f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 1]);
+    let arp = arp.unwrap_or_else(|| {
+        panic!(
+            "no ARP request among the {} frames the host received",
+            run.frames.len()
+        )
+    });
+    assert_eq!(
+        arp[6..12],
+        [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+        "source MAC"
+    );
+    assert_eq!(arp[28..32], [192, 0, 2, 2], "sender IP");
+    assert_eq!(arp[38..42], [192, 0, 2, 1], "target IP");
+}
+
+#[test]
+fn nic_wire_carries_frames_in_from_the_host() {
+    let run = run();
+    let out = &run.outcome.ok("kernel-nic-rx").output;
+    assert!(run.probes_sent > 0);
+    assert!(
+        kv_num(out, "rx_after") > kv_num(out, "rx_before"),
+        "the guest's NIC received none of the {} frames the host sent:\n{out}",
+        run.probes_sent
     );
 }
