@@ -11,8 +11,9 @@
 //!   and a fixed-size buffer pool whose buffers carry a virtual address and an IOVA.
 //!
 //! Drivers built on this crate need no `unsafe` for MMIO or DMA: the few places
-//! that talk to the kernel or to raw memory are `vfio::ioctl`, [`mmio`] and
-//! `dma::memory`, each block with a `// SAFETY:` comment.
+//! that talk to the kernel or to raw memory are `vfio::ioctl`, [`mmio`],
+//! `dma::memory` and the pool's slice accessors, each block with a `// SAFETY:`
+//! comment.
 //!
 //! ```no_run
 //! use std::sync::Arc;
