@@ -27,6 +27,7 @@ pub struct Machine {
     steps: String,
     next_slot: u8,
     next_id: usize,
+    next_bus: u8,
     hugepages: u32,
     memory_mib: u32,
     timeout: Duration,
@@ -58,6 +59,7 @@ impl Machine {
             steps: String::new(),
             next_slot: 3,
             next_id: 0,
+            next_bus: 1,
             hugepages: 64,
             memory_mib: 1024,
             timeout: DEFAULT_TIMEOUT,
@@ -142,6 +144,29 @@ impl Machine {
     /// The guest PCI address of NIC `index`.
     pub fn nics_addr(&self, index: usize) -> String {
         self.nics[index].addr.clone()
+    }
+
+    /// A conventional PCI bridge with `count` e1000 NICs (no wire) behind it:
+    /// they share one IOMMU group with the bridge. NIC n gets the MAC
+    /// 52:54:00:ab:BB:NN (BB its bus). Returns their addresses.
+    pub fn e1000s_behind_bridge(&mut self, count: u8) -> Vec<String> {
+        let (slot, _) = self.slot();
+        let bridge = self.id("bridge");
+        let bus = self.next_bus;
+        self.next_bus += 1;
+        self.args.extend([
+            "-device".into(),
+            format!("pci-bridge,id={bridge},chassis_nr={bus},{slot}"),
+        ]);
+        (1..=count)
+            .map(|n| {
+                self.args.extend([
+                    "-device".into(),
+                    format!("e1000,bus={bridge},addr={n:#x},mac=52:54:00:ab:{bus:02x}:{n:02x}"),
+                ]);
+                format!("0000:{bus:02x}:{n:02x}.0")
+            })
+            .collect()
     }
 
     /// Adds a step: a shell command line (or several) run in a subshell in the

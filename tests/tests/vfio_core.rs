@@ -17,6 +17,9 @@ const DISK_SEED: u64 = 0x5eed_0002;
 const NVME: &str = "0000:00:03.0";
 const NIC: &str = "0000:00:04.0";
 const MISSING: &str = "0000:00:1e.0";
+/// Two NICs behind a PCI bridge: one IOMMU group.
+const SHARED_A: &str = "0000:01:01.0";
+const SHARED_B: &str = "0000:01:02.0";
 
 /// A frame the host sends the guest's NIC: broadcast, local experimental EtherType.
 const PROBE_ETHERTYPE: [u8; 2] = [0x88, 0xb5];
@@ -55,6 +58,8 @@ fn boot() -> vfio_tests::Result<Run> {
     assert_eq!(m.nvme(&disk, ""), NVME);
     let nic = m.e1000("e1000");
     assert_eq!(m.nics_addr(nic), NIC);
+    let shared = m.e1000s_behind_bridge(2);
+    assert_eq!(shared, [SHARED_A, SHARED_B]);
     let netdev = "$(ls /sys/bus/pci/devices/0000:00:04.0/net)";
     m.step(
         "kernel-nic-tx",
@@ -107,6 +112,14 @@ fn boot() -> vfio_tests::Result<Run> {
         ),
     );
     m.step("status-end", "devbind status");
+    m.step(
+        "group-not-viable",
+        &format!("devbind bind {SHARED_A} && guest-check open {SHARED_A}"),
+    );
+    m.step(
+        "group-viable",
+        &format!("devbind bind {SHARED_B} && guest-check open {SHARED_A} {SHARED_B}"),
+    );
     let running = m.start()?;
     let capture = Capture::start(&running.nics[nic].socket);
     let probes = Repeater::start(
@@ -362,5 +375,30 @@ fn nic_wire_carries_frames_in_from_the_host() {
         kv_num(out, "rx_after") > kv_num(out, "rx_before"),
         "the guest's NIC received none of the {} frames the host sent:\n{out}",
         run.probes_sent
+    );
+}
+
+#[test]
+fn group_with_a_member_on_a_host_driver_is_not_viable_and_says_which() {
+    let o = outcome();
+    let out = &o.failed_with("group-not-viable", "is not viable").output;
+    assert!(
+        out.contains(&format!("{SHARED_B} (driver `e1000`)")),
+        "the error names the member still on e1000:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("run `devbind bind {SHARED_B}`")),
+        "{out}"
+    );
+    let out = &o.ok("group-viable").output;
+    assert_eq!(
+        kv(out, &format!("{SHARED_A}.group")),
+        kv(out, &format!("{SHARED_B}.group")),
+        "both NICs are in one group"
+    );
+    assert_eq!(
+        kv(out, &format!("{SHARED_B}.mac")),
+        "52:54:00:ab:01:02",
+        "the MAC the test gave it"
     );
 }
