@@ -61,3 +61,27 @@ pub mod csts {
     /// Controller Fatal Status.
     pub const CFS: u32 = 1 << 1;
 }
+
+/// Fields of CC (section 3.1.3.5).
+pub mod cc {
+    /// Enable.
+    pub const EN: u32 = 1 << 0;
+    /// I/O Command Set Selected, bits 6:4 (0 = NVM command set).
+    pub const CSS_NVM: u32 = 0 << 4;
+    /// Memory Page Size, bits 10:7: page size is 2 ^ (12 + MPS).
+    pub const MPS_SHIFT: u32 = 7;
+    /// Shutdown Notification, bits 15:14: 01b = normal shutdown.
+    pub const SHN_NORMAL: u32 = 1 << 14;
+    /// I/O Submission Queue Entry Size, bits 19:16, as a power of two (6: 64 bytes).
+    pub const IOSQES_SHIFT: u32 = 16;
+    /// I/O Completion Queue Entry Size, bits 23:20, as a power of two (4: 16 bytes).
+    pub const IOCQES_SHIFT: u32 = 20;
+}
+
+/// More fields of CSTS.
+pub mod csts_shst {
+    /// Shutdown Status, bits 3:2.
+    pub const MASK: u32 = 3 << 2;
+    /// 10b: shutdown processing complete.
+    pub const COMPLETE: u32 = 2 << 2;
+}

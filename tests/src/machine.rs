@@ -32,6 +32,7 @@ pub struct Machine {
     memory_mib: u32,
     timeout: Duration,
     nics: Vec<NicEnd>,
+    files: Vec<(String, Vec<u8>)>,
 }
 
 /// The host's end of a guest NIC: a UDP socket that receives every frame the
@@ -64,6 +65,7 @@ impl Machine {
             memory_mib: 1024,
             timeout: DEFAULT_TIMEOUT,
             nics: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -110,6 +112,33 @@ impl Machine {
             format!("nvme,serial=vfio-rs-{id},drive={id},{slot}{props}"),
         ]);
         addr
+    }
+
+    /// An NVMe controller with one namespace per `(image, block size)`, NSIDs
+    /// from 1; `props` are extra controller properties (e.g. ",mdts=2,max_ioqpairs=1").
+    pub fn nvme_namespaces(&mut self, namespaces: &[(&Path, u32)], props: &str) -> String {
+        let (slot, addr) = self.slot();
+        let ctrl = self.id("ctrl");
+        self.args.extend([
+            "-device".into(),
+            format!("nvme,id={ctrl},serial=vfio-rs-{ctrl},{slot}{props}"),
+        ]);
+        for (n, (disk, bs)) in namespaces.iter().enumerate() {
+            let drive = self.id("nvm");
+            self.args.extend([
+                "-drive".into(),
+                format!("file={},if=none,id={drive},format=raw,cache=unsafe", disk.display()),
+                "-device".into(),
+                format!("nvme-ns,drive={drive},bus={ctrl},nsid={},logical_block_size={bs},physical_block_size={bs}", n + 1),
+            ]);
+        }
+        addr
+    }
+
+    /// A file the guest finds at `/files/<name>`.
+    pub fn file(&mut self, name: &str, bytes: &[u8]) -> &mut Self {
+        self.files.push((name.to_string(), bytes.to_vec()));
+        self
     }
 
     /// An NVMe controller over a fresh zeroed image of `size` bytes.
@@ -216,6 +245,13 @@ impl Machine {
         fs::create_dir_all(&overlay)
             .map_err(|e| HarnessError::new(format!("create overlay: {e}")))?;
         write(&overlay.join("run.sh"), &format!("set +e\n{}", self.steps))?;
+        let files = overlay.join("files");
+        fs::create_dir_all(&files)
+            .map_err(|e| HarnessError::new(format!("create {}: {e}", files.display())))?;
+        for (name, bytes) in &self.files {
+            fs::write(files.join(name), bytes)
+                .map_err(|e| HarnessError::new(format!("write {name}: {e}")))?;
+        }
         chmod_x(&overlay.join("run.sh"))?;
         let extra = self.dir.join("overlay.cpio");
         image::pack_cpio(&image.tools.cpio, &overlay, &extra)?;

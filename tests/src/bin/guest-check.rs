@@ -7,6 +7,10 @@
 //!   eventfd (INTx, masked and unmasked); NVMe MSI-X vectors can be enabled.
 //! - `dma BDF auto|hugepages|pages BYTES`: DMA memory mapped, written by the CPU, unmapped.
 //! - `pool BDF`: every buffer of a pool allocated, distinct, returned.
+//! - `nvme-async NVME BYTES`: the first BYTES of namespace 1 read as 4 KiB
+//!   commands into pool buffers, 32 in flight; prints the SHA-256 of the data.
+//! - `nvme-bad NVME`: requests the driver must refuse, each error printed.
+//! - `nvme-queues NVME`: I/O queue pairs created until the controller's limit.
 //! - `reset NVME`: bus mastering set in config space; a register written, the
 //!   device reset through VFIO, the register back at its reset value.
 
@@ -22,6 +26,13 @@ use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Container, Device, IrqKind};
 use vfio_core::Result;
 
+fn nvme_err(e: nvme_driver::Error) -> vfio_core::Error {
+    match e {
+        nvme_driver::Error::Vfio(v) => v,
+        other => vfio_core::Error::InvalidArgument(format!("nvme: {other}")),
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +42,9 @@ fn main() -> ExitCode {
         Some("dma") if args.len() == 4 => dma(&args[1], &args[2], &args[3]),
         Some("pool") if args.len() == 2 => pool(&args[1]),
         Some("reset") if args.len() == 2 => reset(&args[1]),
+        Some("nvme-async") if args.len() == 3 => nvme_async(&args[1], &args[2]),
+        Some("nvme-bad") if args.len() == 2 => nvme_bad(&args[1]),
+        Some("nvme-queues") if args.len() == 2 => nvme_queues(&args[1]),
         _ => {
             eprintln!("usage: guest-check open BDF... | irq NIC NVME | dma BDF auto|hugepages|pages BYTES | pool BDF | reset NVME");
             return ExitCode::from(2);
@@ -274,5 +288,113 @@ fn reset(bdf: &str) -> Result<()> {
     println!("cc.written={:#x}", bar.read32(nvme::CC));
     dev.reset()?;
     println!("cc.after_reset={:#x}", bar.read32(nvme::CC));
+    Ok(())
+}
+
+/// Reads the first `bytes` of namespace 1 with the asynchronous API: 4 KiB
+/// reads into pool buffers, up to 32 in flight, reassembled by tag.
+fn nvme_async(bdf: &str, bytes: &str) -> Result<()> {
+    let total: usize = bytes
+        .parse()
+        .map_err(|_| vfio_core::Error::InvalidArgument(format!("size {bytes:?}")))?;
+    let container = Container::new()?;
+    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
+    let mut qp = nvme
+        .create_io_queue_pair::<vfio_core::dma::Buffer>(64)
+        .map_err(nvme_err)?;
+    let pool = BufferPool::new(&container, 4096, 64)?;
+    let chunks = total / 4096;
+    let mut data = vec![0u8; total];
+    let (mut next, mut done, mut max_in_flight) = (0, 0, 0);
+    while done < chunks {
+        while next < chunks && qp.in_flight() < 32 {
+            let buf = pool.try_alloc()?;
+            qp.submit_read(1, (next * 8) as u64, buf, 0, 4096, next as u64)
+                .map_err(|(e, _)| nvme_err(e))?;
+            next += 1;
+        }
+        max_in_flight = max_in_flight.max(qp.in_flight());
+        qp.ring();
+        let mut failed = None;
+        qp.poll(usize::MAX, |c| {
+            if let Err(e) = c.result {
+                failed.get_or_insert(e);
+            }
+            let buf = c.buf.expect("reads carry their buffer");
+            let at = c.tag as usize * 4096;
+            data[at..at + 4096].copy_from_slice(&buf.as_slice()[..4096]);
+            done += 1;
+        })
+        .map_err(nvme_err)?;
+        if let Some(e) = failed {
+            return Err(nvme_err(e));
+        }
+    }
+    use sha2::Digest;
+    println!("async.sha256={:x}", sha2::Sha256::digest(&data));
+    println!("async.commands={chunks}");
+    println!("async.max_in_flight={max_in_flight}");
+    println!("async.pool_free_after={}", pool.free_count());
+    Ok(())
+}
+
+/// Requests the driver must refuse without sending anything.
+fn nvme_bad(bdf: &str) -> Result<()> {
+    let container = Container::new()?;
+    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
+    let mut qp = nvme
+        .create_io_queue_pair::<DmaMemory>(16)
+        .map_err(nvme_err)?;
+    let blocks = qp.namespace(1).map_err(nvme_err)?.blocks;
+    let bs = qp.namespace(1).map_err(nvme_err)?.block_size as usize;
+    let small = DmaMemory::new(&container, 4096, Backing::Auto)?;
+    let big = DmaMemory::new(&container, 1 << 20, Backing::Auto)?;
+    let cases: [(&str, nvme_driver::Result<()>); 6] = [
+        ("past_end", qp.write(1, blocks, &big, 0, bs)),
+        ("straddles_end", qp.write(1, blocks - 1, &big, 0, 2 * bs)),
+        ("zero_blocks", qp.read(1, 0, &big, 0, 0)),
+        ("buffer_too_small", qp.read(1, 0, &small, 0, 8192)),
+        ("partial_block", qp.read(1, 0, &big, 0, bs + 1)),
+        ("unknown_nsid", qp.read(7, 0, &big, 0, bs)),
+    ];
+    for (name, result) in cases {
+        match result {
+            Ok(()) => println!("bad.{name}=accepted"),
+            Err(e) => println!("bad.{name}={e}"),
+        }
+    }
+    println!("bad.in_flight_after={}", qp.in_flight());
+    println!(
+        "bad.unknown_namespace_identify={}",
+        nvme.namespace(7)
+            .err()
+            .map_or("accepted".into(), |e| e.to_string())
+    );
+    Ok(())
+}
+
+/// Creates I/O queue pairs until the controller refuses; each does one read.
+fn nvme_queues(bdf: &str) -> Result<()> {
+    let container = Container::new()?;
+    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
+    println!("queues.limit={}", nvme.io_queue_limit());
+    let buf = DmaMemory::new(&container, 4096, Backing::Auto)?;
+    let mut made = Vec::new();
+    loop {
+        match nvme.create_io_queue_pair::<DmaMemory>(8) {
+            Ok(mut qp) => {
+                qp.read(1, 0, &buf, 0, 4096).map_err(nvme_err)?;
+                made.push(qp);
+            }
+            Err(e) => {
+                println!("queues.refused={e}");
+                break;
+            }
+        }
+        if made.len() > 64 {
+            break;
+        }
+    }
+    println!("queues.created={}", made.len());
     Ok(())
 }

@@ -1,0 +1,216 @@
+//! One submission/completion queue pair: its rings in DMA memory, its
+//! doorbells, and the command IDs in flight (base spec section 3.3).
+//!
+//! Completions are device-written memory: each entry is read with volatile
+//! loads and checked (command ID in flight, SQ head in range) before use.
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+use vfio_core::dma::{Backing, DmaMemory};
+use vfio_core::mmio::Mmio;
+use vfio_core::vfio::Container;
+
+use crate::regs::DOORBELL_BASE;
+use crate::spec::{Command, Completion, CQE_SIZE, SQE_SIZE};
+use crate::{Error, Result};
+
+/// A submission queue and the completion queue it posts to, with the same ID.
+#[derive(Debug)]
+pub(crate) struct QueuePair {
+    qid: u16,
+    entries: u16,
+    sq: DmaMemory,
+    cq: DmaMemory,
+    bar: Arc<Mmio>,
+    sq_doorbell: usize,
+    cq_doorbell: usize,
+    sq_tail: u16,
+    /// The controller's SQ head as of its last completion.
+    sq_head: u16,
+    cq_head: u16,
+    phase: bool,
+    /// Free command IDs (a stack: O(1), no allocation).
+    free_cids: Vec<u16>,
+    in_flight: Vec<bool>,
+    unrung: bool,
+}
+
+impl QueuePair {
+    /// Rings of `entries` (2..=4096) in fresh DMA memory; doorbells `4 << dstrd` apart.
+    pub(crate) fn new(
+        container: &Arc<Container>,
+        bar: Arc<Mmio>,
+        qid: u16,
+        entries: u16,
+        dstrd: u8,
+    ) -> Result<QueuePair> {
+        let sq = DmaMemory::new(container, entries as usize * SQE_SIZE, Backing::Auto)?;
+        let cq = DmaMemory::new(container, entries as usize * CQE_SIZE, Backing::Auto)?;
+        let stride = 4usize << dstrd;
+        let cids = entries - 1;
+        Ok(QueuePair {
+            qid,
+            entries,
+            sq,
+            cq,
+            bar,
+            sq_doorbell: DOORBELL_BASE + (2 * qid as usize) * stride,
+            cq_doorbell: DOORBELL_BASE + (2 * qid as usize + 1) * stride,
+            sq_tail: 0,
+            sq_head: 0,
+            cq_head: 0,
+            phase: true,
+            free_cids: (0..cids).rev().collect(),
+            in_flight: vec![false; entries as usize],
+            unrung: false,
+        })
+    }
+
+    pub(crate) fn qid(&self) -> u16 {
+        self.qid
+    }
+
+    pub(crate) fn sq_iova(&self) -> u64 {
+        self.sq.iova()
+    }
+
+    pub(crate) fn cq_iova(&self) -> u64 {
+        self.cq.iova()
+    }
+
+    /// Commands submitted and not completed.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.entries as usize - 1 - self.free_cids.len()
+    }
+
+    /// Most commands that can be in flight at once.
+    pub(crate) fn depth(&self) -> usize {
+        self.entries as usize - 1
+    }
+
+    /// The command ID the next `submit` will use, if the queue has room.
+    pub(crate) fn next_cid(&self) -> Option<u16> {
+        if self.is_full() {
+            None
+        } else {
+            self.free_cids.last().copied()
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        (self.sq_tail + 1) % self.entries == self.sq_head || self.free_cids.is_empty()
+    }
+
+    /// Writes `cmd` into the next SQ slot with a fresh command ID; the doorbell
+    /// is written by [`QueuePair::ring`], once per batch.
+    pub(crate) fn submit(&mut self, mut cmd: Command) -> Result<u16> {
+        if self.is_full() {
+            return Err(Error::QueueFull {
+                qid: self.qid,
+                depth: self.in_flight(),
+            });
+        }
+        let cid = self.free_cids.pop().expect("is_full checked");
+        cmd.set_cid(cid);
+        let base = self.sq_tail as usize * SQE_SIZE;
+        for (i, dw) in cmd.cdw.iter().enumerate() {
+            self.sq.write::<u32>(base + 4 * i, *dw);
+        }
+        self.in_flight[cid as usize] = true;
+        self.sq_tail = (self.sq_tail + 1) % self.entries;
+        self.unrung = true;
+        Ok(cid)
+    }
+
+    /// Tells the controller about everything submitted since the last ring.
+    pub(crate) fn ring(&mut self) {
+        if self.unrung {
+            // The SQ entries must be in memory before the doorbell write.
+            fence(Ordering::SeqCst);
+            self.bar.write32(self.sq_doorbell, self.sq_tail as u32);
+            self.unrung = false;
+        }
+    }
+
+    /// Takes up to `max` new completions, calling `f` for each, then writes the
+    /// CQ head doorbell once. A completion that no correct controller writes
+    /// (unknown command ID, SQ head out of range) is consumed and reported as
+    /// an error after the valid ones before it were handed to `f`.
+    pub(crate) fn poll(&mut self, max: usize, mut f: impl FnMut(Completion)) -> Result<usize> {
+        let mut taken = 0;
+        let mut bad = None;
+        while taken < max {
+            let Some(c) = self.next_completion() else {
+                break;
+            };
+            taken += 1;
+            match self.check(&c) {
+                Ok(()) => {
+                    self.in_flight[c.cid as usize] = false;
+                    self.free_cids.push(c.cid);
+                    self.sq_head = c.sq_head;
+                    f(c);
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            }
+        }
+        if taken > 0 {
+            self.bar.write32(self.cq_doorbell, self.cq_head as u32);
+        }
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(taken),
+        }
+    }
+
+    /// The entry at the CQ head if the controller has written it (its phase
+    /// bit matches), advancing the head.
+    fn next_completion(&mut self) -> Option<Completion> {
+        let base = self.cq_head as usize * CQE_SIZE;
+        let dw3 = self.cq.read::<u32>(base + 12);
+        if (dw3 >> 16 & 1 == 1) != self.phase {
+            return None;
+        }
+        // Read the rest of the entry only after its phase bit said it is complete.
+        fence(Ordering::Acquire);
+        let dw = [
+            self.cq.read::<u32>(base),
+            self.cq.read::<u32>(base + 4),
+            self.cq.read::<u32>(base + 8),
+            dw3,
+        ];
+        self.cq_head += 1;
+        if self.cq_head == self.entries {
+            self.cq_head = 0;
+            self.phase = !self.phase;
+        }
+        Some(Completion::parse(dw).0)
+    }
+
+    fn check(&self, c: &Completion) -> Result<()> {
+        let known = self.in_flight.get(c.cid as usize).copied().unwrap_or(false);
+        if !known {
+            return Err(Error::Protocol(format!(
+                "queue {}: completion for command ID {} that is not in flight",
+                self.qid, c.cid
+            )));
+        }
+        if c.sq_id != self.qid {
+            return Err(Error::Protocol(format!(
+                "queue {}: completion names SQ {}",
+                self.qid, c.sq_id
+            )));
+        }
+        if c.sq_head >= self.entries {
+            return Err(Error::Protocol(format!(
+                "queue {}: SQ head {} beyond {} entries",
+                self.qid, c.sq_head, self.entries
+            )));
+        }
+        Ok(())
+    }
+}
