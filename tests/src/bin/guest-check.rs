@@ -347,7 +347,8 @@ fn nvme_bad(bdf: &str) -> Result<()> {
         .map_err(nvme_err)?;
     let blocks = qp.namespace(1).map_err(nvme_err)?.blocks;
     let bs = qp.namespace(1).map_err(nvme_err)?.block_size as usize;
-    let small = DmaMemory::new(&container, 4096, Backing::Auto)?;
+    let small_pool = BufferPool::new(&container, 4096, 1)?;
+    let small = small_pool.try_alloc()?;
     let big = DmaMemory::new(&container, 1 << 20, Backing::Auto)?;
     let cases: [(&str, nvme_driver::Result<()>); 6] = [
         ("past_end", qp.write(1, blocks, &big, 0, bs)),

@@ -6,7 +6,7 @@ use std::io;
 use std::ops::RangeInclusive;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vfio_bindings::bindings::vfio::{VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION};
 
@@ -35,15 +35,20 @@ const LOWEST_IOVA: u64 = 1 << 20;
 /// assert!(std::sync::Arc::ptr_eq(nvme.container(), nic.container()));
 /// # Ok(()) }
 /// ```
+///
+/// The container keeps every group it attached until it is dropped itself, and
+/// DMA memory keeps the container: so no mapping outlives the IOMMU context it
+/// lives in (closing a container's last group tears that context down).
 #[derive(Debug)]
 pub struct Container {
-    fd: OwnedFd,
+    // Field order is drop order: groups detach before the container fd closes.
     state: Mutex<State>,
+    fd: OwnedFd,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    groups: HashMap<u32, Weak<Group>>,
+    groups: HashMap<u32, Arc<Group>>,
     iommu: Option<Iommu>,
 }
 
@@ -103,21 +108,20 @@ impl Container {
         }
         let number = info.iommu_group.ok_or(Error::NoIommuGroup { addr })?;
         let group = self.group(number)?;
-        Device::open(group, addr)
+        Device::open(Arc::clone(self), &group, addr)
     }
 
     /// The group `number`, opened and attached if this container lacks it.
-    fn group(self: &Arc<Self>, number: u32) -> Result<Arc<Group>> {
+    fn group(&self, number: u32) -> Result<Arc<Group>> {
         let mut state = self.lock();
-        if let Some(group) = state.groups.get(&number).and_then(Weak::upgrade) {
-            return Ok(group);
+        if let Some(group) = state.groups.get(&number) {
+            return Ok(Arc::clone(group));
         }
-        let first = !state.groups.values().any(|g| g.strong_count() > 0);
         let group = Arc::new(Group::open(self, number)?);
-        if first {
+        if state.groups.is_empty() {
             state.iommu = Some(self.set_up_iommu()?);
         }
-        state.groups.insert(number, Arc::downgrade(&group));
+        state.groups.insert(number, Arc::clone(&group));
         Ok(group)
     }
 

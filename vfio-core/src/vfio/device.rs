@@ -50,7 +50,7 @@ pub struct RegionInfo {
 #[derive(Debug)]
 pub struct Device {
     fd: Arc<OwnedFd>,
-    group: Arc<Group>,
+    container: Arc<Container>,
     addr: PciAddress,
     flags: u32,
     num_regions: u32,
@@ -60,7 +60,11 @@ pub struct Device {
 
 impl Device {
     /// Gets the device's fd from its (attached) group and reads what it offers.
-    pub(crate) fn open(group: Arc<Group>, addr: PciAddress) -> Result<Device> {
+    pub(crate) fn open(
+        container: Arc<Container>,
+        group: Arc<Group>,
+        addr: PciAddress,
+    ) -> Result<Device> {
         let name = CString::new(addr.to_string()).expect("a PCI address has no NUL");
         let fd = ioctl::group_get_device_fd(group.fd().as_fd(), &name)
             .map_err(|e| group.ioctl_err("VFIO_GROUP_GET_DEVICE_FD", e))?;
@@ -69,7 +73,7 @@ impl Device {
         let config = region_info(&fd, addr, VFIO_PCI_CONFIG_REGION_INDEX)?;
         Ok(Device {
             fd: Arc::new(fd),
-            group,
+            container,
             addr,
             flags: info.flags,
             num_regions: info.num_regions,
@@ -85,7 +89,7 @@ impl Device {
 
     /// The container this device's group is attached to.
     pub fn container(&self) -> &Arc<Container> {
-        self.group.container()
+        &self.container
     }
 
     /// Information about region `index` (BAR0..5 are 0..5, config space is 7).

@@ -4,7 +4,6 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio::VFIO_GROUP_FLAGS_VIABLE;
 
@@ -12,18 +11,17 @@ use super::{ioctl, Container};
 use crate::pci::Sysfs;
 use crate::{Error, Result};
 
-/// An open IOMMU group attached to a container. The group detaches when the
-/// last file descriptor on it closes (on drop).
+/// An open IOMMU group attached to a container, which owns it. The group
+/// detaches when its file descriptor closes (on drop).
 #[derive(Debug)]
 pub(crate) struct Group {
     fd: OwnedFd,
     number: u32,
-    container: Arc<Container>,
 }
 
 impl Group {
     /// Opens /dev/vfio/`number`, checks it is viable and attaches it to `container`.
-    pub(crate) fn open(container: &Arc<Container>, number: u32) -> Result<Group> {
+    pub(crate) fn open(container: &Container, number: u32) -> Result<Group> {
         let path = PathBuf::from(format!("/dev/vfio/{number}"));
         let fd: OwnedFd = OpenOptions::new()
             .read(true)
@@ -34,11 +32,7 @@ impl Group {
                 _ => Error::io("open", &path, e),
             })?
             .into();
-        let group = Group {
-            fd,
-            number,
-            container: Arc::clone(container),
-        };
+        let group = Group { fd, number };
         group.check_viable()?;
         ioctl::group_set_container(group.fd.as_fd(), container.fd().as_fd())
             .map_err(|e| group.ioctl_err("VFIO_GROUP_SET_CONTAINER", e))?;
@@ -65,10 +59,6 @@ impl Group {
 
     pub(crate) fn fd(&self) -> &OwnedFd {
         &self.fd
-    }
-
-    pub(crate) fn container(&self) -> &Arc<Container> {
-        &self.container
     }
 
     pub(crate) fn ioctl_err(&self, ioctl: &'static str, source: io::Error) -> Error {
