@@ -62,7 +62,7 @@ impl Device {
     /// Gets the device's fd from its (attached) group and reads what it offers.
     pub(crate) fn open(
         container: Arc<Container>,
-        group: Arc<Group>,
+        group: &Group,
         addr: PciAddress,
     ) -> Result<Device> {
         let name = CString::new(addr.to_string()).expect("a PCI address has no NUL");
