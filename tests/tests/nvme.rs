@@ -18,6 +18,10 @@ const A: &str = "0000:00:03.0";
 const B: &str = "0000:00:04.0";
 const C: &str = "0000:00:05.0";
 const D: &str = "0000:00:06.0";
+/// E's image fails reads of one sector (QEMU's blkdebug).
+const E: &str = "0000:00:07.0";
+const E_BLOCKS: u64 = 2048;
+const E_BAD_LBA: u64 = 1000;
 const A_BYTES: usize = 16 << 20;
 const A_BLOCKS: u64 = (A_BYTES / 512) as u64;
 
@@ -38,6 +42,7 @@ struct Images {
     c1: PathBuf,
     c2: PathBuf,
     d: PathBuf,
+    e: PathBuf,
 }
 
 fn pattern(name: &str, len: usize) -> Vec<u8> {
@@ -77,7 +82,12 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
         c1: image(&dir, "c1.img", vec![0; 4 << 20]),
         c2: image(&dir, "c2.img", vec![0; 2 << 20]),
         d: image(&dir, "d.img", vec![0; 4 << 20]),
+        e: image(&dir, "e.img", random_bytes(E_BLOCKS as usize * 512, 0xe)),
     };
+    let rule =
+        format!("[inject-error]\nevent = \"read_aio\"\nerrno = \"5\"\nsector = \"{E_BAD_LBA}\"\n");
+    let conf = image(&dir, "blkdebug.conf", rule.into_bytes());
+    let faulty = PathBuf::from(format!("blkdebug:{}:{}", conf.display(), imgs.e.display()));
     assert_eq!(m.nvme_namespaces(&[(&imgs.a, 512)], ""), A);
     assert_eq!(m.nvme_namespaces(&[(&imgs.b, 4096)], ""), B);
     assert_eq!(
@@ -88,6 +98,7 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
         m.nvme_namespaces(&[(&imgs.d, 512)], ",mdts=2,max_ioqpairs=1"),
         D
     );
+    assert_eq!(m.nvme_namespaces(&[(&faulty, 512)], ""), E);
     for (name, _, len) in A_WRITES {
         m.file(name, &pattern(name, *len));
     }
@@ -96,7 +107,7 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
     m.file("c2-pattern", &pattern("c2-pattern", 4096));
     m.file("d-pattern", &pattern("d-pattern", 200 << 10));
 
-    m.step("bind", &format!("devbind bind {A} {B} {C} {D}"));
+    m.step("bind", &format!("devbind bind {A} {B} {C} {D} {E}"));
     for (c, name) in [(A, "a"), (B, "b"), (C, "c"), (D, "d")] {
         m.step(
             &format!("identify-{name}"),
@@ -146,6 +157,10 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
     );
     m.step("d-small-mdts", &format!("nvme-io --device {D} write --lba 0 --input /files/d-pattern && nvme-io --device {D} read --lba 0 --blocks 400 --output - | sha256sum"));
     m.step("d-queues", &format!("guest-check nvme-queues {D}"));
+    m.step(
+        "e-media-error",
+        &format!("guest-check nvme-media {E} {E_BAD_LBA} {E_BLOCKS}"),
+    );
     m.step("unbind", &format!("devbind unbind {A}"));
     let kernel_reads: Vec<String> = A_WRITES
         .iter()
@@ -380,5 +395,29 @@ fn smart_log_counts_the_writes_and_no_media_errors() {
     assert!(
         field(out, "host write commands").parse::<u64>().unwrap() >= A_WRITES.len() as u64,
         "{out}"
+    );
+}
+
+#[test]
+fn an_injected_media_error_is_decoded_and_the_queue_pair_goes_on() {
+    let out = &outcome().ok("e-media-error").output;
+    for key in ["media.bad_block", "media.range_over_bad"] {
+        let err = kv(out, key);
+        assert!(
+            err.contains("Read failed: Unrecovered Read Error (MediaAndDataIntegrity status 0x81"),
+            "{key}: {err}"
+        );
+    }
+    let image = random_bytes(E_BLOCKS as usize * 512, 0xe);
+    let bad = E_BAD_LBA as usize * 512;
+    assert_eq!(
+        kv(out, "media.before_sha256"),
+        sha(&image[..bad]),
+        "blocks before the bad one"
+    );
+    assert_eq!(
+        kv(out, "media.after_sha256"),
+        sha(&image[bad + 512..]),
+        "blocks after the bad one"
     );
 }

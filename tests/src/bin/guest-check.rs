@@ -11,6 +11,8 @@
 //!   commands into pool buffers, 32 in flight; prints the SHA-256 of the data.
 //! - `nvme-bad NVME`: requests the driver must refuse, each error printed.
 //! - `nvme-queues NVME`: I/O queue pairs created until the controller's limit.
+//! - `nvme-media NVME BAD_LBA BLOCKS`: on one queue pair, a read of the bad
+//!   block fails with a decoded error, and every other block reads (hashes).
 //! - `reset NVME`: bus mastering set in config space; a register written, the
 //!   device reset through VFIO, the register back at its reset value.
 
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Some("nvme-async") if args.len() == 3 => nvme_async(&args[1], &args[2]),
         Some("nvme-bad") if args.len() == 2 => nvme_bad(&args[1]),
         Some("nvme-queues") if args.len() == 2 => nvme_queues(&args[1]),
+        Some("nvme-media") if args.len() == 4 => nvme_media(&args[1], &args[2], &args[3]),
         _ => {
             eprintln!("usage: guest-check open BDF... | irq NIC NVME | dma BDF auto|hugepages|pages BYTES | pool BDF | reset NVME");
             return ExitCode::from(2);
@@ -397,5 +400,42 @@ fn nvme_queues(bdf: &str) -> Result<()> {
         }
     }
     println!("queues.created={}", made.len());
+    Ok(())
+}
+
+/// On one queue pair: the bad block fails, a range over it fails, the blocks
+/// around it read (their SHA-256 printed), and the queue pair keeps working.
+fn nvme_media(bdf: &str, bad: &str, blocks: &str) -> Result<()> {
+    let num = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| vfio_core::Error::InvalidArgument(format!("number {s:?}")))
+    };
+    let (bad, blocks) = (num(bad)?, num(blocks)?);
+    let container = Container::new()?;
+    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
+    let mut qp = nvme
+        .create_io_queue_pair::<DmaMemory>(16)
+        .map_err(nvme_err)?;
+    let mem = DmaMemory::new(&container, (blocks * 512) as usize, Backing::Auto)?;
+    let show = |r: nvme_driver::Result<()>| r.err().map_or("ok".to_string(), |e| e.to_string());
+    println!("media.bad_block={}", show(qp.read(1, bad, &mem, 0, 512)));
+    println!(
+        "media.range_over_bad={}",
+        show(qp.read(1, bad - 10, &mem, 0, 20 * 512))
+    );
+    let mut hash = |lba: u64, n: u64| -> Result<String> {
+        qp.read(1, lba, &mem, 0, (n * 512) as usize)
+            .map_err(nvme_err)?;
+        let mut data = vec![0u8; (n * 512) as usize];
+        mem.read_bytes(0, &mut data);
+        use sha2::Digest;
+        Ok(format!("{:x}", sha2::Sha256::digest(&data)))
+    };
+    println!("media.before_sha256={}", hash(0, bad)?);
+    println!("media.after_sha256={}", hash(bad + 1, blocks - bad - 1)?);
+    println!(
+        "media.error_log_entries={}",
+        nvme.error_count().map_err(nvme_err)?
+    );
     Ok(())
 }
