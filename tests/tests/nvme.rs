@@ -161,6 +161,7 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
         "e-media-error",
         &format!("guest-check nvme-media {E} {E_BAD_LBA} {E_BLOCKS}"),
     );
+    m.step("perf", &format!("nvme-perf --device {C} --pattern randread --queue-depth 8 --queues 2 --seconds 1 --warmup 0.2 --baseline --json"));
     m.step("unbind", &format!("devbind unbind {A}"));
     let kernel_reads: Vec<String> = A_WRITES
         .iter()
@@ -420,4 +421,38 @@ fn an_injected_media_error_is_decoded_and_the_queue_pair_goes_on() {
         sha(&image[bad + 512..]),
         "blocks after the bad one"
     );
+}
+
+#[test]
+fn perf_runs_both_drivers_and_the_io_path_does_not_allocate() {
+    let out = &outcome().ok("perf").output;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line:\n{out}"));
+    let json: serde_json::Value = serde_json::from_str(line).expect("nvme-perf --json prints JSON");
+    let total = |side: &str| {
+        json[side]
+            .as_array()
+            .and_then(|rows| rows.last())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (user, kernel) = (total("userspace"), total("kernel"));
+    assert!(user["ios"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert!(
+        kernel["ios"].as_u64().unwrap_or(0) > 0,
+        "the kernel baseline ran: {json}"
+    );
+    assert_eq!(
+        json["userspace"].as_array().map(Vec::len),
+        Some(3),
+        "two queues and a total"
+    );
+    assert_eq!(
+        user["allocations"].as_u64(),
+        Some(0),
+        "no heap allocation on the I/O path after warm-up: {json}"
+    );
+    assert!(json["iops_ratio"].as_f64().is_some());
 }

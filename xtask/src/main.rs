@@ -3,6 +3,8 @@
 //! - `cargo xtask demo`: set up, boot the QEMU machine and run the main job.
 //! - `cargo xtask test`: set up, then every check and test (format, clippy,
 //!   host unit tests and the guest tests in the QEMU machine).
+//! - `cargo xtask bench`: the benchmarks beside their kernel baselines, in the
+//!   QEMU machine (emulator numbers: compare the ratios).
 //! - `cargo xtask setup`: only install/download what the machine needs.
 
 use std::process::{Command, ExitCode};
@@ -16,7 +18,8 @@ fn main() -> ExitCode {
         "setup" => setup().map(|_| ()),
         "test" => test(),
         "demo" => demo(),
-        _ => Err("usage: cargo xtask <demo|test|setup>".to_string()),
+        "bench" => bench(),
+        _ => Err("usage: cargo xtask <demo|test|bench|setup>".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,4 +107,30 @@ fn demo() -> Result<(), String> {
         .all(|s| s.code == 0)
         .then_some(())
         .ok_or_else(|| "a demo step failed".to_string())
+}
+
+fn bench() -> Result<(), String> {
+    setup()?;
+    let mut m = Machine::new("bench");
+    m.timeout(std::time::Duration::from_secs(900));
+    let nvme = m.nvme_zeroed(256 << 20);
+    m.step("bind", &format!("devbind bind {nvme}"));
+    let perf = |args: &str| format!("nvme-perf --device {nvme} --seconds 5 --baseline {args}");
+    m.step(
+        "nvme randread qd32",
+        &perf("--pattern randread --queue-depth 32 --queues 1"),
+    );
+    m.step(
+        "nvme randread qd1",
+        &perf("--pattern randread --queue-depth 1 --queues 1"),
+    );
+    let out = m.run().map_err(|e| e.to_string())?;
+    for s in &out.steps {
+        println!("== guest$ {} (exit {})\n{}", s.name, s.code, s.output);
+    }
+    out.steps
+        .iter()
+        .all(|s| s.code == 0)
+        .then_some(())
+        .ok_or_else(|| "a benchmark failed".to_string())
 }

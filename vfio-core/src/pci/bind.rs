@@ -130,7 +130,8 @@ impl Sysfs {
     fn recorded_driver(&self, addr: PciAddress) -> Option<String> {
         let text = fs::read_to_string(self.state_file(addr)).ok()?;
         let name = text.trim();
-        (!name.is_empty() && !name.contains('/')).then(|| name.to_string())
+        (!name.is_empty() && name != "." && name != ".." && !name.contains('/'))
+            .then(|| name.to_string())
     }
 }
 

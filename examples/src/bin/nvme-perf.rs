@@ -1,0 +1,285 @@
+//! nvme-perf: IOPS, bandwidth and latency of the userspace NVMe driver, like
+//! SPDK's spdk_nvme_perf; with `--baseline`, the same workload through the
+//! kernel's nvme driver (io_uring, O_DIRECT) in the same run, and the ratio.
+//!
+//! ```text
+//! nvme-perf --device BDF --pattern randread --io-size 4096 --queue-depth 32 --queues 1 --seconds 5 [--baseline] [--json]
+//! ```
+//!
+//! One thread per queue pair, nothing shared on the I/O path. Each worker
+//! counts the heap allocations its thread makes in the measured window (after
+//! warm-up): the I/O path makes none.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use examples::perf::{self, Pattern, QueueStats, Summary, Workload};
+use nvme_driver::{Controller, Error, IoQueuePair, Result};
+use vfio_core::dma::{Buffer, BufferPool};
+use vfio_core::pci::{PciAddress, Sysfs};
+use vfio_core::vfio::Container;
+
+#[derive(Parser, Clone)]
+#[command(about = "Benchmark the userspace NVMe driver (and the kernel's, with --baseline)")]
+struct Cli {
+    #[arg(long)]
+    device: String,
+    #[arg(long, default_value_t = 1)]
+    nsid: u32,
+    #[arg(long, value_enum, default_value_t = Pattern::Randread)]
+    pattern: Pattern,
+    #[arg(long, default_value_t = 4096)]
+    io_size: usize,
+    #[arg(long, default_value_t = 32)]
+    queue_depth: usize,
+    #[arg(long, default_value_t = 1)]
+    queues: usize,
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
+    /// Also run the kernel's nvme driver (io_uring, O_DIRECT) on the same device.
+    #[arg(long)]
+    baseline: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match run(&Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nvme-perf: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    if cli.queue_depth == 0 || cli.queues == 0 || cli.io_size == 0 || cli.seconds <= 0.0 {
+        return Err(Error::InvalidArgument(
+            "queue depth, queues, I/O size and seconds must be above zero".into(),
+        ));
+    }
+    let addr: PciAddress = cli.device.parse().map_err(Error::Vfio)?;
+    let (user, units) = userspace(cli, addr)?;
+    let user_rows = perf::summarize(&user);
+    let kernel_rows = if cli.baseline {
+        Some(perf::summarize(&kernel(cli, addr, units)?))
+    } else {
+        None
+    };
+    report(cli, &user_rows, kernel_rows.as_deref());
+    Ok(())
+}
+
+/// The userspace driver: returns per-queue statistics and the namespace size in I/O units.
+fn userspace(cli: &Cli, addr: PciAddress) -> Result<(Vec<QueueStats>, u64)> {
+    let container = Container::new()?;
+    let mut nvme = Controller::open(&container, addr)?;
+    let ns = nvme.namespace(cli.nsid)?;
+    if !cli.io_size.is_multiple_of(ns.block_size as usize) {
+        return Err(Error::InvalidArgument(format!(
+            "--io-size {} is not a multiple of the {}-byte block",
+            cli.io_size, ns.block_size
+        )));
+    }
+    let units = ns.bytes() / cli.io_size as u64;
+    let entries = u16::try_from(cli.queue_depth + 1)
+        .map_err(|_| Error::InvalidArgument("queue depth too large".into()))?;
+    let mut workers = Vec::new();
+    for q in 0..cli.queues {
+        let qp = nvme.create_io_queue_pair::<Buffer>(entries)?;
+        let pool = BufferPool::new(&container, cli.io_size, cli.queue_depth)?;
+        let (cli, wl) = (
+            cli.clone(),
+            Workload::new(cli.pattern, units, q as u64 * 7919 + 1),
+        );
+        workers.push(thread::spawn(move || user_worker(qp, pool, wl, &cli)));
+    }
+    let stats = workers
+        .into_iter()
+        .map(|w| w.join().expect("worker thread"))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((stats, units))
+}
+
+fn user_worker(
+    mut qp: IoQueuePair<Buffer>,
+    pool: Arc<BufferPool>,
+    mut wl: Workload,
+    cli: &Cli,
+) -> Result<QueueStats> {
+    let epoch = Instant::now();
+    let mut stats = QueueStats::new();
+    let warm_until = epoch + Duration::from_secs_f64(cli.warmup);
+    drive(
+        &mut qp,
+        &pool,
+        &mut wl,
+        cli,
+        epoch,
+        warm_until,
+        &mut QueueStats::new(),
+    )?;
+    let start = Instant::now();
+    let mut result = Ok(());
+    let info = allocation_counter::measure(|| {
+        result = drive(
+            &mut qp,
+            &pool,
+            &mut wl,
+            cli,
+            epoch,
+            start + Duration::from_secs_f64(cli.seconds),
+            &mut stats,
+        );
+    });
+    stats.elapsed = start.elapsed();
+    stats.allocations = info.count_total;
+    result?;
+    while qp.in_flight() > 0 {
+        qp.poll(usize::MAX, |_| {})?;
+    }
+    Ok(stats)
+}
+
+/// Keeps the queue full until `until`, recording completions into `stats`.
+fn drive(
+    qp: &mut IoQueuePair<Buffer>,
+    pool: &Arc<BufferPool>,
+    wl: &mut Workload,
+    cli: &Cli,
+    epoch: Instant,
+    until: Instant,
+    stats: &mut QueueStats,
+) -> Result<()> {
+    let blocks_per_unit = cli.io_size as u64 / qp.namespace(cli.nsid)?.block_size as u64;
+    let mut failure = None;
+    while Instant::now() < until && failure.is_none() {
+        while qp.in_flight() < cli.queue_depth {
+            let Some(buf) = pool.alloc() else { break };
+            let (unit, read) = wl.next_io();
+            let tag = epoch.elapsed().as_nanos() as u64;
+            let lba = unit * blocks_per_unit;
+            let submitted = if read {
+                qp.submit_read(cli.nsid, lba, buf, 0, cli.io_size, tag)
+            } else {
+                qp.submit_write(cli.nsid, lba, buf, 0, cli.io_size, tag)
+            };
+            submitted.map_err(|(e, _)| e)?;
+        }
+        qp.ring();
+        qp.poll(cli.queue_depth, |c| {
+            if let Err(e) = c.result {
+                failure.get_or_insert(e);
+            }
+            stats.record(
+                cli.io_size,
+                (epoch.elapsed().as_nanos() as u64).saturating_sub(c.tag),
+            );
+        })?;
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// The kernel's nvme driver on the same device: unbind from vfio-pci, run the
+/// workload with io_uring on the block device, bind back.
+fn kernel(cli: &Cli, addr: PciAddress, units: u64) -> Result<Vec<QueueStats>> {
+    let sysfs = Sysfs::new();
+    sysfs.unbind_vfio(addr)?;
+    let result = block_device(addr, cli.nsid).and_then(|dev| {
+        let workers: Vec<_> = (0..cli.queues)
+            .map(|q| {
+                let (cli, dev) = (cli.clone(), dev.clone());
+                let wl = Workload::new(cli.pattern, units, q as u64 * 7919 + 1);
+                thread::spawn(move || {
+                    examples::uring::run(
+                        &dev,
+                        wl,
+                        cli.io_size,
+                        cli.queue_depth,
+                        Duration::from_secs_f64(cli.warmup),
+                        Duration::from_secs_f64(cli.seconds),
+                    )
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().expect("worker thread").map_err(|e| {
+                    Error::InvalidArgument(format!("kernel baseline on {}: {e}", dev.display()))
+                })
+            })
+            .collect()
+    });
+    sysfs.bind_vfio(addr)?;
+    result
+}
+
+/// /dev/nvmeXnN of the controller at `addr`, once the kernel has probed it.
+fn block_device(addr: PciAddress, nsid: u32) -> Result<PathBuf> {
+    let dir = PathBuf::from(format!("/sys/bus/pci/devices/{addr}/nvme"));
+    for _ in 0..200 {
+        let ctrl = std::fs::read_dir(&dir)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.file_name());
+        if let Some(ctrl) = ctrl {
+            let dev = PathBuf::from(format!("/dev/{}n{nsid}", ctrl.to_string_lossy()));
+            if dev.exists() {
+                return Ok(dev);
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Err(Error::InvalidArgument(format!("the kernel's nvme driver did not create a block device for {addr} namespace {nsid} within 10 s")))
+}
+
+fn report(cli: &Cli, user: &[Summary], kernel: Option<&[Summary]>) {
+    let (u, k) = (
+        user.last().expect("a total row"),
+        kernel.and_then(|k| k.last()),
+    );
+    let ratio_iops = k.map(|k| u.iops / k.iops.max(1e-9));
+    let ratio_lat = k.map(|k| u.avg_us / k.avg_us.max(1e-9));
+    if cli.json {
+        let json = serde_json::json!({
+            "machine": perf::machine_label(), "pattern": cli.pattern, "io_size": cli.io_size,
+            "queue_depth": cli.queue_depth, "queues": cli.queues, "seconds": cli.seconds,
+            "userspace": user, "kernel": kernel, "iops_ratio": ratio_iops, "avg_latency_ratio": ratio_lat,
+        });
+        println!("{json}");
+        return;
+    }
+    println!(
+        "nvme-perf on {}: {:?}, {} bytes, queue depth {}, {} queue(s), {} s",
+        perf::machine_label(),
+        cli.pattern,
+        cli.io_size,
+        cli.queue_depth,
+        cli.queues,
+        cli.seconds
+    );
+    perf::print_table("userspace driver (vfio)", user);
+    if let Some(kernel) = kernel {
+        perf::print_table("kernel nvme driver (io_uring, O_DIRECT)", kernel);
+        println!(
+            "ratio userspace/kernel: IOPS {:.2}x, average latency {:.2}x",
+            ratio_iops.unwrap_or(0.0),
+            ratio_lat.unwrap_or(0.0)
+        );
+    }
+    println!(
+        "heap allocations on the userspace I/O path after warm-up: {}",
+        u.allocations
+    );
+}

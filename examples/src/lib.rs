@@ -1,0 +1,5 @@
+//! Shared pieces of the example programs: workloads and reports for the
+//! benchmarks, and the kernel baselines they are compared with.
+
+pub mod perf;
+pub mod uring;
