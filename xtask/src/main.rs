@@ -120,6 +120,10 @@ fn bench() -> Result<(), String> {
         "nvme randread qd32",
         &perf("--pattern randread --queue-depth 32 --queues 1"),
     );
+    for batch in [8, 16] {
+        let args = format!("--pattern randread --queue-depth 32 --batch {batch} --queues 1");
+        m.step(&format!("nvme randread qd32 batch {batch}"), &perf(&args));
+    }
     m.step(
         "nvme randread qd1",
         &perf("--pattern randread --queue-depth 1 --queues 1"),

@@ -40,6 +40,10 @@ struct Cli {
     queues: usize,
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Refill the queue only when this many slots are free (one doorbell per
+    /// batch); 1 refills after every completion.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Seconds of warm-up before measuring.
     #[arg(long, default_value_t = 0.5)]
     warmup: f64,
@@ -162,8 +166,10 @@ fn drive(
 ) -> Result<()> {
     let blocks_per_unit = cli.io_size as u64 / qp.namespace(cli.nsid)?.block_size as u64;
     let mut failure = None;
+    let refill_at = cli.queue_depth.saturating_sub(cli.batch.max(1));
     while Instant::now() < until && failure.is_none() {
-        while qp.in_flight() < cli.queue_depth {
+        let refill = qp.in_flight() <= refill_at;
+        while refill && qp.in_flight() < cli.queue_depth {
             let Some(buf) = pool.alloc() else { break };
             let (unit, read) = wl.next_io();
             let tag = epoch.elapsed().as_nanos() as u64;
