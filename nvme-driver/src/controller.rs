@@ -338,6 +338,48 @@ impl Controller {
             .collect()
     }
 
+    /// Resets the controller (CC.EN 1 -> 0, which drops every queue and stops
+    /// all DMA) and brings it up again with an empty admin queue. I/O queue
+    /// pairs created before must each be given to
+    /// [`Controller::recreate_io_queue_pair`] before use.
+    pub fn reset(&mut self) -> Result<()> {
+        log::warn!("{}: resetting the controller", self.address());
+        self.disable()?;
+        self.admin.reset();
+        self.configure_admin_queue();
+        self.enable()?;
+        let granted = self.set_number_of_queues(u16::MAX - 1)?;
+        self.io_queues = granted;
+        Ok(())
+    }
+
+    /// After [`Controller::reset`]: hands every command `qp` had in flight to
+    /// `aborted` (with its buffer; each fails with [`Error::Aborted`]) and
+    /// creates the queue pair again at the controller, same ID, same memory.
+    pub fn recreate_io_queue_pair<B: DmaTarget>(
+        &mut self,
+        qp: &mut IoQueuePair<B>,
+        aborted: impl FnMut(crate::IoCompletion<B>),
+    ) -> Result<()> {
+        if self.bar.read32(regs::CC) & cc::EN == 0 {
+            return Err(self.error("is disabled; reset it before re-creating queues"));
+        }
+        qp.abort_all(aborted);
+        let q = qp.queue();
+        let (qid, entries, cq, sq) = (q.qid(), q.entries(), q.cq_iova(), q.sq_iova());
+        self.admin_command(
+            "Create I/O Completion Queue",
+            Command::create_io_cq(qid, entries, cq),
+            None,
+        )?;
+        self.admin_command(
+            "Create I/O Submission Queue",
+            Command::create_io_sq(qid, entries, sq, qid),
+            None,
+        )?;
+        Ok(())
+    }
+
     /// Deletes an I/O queue pair (its SQ, then its CQ).
     pub fn delete_io_queue_pair<B: DmaTarget>(&mut self, qp: IoQueuePair<B>) -> Result<()> {
         let qid = qp.qid();

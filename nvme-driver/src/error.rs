@@ -44,6 +44,10 @@ pub enum Error {
         timeout: Duration,
     },
 
+    /// The command was in flight when the controller was reset; it may or may not have run.
+    #[error("{command} was aborted by a controller reset")]
+    Aborted { command: &'static str },
+
     /// A caller passed something out of range; nothing was sent to the device.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

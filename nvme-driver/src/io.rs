@@ -24,7 +24,7 @@ use crate::queue::QueuePair;
 use crate::spec::{nvm, Command, ControllerInfo, NamespaceInfo, PAGE_SIZE};
 use crate::{Error, Result};
 
-/// How long a blocking call waits for its commands.
+/// How long a blocking call waits for its commands, unless set otherwise.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A finished asynchronous command.
@@ -63,6 +63,7 @@ pub struct IoQueuePair<B = Buffer> {
     namespaces: Vec<NamespaceInfo>,
     controller: ControllerInfo,
     max_transfer: usize,
+    timeout: Duration,
     failed: bool,
 }
 
@@ -83,6 +84,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
             namespaces,
             controller,
             max_transfer,
+            timeout: IO_TIMEOUT,
             failed: false,
         })
     }
@@ -100,6 +102,37 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// Commands submitted and not yet returned by `poll`.
     pub fn in_flight(&self) -> usize {
         self.qp.in_flight()
+    }
+
+    /// How long the blocking calls wait for their commands (default [`IO_TIMEOUT`]).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// True after a blocking call timed out: the queue pair refuses work until
+    /// [`crate::Controller::recreate_io_queue_pair`] after a controller reset.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// After a controller reset: every command in flight is handed to `f` as
+    /// aborted (with its buffer: the disabled controller DMAs no more), and the
+    /// rings start empty.
+    pub(crate) fn abort_all(&mut self, mut f: impl FnMut(IoCompletion<B>)) {
+        for slot in self.slots.iter_mut().filter_map(Option::take) {
+            let result = Err(Error::Aborted { command: slot.name });
+            f(IoCompletion {
+                tag: slot.tag,
+                buf: slot.buf,
+                result,
+            });
+        }
+        self.qp.reset();
+        self.failed = false;
+    }
+
+    pub(crate) fn queue(&self) -> &QueuePair {
+        &self.qp
     }
 
     /// The largest transfer of one command in bytes.
@@ -160,7 +193,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
         if self.failed {
             return Err(Error::Timeout {
                 command: "an earlier command",
-                timeout: IO_TIMEOUT,
+                timeout: self.timeout,
             });
         }
         Ok(())
@@ -324,7 +357,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
         })
     }
 
-    /// Polls until every command in flight is done or `IO_TIMEOUT` passes;
+    /// Polls until every command in flight is done or the timeout passes;
     /// returns the first error among them.
     fn drain(&mut self, what: &'static str) -> Result<()> {
         let start = Instant::now();
@@ -335,11 +368,11 @@ impl<B: DmaTarget> IoQueuePair<B> {
                     first_err = Some(e);
                 }
             })?;
-            if start.elapsed() > IO_TIMEOUT {
+            if start.elapsed() > self.timeout {
                 self.failed = true;
                 return Err(Error::Timeout {
                     command: what,
-                    timeout: IO_TIMEOUT,
+                    timeout: self.timeout,
                 });
             }
         }
@@ -410,11 +443,11 @@ impl<B: DmaTarget> IoQueuePair<B> {
             if n > 0 {
                 return Ok(());
             }
-            if start.elapsed() > IO_TIMEOUT {
+            if start.elapsed() > self.timeout {
                 self.failed = true;
                 return Err(Error::Timeout {
                     command: what,
-                    timeout: IO_TIMEOUT,
+                    timeout: self.timeout,
                 });
             }
         }

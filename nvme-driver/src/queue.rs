@@ -79,6 +79,23 @@ impl QueuePair {
         self.cq.iova()
     }
 
+    /// Forgets every command in flight and empties both rings, for a controller
+    /// that was reset (it has dropped them and will DMA no more).
+    pub(crate) fn reset(&mut self) {
+        self.cq.write_bytes(0, &vec![0; self.cq.len()]);
+        self.sq_tail = 0;
+        self.sq_head = 0;
+        self.cq_head = 0;
+        self.phase = true;
+        self.free_cids = (0..self.entries - 1).rev().collect();
+        self.in_flight.fill(false);
+        self.unrung = false;
+    }
+
+    pub(crate) fn entries(&self) -> u16 {
+        self.entries
+    }
+
     /// Commands submitted and not completed.
     pub(crate) fn in_flight(&self) -> usize {
         self.entries as usize - 1 - self.free_cids.len()

@@ -22,6 +22,9 @@ const D: &str = "0000:00:06.0";
 const E: &str = "0000:00:07.0";
 const E_BLOCKS: u64 = 2048;
 const E_BAD_LBA: u64 = 1000;
+/// F's drive is throttled to 16 KiB/s (QEMU's block throttling): a 64 KiB read
+/// takes about 4 s, past the 2 s timeout the test sets.
+const F: &str = "0000:00:08.0";
 const A_BYTES: usize = 16 << 20;
 const A_BLOCKS: u64 = (A_BYTES / 512) as u64;
 
@@ -43,6 +46,7 @@ struct Images {
     c2: PathBuf,
     d: PathBuf,
     e: PathBuf,
+    f: PathBuf,
 }
 
 fn pattern(name: &str, len: usize) -> Vec<u8> {
@@ -83,6 +87,7 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
         c2: image(&dir, "c2.img", vec![0; 2 << 20]),
         d: image(&dir, "d.img", vec![0; 4 << 20]),
         e: image(&dir, "e.img", random_bytes(E_BLOCKS as usize * 512, 0xe)),
+        f: image(&dir, "f.img", random_bytes(8 << 20, 0xf)),
     };
     let rule =
         format!("[inject-error]\nevent = \"read_aio\"\nerrno = \"5\"\nsector = \"{E_BAD_LBA}\"\n");
@@ -99,6 +104,8 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
         D
     );
     assert_eq!(m.nvme_namespaces(&[(&faulty, 512)], ""), E);
+    let throttled = PathBuf::from(format!("{},throttling.bps-total=16384", imgs.f.display()));
+    assert_eq!(m.nvme_namespaces(&[(&throttled, 512)], ""), F);
     for (name, _, len) in A_WRITES {
         m.file(name, &pattern(name, *len));
     }
@@ -107,7 +114,7 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
     m.file("c2-pattern", &pattern("c2-pattern", 4096));
     m.file("d-pattern", &pattern("d-pattern", 200 << 10));
 
-    m.step("bind", &format!("devbind bind {A} {B} {C} {D} {E}"));
+    m.step("bind", &format!("devbind bind {A} {B} {C} {D} {E} {F}"));
     for (c, name) in [(A, "a"), (B, "b"), (C, "c"), (D, "d")] {
         m.step(
             &format!("identify-{name}"),
@@ -157,6 +164,7 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
     );
     m.step("d-small-mdts", &format!("nvme-io --device {D} write --lba 0 --input /files/d-pattern && nvme-io --device {D} read --lba 0 --blocks 400 --output - | sha256sum"));
     m.step("d-queues", &format!("guest-check nvme-queues {D}"));
+    m.step("f-timeout", &format!("guest-check nvme-timeout {F}"));
     m.step(
         "e-media-error",
         &format!("guest-check nvme-media {E} {E_BAD_LBA} {E_BLOCKS}"),
@@ -455,4 +463,33 @@ fn perf_runs_both_drivers_and_the_io_path_does_not_allocate() {
         "no heap allocation on the I/O path after warm-up: {json}"
     );
     assert!(json["iops_ratio"].as_f64().is_some());
+}
+
+#[test]
+fn a_command_that_does_not_complete_in_time_is_reported_and_reset_recovers() {
+    let out = &outcome().ok("f-timeout").output;
+    assert!(
+        kv(out, "timeout.slow_read").contains("did not complete within 2s"),
+        "{out}"
+    );
+    let waited = kv_num(out, "timeout.waited_ms");
+    assert!(
+        (2000..20_000).contains(&waited),
+        "gave up after the timeout, not forever: {waited} ms"
+    );
+    assert_eq!(kv(out, "timeout.failed"), "true");
+    assert!(
+        kv(out, "timeout.next_read").contains("an earlier command did not complete"),
+        "{out}"
+    );
+    assert!(
+        kv_num(out, "timeout.aborted") >= 1,
+        "the reset handed back the commands in flight: {out}"
+    );
+    assert_eq!(kv(out, "timeout.read_after_reset"), "ok");
+    let image = random_bytes(8 << 20, 0xf);
+    assert_eq!(
+        kv(out, "timeout.after_reset_sha256"),
+        sha(&image[8 * 512..8 * 512 + 4096])
+    );
 }

@@ -13,6 +13,9 @@
 //! - `nvme-queues NVME`: I/O queue pairs created until the controller's limit.
 //! - `nvme-media NVME BAD_LBA BLOCKS`: on one queue pair, a read of the bad
 //!   block fails with a decoded error, and every other block reads (hashes).
+//! - `nvme-timeout NVME`: on a throttled drive, a 64 KiB read times out, the
+//!   queue pair refuses work, a controller reset and queue re-creation hand
+//!   back the aborted commands, and a small read works again.
 //! - `reset NVME`: bus mastering set in config space; a register written, the
 //!   device reset through VFIO, the register back at its reset value.
 
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Some("nvme-bad") if args.len() == 2 => nvme_bad(&args[1]),
         Some("nvme-queues") if args.len() == 2 => nvme_queues(&args[1]),
         Some("nvme-media") if args.len() == 4 => nvme_media(&args[1], &args[2], &args[3]),
+        Some("nvme-timeout") if args.len() == 2 => nvme_timeout(&args[1]),
         _ => {
             eprintln!("usage: guest-check open BDF... | irq NIC NVME | dma BDF auto|hugepages|pages BYTES | pool BDF | reset NVME");
             return ExitCode::from(2);
@@ -436,6 +440,55 @@ fn nvme_media(bdf: &str, bad: &str, blocks: &str) -> Result<()> {
     println!(
         "media.error_log_entries={}",
         nvme.error_count().map_err(nvme_err)?
+    );
+    Ok(())
+}
+
+/// A read that cannot finish in time on a throttled drive; then reset and recover.
+fn nvme_timeout(bdf: &str) -> Result<()> {
+    let container = Container::new()?;
+    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
+    let mut qp = nvme
+        .create_io_queue_pair::<DmaMemory>(16)
+        .map_err(nvme_err)?;
+    qp.set_timeout(Duration::from_secs(2));
+    let mem = DmaMemory::new(&container, 4 << 20, Backing::Auto)?;
+    let show = |r: nvme_driver::Result<()>| r.err().map_or("ok".to_string(), |e| e.to_string());
+    // The throttle lets a first burst through; read until it holds one back.
+    let mut slow = (Ok(()), Duration::ZERO);
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        slow = (qp.read(1, 0, &mem, 0, 64 << 10), started.elapsed());
+        if slow.0.is_err() {
+            break;
+        }
+    }
+    println!("timeout.slow_read={}", show(slow.0));
+    println!("timeout.waited_ms={}", slow.1.as_millis());
+    println!("timeout.failed={}", qp.is_failed());
+    println!("timeout.next_read={}", show(qp.read(1, 0, &mem, 0, 4096)));
+    nvme.reset().map_err(nvme_err)?;
+    let mut aborted = 0;
+    nvme.recreate_io_queue_pair(&mut qp, |c| {
+        if c.result.is_err() {
+            aborted += 1;
+        }
+    })
+    .map_err(nvme_err)?;
+    println!("timeout.aborted={aborted}");
+    // The throttle still charges the drained request's bytes: allow for that.
+    qp.set_timeout(Duration::from_secs(30));
+    // Into other memory than the aborted command had: QEMU may still finish it.
+    println!(
+        "timeout.read_after_reset={}",
+        show(qp.read(1, 8, &mem, 1 << 20, 4096))
+    );
+    let mut data = vec![0u8; 4096];
+    mem.read_bytes(1 << 20, &mut data);
+    use sha2::Digest;
+    println!(
+        "timeout.after_reset_sha256={:x}",
+        sha2::Sha256::digest(&data)
     );
     Ok(())
 }
