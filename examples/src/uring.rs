@@ -3,7 +3,7 @@
 //! keeps the buffer address), so this one module of the examples allows it.
 #![allow(unsafe_code)]
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -33,22 +33,18 @@ pub fn run(
     let mut ring = IoUring::new(depth.next_power_of_two() as u32)?;
     // Page-aligned buffers, as O_DIRECT needs.
     let mut buffers = MmapMut::map_anon(depth * io_size)?;
-    let base = buffers.as_mut_ptr();
-    let mut started = vec![Instant::now(); depth];
+    let mut slots = Slots {
+        fd: types::Fd(file.as_raw_fd()),
+        base: buffers.as_mut_ptr(),
+        io_size,
+        started: vec![Instant::now(); depth],
+    };
     let mut done: Vec<(u64, i32)> = Vec::with_capacity(depth);
     let mut stats = QueueStats::new();
     let begin = Instant::now();
     let mut in_flight = 0;
     for slot in 0..depth {
-        submit(
-            &mut ring,
-            &file,
-            base,
-            slot,
-            io_size,
-            &mut workload,
-            &mut started,
-        )?;
+        slots.submit(&mut ring, slot, &mut workload)?;
         in_flight += 1;
     }
     let (mut measuring_since, mut stopped, mut failure) = (None, false, None);
@@ -75,18 +71,10 @@ pub fn run(
                 stopped = true;
             }
             if measuring_since.is_some() && !stopped {
-                stats.record(io_size, (now - started[slot]).as_nanos() as u64);
+                stats.record(io_size, (now - slots.started[slot]).as_nanos() as u64);
             }
             if !stopped {
-                submit(
-                    &mut ring,
-                    &file,
-                    base,
-                    slot,
-                    io_size,
-                    &mut workload,
-                    &mut started,
-                )?;
+                slots.submit(&mut ring, slot, &mut workload)?;
                 in_flight += 1;
             }
         }
@@ -94,33 +82,37 @@ pub fn run(
     failure.map_or(Ok(stats), Err)
 }
 
-fn submit(
-    ring: &mut IoUring,
-    file: &File,
+/// The buffers of the operations in flight, one slot each, and when each was submitted.
+struct Slots {
+    fd: types::Fd,
     base: *mut u8,
-    slot: usize,
     io_size: usize,
-    workload: &mut Workload,
-    started: &mut [Instant],
-) -> io::Result<()> {
-    let (unit, read) = workload.next_io();
-    let offset = unit * io_size as u64;
-    // SAFETY: slot < depth, so the buffer lies inside the mapping.
-    let buf = unsafe { base.add(slot * io_size) };
-    let fd = types::Fd(file.as_raw_fd());
-    let entry = if read {
-        opcode::Read::new(fd, buf, io_size as u32)
-            .offset(offset)
-            .build()
-    } else {
-        opcode::Write::new(fd, buf, io_size as u32)
-            .offset(offset)
-            .build()
-    };
-    started[slot] = Instant::now();
-    // SAFETY: the buffer (a slot of the mapping) and the file outlive the
-    // operation: `run` drains every operation before it returns.
-    unsafe { ring.submission().push(&entry.user_data(slot as u64)) }
-        .map_err(|_| io::Error::other("io_uring submission queue full"))?;
-    Ok(())
+    started: Vec<Instant>,
+}
+
+impl Slots {
+    /// Submits the workload's next I/O into `slot`'s buffer.
+    fn submit(
+        &mut self,
+        ring: &mut IoUring,
+        slot: usize,
+        workload: &mut Workload,
+    ) -> io::Result<()> {
+        let (unit, read) = workload.next_io();
+        let offset = unit * self.io_size as u64;
+        // SAFETY: slot < depth, so the buffer lies inside the mapping.
+        let buf = unsafe { self.base.add(slot * self.io_size) };
+        let len = self.io_size as u32;
+        let entry = if read {
+            opcode::Read::new(self.fd, buf, len).offset(offset).build()
+        } else {
+            opcode::Write::new(self.fd, buf, len).offset(offset).build()
+        };
+        self.started[slot] = Instant::now();
+        // SAFETY: the buffer (a slot of the mapping) and the file outlive the
+        // operation: `run` waits for every operation before it returns.
+        unsafe { ring.submission().push(&entry.user_data(slot as u64)) }
+            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+        Ok(())
+    }
 }
