@@ -1,6 +1,84 @@
-//! NIC drivers on vfio-core.
+//! # nic-driver
 //!
-//! So far this crate holds the Intel e1000 register map ([`e1000::regs`]); the
-//! `NetDevice` trait and the drivers are the NIC issue's work.
+//! NIC drivers on vfio-core, behind one trait, [`NetDevice`], that every
+//! program (pktgen, echo, the forwarder) uses unchanged.
+//!
+//! Frames live in buffers of a vfio-core pool. A received [`Packet`] is the
+//! buffer the NIC wrote; a [`TxFrame`] is one or more buffer segments the NIC
+//! reads (a small header buffer and a payload buffer another device filled go
+//! out as one frame, with no copy). Every buffer goes back to its pool when
+//! the device is done with it, on every path, including dropping the device.
+//!
+//! - [`e1000`]: Intel 8254x (QEMU's `e1000`, 82540EM; also 82545EM, 82544GC).
 
 pub mod e1000;
+mod error;
+mod frame;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+pub use error::{Error, Result};
+pub use frame::{ChecksumOffload, Packet, Segment, TxFrame, MAX_SEGMENTS};
+
+/// Link state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub up: bool,
+    /// Mb/s, when up.
+    pub speed_mbps: u32,
+    pub full_duplex: bool,
+}
+
+/// Counters since the device was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames the NIC dropped for lack of receive buffers or ring space.
+    pub rx_dropped: u64,
+    /// Frames received with errors, or that the driver refused (bad length, no EOP).
+    pub rx_errors: u64,
+}
+
+/// A network device driven from user space.
+pub trait NetDevice {
+    /// The driver's name, e.g. "e1000".
+    fn driver_name(&self) -> &'static str;
+
+    /// Moves up to `max` received frames into `out` (give it the capacity, so
+    /// nothing is allocated); returns how many.
+    fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> Result<usize>;
+
+    /// Sends frames from the front of `frames` until it is empty or the ring is
+    /// full; returns how many were queued. While the link is down nothing is
+    /// taken and the error says so, so no frame is lost silently.
+    fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize>;
+
+    /// Reclaims buffers of frames the NIC has sent; returns how many frames.
+    fn tx_clean(&mut self) -> usize;
+
+    /// Frames queued for transmission and not yet sent.
+    fn tx_pending(&self) -> usize;
+
+    /// A fresh buffer from the device's pool, for building a frame.
+    fn alloc_packet(&self) -> Option<Packet>;
+
+    /// The MAC address.
+    fn mac(&self) -> [u8; 6];
+
+    /// Link state now.
+    fn link(&self) -> Link;
+
+    /// Receive every frame, whatever its destination.
+    fn set_promiscuous(&mut self, on: bool);
+
+    /// Counters (hardware counters accumulated in software).
+    fn stats(&mut self) -> Stats;
+
+    /// Sleeps until a frame may have arrived or `timeout` passes (interrupt
+    /// mode); in polling mode returns at once. True if woken by the device.
+    fn wait_rx(&mut self, timeout: Duration) -> Result<bool>;
+}

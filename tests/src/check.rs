@@ -32,3 +32,43 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// EtherType of the test frames (IEEE local experimental).
+pub const TEST_ETHERTYPE: [u8; 2] = [0x88, 0xb5];
+
+/// A test frame of `len` bytes (at least 19): Ethernet header, the test
+/// EtherType, `phase`, `seq` (big-endian) and bytes that depend on both.
+pub fn test_frame(phase: u8, seq: u32, len: usize, src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&TEST_ETHERTYPE);
+    f.push(phase);
+    f.extend_from_slice(&seq.to_be_bytes());
+    let mut i = 0u32;
+    while f.len() < len {
+        f.push(
+            (seq.wrapping_mul(31)
+                .wrapping_add(i)
+                .wrapping_add(phase as u32 * 7)) as u8,
+        );
+        i += 1;
+    }
+    f
+}
+
+/// The phase and sequence number of a test frame.
+pub fn test_frame_id(f: &[u8]) -> Option<(u8, u32)> {
+    if f.len() < 19 || f[12..14] != TEST_ETHERTYPE {
+        return None;
+    }
+    Some((f[14], u32::from_be_bytes([f[15], f[16], f[17], f[18]])))
+}
+
+/// The frame sizes the TX test cycles through, 60 to 1514 bytes.
+pub const TX_SIZES: &[usize] = &[
+    60, 61, 64, 100, 128, 255, 256, 512, 1000, 1024, 1400, 1500, 1513, 1514,
+];
+
+/// The host's MAC in test frames.
+pub const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];

@@ -45,6 +45,8 @@ pub struct NicEnd {
     pub mac: [u8; 6],
     /// Bound to 127.0.0.1, connected to QEMU's end.
     pub socket: UdpSocket,
+    /// QEMU's netdev ID, for monitor commands such as `set_link ID off`.
+    pub netdev: String,
 }
 
 impl Machine {
@@ -166,7 +168,12 @@ impl Machine {
             "-device".into(),
             format!("{model},netdev={id},mac={},{slot}", mac_string(&mac)),
         ]);
-        self.nics.push(NicEnd { addr, mac, socket });
+        self.nics.push(NicEnd {
+            addr,
+            mac,
+            socket,
+            netdev: id,
+        });
         self.nics.len() - 1
     }
 
@@ -385,6 +392,30 @@ impl Running {
                 outcome.diagnostics()
             ))),
             Some(_) => Ok(outcome),
+        }
+    }
+
+    /// Waits until the guest has printed `marker` on the results port.
+    pub fn wait_for(&self, marker: &str, timeout: Duration) -> Result<()> {
+        let path = self.dir.join("results.log");
+        let start = Instant::now();
+        loop {
+            let text = fs::read(&path)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            if text.contains(marker) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                let console = fs::read_to_string(self.dir.join("console.log")).unwrap_or_default();
+                return Err(HarnessError::new(format!(
+                    "guest `{}` did not print {marker:?} within {timeout:?}\n--- results ---\n{}\n--- console tail ---\n{}",
+                    self.name,
+                    tail(&text, 40),
+                    tail(&console, 40)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

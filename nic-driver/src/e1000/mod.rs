@@ -1,1 +1,334 @@
+//! Intel 8254x (e1000): QEMU's `e1000` (82540EM), and the 82545EM and 82544GC
+//! it also offers. Bring-up follows the 8254x SDM chapter 14 "General
+//! Initialization and Reset Operation".
+//!
+//! ```no_run
+//! use std::collections::VecDeque;
+//! use nic_driver::{e1000::{Config, E1000}, NetDevice, TxFrame};
+//!
+//! # fn main() -> nic_driver::Result<()> {
+//! let container = vfio_core::vfio::Container::new()?;
+//! let mut nic = E1000::open(&container, "0000:00:04.0".parse()?, Config::default())?;
+//! let mut rx = Vec::with_capacity(32);
+//! nic.rx_batch(&mut rx, 32)?;
+//! let mut tx: VecDeque<TxFrame> = rx.drain(..).map(TxFrame::packet).collect();
+//! nic.tx_batch(&mut tx)?; // echo what came in
+//! # Ok(()) }
+//! ```
+
 pub mod regs;
+mod rx;
+mod tx;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vfio_core::dma::BufferPool;
+use vfio_core::mmio::Mmio;
+use vfio_core::pci::PciAddress;
+use vfio_core::vfio::{Container, Device, Interrupts, IrqKind};
+
+use self::regs::{ctrl, icr, rah, rctl, stats as st, status, tctl};
+use self::rx::RxRing;
+use self::tx::TxRing;
+use crate::{Error, Link, NetDevice, Packet, Result, Stats, TxFrame};
+
+/// PCI IDs this driver takes: 82540EM, 82545EM (copper), 82544GC (copper).
+pub const DEVICE_IDS: &[u16] = &[0x100e, 0x100f, 0x100c];
+const INTEL: u16 = 0x8086;
+
+/// How the NIC is set up.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    pub rx_ring: usize,
+    pub tx_ring: usize,
+    /// Frames up to 9018 bytes (16 KiB receive buffers); else up to 1518.
+    pub jumbo: bool,
+    /// Sleep in [`NetDevice::wait_rx`] until the NIC interrupts, instead of returning at once.
+    pub interrupts: bool,
+    /// Extra pool buffers beyond those the rings hold, for frames being built or held.
+    pub spare_buffers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rx_ring: 256,
+            tx_ring: 256,
+            jumbo: false,
+            interrupts: false,
+            spare_buffers: 1024,
+        }
+    }
+}
+
+/// An Intel 8254x NIC.
+#[derive(Debug)]
+pub struct E1000 {
+    // Field order is drop order: the rings give their buffers back after
+    // `Drop` has stopped the NIC, and before the pool and the device go.
+    rx: RxRing,
+    tx: TxRing,
+    irqs: Option<Interrupts>,
+    pool: Arc<BufferPool>,
+    bar: Mmio,
+    device: Device,
+    mac: [u8; 6],
+    stats: Stats,
+}
+
+impl E1000 {
+    /// Opens the NIC at `addr` (bound to vfio-pci) in `container` and brings it up.
+    pub fn open(container: &Arc<Container>, addr: PciAddress, config: Config) -> Result<E1000> {
+        E1000::new(container.open_device(addr)?, config)
+    }
+
+    /// Brings up an opened device: reset, MAC, link, rings, receive and transmit.
+    pub fn new(device: Device, config: Config) -> Result<E1000> {
+        let (vendor, id) = (device.vendor_id()?, device.device_id()?);
+        if vendor != INTEL || !DEVICE_IDS.contains(&id) {
+            return Err(Error::Device {
+                addr: device.address(),
+                what: format!(
+                    "{vendor:04x}:{id:04x} is not an 8254x this driver knows ({DEVICE_IDS:04x?})"
+                ),
+            });
+        }
+        if config.rx_ring < 8
+            || config.tx_ring < 8
+            || config.rx_ring > 4096
+            || config.tx_ring > 4096
+            || !config.rx_ring.is_multiple_of(8)
+            || !config.tx_ring.is_multiple_of(8)
+        {
+            return Err(Error::InvalidFrame(format!(
+                "ring sizes must be multiples of 8 from 8 to 4096 (asked rx {}, tx {})",
+                config.rx_ring, config.tx_ring
+            )));
+        }
+        device.enable_bus_master()?;
+        let bar = device.map_bar(0)?;
+        reset(&bar, device.address())?;
+        let mac = read_mac(&bar);
+        set_link_up(&bar);
+        for i in 0..128 {
+            bar.write32(regs::MTA + 4 * i, 0);
+        }
+        let container = Arc::clone(device.container());
+        let buf_size = if config.jumbo { 16384 } else { 2048 };
+        let pool = BufferPool::new(
+            &container,
+            buf_size,
+            config.rx_ring * 2 + config.tx_ring + config.spare_buffers,
+        )?;
+        let rx = RxRing::new(&container, &bar, &pool, config.rx_ring)?;
+        let max_frame = if config.jumbo { 9014 } else { 1514 };
+        let tx = TxRing::new(&container, &bar, config.tx_ring, max_frame)?;
+        let buffers = if config.jumbo {
+            rctl::BSIZE_16384 | rctl::LPE
+        } else {
+            rctl::BSIZE_2048
+        };
+        bar.write32(regs::RCTL, rctl::EN | rctl::BAM | rctl::SECRC | buffers);
+        bar.write32(regs::TIPG, 10 | 8 << 10 | 6 << 20);
+        bar.write32(
+            regs::TCTL,
+            tctl::EN | tctl::PSP | tctl::CT_15 | tctl::COLD_FD,
+        );
+        let irqs = if config.interrupts {
+            Some(enable_interrupts(&device, &bar)?)
+        } else {
+            None
+        };
+        let mut nic = E1000 {
+            rx,
+            tx,
+            irqs,
+            pool,
+            bar,
+            device,
+            mac,
+            stats: Stats::default(),
+        };
+        nic.read_counters();
+        nic.stats = Stats::default();
+        Ok(nic)
+    }
+
+    /// The NIC's PCI address.
+    pub fn address(&self) -> PciAddress {
+        self.device.address()
+    }
+
+    /// The pool the NIC's buffers come from.
+    pub fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
+    }
+
+    /// Adds the hardware counters (cleared when read) to the software ones.
+    fn read_counters(&mut self) {
+        let b = &self.bar;
+        let r64 = |lo, hi| b.read32(lo) as u64 | (b.read32(hi) as u64) << 32;
+        self.stats.rx_packets += b.read32(st::GPRC) as u64;
+        self.stats.tx_packets += b.read32(st::GPTC) as u64;
+        self.stats.rx_bytes += r64(st::GORCL, st::GORCH);
+        self.stats.tx_bytes += r64(st::GOTCL, st::GOTCH);
+        self.stats.rx_dropped += b.read32(st::MPC) as u64 + b.read32(st::RNBC) as u64;
+        self.stats.rx_errors += b.read32(st::CRCERRS) as u64;
+    }
+}
+
+/// Device reset (CTRL.RST), interrupts masked before and after.
+fn reset(bar: &Mmio, addr: PciAddress) -> Result<()> {
+    bar.write32(regs::IMC, u32::MAX);
+    bar.write32(regs::CTRL, bar.read32(regs::CTRL) | ctrl::RST);
+    let start = Instant::now();
+    while bar.read32(regs::CTRL) & ctrl::RST != 0 {
+        if start.elapsed() > Duration::from_secs(1) {
+            return Err(Error::Device {
+                addr,
+                what: "CTRL.RST did not clear within 1 s".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    bar.write32(regs::IMC, u32::MAX);
+    bar.read32(regs::ICR);
+    Ok(())
+}
+
+/// The MAC from receive address 0, or from the EEPROM (words 0-2) when it is not valid.
+fn read_mac(bar: &Mmio) -> [u8; 6] {
+    let (ral, rah) = (bar.read32(regs::RAL0), bar.read32(regs::RAH0));
+    if rah & rah::AV != 0 {
+        let (l, h) = (ral.to_le_bytes(), rah.to_le_bytes());
+        return [l[0], l[1], l[2], l[3], h[0], h[1]];
+    }
+    let mut mac = [0u8; 6];
+    for word in 0..3u32 {
+        bar.write32(regs::EERD, 1 | word << 8);
+        let start = Instant::now();
+        let mut v = bar.read32(regs::EERD);
+        while v & (1 << 4) == 0 && start.elapsed() < Duration::from_millis(100) {
+            v = bar.read32(regs::EERD);
+        }
+        mac[2 * word as usize..2 * word as usize + 2]
+            .copy_from_slice(&((v >> 16) as u16).to_le_bytes());
+    }
+    bar.write32(
+        regs::RAL0,
+        u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
+    );
+    bar.write32(
+        regs::RAH0,
+        u16::from_le_bytes([mac[4], mac[5]]) as u32 | rah::AV,
+    );
+    mac
+}
+
+/// CTRL.SLU with auto speed detection; link reset, PHY reset and ILOS cleared.
+fn set_link_up(bar: &Mmio) {
+    let c = bar.read32(regs::CTRL);
+    bar.write32(
+        regs::CTRL,
+        (c | ctrl::SLU | ctrl::ASDE) & !(ctrl::LRST | ctrl::PHY_RST | ctrl::ILOS),
+    );
+}
+
+/// INTx to an eventfd; receive and link-change causes unmasked.
+fn enable_interrupts(device: &Device, bar: &Mmio) -> Result<Interrupts> {
+    let irqs = device.enable_irqs(IrqKind::Intx, 1)?;
+    bar.write32(regs::IMS, icr::RXT0 | icr::RXO | icr::RXDMT0 | icr::LSC);
+    Ok(irqs)
+}
+
+impl NetDevice for E1000 {
+    fn driver_name(&self) -> &'static str {
+        "e1000"
+    }
+
+    fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> Result<usize> {
+        let before = out.len();
+        let counts = self.rx.receive(&self.bar, &self.pool, out, max);
+        self.stats.rx_errors += counts.errors;
+        self.stats.rx_dropped += counts.no_buffer;
+        Ok(out.len() - before)
+    }
+
+    fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
+        self.tx.clean();
+        if !self.link().up {
+            return Err(Error::LinkDown {
+                addr: self.address(),
+            });
+        }
+        self.tx.send(&self.bar, frames)
+    }
+
+    fn tx_clean(&mut self) -> usize {
+        self.tx.clean()
+    }
+
+    fn tx_pending(&self) -> usize {
+        self.tx.pending()
+    }
+
+    fn alloc_packet(&self) -> Option<Packet> {
+        self.pool.alloc().map(|b| Packet::new(b, 0))
+    }
+
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn link(&self) -> Link {
+        let s = self.bar.read32(regs::STATUS);
+        let speed_mbps = match (s >> status::SPEED_SHIFT) & 3 {
+            0 => 10,
+            1 => 100,
+            _ => 1000,
+        };
+        Link {
+            up: s & status::LU != 0,
+            speed_mbps,
+            full_duplex: s & status::FD != 0,
+        }
+    }
+
+    fn set_promiscuous(&mut self, on: bool) {
+        let r = self.bar.read32(regs::RCTL);
+        let bits = rctl::UPE | rctl::MPE;
+        self.bar
+            .write32(regs::RCTL, if on { r | bits } else { r & !bits });
+    }
+
+    fn stats(&mut self) -> Stats {
+        self.read_counters();
+        self.stats
+    }
+
+    fn wait_rx(&mut self, timeout: Duration) -> Result<bool> {
+        let Some(irqs) = &self.irqs else {
+            return Ok(false);
+        };
+        if self.rx.has_frame() {
+            return Ok(true);
+        }
+        let fired = irqs.wait(0, timeout)?;
+        self.bar.read32(regs::ICR);
+        irqs.unmask()?;
+        Ok(fired > 0 || self.rx.has_frame())
+    }
+}
+
+impl Drop for E1000 {
+    fn drop(&mut self) {
+        // Stop DMA before the rings hand their buffers back to the pool.
+        self.bar.write32(regs::RCTL, 0);
+        self.bar.write32(regs::TCTL, 0);
+        if let Err(e) = reset(&self.bar, self.device.address()) {
+            log::warn!("{e}");
+        }
+    }
+}

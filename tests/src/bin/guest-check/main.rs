@@ -16,6 +16,8 @@
 //! - `nvme-timeout NVME`: on a throttled drive, a 64 KiB read times out, the
 //!   queue pair refuses work, a controller reset and queue re-creation hand
 //!   back the aborted commands, and a small read works again.
+//! - `nic-tx NIC COUNT`, `nic-tx-csum NIC COUNT`, `nic-rx NIC PHASE COUNT`,
+//!   `nic-rx-burst NIC`, `nic-link NIC`: the e1000 driver (see `nic.rs`).
 //! - `reset NVME`: bus mastering set in config space; a register written, the
 //!   device reset through VFIO, the register back at its reset value.
 
@@ -30,6 +32,8 @@ use vfio_core::dma::{Backing, BufferPool, DmaMemory};
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Container, Device, IrqKind};
 use vfio_core::Result;
+
+mod nic;
 
 fn nvme_err(e: nvme_driver::Error) -> vfio_core::Error {
     match e {
@@ -47,6 +51,11 @@ fn main() -> ExitCode {
         Some("dma") if args.len() == 4 => dma(&args[1], &args[2], &args[3]),
         Some("pool") if args.len() == 2 => pool(&args[1]),
         Some("reset") if args.len() == 2 => reset(&args[1]),
+        Some("nic-tx") if args.len() == 3 => nic::tx(&args[1], &args[2]),
+        Some("nic-tx-csum") if args.len() == 3 => nic::tx_csum(&args[1], &args[2]),
+        Some("nic-rx") if args.len() == 4 => nic::rx(&args[1], &args[2], &args[3]),
+        Some("nic-rx-burst") if args.len() == 2 => nic::rx_burst(&args[1]),
+        Some("nic-link") if args.len() == 2 => nic::link(&args[1]),
         Some("nvme-async") if args.len() == 3 => nvme_async(&args[1], &args[2]),
         Some("nvme-bad") if args.len() == 2 => nvme_bad(&args[1]),
         Some("nvme-queues") if args.len() == 2 => nvme_queues(&args[1]),

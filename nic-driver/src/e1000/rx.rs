@@ -1,0 +1,143 @@
+//! The receive ring (8254x SDM section 3.2): descriptors in DMA memory, one
+//! pool buffer per descriptor, RDT written once per batch.
+//!
+//! Descriptors are device-written memory: each is read with volatile loads and
+//! checked (DD, EOP, no errors, a length that fits the buffer) before its
+//! buffer is handed out as a packet.
+
+use std::sync::Arc;
+
+use vfio_core::dma::{Backing, Buffer, BufferPool, DmaMemory};
+use vfio_core::mmio::Mmio;
+use vfio_core::vfio::Container;
+
+use super::regs::{rxd, RDBAH, RDBAL, RDH, RDLEN, RDT};
+use crate::{Packet, Result};
+
+/// What one call to [`RxRing::receive`] found besides packets.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RxCounts {
+    pub errors: u64,
+    pub no_buffer: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct RxRing {
+    desc: DmaMemory,
+    bufs: Vec<Option<Buffer>>,
+    next: usize,
+    /// In the middle of a frame that spans descriptors (dropped whole).
+    discarding: bool,
+}
+
+impl RxRing {
+    /// A ring of `size` descriptors, each with a buffer, given to the NIC.
+    pub(crate) fn new(
+        container: &Arc<Container>,
+        bar: &Mmio,
+        pool: &Arc<BufferPool>,
+        size: usize,
+    ) -> Result<RxRing> {
+        let desc = DmaMemory::new(container, size * rxd::SIZE, Backing::Auto)?;
+        let mut ring = RxRing {
+            desc,
+            bufs: (0..size).map(|_| None).collect(),
+            next: 0,
+            discarding: false,
+        };
+        for i in 0..size {
+            let buf = pool.try_alloc()?;
+            ring.arm(i, buf);
+        }
+        bar.write32(RDBAL, ring.desc.iova() as u32);
+        bar.write32(RDBAH, (ring.desc.iova() >> 32) as u32);
+        bar.write32(RDLEN, (size * rxd::SIZE) as u32);
+        bar.write32(RDH, 0);
+        bar.write32(RDT, (size - 1) as u32);
+        Ok(ring)
+    }
+
+    fn size(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// Puts `buf` into descriptor `i`, status cleared.
+    fn arm(&mut self, i: usize, buf: Buffer) {
+        let at = i * rxd::SIZE;
+        self.desc.write::<u64>(at, buf.iova());
+        self.desc.write::<u64>(at + 8, 0);
+        self.bufs[i] = Some(buf);
+    }
+
+    /// True when the descriptor at the head has a frame.
+    pub(crate) fn has_frame(&self) -> bool {
+        self.desc.read::<u8>(self.next * rxd::SIZE + rxd::STATUS) & rxd::DD != 0
+    }
+
+    /// Takes up to `max` frames into `out`, refilling each descriptor from
+    /// `pool` (or reusing its buffer, dropping the frame, when the pool is
+    /// empty); then gives the descriptors back with one RDT write.
+    pub(crate) fn receive(
+        &mut self,
+        bar: &Mmio,
+        pool: &Arc<BufferPool>,
+        out: &mut Vec<Packet>,
+        max: usize,
+    ) -> RxCounts {
+        let mut counts = RxCounts::default();
+        let mut last = None;
+        let mut taken = 0;
+        while taken < max && self.has_frame() {
+            let i = self.next;
+            let at = i * rxd::SIZE;
+            let status = self.desc.read::<u8>(at + rxd::STATUS);
+            let errors = self.desc.read::<u8>(at + rxd::ERRORS);
+            let len = self.desc.read::<u16>(at + rxd::LENGTH) as usize;
+            let old = self.bufs[i]
+                .take()
+                .expect("every descriptor holds a buffer");
+            let good = self.check(status, errors, len, old.capacity(), &mut counts);
+            match (good, pool.alloc()) {
+                (true, Some(fresh)) => {
+                    out.push(Packet::new(old, len));
+                    taken += 1;
+                    self.arm(i, fresh);
+                }
+                (true, None) => {
+                    counts.no_buffer += 1;
+                    self.arm(i, old);
+                }
+                (false, _) => self.arm(i, old),
+            }
+            last = Some(i);
+            self.next = (i + 1) % self.size();
+        }
+        if let Some(i) = last {
+            bar.write32(RDT, i as u32);
+        }
+        counts
+    }
+
+    /// Whether a written-back descriptor holds a whole, good frame.
+    fn check(
+        &mut self,
+        status: u8,
+        errors: u8,
+        len: usize,
+        capacity: usize,
+        counts: &mut RxCounts,
+    ) -> bool {
+        let eop = status & rxd::EOP != 0;
+        if self.discarding || !eop {
+            // A frame longer than one buffer: this driver does not chain buffers.
+            self.discarding = !eop;
+            counts.errors += 1;
+            return false;
+        }
+        if errors != 0 || len == 0 || len > capacity {
+            counts.errors += 1;
+            return false;
+        }
+        true
+    }
+}

@@ -1,0 +1,186 @@
+//! The transmit ring (8254x SDM section 3.3): one descriptor per segment (plus
+//! a context descriptor when the checksum offload changes), RS on every
+//! descriptor, TDT written once per batch, buffers held until DD.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use vfio_core::dma::{Backing, DmaMemory};
+use vfio_core::mmio::Mmio;
+use vfio_core::vfio::Container;
+
+use super::regs::{txd, TDBAH, TDBAL, TDH, TDLEN, TDT};
+use crate::{ChecksumOffload, Error, Result, Segment, TxFrame};
+
+#[derive(Debug)]
+pub(crate) struct TxRing {
+    desc: DmaMemory,
+    /// The segment each descriptor sends, held until the NIC is done; and
+    /// whether the descriptor ends a frame.
+    held: Vec<(Option<Segment>, bool)>,
+    tail: usize,
+    clean: usize,
+    in_flight: usize,
+    /// The checksum context the NIC has now.
+    context: Option<ChecksumOffload>,
+    max_frame: usize,
+}
+
+impl TxRing {
+    pub(crate) fn new(
+        container: &Arc<Container>,
+        bar: &Mmio,
+        size: usize,
+        max_frame: usize,
+    ) -> Result<TxRing> {
+        let desc = DmaMemory::new(container, size * txd::SIZE, Backing::Auto)?;
+        bar.write32(TDBAL, desc.iova() as u32);
+        bar.write32(TDBAH, (desc.iova() >> 32) as u32);
+        bar.write32(TDLEN, (size * txd::SIZE) as u32);
+        bar.write32(TDH, 0);
+        bar.write32(TDT, 0);
+        let held = (0..size).map(|_| (None, false)).collect();
+        Ok(TxRing {
+            desc,
+            held,
+            tail: 0,
+            clean: 0,
+            in_flight: 0,
+            context: None,
+            max_frame,
+        })
+    }
+
+    fn size(&self) -> usize {
+        self.held.len()
+    }
+
+    fn free(&self) -> usize {
+        self.size() - 1 - self.in_flight
+    }
+
+    /// Frames queued and not yet sent.
+    pub(crate) fn pending(&self) -> usize {
+        self.held
+            .iter()
+            .filter(|(s, end)| s.is_some() && *end)
+            .count()
+    }
+
+    /// Releases the buffers of every descriptor the NIC has written back;
+    /// returns how many frames ended there.
+    pub(crate) fn clean(&mut self) -> usize {
+        let mut frames = 0;
+        while self.in_flight > 0
+            && self.desc.read::<u8>(self.clean * txd::SIZE + txd::STATUS) & txd::DD != 0
+        {
+            let (segment, end) = std::mem::take(&mut self.held[self.clean]);
+            drop(segment);
+            frames += end as usize;
+            self.clean = (self.clean + 1) % self.size();
+            self.in_flight -= 1;
+        }
+        frames
+    }
+
+    /// Queues frames from the front of `frames` while they fit; one TDT write.
+    /// A malformed frame is taken off the queue (its buffers go back to the
+    /// pool) and reported, after the frames before it are handed to the NIC.
+    pub(crate) fn send(&mut self, bar: &Mmio, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
+        let mut sent = 0;
+        let mut bad = None;
+        while let Some(frame) = frames.front() {
+            if let Err(e) = check(frame, self.max_frame) {
+                frames.pop_front();
+                bad = Some(e);
+                break;
+            }
+            let needs_context = frame.offload.is_some() && frame.offload != self.context;
+            if self.free() < frame.segment_count() + needs_context as usize {
+                break;
+            }
+            let mut frame = frames.pop_front().expect("front exists");
+            if needs_context {
+                let offload = frame.offload.expect("checked above");
+                self.put_context(offload);
+            }
+            self.put_frame(&mut frame);
+            sent += 1;
+        }
+        if sent > 0 {
+            bar.write32(TDT, self.tail as u32);
+        }
+        bad.map_or(Ok(sent), Err)
+    }
+
+    fn advance(&mut self) -> usize {
+        let i = self.tail;
+        self.tail = (self.tail + 1) % self.size();
+        self.in_flight += 1;
+        i
+    }
+
+    /// A TCP/IP context descriptor (section 3.3.6) for IPv4 + UDP/TCP checksums.
+    fn put_context(&mut self, o: ChecksumOffload) {
+        let at = self.advance() * txd::SIZE;
+        let ip = o.ip_start as u64;
+        let l4 = o.l4_start as u64;
+        let l4_sum = l4 + if o.tcp { 16 } else { 6 };
+        // IPCSS, IPCSO (checksum at +10), IPCSE (20-byte header); TUCSS, TUCSO, TUCSE = 0 (to the end).
+        let lower = ip | (ip + 10) << 8 | (ip + 19) << 16 | l4 << 32 | l4_sum << 40;
+        let tucmd = txd::TUCMD_IP | if o.tcp { txd::TUCMD_TCP } else { 0 };
+        self.desc.write::<u64>(at, lower);
+        self.desc.write::<u32>(
+            at + txd::CMD_DWORD,
+            txd::DTYP_CONTEXT | txd::CMD_DEXT | txd::CMD_RS | tucmd,
+        );
+        self.desc.write::<u32>(at + 12, 0);
+        self.held[at / txd::SIZE] = (None, false);
+        self.context = Some(o);
+    }
+
+    /// One descriptor per segment; EOP on the last.
+    fn put_frame(&mut self, frame: &mut TxFrame) {
+        let offload = frame.offload.is_some();
+        let segments = frame.take_segments();
+        let count = segments.iter().flatten().count();
+        for (n, segment) in segments.into_iter().flatten().enumerate() {
+            let (iova, len) = segment.dma();
+            let last = n + 1 == count;
+            let at = self.advance() * txd::SIZE;
+            let mut cmd = txd::CMD_IFCS | txd::CMD_RS | if last { txd::CMD_EOP } else { 0 };
+            let mut popts = 0;
+            if offload {
+                cmd |= txd::CMD_DEXT | txd::DTYP_DATA;
+                popts = txd::POPTS_IXSM | txd::POPTS_TXSM;
+            }
+            self.desc.write::<u64>(at, iova);
+            self.desc
+                .write::<u32>(at + txd::CMD_DWORD, cmd | len as u32);
+            self.desc.write::<u32>(at + 12, (popts as u32) << 8);
+            self.held[at / txd::SIZE] = (Some(segment), last);
+        }
+    }
+}
+
+fn check(frame: &TxFrame, max_frame: usize) -> Result<()> {
+    let len = frame.len();
+    if frame.segment_count() == 0 || len == 0 {
+        return Err(Error::InvalidFrame("an empty frame".into()));
+    }
+    if frame.segments().any(|s| s.dma().1 == 0) {
+        return Err(Error::InvalidFrame("a frame with an empty segment".into()));
+    }
+    if len > max_frame {
+        return Err(Error::InvalidFrame(format!("{len} bytes is more than the {max_frame}-byte frames this NIC sends (enable jumbo frames?)")));
+    }
+    if let Some(o) = frame.offload {
+        if len < o.l4_start as usize + 8 || o.l4_start < o.ip_start + 20 {
+            return Err(Error::InvalidFrame(format!(
+                "checksum offload with IP at {} and L4 at {} does not fit a {len}-byte frame",
+                o.ip_start, o.l4_start
+            )));
+        }
+    }
+    Ok(())
+}

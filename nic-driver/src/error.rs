@@ -1,0 +1,28 @@
+//! The NIC drivers' errors.
+
+/// Result with the NIC drivers' [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong driving a NIC.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// From vfio-core: opening, mapping, DMA memory.
+    #[error(transparent)]
+    Vfio(#[from] vfio_core::Error),
+
+    /// The device is not one this driver knows, or misbehaves.
+    #[error("NIC {addr}: {what}")]
+    Device {
+        addr: vfio_core::pci::PciAddress,
+        what: String,
+    },
+
+    /// The link is down; frames were left with the caller.
+    #[error("link is down on {addr}: frames are kept until it is up again")]
+    LinkDown { addr: vfio_core::pci::PciAddress },
+
+    /// A frame the driver cannot send as given.
+    #[error("invalid frame: {0}")]
+    InvalidFrame(String),
+}

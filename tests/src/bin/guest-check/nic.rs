@@ -1,0 +1,249 @@
+//! Guest checks of the e1000 driver. Frames come from `vfio_tests::check::test_frame`,
+//! which the host side of the test regenerates to compare bytes.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use nic_driver::e1000::{Config, E1000};
+use nic_driver::{ChecksumOffload, NetDevice, Packet, Segment, TxFrame};
+use vfio_core::vfio::Container;
+use vfio_core::{Error, Result};
+use vfio_tests::check::{test_frame, test_frame_id, HOST_MAC, TX_SIZES};
+
+fn nic_err(e: nic_driver::Error) -> Error {
+    match e {
+        nic_driver::Error::Vfio(v) => v,
+        other => Error::InvalidArgument(format!("nic: {other}")),
+    }
+}
+
+fn open(bdf: &str, config: Config) -> Result<(std::sync::Arc<Container>, E1000)> {
+    let container = Container::new()?;
+    let nic = E1000::open(&container, bdf.parse()?, config).map_err(nic_err)?;
+    Ok((container, nic))
+}
+
+fn count(s: &str) -> Result<u32> {
+    s.parse()
+        .map_err(|_| Error::InvalidArgument(format!("count {s:?}")))
+}
+
+/// A packet holding `bytes`.
+fn packet(nic: &E1000, bytes: &[u8]) -> Result<Packet> {
+    let mut p = nic.alloc_packet().ok_or(Error::PoolExhausted {
+        capacity: nic.pool().capacity(),
+    })?;
+    p.buffer_mut()[..bytes.len()].copy_from_slice(bytes);
+    p.set_len(bytes.len());
+    Ok(p)
+}
+
+/// Sends every frame of `frames`, waiting while the ring is full, then until all are sent.
+fn send_all(nic: &mut E1000, frames: &mut VecDeque<TxFrame>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !frames.is_empty() || nic.tx_pending() > 0 {
+        nic.tx_batch(frames).map_err(nic_err)?;
+        nic.tx_clean();
+        if Instant::now() > deadline {
+            return Err(Error::InvalidArgument(format!(
+                "{} frames not sent within 20 s",
+                frames.len() + nic.tx_pending()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// COUNT frames of the TX sizes, in batches of 8; every third frame goes out
+/// as two segments (a 14-byte header packet and the rest from another buffer).
+pub fn tx(bdf: &str, n: &str) -> Result<()> {
+    let (_c, mut nic) = open(bdf, Config::default())?;
+    let mac = nic.mac();
+    let mut queue = VecDeque::with_capacity(8);
+    for seq in 0..count(n)? {
+        let bytes = test_frame(
+            1,
+            seq,
+            TX_SIZES[seq as usize % TX_SIZES.len()],
+            mac,
+            HOST_MAC,
+        );
+        let frame = if seq % 3 == 2 {
+            let mut f = TxFrame::packet(packet(&nic, &bytes[..14])?);
+            let rest = packet(&nic, &bytes[14..])?;
+            let len = rest.len();
+            f.push(Segment::Slice {
+                buf: rest.into_buffer(),
+                offset: 0,
+                len,
+            })
+            .map_err(|_| Error::InvalidArgument("segments".into()))?;
+            f
+        } else {
+            TxFrame::packet(packet(&nic, &bytes)?)
+        };
+        queue.push_back(frame);
+        if queue.len() == 8 {
+            send_all(&mut nic, &mut queue)?;
+        }
+    }
+    send_all(&mut nic, &mut queue)?;
+    let stats = nic.stats();
+    println!("tx.sent={}", stats.tx_packets);
+    println!(
+        "tx.pool_free={}/{}",
+        nic.pool().free_count(),
+        nic.pool().capacity()
+    );
+    Ok(())
+}
+
+/// UDP/IPv4 frames with checksum offload: a 42-byte header buffer (IP checksum
+/// 0, UDP checksum seeded with the pseudo-header sum) and a payload buffer.
+pub fn tx_csum(bdf: &str, n: &str) -> Result<()> {
+    let (_c, mut nic) = open(bdf, Config::default())?;
+    let mac = nic.mac();
+    let mut queue = VecDeque::with_capacity(8);
+    for seq in 0..count(n)? {
+        let payload = test_frame(2, seq, 19 + (seq as usize * 97) % 1400, mac, HOST_MAC);
+        let header = udp_header(mac, payload.len());
+        let mut f = TxFrame::packet(packet(&nic, &header)?);
+        let body = packet(&nic, &payload)?;
+        let len = body.len();
+        f.push(Segment::Slice {
+            buf: body.into_buffer(),
+            offset: 0,
+            len,
+        })
+        .map_err(|_| Error::InvalidArgument("segments".into()))?;
+        f.offload = Some(ChecksumOffload {
+            ip_start: 14,
+            l4_start: 34,
+            tcp: false,
+        });
+        queue.push_back(f);
+        send_all(&mut nic, &mut queue)?;
+    }
+    println!("csum.sent={}", nic.stats().tx_packets);
+    Ok(())
+}
+
+/// Ethernet + IPv4 (192.0.2.2 -> 192.0.2.1, checksum 0) + UDP (4000 -> 5000,
+/// checksum = the folded pseudo-header sum, as checksum offload wants).
+fn udp_header(mac: [u8; 6], payload: usize) -> Vec<u8> {
+    let (src, dst) = ([192, 0, 2, 2], [192, 0, 2, 1]);
+    let udp_len = (8 + payload) as u16;
+    let mut h = Vec::with_capacity(42);
+    h.extend_from_slice(&HOST_MAC);
+    h.extend_from_slice(&mac);
+    h.extend_from_slice(&[0x08, 0x00]);
+    h.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    h[16..18].copy_from_slice(&(20 + udp_len).to_be_bytes());
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    let mut sum: u32 = [src, dst]
+        .iter()
+        .map(|a| u16::from_be_bytes([a[0], a[1]]) as u32 + u16::from_be_bytes([a[2], a[3]]) as u32)
+        .sum();
+    sum += 17 + udp_len as u32;
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    h.extend_from_slice(&4000u16.to_be_bytes());
+    h.extend_from_slice(&5000u16.to_be_bytes());
+    h.extend_from_slice(&udp_len.to_be_bytes());
+    h.extend_from_slice(&(sum as u16).to_be_bytes());
+    h
+}
+
+/// Receives `n` test frames of `phase`, printing `rx.<seq>.sha256=` for each.
+fn receive(nic: &mut E1000, phase: u8, n: u32, timeout: Duration) -> Result<u32> {
+    let mut got = 0;
+    let mut out = Vec::with_capacity(64);
+    let deadline = Instant::now() + timeout;
+    while got < n && Instant::now() < deadline {
+        nic.rx_batch(&mut out, 64).map_err(nic_err)?;
+        for p in out.drain(..) {
+            if let Some((ph, seq)) = test_frame_id(p.data()) {
+                if ph == phase {
+                    use sha2::Digest;
+                    println!(
+                        "rx.{phase}.{seq}.sha256={:x}",
+                        sha2::Sha256::digest(p.data())
+                    );
+                    got += 1;
+                }
+            }
+        }
+    }
+    Ok(got)
+}
+
+/// Prints `rx.ready`, then receives `n` frames of `phase` the host sends.
+pub fn rx(bdf: &str, phase: &str, n: &str) -> Result<()> {
+    let (_c, mut nic) = open(bdf, Config::default())?;
+    let phase: u8 = phase
+        .parse()
+        .map_err(|_| Error::InvalidArgument("phase".into()))?;
+    println!("rx.ready");
+    let got = receive(&mut nic, phase, count(n)?, Duration::from_secs(30))?;
+    println!("rx.received={got}");
+    let s = nic.stats();
+    println!("rx.stats_packets={}", s.rx_packets);
+    println!("rx.pool_free_after={}", nic.pool().free_count());
+    Ok(())
+}
+
+/// A 64-descriptor ring left unpolled while the host sends 200 frames: some are
+/// dropped and counted, none delivered corrupt; then the NIC receives again.
+pub fn rx_burst(bdf: &str) -> Result<()> {
+    let (_c, mut nic) = open(
+        bdf,
+        Config {
+            rx_ring: 64,
+            ..Config::default()
+        },
+    )?;
+    println!("burst.ready");
+    std::thread::sleep(Duration::from_secs(4));
+    let got = receive(&mut nic, 4, 200, Duration::from_secs(2))?;
+    println!("burst.received={got}");
+    println!("burst.dropped={}", nic.stats().rx_dropped);
+    println!("burst.recover.ready");
+    let again = receive(&mut nic, 5, 10, Duration::from_secs(30))?;
+    println!("burst.recovered={again}");
+    Ok(())
+}
+
+/// Waits for the host to take the link down; a send is then refused and the
+/// frame kept; when the link is back, the kept frame goes out.
+pub fn link(bdf: &str) -> Result<()> {
+    let (_c, mut nic) = open(bdf, Config::default())?;
+    println!("link.up_at_start={}", nic.link().up);
+    println!("link.ready");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nic.link().up && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("link.went_down={}", !nic.link().up);
+    let mac = nic.mac();
+    let mut queue = VecDeque::new();
+    queue.push_back(TxFrame::packet(packet(
+        &nic,
+        &test_frame(6, 0, 100, mac, HOST_MAC),
+    )?));
+    let refused = nic.tx_batch(&mut queue);
+    println!(
+        "link.send_while_down={}",
+        refused.map_or_else(|e| e.to_string(), |n| format!("queued {n}"))
+    );
+    println!("link.kept={}", queue.len());
+    println!("link.down.done");
+    while !nic.link().up && Instant::now() < deadline + Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("link.came_back={}", nic.link().up);
+    send_all(&mut nic, &mut queue)?;
+    println!("link.sent_after={}", nic.stats().tx_packets);
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! The e1000 driver in the QEMU machine. One boot; the host holds the NIC's
+//! wire (a UDP socket carrying raw frames), sends frames when the guest says
+//! it is ready, captures everything the NIC sends, and turns the link off and
+//! on through QEMU's monitor. Checksums are checked by an independent parser
+//! (etherparse).
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use etherparse::{Ipv4HeaderSlice, SlicedPacket, TransportSlice};
+use sha2::{Digest, Sha256};
+use vfio_tests::check::{kv, kv_num, test_frame, test_frame_id, HOST_MAC, TX_SIZES};
+use vfio_tests::machine::{Machine, Outcome};
+use vfio_tests::wire::Capture;
+
+const NIC: &str = "0000:00:03.0";
+const TX_COUNT: u32 = 60;
+const CSUM_COUNT: u32 = 40;
+const RX_COUNT: u32 = 50;
+const BURST: u32 = 200;
+
+struct Run {
+    outcome: Outcome,
+    /// Every frame the NIC sent, in order.
+    frames: Vec<Vec<u8>>,
+    mac: [u8; 6],
+}
+
+fn run() -> &'static Run {
+    static RUN: OnceLock<Result<Run, String>> = OnceLock::new();
+    RUN.get_or_init(|| boot().map_err(|e| e.to_string()))
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn rx_size(seq: u32) -> usize {
+    TX_SIZES[(seq as usize * 5) % TX_SIZES.len()]
+}
+
+fn boot() -> vfio_tests::Result<Run> {
+    let mut m = Machine::new("nic");
+    let nic = m.e1000("e1000");
+    assert_eq!(m.nics_addr(nic), NIC);
+    m.step("bind", &format!("devbind bind {NIC}"));
+    m.step("tx", &format!("guest-check nic-tx {NIC} {TX_COUNT}"));
+    m.step(
+        "tx-csum",
+        &format!("guest-check nic-tx-csum {NIC} {CSUM_COUNT}"),
+    );
+    m.step("rx", &format!("guest-check nic-rx {NIC} 3 {RX_COUNT}"));
+    m.step("rx-burst", &format!("guest-check nic-rx-burst {NIC}"));
+    m.step("link", &format!("guest-check nic-link {NIC}"));
+    let running = m.start()?;
+    let end = &running.nics[nic];
+    let (mac, netdev) = (end.mac, end.netdev.clone());
+    let capture = Capture::start(&end.socket);
+    let send = |phase: u8, seq: u32, len: usize| {
+        end.socket
+            .send(&test_frame(phase, seq, len, HOST_MAC, mac))
+            .map(drop)
+    };
+    let wait = |marker: &str| running.wait_for(marker, Duration::from_secs(120));
+    wait("rx.ready")?;
+    for seq in 0..RX_COUNT {
+        send(3, seq, rx_size(seq)).expect("send a frame to the guest");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    wait("burst.ready")?;
+    for seq in 0..BURST {
+        send(4, seq, 1000).expect("send a frame to the guest");
+    }
+    wait("burst.recover.ready")?;
+    for seq in 0..10 {
+        send(5, seq, 200).expect("send a frame to the guest");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait("link.ready")?;
+    running.monitor(&format!("set_link {netdev} off"))?;
+    wait("link.down.done")?;
+    running.monitor(&format!("set_link {netdev} on"))?;
+    let outcome = running.wait();
+    let frames = capture.stop();
+    Ok(Run {
+        outcome: outcome?,
+        frames,
+        mac,
+    })
+}
+
+fn frames_of(phase: u8) -> Vec<(u32, &'static Vec<u8>)> {
+    run()
+        .frames
+        .iter()
+        .filter_map(|f| {
+            test_frame_id(f)
+                .filter(|(p, _)| *p == phase)
+                .map(|(_, s)| (s, f))
+        })
+        .collect()
+}
+
+#[test]
+fn transmitted_frames_arrive_exactly_and_in_order() {
+    let r = run();
+    let out = &r.outcome.ok("tx").output;
+    assert_eq!(kv_num(out, "tx.sent"), TX_COUNT as u64);
+    let got = frames_of(1);
+    assert_eq!(
+        got.len(),
+        TX_COUNT as usize,
+        "the host received {} of {TX_COUNT} frames",
+        got.len()
+    );
+    for (i, (seq, f)) in got.iter().enumerate() {
+        assert_eq!(*seq, i as u32, "frames out of order");
+        let want = test_frame(1, *seq, TX_SIZES[i % TX_SIZES.len()], r.mac, HOST_MAC);
+        assert_eq!(
+            **f,
+            want,
+            "frame {seq} ({} bytes, {} segments) differs",
+            want.len(),
+            if seq % 3 == 2 { 2 } else { 1 }
+        );
+    }
+    let (free, cap) = kv(out, "tx.pool_free")
+        .split_once('/')
+        .expect("free/capacity");
+    assert_eq!(
+        free, cap,
+        "every buffer went back to the pool after transmit"
+    );
+}
+
+#[test]
+fn checksum_offload_gives_correct_ipv4_and_udp_checksums() {
+    let r = run();
+    r.outcome.ok("tx-csum");
+    let udp: Vec<&Vec<u8>> = r
+        .frames
+        .iter()
+        .filter(|f| f.len() > 42 && f[12..14] == [0x08, 0x00])
+        .collect();
+    assert_eq!(udp.len(), CSUM_COUNT as usize);
+    for (seq, f) in udp.iter().enumerate() {
+        let p = SlicedPacket::from_ethernet(f).expect("a well-formed frame");
+        let ip = Ipv4HeaderSlice::from_slice(&f[14..]).expect("an IPv4 header");
+        assert_eq!(
+            ip.header_checksum(),
+            ip.to_header().calc_header_checksum(),
+            "frame {seq}: IPv4 header checksum"
+        );
+        let Some(TransportSlice::Udp(u)) = p.transport else {
+            panic!("frame {seq} is not UDP")
+        };
+        let payload = u.payload();
+        let want = u
+            .to_header()
+            .calc_checksum_ipv4(&ip.to_header(), payload)
+            .expect("checksum computable");
+        assert_eq!(u.checksum(), want, "frame {seq}: UDP checksum");
+        assert_ne!(u.checksum(), 0, "frame {seq}: the checksum was inserted");
+        assert_eq!(
+            payload,
+            test_frame(2, seq as u32, payload.len(), r.mac, HOST_MAC),
+            "frame {seq}: payload"
+        );
+    }
+}
+
+fn received(out: &str, phase: u8) -> BTreeMap<u32, String> {
+    let prefix = format!("rx.{phase}.");
+    out.lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|l| l.split_once(".sha256="))
+        .map(|(seq, sha)| (seq.parse().expect("a sequence number"), sha.to_string()))
+        .collect()
+}
+
+fn sha(b: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(b))
+}
+
+#[test]
+fn received_frames_are_exactly_what_the_host_sent() {
+    let r = run();
+    let out = &r.outcome.ok("rx").output;
+    let got = received(out, 3);
+    assert_eq!(got.len(), RX_COUNT as usize, "{out}");
+    for (seq, digest) in got {
+        assert_eq!(
+            digest,
+            sha(&test_frame(3, seq, rx_size(seq), HOST_MAC, r.mac)),
+            "frame {seq}"
+        );
+    }
+    assert!(kv_num(out, "rx.stats_packets") >= RX_COUNT as u64);
+}
+
+#[test]
+fn a_burst_larger_than_the_ring_is_counted_not_corrupted_and_the_driver_recovers() {
+    let r = run();
+    let out = &r.outcome.ok("rx-burst").output;
+    let got = received(out, 4);
+    for (seq, digest) in &got {
+        assert_eq!(
+            *digest,
+            sha(&test_frame(4, *seq, 1000, HOST_MAC, r.mac)),
+            "burst frame {seq} corrupt"
+        );
+    }
+    let (n, dropped) = (kv_num(out, "burst.received"), kv_num(out, "burst.dropped"));
+    assert_eq!(n as usize, got.len());
+    assert!(
+        n < BURST as u64,
+        "a 64-descriptor ring took all {BURST} frames: {out}"
+    );
+    assert!(dropped > 0, "drops were not counted: {out}");
+    assert_eq!(
+        kv_num(out, "burst.recovered"),
+        10,
+        "the driver received again after the overflow"
+    );
+    assert_eq!(received(out, 5).len(), 10);
+}
+
+#[test]
+fn link_down_is_reported_and_transmit_waits_for_it() {
+    let r = run();
+    let out = &r.outcome.ok("link").output;
+    assert_eq!(kv(out, "link.up_at_start"), "true");
+    assert_eq!(kv(out, "link.went_down"), "true", "set_link off was seen");
+    assert!(
+        kv(out, "link.send_while_down").contains("link is down"),
+        "{out}"
+    );
+    assert_eq!(
+        kv_num(out, "link.kept"),
+        1,
+        "the frame stayed with the caller"
+    );
+    assert_eq!(kv(out, "link.came_back"), "true");
+    let sent = frames_of(6);
+    assert_eq!(
+        sent.len(),
+        1,
+        "the frame kept while the link was down went out once it was up"
+    );
+    assert_eq!(*sent[0].1, test_frame(6, 0, 100, r.mac, HOST_MAC));
+}
