@@ -419,15 +419,36 @@ impl Running {
         }
     }
 
-    /// Sends a command to QEMU's human monitor (e.g. `set_link net1 off`).
-    pub fn monitor(&self, command: &str) -> Result<()> {
-        use std::io::Write;
+    /// Runs a command in QEMU's human monitor (e.g. `set_link net1 off`) and
+    /// returns its output, after QEMU has printed its next prompt.
+    pub fn monitor(&self, command: &str) -> Result<String> {
+        use std::io::{Read, Write};
         use std::os::unix::net::UnixStream;
         let path = self.dir.join("monitor.sock");
-        let mut s = UnixStream::connect(&path)
-            .map_err(|e| HarnessError::new(format!("connect {}: {e}", path.display())))?;
+        let err = |e: std::io::Error| HarnessError::new(format!("monitor {}: {e}", path.display()));
+        let mut s = UnixStream::connect(&path).map_err(err)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(err)?;
+        let mut seen = String::new();
+        let read_prompt = |s: &mut UnixStream, seen: &mut String| -> Result<()> {
+            let mut buf = [0u8; 4096];
+            while !seen.ends_with("(qemu) ") {
+                let n = s.read(&mut buf).map_err(err)?;
+                if n == 0 {
+                    return Err(HarnessError::new(
+                        "the QEMU monitor closed the connection".into(),
+                    ));
+                }
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            Ok(())
+        };
+        read_prompt(&mut s, &mut seen)?;
+        seen.clear();
         s.write_all(format!("{command}\n").as_bytes())
-            .map_err(|e| HarnessError::new(e.to_string()))
+            .map_err(err)?;
+        read_prompt(&mut s, &mut seen)?;
+        Ok(seen)
     }
 }
 

@@ -70,6 +70,11 @@ fn boot() -> vfio_tests::Result<Run> {
     for seq in 0..BURST {
         send(4, seq, 1000).expect("send a frame to the guest");
     }
+    wait("starve.ready")?;
+    for seq in 0..50 {
+        send(7, seq, 300).expect("send a frame to the guest");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     wait("burst.recover.ready")?;
     for seq in 0..10 {
         send(5, seq, 200).expect("send a frame to the guest");
@@ -123,12 +128,15 @@ fn transmitted_frames_arrive_exactly_and_in_order() {
             if seq % 3 == 2 { 2 } else { 1 }
         );
     }
-    let (free, cap) = kv(out, "tx.pool_free")
-        .split_once('/')
-        .expect("free/capacity");
+    let (free, cap, ring) = (
+        kv_num(out, "tx.pool_free"),
+        kv_num(out, "tx.pool_capacity"),
+        kv_num(out, "tx.rx_ring"),
+    );
     assert_eq!(
-        free, cap,
-        "every buffer went back to the pool after transmit"
+        free + ring,
+        cap,
+        "every transmitted buffer went back to the pool (the RX ring holds {ring})"
     );
 }
 
@@ -198,10 +206,14 @@ fn received_frames_are_exactly_what_the_host_sent() {
 }
 
 #[test]
-fn a_burst_larger_than_the_ring_is_counted_not_corrupted_and_the_driver_recovers() {
+fn a_burst_larger_than_the_ring_is_not_corrupted_drops_are_counted_and_the_driver_recovers() {
     let r = run();
     let out = &r.outcome.ok("rx-burst").output;
+    // QEMU's e1000 takes no frame from its backend while its ring is full
+    // (backpressure), so the overflow shows as frames held back, not as drops
+    // by the device; every frame that reached the driver must be intact.
     let got = received(out, 4);
+    assert!(!got.is_empty(), "{out}");
     for (seq, digest) in &got {
         assert_eq!(
             *digest,
@@ -209,17 +221,19 @@ fn a_burst_larger_than_the_ring_is_counted_not_corrupted_and_the_driver_recovers
             "burst frame {seq} corrupt"
         );
     }
-    let (n, dropped) = (kv_num(out, "burst.received"), kv_num(out, "burst.dropped"));
-    assert_eq!(n as usize, got.len());
+    assert_eq!(kv_num(out, "burst.received") as usize, got.len());
+    // With every pool buffer held, no descriptor can be refilled: frames are
+    // dropped, counted, and none is delivered.
+    assert!(kv_num(out, "starve.held") > 0);
+    assert_eq!(kv_num(out, "starve.delivered"), 0, "{out}");
     assert!(
-        n < BURST as u64,
-        "a 64-descriptor ring took all {BURST} frames: {out}"
+        kv_num(out, "starve.dropped") > 0,
+        "drops were not counted: {out}"
     );
-    assert!(dropped > 0, "drops were not counted: {out}");
     assert_eq!(
         kv_num(out, "burst.recovered"),
         10,
-        "the driver received again after the overflow"
+        "the driver received again after the drops"
     );
     assert_eq!(received(out, 5).len(), 10);
 }

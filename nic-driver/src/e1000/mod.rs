@@ -136,6 +136,7 @@ impl E1000 {
             regs::TCTL,
             tctl::EN | tctl::PSP | tctl::CT_15 | tctl::COLD_FD,
         );
+        wait_for_link(&bar);
         let irqs = if config.interrupts {
             Some(enable_interrupts(&device, &bar)?)
         } else {
@@ -234,6 +235,15 @@ fn set_link_up(bar: &Mmio) {
         regs::CTRL,
         (c | ctrl::SLU | ctrl::ASDE) & !(ctrl::LRST | ctrl::PHY_RST | ctrl::ILOS),
     );
+}
+
+/// Waits (at most 3 s) for auto-negotiation to bring the link up; a link that
+/// stays down is not an error (transmit reports it).
+fn wait_for_link(bar: &Mmio) {
+    let start = Instant::now();
+    while bar.read32(regs::STATUS) & status::LU == 0 && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// INTx to an eventfd; receive and link-change causes unmasked.
