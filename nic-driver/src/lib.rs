@@ -19,6 +19,39 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 pub use error::{Error, Result};
+
+use std::sync::Arc;
+
+use vfio_core::pci::PciAddress;
+use vfio_core::vfio::Container;
+
+/// Opens the NIC at `addr` with the driver its PCI ID calls for.
+///
+/// ```no_run
+/// # fn main() -> nic_driver::Result<()> {
+/// let container = vfio_core::vfio::Container::new()?;
+/// let nic = nic_driver::open(&container, "0000:00:04.0".parse()?, nic_driver::e1000::Config::default())?;
+/// println!("{} {:02x?}", nic.driver_name(), nic.mac());
+/// # Ok(()) }
+/// ```
+pub fn open(
+    container: &Arc<Container>,
+    addr: PciAddress,
+    config: e1000::Config,
+) -> Result<Box<dyn NetDevice + Send>> {
+    let device = container.open_device(addr)?;
+    let (vendor, id) = (device.vendor_id()?, device.device_id()?);
+    if vendor == 0x8086 && e1000::DEVICE_IDS.contains(&id) {
+        return Ok(Box::new(e1000::E1000::new(device, config)?));
+    }
+    Err(Error::Device {
+        addr,
+        what: format!(
+            "{vendor:04x}:{id:04x} is no NIC these drivers know (e1000: 8086:{:04x?})",
+            e1000::DEVICE_IDS
+        ),
+    })
+}
 pub use frame::{ChecksumOffload, Packet, Segment, TxFrame, MAX_SEGMENTS};
 
 /// Link state.

@@ -177,6 +177,31 @@ impl Machine {
         self.nics.len() - 1
     }
 
+    /// Two NICs wired to each other (each one's frames arrive at the other),
+    /// with no host end. Returns their PCI addresses.
+    pub fn nic_pair(&mut self, model_a: &str, model_b: &str) -> (String, String) {
+        let (a, pa) = udp_pair();
+        let (b, pb) = udp_pair();
+        let (port_a, port_b) = (
+            a.local_addr().expect("bound").port(),
+            b.local_addr().expect("bound").port(),
+        );
+        drop((a, b, pa, pb));
+        let mut add = |model: &str, local: u16, remote: u16| {
+            let (slot, addr) = self.slot();
+            let id = self.id("net");
+            self.args.extend([
+                "-netdev".into(),
+                format!("dgram,id={id},local.type=inet,local.host=127.0.0.1,local.port={local},remote.type=inet,remote.host=127.0.0.1,remote.port={remote}"),
+                "-device".into(),
+                format!("{model},netdev={id},{slot}"),
+            ]);
+            addr
+        };
+        let first = add(model_a, port_a, port_b);
+        (first, add(model_b, port_b, port_a))
+    }
+
     /// The guest PCI address of NIC `index`.
     pub fn nics_addr(&self, index: usize) -> String {
         self.nics[index].addr.clone()

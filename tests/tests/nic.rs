@@ -262,3 +262,168 @@ fn link_down_is_reported_and_transmit_waits_for_it() {
     );
     assert_eq!(*sent[0].1, test_frame(6, 0, 100, r.mac, HOST_MAC));
 }
+
+// A second boot: an e1000-82545em (the other PCI ID) for interrupt-mode echo
+// and jumbo frames, and two NICs wired to each other, one on this driver and
+// one on the kernel's e1000 with an IP address.
+
+const NIC_A: &str = "0000:00:03.0";
+const NIC_B: &str = "0000:00:04.0";
+const NIC_KERNEL: &str = "0000:00:05.0";
+const ECHO_COUNT: u32 = 20;
+const UDP_COUNT: u32 = 20;
+const JUMBO_COUNT: u32 = 6;
+
+fn run2() -> &'static Run {
+    static RUN: OnceLock<Result<Run, String>> = OnceLock::new();
+    RUN.get_or_init(|| boot2().map_err(|e| e.to_string()))
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn boot2() -> vfio_tests::Result<Run> {
+    let mut m = Machine::new("nic-2");
+    let a = m.e1000("e1000-82545em");
+    assert_eq!(m.nics_addr(a), NIC_A);
+    assert_eq!(
+        m.nic_pair("e1000", "e1000"),
+        (NIC_B.to_string(), NIC_KERNEL.to_string())
+    );
+    let netdev = format!("$(ls /sys/bus/pci/devices/{NIC_KERNEL}/net)");
+    m.step("bind", &format!("devbind bind {NIC_A} {NIC_B}"));
+    m.step(
+        "kernel-nic",
+        &format!(
+            "ip link set {netdev} up && ip addr add 198.51.100.2/24 dev {netdev}\n\
+             for i in $(seq 100); do [ \"$(cat /sys/class/net/{netdev}/carrier)\" = 1 ] && break; sleep 0.1; done\n\
+             echo kernel.mac=$(cat /sys/class/net/{netdev}/address)"
+        ),
+    );
+    m.step(
+        "udp",
+        &format!(
+            "guest-check udp-recv 5000 {UDP_COUNT} 30 > /tmp/udp.out &\n\
+             for i in $(seq 50); do grep -q udp.listening /tmp/udp.out && break; sleep 0.1; done\n\
+             guest-check nic-udp-send {NIC_B} $(cat /sys/class/net/{netdev}/address) {UDP_COUNT}\nwait\ncat /tmp/udp.out"
+        ),
+    );
+    m.step(
+        "echo",
+        &format!("nic-echo --device {NIC_A} --interrupts --count {ECHO_COUNT} --seconds 60"),
+    );
+    m.step(
+        "jumbo",
+        &format!("guest-check nic-tx-jumbo {NIC_A} {JUMBO_COUNT}"),
+    );
+    let running = m.start()?;
+    let end = &running.nics[a];
+    let mac = end.mac;
+    let capture = Capture::start(&end.socket);
+    running.wait_for("echo.ready", Duration::from_secs(120))?;
+    std::thread::sleep(Duration::from_millis(300));
+    for seq in 0..ECHO_COUNT {
+        end.socket
+            .send(&test_frame(9, seq, rx_size(seq), HOST_MAC, mac))
+            .expect("send a frame to the guest");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let outcome = running.wait();
+    let frames = capture.stop();
+    Ok(Run {
+        outcome: outcome?,
+        frames,
+        mac,
+    })
+}
+
+#[test]
+fn a_kernel_udp_socket_on_a_second_nic_receives_what_the_driver_sends() {
+    let r = run2();
+    let k = &r.outcome.ok("kernel-nic").output;
+    let out = &r.outcome.ok("udp").output;
+    assert_eq!(kv_num(out, "udp.sent"), UDP_COUNT as u64);
+    let got: BTreeMap<u32, String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("udp."))
+        .filter_map(|l| l.split_once(".sha256="))
+        .map(|(s, d)| (s.parse().expect("seq"), d.to_string()))
+        .collect();
+    assert_eq!(
+        got.len(),
+        UDP_COUNT as usize,
+        "the kernel (which drops bad checksums) delivered {} of {UDP_COUNT}:\n{out}",
+        got.len()
+    );
+    let src = mac_of(kv(out, "udp.src_mac"));
+    let dst = mac_of(kv(k, "kernel.mac"));
+    for (seq, digest) in got {
+        // Each payload is a test frame carrying the sender's and the kernel NIC's MACs.
+        let want = test_frame(8, seq, 100 + seq as usize * 61 % 1300, src, dst);
+        assert_eq!(digest, sha(&want), "datagram {seq}");
+    }
+}
+
+fn mac_of(text: &str) -> [u8; 6] {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("a hex MAC"))
+        .collect();
+    bytes.try_into().expect("6 bytes")
+}
+
+#[test]
+fn echo_in_interrupt_mode_swaps_the_macs() {
+    let r = run2();
+    let out = &r.outcome.ok("echo").output;
+    assert!(out.contains("driver=e1000"), "{out}");
+    assert_eq!(kv_num(out, "echo.frames"), ECHO_COUNT as u64);
+    assert!(
+        kv_num(out, "echo.interrupt_wakeups") > 0,
+        "the NIC woke the echo loop: {out}"
+    );
+    let back: Vec<(u32, &Vec<u8>)> = r
+        .frames
+        .iter()
+        .filter_map(|f| {
+            test_frame_id(f)
+                .filter(|(p, _)| *p == 9)
+                .map(|(_, s)| (s, f))
+        })
+        .collect();
+    assert_eq!(back.len(), ECHO_COUNT as usize);
+    for (seq, f) in back {
+        assert_eq!(
+            *f,
+            test_frame(9, seq, rx_size(seq), r.mac, HOST_MAC),
+            "frame {seq} came back with the MACs swapped"
+        );
+    }
+}
+
+#[test]
+fn jumbo_frames_go_out_whole() {
+    let r = run2();
+    let out = &r.outcome.ok("jumbo").output;
+    assert!(
+        kv(out, "jumbo.too_big").contains("9015 bytes is more than the 9014-byte frames"),
+        "{out}"
+    );
+    let got: Vec<(u32, &Vec<u8>)> = r
+        .frames
+        .iter()
+        .filter_map(|f| {
+            test_frame_id(f)
+                .filter(|(p, _)| *p == 10)
+                .map(|(_, s)| (s, f))
+        })
+        .collect();
+    assert_eq!(got.len(), JUMBO_COUNT as usize);
+    for (seq, f) in got {
+        let len = [9014, 5000, 1514][seq as usize % 3];
+        assert_eq!(
+            *f,
+            test_frame(10, seq, len, r.mac, HOST_MAC),
+            "jumbo frame {seq}"
+        );
+    }
+}

@@ -17,7 +17,9 @@
 //!   queue pair refuses work, a controller reset and queue re-creation hand
 //!   back the aborted commands, and a small read works again.
 //! - `nic-tx NIC COUNT`, `nic-tx-csum NIC COUNT`, `nic-rx NIC PHASE COUNT`,
-//!   `nic-rx-burst NIC`, `nic-link NIC`: the e1000 driver (see `nic.rs`).
+//!   `nic-rx-burst NIC`, `nic-link NIC`, `nic-tx-jumbo NIC COUNT`,
+//!   `nic-udp-send NIC DST_MAC COUNT`, `udp-recv PORT COUNT SECONDS` (a kernel
+//!   socket): the e1000 driver (see `nic.rs`).
 //! - `reset NVME`: bus mastering set in config space; a register written, the
 //!   device reset through VFIO, the register back at its reset value.
 
@@ -56,6 +58,9 @@ fn main() -> ExitCode {
         Some("nic-rx") if args.len() == 4 => nic::rx(&args[1], &args[2], &args[3]),
         Some("nic-rx-burst") if args.len() == 2 => nic::rx_burst(&args[1]),
         Some("nic-link") if args.len() == 2 => nic::link(&args[1]),
+        Some("nic-tx-jumbo") if args.len() == 3 => nic::tx_jumbo(&args[1], &args[2]),
+        Some("nic-udp-send") if args.len() == 4 => nic::udp_send(&args[1], &args[2], &args[3]),
+        Some("udp-recv") if args.len() == 4 => nic::udp_recv(&args[1], &args[2], &args[3]),
         Some("nvme-async") if args.len() == 3 => nvme_async(&args[1], &args[2]),
         Some("nvme-bad") if args.len() == 2 => nvme_bad(&args[1]),
         Some("nvme-queues") if args.len() == 2 => nvme_queues(&args[1]),

@@ -101,57 +101,75 @@ pub fn tx(bdf: &str, n: &str) -> Result<()> {
 pub fn tx_csum(bdf: &str, n: &str) -> Result<()> {
     let (_c, mut nic) = open(bdf, Config::default())?;
     let mac = nic.mac();
+    let a = Udp {
+        src_mac: mac,
+        dst_mac: HOST_MAC,
+        src_ip: [192, 0, 2, 2],
+        dst_ip: [192, 0, 2, 1],
+        dst_port: 5000,
+    };
     let mut queue = VecDeque::with_capacity(8);
     for seq in 0..count(n)? {
         let payload = test_frame(2, seq, 19 + (seq as usize * 97) % 1400, mac, HOST_MAC);
-        let header = udp_header(mac, payload.len());
-        let mut f = TxFrame::packet(packet(&nic, &header)?);
-        let body = packet(&nic, &payload)?;
-        let len = body.len();
-        f.push(Segment::Slice {
-            buf: body.into_buffer(),
-            offset: 0,
-            len,
-        })
-        .map_err(|_| Error::InvalidArgument("segments".into()))?;
-        f.offload = Some(ChecksumOffload {
-            ip_start: 14,
-            l4_start: 34,
-            tcp: false,
-        });
-        queue.push_back(f);
+        queue.push_back(udp_frame(&nic, &a, &payload)?);
         send_all(&mut nic, &mut queue)?;
     }
     println!("csum.sent={}", nic.stats().tx_packets);
     Ok(())
 }
 
-/// Ethernet + IPv4 (192.0.2.2 -> 192.0.2.1, checksum 0) + UDP (4000 -> 5000,
-/// checksum = the folded pseudo-header sum, as checksum offload wants).
-fn udp_header(mac: [u8; 6], payload: usize) -> Vec<u8> {
-    let (src, dst) = ([192, 0, 2, 2], [192, 0, 2, 1]);
+/// Addresses of a UDP/IPv4 frame.
+struct Udp {
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src_ip: [u8; 4],
+    dst_ip: [u8; 4],
+    dst_port: u16,
+}
+
+/// Ethernet + IPv4 (checksum 0) + UDP (from port 4000, checksum = the folded
+/// pseudo-header sum), as checksum offload wants them.
+fn udp_header(a: &Udp, payload: usize) -> Vec<u8> {
     let udp_len = (8 + payload) as u16;
     let mut h = Vec::with_capacity(42);
-    h.extend_from_slice(&HOST_MAC);
-    h.extend_from_slice(&mac);
+    h.extend_from_slice(&a.dst_mac);
+    h.extend_from_slice(&a.src_mac);
     h.extend_from_slice(&[0x08, 0x00]);
     h.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
     h[16..18].copy_from_slice(&(20 + udp_len).to_be_bytes());
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    let mut sum: u32 = [src, dst]
-        .iter()
-        .map(|a| u16::from_be_bytes([a[0], a[1]]) as u32 + u16::from_be_bytes([a[2], a[3]]) as u32)
-        .sum();
-    sum += 17 + udp_len as u32;
+    h.extend_from_slice(&a.src_ip);
+    h.extend_from_slice(&a.dst_ip);
+    let word = |x: &[u8; 4]| {
+        u16::from_be_bytes([x[0], x[1]]) as u32 + u16::from_be_bytes([x[2], x[3]]) as u32
+    };
+    let mut sum = word(&a.src_ip) + word(&a.dst_ip) + 17 + udp_len as u32;
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     h.extend_from_slice(&4000u16.to_be_bytes());
-    h.extend_from_slice(&5000u16.to_be_bytes());
+    h.extend_from_slice(&a.dst_port.to_be_bytes());
     h.extend_from_slice(&udp_len.to_be_bytes());
     h.extend_from_slice(&(sum as u16).to_be_bytes());
     h
+}
+
+/// One UDP frame of `payload` with checksum offload: header and payload in two buffers.
+fn udp_frame(nic: &E1000, a: &Udp, payload: &[u8]) -> Result<TxFrame> {
+    let mut f = TxFrame::packet(packet(nic, &udp_header(a, payload.len()))?);
+    let body = packet(nic, payload)?;
+    let len = body.len();
+    f.push(Segment::Slice {
+        buf: body.into_buffer(),
+        offset: 0,
+        len,
+    })
+    .map_err(|_| Error::InvalidArgument("segments".into()))?;
+    f.offload = Some(ChecksumOffload {
+        ip_start: 14,
+        l4_start: 34,
+        tcp: false,
+    });
+    Ok(f)
 }
 
 /// Receives `n` test frames of `phase`, printing `rx.<seq>.sha256=` for each.
@@ -257,5 +275,101 @@ pub fn link(bdf: &str) -> Result<()> {
     println!("link.came_back={}", nic.link().up);
     send_all(&mut nic, &mut queue)?;
     println!("link.sent_after={}", nic.stats().tx_packets);
+    Ok(())
+}
+
+/// Jumbo frames (the NIC opened with jumbo on): 9014, 5000 and 1514 bytes.
+pub fn tx_jumbo(bdf: &str, n: &str) -> Result<()> {
+    let (_c, mut nic) = open(
+        bdf,
+        Config {
+            jumbo: true,
+            ..Config::default()
+        },
+    )?;
+    let mac = nic.mac();
+    let mut queue = VecDeque::new();
+    for seq in 0..count(n)? {
+        let len = [9014, 5000, 1514][seq as usize % 3];
+        queue.push_back(TxFrame::packet(packet(
+            &nic,
+            &test_frame(10, seq, len, mac, HOST_MAC),
+        )?));
+    }
+    send_all(&mut nic, &mut queue)?;
+    let too_big = TxFrame::packet(packet(&nic, &test_frame(10, 999, 9015, mac, HOST_MAC))?);
+    let mut q = VecDeque::from([too_big]);
+    println!(
+        "jumbo.too_big={}",
+        nic.tx_batch(&mut q)
+            .err()
+            .map_or("accepted".into(), |e| e.to_string())
+    );
+    println!("jumbo.sent={}", nic.stats().tx_packets);
+    Ok(())
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let parts: Vec<u8> = s
+        .split(':')
+        .filter_map(|p| u8::from_str_radix(p, 16).ok())
+        .collect();
+    parts
+        .try_into()
+        .map_err(|_| Error::InvalidArgument(format!("MAC {s:?}")))
+}
+
+/// COUNT UDP datagrams (198.51.100.1 -> 198.51.100.2:5000) to `dst_mac`, with
+/// checksum offload; their payloads are test frames of phase 8.
+pub fn udp_send(bdf: &str, dst_mac: &str, n: &str) -> Result<()> {
+    let (_c, mut nic) = open(bdf, Config::default())?;
+    let a = Udp {
+        src_mac: nic.mac(),
+        dst_mac: parse_mac(dst_mac)?,
+        src_ip: [198, 51, 100, 1],
+        dst_ip: [198, 51, 100, 2],
+        dst_port: 5000,
+    };
+    println!(
+        "udp.src_mac={}",
+        a.src_mac.map(|b| format!("{b:02x}")).join(":")
+    );
+    let mut queue = VecDeque::new();
+    for seq in 0..count(n)? {
+        let payload = test_frame(8, seq, 100 + seq as usize * 61 % 1300, a.src_mac, a.dst_mac);
+        queue.push_back(udp_frame(&nic, &a, &payload)?);
+        send_all(&mut nic, &mut queue)?;
+    }
+    println!("udp.sent={}", nic.stats().tx_packets);
+    Ok(())
+}
+
+/// A kernel UDP socket on PORT: prints `udp.<seq>.sha256=` for each test-frame payload.
+pub fn udp_recv(port: &str, n: &str, seconds: &str) -> Result<()> {
+    let secs: u64 = seconds
+        .parse()
+        .map_err(|_| Error::InvalidArgument("seconds".into()))?;
+    let sock = std::net::UdpSocket::bind((
+        "0.0.0.0",
+        port.parse::<u16>()
+            .map_err(|_| Error::InvalidArgument("port".into()))?,
+    ))
+    .map_err(|e| Error::io("bind", "udp socket", e))?;
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| Error::io("configure", "udp socket", e))?;
+    println!("udp.listening");
+    let (want, deadline) = (count(n)?, Instant::now() + Duration::from_secs(secs));
+    let mut buf = vec![0u8; 65536];
+    let mut got = 0;
+    while got < want && Instant::now() < deadline {
+        if let Ok(len) = sock.recv(&mut buf) {
+            if let Some((_, seq)) = test_frame_id(&buf[..len]) {
+                use sha2::Digest;
+                println!("udp.{seq}.sha256={:x}", sha2::Sha256::digest(&buf[..len]));
+                got += 1;
+            }
+        }
+    }
+    println!("udp.received={got}");
     Ok(())
 }
