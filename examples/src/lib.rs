@@ -1,5 +1,6 @@
 //! Shared pieces of the example programs: workloads and reports for the
 //! benchmarks, and the kernel baselines they are compared with.
 
+pub mod packet;
 pub mod perf;
 pub mod uring;

@@ -19,6 +19,7 @@ const TX_COUNT: u32 = 60;
 const CSUM_COUNT: u32 = 40;
 const RX_COUNT: u32 = 50;
 const BURST: u32 = 200;
+const PKTGEN_COUNT: u64 = 2000;
 
 struct Run {
     outcome: Outcome,
@@ -51,6 +52,7 @@ fn boot() -> vfio_tests::Result<Run> {
     m.step("rx", &format!("guest-check nic-rx {NIC} 3 {RX_COUNT}"));
     m.step("rx-burst", &format!("guest-check nic-rx-burst {NIC}"));
     m.step("link", &format!("guest-check nic-link {NIC}"));
+    m.step("pktgen", &format!("nic-pktgen --device {NIC} --size 60 --count {PKTGEN_COUNT} --batch 32 --baseline --json"));
     let running = m.start()?;
     let end = &running.nics[nic];
     let (mac, netdev) = (end.mac, end.netdev.clone());
@@ -142,12 +144,13 @@ fn transmitted_frames_arrive_exactly_and_in_order() {
 
 #[test]
 fn checksum_offload_gives_correct_ipv4_and_udp_checksums() {
+    // UDP to 192.0.2.1: the checksum test's frames (pktgen's go to 198.51.100.2).
     let r = run();
     r.outcome.ok("tx-csum");
     let udp: Vec<&Vec<u8>> = r
         .frames
         .iter()
-        .filter(|f| f.len() > 42 && f[12..14] == [0x08, 0x00])
+        .filter(|f| f.len() > 42 && f[12..14] == [0x08, 0x00] && f[30..34] == [192, 0, 2, 1])
         .collect();
     assert_eq!(udp.len(), CSUM_COUNT as usize);
     for (seq, f) in udp.iter().enumerate() {
@@ -426,4 +429,54 @@ fn jumbo_frames_go_out_whole() {
             "jumbo frame {seq}"
         );
     }
+}
+
+#[test]
+fn pktgen_sends_valid_frames_on_both_drivers_without_allocating() {
+    let r = run();
+    let out = &r.outcome.ok("pktgen").output;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON:\n{out}"));
+    let json: serde_json::Value =
+        serde_json::from_str(line).expect("nic-pktgen --json prints JSON");
+    assert_eq!(
+        json["userspace"]["sent"].as_u64(),
+        Some(PKTGEN_COUNT),
+        "{json}"
+    );
+    assert_eq!(
+        json["userspace"]["nic_tx_packets"].as_u64(),
+        Some(PKTGEN_COUNT),
+        "the NIC counted every frame: {json}"
+    );
+    assert_eq!(
+        json["userspace"]["allocations"].as_u64(),
+        Some(0),
+        "no heap allocation on the send path: {json}"
+    );
+    assert_eq!(
+        json["kernel"]["sent"].as_u64(),
+        Some(PKTGEN_COUNT),
+        "the kernel baseline sent them all: {json}"
+    );
+    assert!(json["ratio"].as_f64().is_some());
+    let frame = r
+        .frames
+        .iter()
+        .find(|f| f.len() == 60 && f[12..14] == [0x08, 0x00] && f[30..34] == [198, 51, 100, 2]);
+    let frame = frame.expect("the host received pktgen frames");
+    let ip = Ipv4HeaderSlice::from_slice(&frame[14..]).expect("an IPv4 header");
+    assert_eq!(ip.header_checksum(), ip.to_header().calc_header_checksum());
+    let p = SlicedPacket::from_ethernet(frame).expect("a well-formed frame");
+    let Some(TransportSlice::Udp(u)) = p.transport else {
+        panic!("not UDP")
+    };
+    assert_eq!(
+        u.checksum(),
+        u.to_header()
+            .calc_checksum_ipv4(&ip.to_header(), u.payload())
+            .expect("checksum")
+    );
 }

@@ -1,0 +1,294 @@
+//! nic-pktgen: sends UDP frames as fast as the NIC takes them and prints
+//! packets/s and Gbit/s; with `--baseline`, the same frames through the
+//! kernel's driver by an AF_PACKET socket (sendmmsg) in the same run, and the ratio.
+//!
+//! ```text
+//! nic-pktgen --device BDF --size 60 --count 100000 --batch 32 [--dst-mac MAC] [--baseline] [--json]
+//! ```
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use examples::packet::PacketSocket;
+use examples::perf::machine_label;
+use nic_driver::{e1000::Config, Error, NetDevice, Result, TxFrame};
+use vfio_core::pci::{PciAddress, Sysfs};
+use vfio_core::vfio::Container;
+
+#[derive(Parser)]
+#[command(
+    about = "Send UDP frames as fast as possible (userspace NIC driver; --baseline: and the kernel's)"
+)]
+struct Cli {
+    #[arg(long)]
+    device: String,
+    /// Frame size in bytes (60 to 1514), without the CRC.
+    #[arg(long, default_value_t = 60)]
+    size: usize,
+    #[arg(long, default_value_t = 100_000)]
+    count: u64,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value = "ff:ff:ff:ff:ff:ff")]
+    dst_mac: String,
+    #[arg(long)]
+    baseline: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// One side's result.
+#[derive(serde::Serialize)]
+struct Run {
+    sent: u64,
+    seconds: f64,
+    packets_per_s: f64,
+    gbit_per_s: f64,
+    /// Heap allocations on the send path (userspace only).
+    allocations: Option<u64>,
+    /// Frames the NIC itself counted as sent (its good-packets-transmitted counter).
+    nic_tx_packets: u64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match run(&Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nic-pktgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    if !(60..=1514).contains(&cli.size) || cli.batch == 0 || cli.count == 0 {
+        return Err(Error::InvalidFrame(format!(
+            "--size must be 60 to 1514 (got {}), --batch and --count above 0",
+            cli.size
+        )));
+    }
+    let addr: PciAddress = cli.device.parse().map_err(Error::Vfio)?;
+    let dst = parse_mac(&cli.dst_mac)?;
+    let (user, src) = userspace(cli, addr, dst)?;
+    let kernel = if cli.baseline {
+        Some(kernel(cli, addr, &udp_frame(src, dst, cli.size))?)
+    } else {
+        None
+    };
+    report(cli, &user, kernel.as_ref());
+    Ok(())
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let bytes: Vec<u8> = s
+        .split(':')
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    bytes.try_into().map_err(|_| {
+        Error::InvalidFrame(format!(
+            "--dst-mac {s:?} is not a MAC like 52:54:00:12:34:56"
+        ))
+    })
+}
+
+/// An Ethernet + IPv4 + UDP frame of `size` bytes with correct checksums
+/// (198.51.100.1:4000 -> 198.51.100.2:5000), from etherparse.
+fn udp_frame(src: [u8; 6], dst: [u8; 6], size: usize) -> Vec<u8> {
+    let payload = vec![0x5a; size - 42];
+    let builder = etherparse::PacketBuilder::ethernet2(src, dst)
+        .ipv4([198, 51, 100, 1], [198, 51, 100, 2], 64)
+        .udp(4000, 5000);
+    let mut frame = Vec::with_capacity(size);
+    builder
+        .write(&mut frame, &payload)
+        .expect("writing into a Vec cannot fail");
+    frame
+}
+
+fn userspace(cli: &Cli, addr: PciAddress, dst: [u8; 6]) -> Result<(Run, [u8; 6])> {
+    let container = Container::new()?;
+    let config = Config {
+        tx_ring: 512,
+        spare_buffers: 2 * cli.batch.max(512),
+        ..Config::default()
+    };
+    let mut nic = nic_driver::open(&container, addr, config)?;
+    let frame = udp_frame(nic.mac(), dst, cli.size);
+    let mut queue = VecDeque::with_capacity(cli.batch);
+    let mut sent = 0u64;
+    let start = Instant::now();
+    let mut result = Ok(());
+    let info = allocation_counter::measure(|| {
+        result = send_loop(nic.as_mut(), &frame, cli, &mut queue, &mut sent)
+    });
+    result?;
+    while nic.tx_pending() > 0 {
+        nic.tx_clean();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let mut run = rates(sent, cli.size, seconds, Some(info.count_total));
+    run.nic_tx_packets = nic.stats().tx_packets;
+    Ok((run, nic.mac()))
+}
+
+/// Fills batches from the pool and sends them until `count` are queued.
+fn send_loop(
+    nic: &mut (dyn NetDevice + Send),
+    frame: &[u8],
+    cli: &Cli,
+    queue: &mut VecDeque<TxFrame>,
+    sent: &mut u64,
+) -> Result<()> {
+    while *sent < cli.count {
+        while queue.len() < cli.batch && *sent + (queue.len() as u64) < cli.count {
+            let Some(mut p) = nic.alloc_packet() else {
+                break;
+            };
+            p.buffer_mut()[..frame.len()].copy_from_slice(frame);
+            p.set_len(frame.len());
+            queue.push_back(TxFrame::packet(p));
+        }
+        let before = queue.len();
+        nic.tx_batch(queue)?;
+        *sent += (before - queue.len()) as u64;
+        nic.tx_clean();
+    }
+    Ok(())
+}
+
+fn rates(sent: u64, size: usize, seconds: f64, allocations: Option<u64>) -> Run {
+    let s = seconds.max(1e-9);
+    Run {
+        sent,
+        seconds,
+        packets_per_s: sent as f64 / s,
+        gbit_per_s: (sent * size as u64 * 8) as f64 / s / 1e9,
+        allocations,
+        nic_tx_packets: sent,
+    }
+}
+
+/// The kernel's e1000 driver: unbind from vfio-pci, bring the interface up,
+/// send the same frames with AF_PACKET + sendmmsg, wait until the NIC has sent
+/// them (its tx_packets counter), bind back.
+fn kernel(cli: &Cli, addr: PciAddress, frame: &[u8]) -> Result<Run> {
+    let sysfs = Sysfs::new();
+    sysfs.unbind_vfio(addr)?;
+    let result = kernel_send(cli, addr, frame);
+    sysfs.bind_vfio(addr)?;
+    result
+}
+
+fn kernel_send(cli: &Cli, addr: PciAddress, frame: &[u8]) -> Result<Run> {
+    let ifname = interface(addr)?;
+    let io = |what: &str, e: std::io::Error| {
+        Error::InvalidFrame(format!("kernel baseline on {ifname}: {what}: {e}"))
+    };
+    let up = Command::new("ip")
+        .args(["link", "set", "dev", &ifname, "up"])
+        .status()
+        .map_err(|e| io("ip link set up", e))?;
+    if !up.success() {
+        return Err(io("ip link set up", std::io::Error::other("failed")));
+    }
+    wait_for_carrier(&ifname);
+    let ifindex = nix::net::if_::if_nametoindex(ifname.as_str())
+        .map_err(|e| io("if_nametoindex", e.into()))?;
+    let sock = PacketSocket::bind(ifindex).map_err(|e| io("AF_PACKET socket", e))?;
+    let stat = PathBuf::from(format!("/sys/class/net/{ifname}/statistics/tx_packets"));
+    let sent_before = read_u64(&stat);
+    let (mut iovs, mut msgs) = (Vec::with_capacity(cli.batch), Vec::with_capacity(cli.batch));
+    let start = Instant::now();
+    let mut queued = 0u64;
+    while queued < cli.count {
+        let n = (cli.count - queued).min(cli.batch as u64) as usize;
+        queued += sock
+            .send_batch(frame, n, &mut iovs, &mut msgs)
+            .map_err(|e| io("sendmmsg", e))? as u64;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_u64(&stat) - sent_before < cli.count && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(rates(
+        read_u64(&stat) - sent_before,
+        cli.size,
+        seconds,
+        None,
+    ))
+}
+
+fn interface(addr: PciAddress) -> Result<String> {
+    let dir = PathBuf::from(format!("/sys/bus/pci/devices/{addr}/net"));
+    for _ in 0..200 {
+        if let Some(name) = std::fs::read_dir(&dir)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+        {
+            return Ok(name.file_name().to_string_lossy().into_owned());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(Error::InvalidFrame(format!(
+        "the kernel's driver made no network interface for {addr} within 10 s"
+    )))
+}
+
+fn wait_for_carrier(ifname: &str) {
+    let path = format!("/sys/class/net/{ifname}/carrier");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&path)
+        .map(|s| s.trim() != "1")
+        .unwrap_or(true)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read_u64(path: &PathBuf) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn report(cli: &Cli, user: &Run, kernel: Option<&Run>) {
+    let ratio = kernel.map(|k| user.packets_per_s / k.packets_per_s.max(1e-9));
+    if cli.json {
+        let json = serde_json::json!({ "machine": machine_label(), "size": cli.size, "batch": cli.batch, "count": cli.count, "userspace": user, "kernel": kernel, "ratio": ratio });
+        println!("{json}");
+        return;
+    }
+    println!(
+        "nic-pktgen on {}: {} frames of {} bytes, batches of {}",
+        machine_label(),
+        cli.count,
+        cli.size,
+        cli.batch
+    );
+    let line = |name: &str, r: &Run| {
+        println!(
+            "  {name:<28} {:>12.0} packets/s {:>8.3} Gbit/s  ({} sent in {:.2} s)",
+            r.packets_per_s, r.gbit_per_s, r.sent, r.seconds
+        )
+    };
+    line("userspace driver (vfio)", user);
+    if let Some(k) = kernel {
+        line("kernel e1000 (AF_PACKET)", k);
+        println!(
+            "ratio userspace/kernel: {:.2}x packets/s",
+            ratio.unwrap_or(0.0)
+        );
+    }
+    println!(
+        "heap allocations on the userspace send path: {}",
+        user.allocations.unwrap_or(0)
+    );
+}
