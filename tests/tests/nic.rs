@@ -384,6 +384,11 @@ fn echo_in_interrupt_mode_swaps_the_macs() {
         kv_num(out, "echo.interrupt_wakeups") > 0,
         "the NIC woke the echo loop: {out}"
     );
+    assert_eq!(
+        kv_num(out, "echo.allocations"),
+        0,
+        "no heap allocation on the receive/transmit path"
+    );
     let back: Vec<(u32, &Vec<u8>)> = r
         .frames
         .iter()

@@ -61,25 +61,28 @@ fn run(cli: &Cli) -> Result<()> {
     let start = Instant::now();
     let until = cli.seconds.map(|s| start + Duration::from_secs_f64(s));
     let (mut echoed, mut bytes, mut wakeups) = (0u64, 0u64, 0u64);
-    while cli.count.is_none_or(|c| echoed < c) && until.is_none_or(|u| Instant::now() < u) {
-        if cli.interrupts && nic.wait_rx(Duration::from_millis(100))? {
-            wakeups += 1;
-        }
-        nic.rx_batch(&mut rx, cli.batch)?;
-        for mut p in rx.drain(..) {
-            let f = p.data_mut();
-            if f.len() >= 12 {
-                let (dst, src) = f.split_at_mut(6);
-                dst.swap_with_slice(&mut src[..6]);
+    let mut result = Ok(());
+    let info = allocation_counter::measure(|| {
+        result = (|| -> Result<()> {
+            while cli.count.is_none_or(|c| echoed < c) && until.is_none_or(|u| Instant::now() < u) {
+                if cli.interrupts && nic.wait_rx(Duration::from_millis(100))? {
+                    wakeups += 1;
+                }
+                nic.rx_batch(&mut rx, cli.batch)?;
+                for mut p in rx.drain(..) {
+                    swap_macs(p.data_mut());
+                    bytes += p.len() as u64;
+                    tx.push_back(TxFrame::packet(p));
+                }
+                echoed += tx.len() as u64;
+                while !tx.is_empty() {
+                    nic.tx_batch(&mut tx)?;
+                }
             }
-            bytes += p.len() as u64;
-            tx.push_back(TxFrame::packet(p));
-        }
-        echoed += tx.len() as u64;
-        while !tx.is_empty() {
-            nic.tx_batch(&mut tx)?;
-        }
-    }
+            Ok(())
+        })();
+    });
+    result?;
     while nic.tx_pending() > 0 {
         nic.tx_clean();
     }
@@ -91,10 +94,18 @@ fn run(cli: &Cli) -> Result<()> {
         bytes as f64 * 8.0 / secs / 1e9
     );
     println!("echo.interrupt_wakeups={wakeups}");
+    println!("echo.allocations={}", info.count_total);
     let s = nic.stats();
     println!(
         "echo.stats rx={} tx={} dropped={} errors={}",
         s.rx_packets, s.tx_packets, s.rx_dropped, s.rx_errors
     );
     Ok(())
+}
+
+fn swap_macs(f: &mut [u8]) {
+    if f.len() >= 12 {
+        let (dst, src) = f.split_at_mut(6);
+        dst.swap_with_slice(&mut src[..6]);
+    }
 }

@@ -164,8 +164,18 @@ pub fn set_irqs(
 ) -> io::Result<()> {
     let header = size_of::<vfio_irq_set>();
     let argsz = header + size_of_val(eventfds);
-    // u32 words keep the buffer aligned for the header and the i32 fds.
-    let mut buf = vec![0u32; argsz.div_ceil(4)];
+    // u32 words keep the buffer aligned for the header and the i32 fds. Up to
+    // 64 vectors fit on the stack, so unmasking INTx after each interrupt
+    // allocates nothing.
+    let words = argsz.div_ceil(4);
+    let mut stack = [0u32; 5 + 64];
+    let mut heap = Vec::new();
+    let buf: &mut [u32] = if words <= stack.len() {
+        &mut stack[..words]
+    } else {
+        heap.resize(words, 0);
+        &mut heap
+    };
     buf[0] = argsz as u32;
     buf[1] = flags;
     buf[2] = index;
