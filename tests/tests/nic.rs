@@ -51,6 +51,7 @@ fn boot() -> vfio_tests::Result<Run> {
     );
     m.step("rx", &format!("guest-check nic-rx {NIC} 3 {RX_COUNT}"));
     m.step("rx-burst", &format!("guest-check nic-rx-burst {NIC}"));
+    m.step("promisc", &format!("guest-check nic-promisc {NIC}"));
     m.step("link", &format!("guest-check nic-link {NIC}"));
     m.step("pktgen", &format!("nic-pktgen --device {NIC} --size 60 --count {PKTGEN_COUNT} --batch 32 --baseline --json"));
     let running = m.start()?;
@@ -80,6 +81,20 @@ fn boot() -> vfio_tests::Result<Run> {
     wait("burst.recover.ready")?;
     for seq in 0..10 {
         send(5, seq, 200).expect("send a frame to the guest");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait("promisc.ready")?;
+    let other = [0x02, 0, 0, 0, 0, 0x99];
+    for seq in 0..5 {
+        end.socket
+            .send(&test_frame(11, seq, 80, HOST_MAC, other))
+            .expect("send a frame to the guest");
+    }
+    wait("promisc.on")?;
+    for seq in 0..5 {
+        end.socket
+            .send(&test_frame(12, seq, 80, HOST_MAC, other))
+            .expect("send a frame to the guest");
         std::thread::sleep(Duration::from_millis(20));
     }
     wait("link.ready")?;
@@ -483,5 +498,20 @@ fn pktgen_sends_valid_frames_on_both_drivers_without_allocating() {
         u.to_header()
             .calc_checksum_ipv4(&ip.to_header(), u.payload())
             .expect("checksum")
+    );
+}
+
+#[test]
+fn frames_for_other_macs_arrive_only_in_promiscuous_mode() {
+    let out = &run().outcome.ok("promisc").output;
+    assert_eq!(
+        kv_num(out, "promisc.off_received"),
+        0,
+        "the NIC filtered frames for another MAC"
+    );
+    assert_eq!(
+        kv_num(out, "promisc.on_received"),
+        5,
+        "in promiscuous mode it took them"
     );
 }

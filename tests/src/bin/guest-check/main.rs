@@ -58,6 +58,7 @@ fn main() -> ExitCode {
         Some("nic-rx") if args.len() == 4 => nic::rx(&args[1], &args[2], &args[3]),
         Some("nic-rx-burst") if args.len() == 2 => nic::rx_burst(&args[1]),
         Some("nic-link") if args.len() == 2 => nic::link(&args[1]),
+        Some("nic-promisc") if args.len() == 2 => nic::promisc(&args[1]),
         Some("nic-tx-jumbo") if args.len() == 3 => nic::tx_jumbo(&args[1], &args[2]),
         Some("nic-udp-send") if args.len() == 4 => nic::udp_send(&args[1], &args[2], &args[3]),
         Some("udp-recv") if args.len() == 4 => nic::udp_recv(&args[1], &args[2], &args[3]),

@@ -373,3 +373,16 @@ pub fn udp_recv(port: &str, n: &str, seconds: &str) -> Result<()> {
     println!("udp.received={got}");
     Ok(())
 }
+
+/// Frames to another MAC are filtered until promiscuous mode is on.
+pub fn promisc(bdf: &str) -> Result<()> {
+    let (_c, mut nic) = open(bdf, Config::default())?;
+    println!("promisc.ready");
+    let filtered = receive(&mut nic, 11, 5, Duration::from_secs(3))?;
+    println!("promisc.off_received={filtered}");
+    nic.set_promiscuous(true);
+    println!("promisc.on");
+    let got = receive(&mut nic, 12, 5, Duration::from_secs(30))?;
+    println!("promisc.on_received={got}");
+    Ok(())
+}
