@@ -10,7 +10,7 @@
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use vfio_tests::{image, machine::Machine, provision, workspace_root};
+use vfio_tests::{check, image, machine::Machine, provision, wire, workspace_root};
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -129,12 +129,62 @@ fn bench() -> Result<(), String> {
         &perf("--pattern randread --queue-depth 1 --queues 1"),
     );
     let out = m.run().map_err(|e| e.to_string())?;
-    for s in &out.steps {
+    print_steps(&out.steps);
+    bench_nic()?;
+    all_ok(&out.steps, "an NVMe benchmark failed")
+}
+
+fn print_steps(steps: &[vfio_tests::machine::StepResult]) {
+    for s in steps {
         println!("== guest$ {} (exit {})\n{}", s.name, s.code, s.output);
     }
-    out.steps
+}
+
+fn all_ok(steps: &[vfio_tests::machine::StepResult], what: &str) -> Result<(), String> {
+    steps
         .iter()
         .all(|s| s.code == 0)
         .then_some(())
-        .ok_or_else(|| "a benchmark failed".to_string())
+        .ok_or_else(|| what.to_string())
+}
+
+/// nic-pktgen beside the kernel's AF_PACKET, and nic-echo while the host
+/// floods the NIC with 60-byte frames.
+fn bench_nic() -> Result<(), String> {
+    let mut m = Machine::new("bench-nic");
+    m.timeout(std::time::Duration::from_secs(900));
+    let nic = m.e1000("e1000");
+    let addr = m.nics_addr(nic);
+    m.step("bind", &format!("devbind bind {addr}"));
+    m.step(
+        "nic-pktgen 60 bytes batch 32",
+        &format!("nic-pktgen --device {addr} --size 60 --count 200000 --batch 32 --baseline"),
+    );
+    m.step(
+        "nic-echo 60 bytes",
+        &format!("nic-echo --device {addr} --seconds 5"),
+    );
+    let running = m.start().map_err(|e| e.to_string())?;
+    let end = &running.nics[nic];
+    let capture = wire::Capture::start(&end.socket);
+    running
+        .wait_for("echo.ready", std::time::Duration::from_secs(300))
+        .map_err(|e| e.to_string())?;
+    let frame = check::test_frame(1, 0, 60, check::HOST_MAC, end.mac);
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < std::time::Duration::from_secs(5) {
+        if end.socket.send(&frame).is_ok() {
+            sent += 1;
+        }
+    }
+    let out = running.wait().map_err(|e| e.to_string())?;
+    let back = capture
+        .stop()
+        .iter()
+        .filter(|f| check::test_frame_id(f).is_some())
+        .count();
+    print_steps(&out.steps);
+    println!("host: sent {sent} frames to the echo in 5 s, {back} came back");
+    all_ok(&out.steps, "a NIC benchmark failed")
 }
