@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask demo`: set up, boot the QEMU machine and run the main job.
 //! - `cargo xtask test`: set up, then every check and test (format, clippy,
-//!   host unit tests and the guest tests in the QEMU machine).
+//!   rustdoc, host unit tests and the guest tests in the QEMU machine).
 //! - `cargo xtask bench`: the benchmarks beside their kernel baselines, in the
 //!   QEMU machine (emulator numbers: compare the ratios).
 //! - `cargo xtask setup`: only install/download what the machine needs.
@@ -48,11 +48,16 @@ fn setup() -> Result<image::GuestImage, String> {
 }
 
 fn cargo(args: &[&str], image: &image::GuestImage) -> Result<(), String> {
+    cargo_env(args, image, &[])
+}
+
+fn cargo_env(args: &[&str], image: &image::GuestImage, env: &[(&str, &str)]) -> Result<(), String> {
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args(args)
         .current_dir(workspace_root())
         .env("VFIO_RS_GUEST_IMAGE", &image.initramfs)
+        .envs(env.iter().copied())
         .status()
         .map_err(|e| format!("start cargo: {e}"))?;
     status
@@ -76,6 +81,11 @@ fn test() -> Result<(), String> {
             "warnings",
         ],
         &image,
+    )?;
+    cargo_env(
+        &["doc", "--no-deps", "--workspace", "--quiet"],
+        &image,
+        &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     cargo(&["test", "--workspace", "--", "--test-threads=2"], &image)?;
     eprintln!("xtask test: everything passed in {:.0?}", start.elapsed());

@@ -21,7 +21,7 @@ pub struct PciDevice {
 }
 
 /// A view of sysfs below a root directory (`/` on a real system, a temporary
-/// tree in tests). Binding and unbinding are in [`super::bind`].
+/// tree in tests). Binding and unbinding: [`Sysfs::bind_vfio`], [`Sysfs::unbind_vfio`].
 ///
 /// ```no_run
 /// use vfio_core::pci::Sysfs;
