@@ -1,6 +1,7 @@
 //! Shared pieces of the example programs: workloads and reports for the
 //! benchmarks, and the kernel baselines they are compared with.
 
+pub mod dmaf;
 pub mod packet;
 pub mod perf;
 pub mod uring;

@@ -1,6 +1,6 @@
 //! Frames: received packets and frames to transmit.
 
-use vfio_core::dma::Buffer;
+use vfio_core::dma::{Buffer, SharedBuffer};
 
 /// Most buffers one transmitted frame may span.
 pub const MAX_SEGMENTS: usize = 4;
@@ -64,6 +64,13 @@ pub enum Segment {
         offset: usize,
         len: usize,
     },
+    /// `len` bytes at `offset` of a buffer several frames send slices of; it
+    /// goes back to its pool once the NIC has sent the last of them.
+    Shared {
+        buf: SharedBuffer,
+        offset: usize,
+        len: usize,
+    },
 }
 
 impl Segment {
@@ -72,6 +79,7 @@ impl Segment {
         match self {
             Segment::Packet(p) => (p.iova(), p.len()),
             Segment::Slice { buf, offset, len } => (buf.iova() + *offset as u64, *len),
+            Segment::Shared { buf, offset, len } => (buf.iova() + *offset as u64, *len),
         }
     }
 }

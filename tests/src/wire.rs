@@ -21,6 +21,13 @@ impl Capture {
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .expect("set a read timeout");
+        // A deep receive queue, so a burst from the guest is not lost on the host
+        // (FORCE can pass rmem_max as root; otherwise the default stays).
+        let _ = nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::RcvBufForce,
+            &(128 << 20),
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {

@@ -6,7 +6,7 @@ mod pool;
 
 pub use iova::IovaAllocator;
 pub use memory::{Backing, DmaMemory, DmaWord, PageKind};
-pub use pool::{Buffer, BufferPool};
+pub use pool::{Buffer, BufferPool, SharedBuffer};
 
 /// Memory a device can reach: an IOVA and a length. Drivers take any of these
 /// as the target of a transfer, so data lands where the caller wants it (a pool
@@ -30,6 +30,15 @@ impl DmaTarget for DmaMemory {
 impl DmaTarget for Buffer {
     fn iova(&self) -> u64 {
         Buffer::iova(self)
+    }
+    fn dma_len(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl DmaTarget for SharedBuffer {
+    fn iova(&self) -> u64 {
+        SharedBuffer::iova(self)
     }
     fn dma_len(&self) -> usize {
         self.capacity()

@@ -5,6 +5,8 @@
 //! index to the pool.
 #![allow(unsafe_code)]
 
+use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Backing, DmaMemory, DmaWord};
@@ -33,6 +35,8 @@ pub struct BufferPool {
     buf_size: usize,
     count: usize,
     free: Mutex<Vec<u32>>,
+    /// Owners of each buffer that has been shared ([`Buffer::into_shared`]).
+    shares: Box<[AtomicU32]>,
 }
 
 /// One buffer of a pool. Goes back to its pool when dropped.
@@ -70,6 +74,7 @@ impl BufferPool {
             buf_size,
             count,
             free: Mutex::new(free),
+            shares: (0..count).map(|_| AtomicU32::new(0)).collect(),
         })
     }
 
@@ -207,6 +212,69 @@ impl Buffer {
     pub fn pool(&self) -> &Arc<BufferPool> {
         &self.pool
     }
+
+    /// Turns this buffer into a read-only one with several owners (e.g. the
+    /// datagrams a NIC sends from slices of it); it goes back to the pool when
+    /// the last owner drops it. Allocates nothing.
+    pub fn into_shared(self) -> SharedBuffer {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so its Arc is moved out exactly once.
+        let pool = unsafe { std::ptr::read(&this.pool) };
+        pool.shares[this.index as usize].store(1, Ordering::Release);
+        SharedBuffer {
+            pool,
+            index: this.index,
+        }
+    }
+}
+
+/// A pool buffer with several owners, read-only; back to the pool when the
+/// last owner drops it. Cloning is an atomic increment.
+#[derive(Debug)]
+pub struct SharedBuffer {
+    pool: Arc<BufferPool>,
+    index: u32,
+}
+
+impl SharedBuffer {
+    fn offset(&self) -> usize {
+        self.index as usize * self.pool.buf_size
+    }
+
+    /// IOVA of byte 0.
+    pub fn iova(&self) -> u64 {
+        self.pool.memory.iova() + self.offset() as u64
+    }
+
+    /// Size of the buffer.
+    pub fn capacity(&self) -> usize {
+        self.pool.buf_size
+    }
+
+    /// The bytes (read-only: no owner can write them).
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the buffer was a Buffer's, consumed by `into_shared`; no
+        // owner of a SharedBuffer can write it, so shared slices are sound.
+        unsafe { self.pool.memory.slice(self.offset(), self.pool.buf_size) }
+    }
+}
+
+impl Clone for SharedBuffer {
+    fn clone(&self) -> Self {
+        self.pool.shares[self.index as usize].fetch_add(1, Ordering::Relaxed);
+        SharedBuffer {
+            pool: Arc::clone(&self.pool),
+            index: self.index,
+        }
+    }
+}
+
+impl Drop for SharedBuffer {
+    fn drop(&mut self) {
+        if self.pool.shares[self.index as usize].fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.pool.free_list().push(self.index);
+        }
+    }
 }
 
 impl Drop for Buffer {
@@ -284,6 +352,28 @@ mod tests {
         let off = (b.iova() - p.iova()) as usize;
         assert_eq!(p.memory.read::<u32>(off + 12), 0xdead_beef);
         assert_eq!(b.as_slice()[12..16], 0xdead_beef_u32.to_le_bytes());
+    }
+
+    #[test]
+    fn a_shared_buffer_returns_when_its_last_owner_goes() {
+        let p = pool(4096, 2);
+        let mut b = p.alloc().unwrap();
+        b.as_mut_slice()[..3].copy_from_slice(b"abc");
+        let iova = b.iova();
+        let shared = b.into_shared();
+        let more: Vec<SharedBuffer> = (0..5).map(|_| shared.clone()).collect();
+        assert_eq!(p.free_count(), 1);
+        assert_eq!(
+            (shared.iova(), &shared.as_slice()[..3]),
+            (iova, &b"abc"[..])
+        );
+        drop(shared);
+        assert_eq!(p.free_count(), 1, "owners remain");
+        drop(more);
+        assert_eq!(p.free_count(), 2, "the last owner gave it back");
+        let again = p.alloc().unwrap().into_shared();
+        drop(again);
+        assert_eq!(p.free_count(), 2);
     }
 
     #[test]

@@ -1,0 +1,92 @@
+//! The forwarder's wire format: a UDP payload is a 16-byte big-endian header,
+//! magic `DMAF`, the datagram's sequence number (from 0) and the byte offset of
+//! its data within the forwarded range, then the data. A last datagram with no
+//! data and the offset equal to the total length marks the end.
+
+/// `DMAF`.
+pub const MAGIC: [u8; 4] = *b"DMAF";
+/// Header length.
+pub const HEADER: usize = 16;
+/// Ethernet + IPv4 + UDP + DMAF header bytes in front of the data.
+pub const FRAME_OVERHEAD: usize = 14 + 20 + 8 + HEADER;
+
+/// Addresses of the stream.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoints {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_ip: [u8; 4],
+    pub dst_ip: [u8; 4],
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// Writes the 58 header bytes of a datagram carrying `data_len` bytes into
+/// `out`, ready for checksum offload: the IPv4 checksum 0, the UDP checksum
+/// seeded with the pseudo-header sum (the NIC completes both).
+pub fn write_header(out: &mut [u8], e: &Endpoints, seq: u32, offset: u64, data_len: usize) {
+    let udp_len = (8 + HEADER + data_len) as u16;
+    out[0..6].copy_from_slice(&e.dst_mac);
+    out[6..12].copy_from_slice(&e.src_mac);
+    out[12..14].copy_from_slice(&[0x08, 0x00]);
+    out[14..34].copy_from_slice(&[
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    out[16..18].copy_from_slice(&(20 + udp_len).to_be_bytes());
+    out[18..20].copy_from_slice(&(seq as u16).to_be_bytes());
+    out[26..30].copy_from_slice(&e.src_ip);
+    out[30..34].copy_from_slice(&e.dst_ip);
+    out[34..36].copy_from_slice(&e.src_port.to_be_bytes());
+    out[36..38].copy_from_slice(&e.dst_port.to_be_bytes());
+    out[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    out[40..42].copy_from_slice(&pseudo_header_sum(e, udp_len).to_be_bytes());
+    out[42..46].copy_from_slice(&MAGIC);
+    out[46..50].copy_from_slice(&seq.to_be_bytes());
+    out[50..58].copy_from_slice(&offset.to_be_bytes());
+}
+
+/// The folded one's-complement sum of the UDP pseudo-header.
+fn pseudo_header_sum(e: &Endpoints, udp_len: u16) -> u16 {
+    let word = |x: &[u8; 4]| {
+        u16::from_be_bytes([x[0], x[1]]) as u32 + u16::from_be_bytes([x[2], x[3]]) as u32
+    };
+    let mut sum = word(&e.src_ip) + word(&e.dst_ip) + 17 + udp_len as u32;
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// A parsed DMAF header: (sequence number, offset, data).
+pub fn parse(payload: &[u8]) -> Option<(u32, u64, &[u8])> {
+    if payload.len() < HEADER || payload[..4] != MAGIC {
+        return None;
+    }
+    let seq = u32::from_be_bytes(payload[4..8].try_into().ok()?);
+    let offset = u64::from_be_bytes(payload[8..16].try_into().ok()?);
+    Some((seq, offset, &payload[HEADER..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_has_valid_lengths() {
+        let e = Endpoints {
+            src_mac: [2; 6],
+            dst_mac: [4; 6],
+            src_ip: [198, 51, 100, 1],
+            dst_ip: [198, 51, 100, 2],
+            src_port: 4000,
+            dst_port: 9000,
+        };
+        let mut f = vec![0u8; FRAME_OVERHEAD];
+        write_header(&mut f, &e, 7, 1 << 40, 100);
+        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 20 + 8 + 16 + 100);
+        assert_eq!(u16::from_be_bytes([f[38], f[39]]), 8 + 16 + 100);
+        assert_eq!(parse(&f[42..]), Some((7, 1 << 40, &[][..])));
+        assert_eq!(parse(b"DMAX0000000000000000"), None);
+        assert_eq!(parse(b"DMAF"), None, "too short");
+    }
+}
