@@ -72,3 +72,59 @@ pub const TX_SIZES: &[usize] = &[
 
 /// The host's MAC in test frames.
 pub const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// The 16-bit one's-complement sum of `parts`, folded.
+fn ones_sum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u64 = 0;
+    for part in parts {
+        let mut chunks = part.chunks_exact(2);
+        sum += chunks
+            .by_ref()
+            .map(|w| u16::from_be_bytes([w[0], w[1]]) as u64)
+            .sum::<u64>();
+        if let [last] = chunks.remainder() {
+            sum += (*last as u64) << 8;
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// True when an IPv4 header's checksum is valid (its one's-complement sum,
+/// checksum included, is all ones: 0x0000 and 0xFFFF both stand for zero).
+pub fn ipv4_checksum_ok(header: &[u8]) -> bool {
+    ones_sum(&[header]) == 0xffff
+}
+
+/// True when a UDP datagram (`udp`: header and payload) over IPv4 between
+/// `src` and `dst` has a valid, present checksum.
+pub fn udp_checksum_ok(src: [u8; 4], dst: [u8; 4], udp: &[u8]) -> bool {
+    let len = (udp.len() as u16).to_be_bytes();
+    let pseudo = [
+        src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3], 0, 17, len[0], len[1],
+    ];
+    udp.len() >= 8 && udp[6..8] != [0, 0] && ones_sum(&[&pseudo, udp]) == 0xffff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_zeros_of_ones_complement_are_valid() {
+        // A header whose sum without the checksum is 0xFFFF: 0x0000 and 0xFFFF both valid.
+        let mut h = [
+            0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2,
+        ];
+        let rest = ones_sum(&[&h]);
+        let fix = 0xffff - rest;
+        h[4..6].copy_from_slice(&fix.to_be_bytes());
+        assert!(ipv4_checksum_ok(&h), "checksum field 0");
+        h[10..12].copy_from_slice(&[0xff, 0xff]);
+        assert!(ipv4_checksum_ok(&h), "checksum field 0xFFFF");
+        h[10..12].copy_from_slice(&[0x12, 0x34]);
+        assert!(!ipv4_checksum_ok(&h));
+    }
+}
