@@ -25,6 +25,7 @@
 //! ```
 
 pub mod check;
+pub mod dmaf;
 pub mod image;
 pub mod machine;
 pub mod provision;

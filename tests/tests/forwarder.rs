@@ -3,12 +3,11 @@
 //! wire by offset and checks the hash against the image it wrote, every IPv4
 //! and UDP checksum (etherparse), and every sequence number.
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use etherparse::{Ipv4HeaderSlice, SlicedPacket, TransportSlice};
 use sha2::{Digest, Sha256};
-use vfio_tests::check::{ipv4_checksum_ok, random_bytes, udp_checksum_ok, HOST_MAC};
+use vfio_tests::check::{random_bytes, HOST_MAC};
+use vfio_tests::dmaf;
 use vfio_tests::machine::{mac_string, Machine, Outcome};
 use vfio_tests::wire::Capture;
 
@@ -68,64 +67,24 @@ fn boot() -> vfio_tests::Result<Run> {
     })
 }
 
-/// The stream to `port`: data reassembled by offset, the end marker's offset,
-/// and how many datagrams each sequence number had. Checks every checksum.
-fn stream(port: u16) -> (Vec<u8>, Option<u64>, BTreeMap<u32, u32>) {
-    let mut data = Vec::new();
-    let (mut end, mut seqs) = (None, BTreeMap::new());
-    for f in &run().frames {
-        let Ok(p) = SlicedPacket::from_ethernet(f) else {
-            continue;
-        };
-        let Some(TransportSlice::Udp(u)) = p.transport else {
-            continue;
-        };
-        if u.destination_port() != port {
-            continue;
-        }
-        let ip = Ipv4HeaderSlice::from_slice(&f[14..]).expect("an IPv4 header");
-        // Checked by summing: 0x0000 and 0xFFFF are both one's-complement zero.
-        let ip_len = ip.slice().len();
-        assert!(ipv4_checksum_ok(&f[14..14 + ip_len]), "IPv4 checksum");
-        let udp = &f[14 + ip_len..14 + ip.total_len() as usize];
-        assert!(
-            udp_checksum_ok(ip.source(), ip.destination(), udp),
-            "UDP checksum"
-        );
-        let payload = u.payload();
-        assert_eq!(&payload[..4], b"DMAF", "magic");
-        let seq = u32::from_be_bytes(payload[4..8].try_into().unwrap());
-        let offset = u64::from_be_bytes(payload[8..16].try_into().unwrap()) as usize;
-        *seqs.entry(seq).or_insert(0) += 1;
-        let body = &payload[16..];
-        if body.is_empty() {
-            end = Some(offset as u64);
-            continue;
-        }
-        if data.len() < offset + body.len() {
-            data.resize(offset + body.len(), 0);
-        }
-        data[offset..offset + body.len()].copy_from_slice(body);
-    }
-    (data, end, seqs)
-}
-
 fn check_stream(port: u16, want: &[u8]) {
-    let (data, end, seqs) = stream(port);
+    let s = dmaf::reassemble(&run().frames, port);
+    assert_eq!(s.bad, 0, "frames with a bad IPv4/UDP checksum or not DMAF");
     assert_eq!(
-        end,
+        s.end,
         Some(want.len() as u64),
         "the end marker carries the total length"
     );
-    let n = seqs.len() as u32;
+    let n = s.seqs.len() as u32;
     assert!(
-        seqs.keys().copied().eq(0..n),
-        "sequence numbers run from 0 with none missing"
+        s.seqs.keys().copied().eq(0..n),
+        "sequence numbers run from 0 with none missing: {:?}",
+        s.missing()
     );
-    assert!(seqs.values().all(|&c| c == 1), "no sequence number twice");
-    assert_eq!(data.len(), want.len());
+    assert!(s.seqs.values().all(|&c| c == 1), "no sequence number twice");
+    assert_eq!(s.data.len(), want.len());
     assert_eq!(
-        format!("{:x}", Sha256::digest(&data)),
+        format!("{:x}", Sha256::digest(&s.data)),
         format!("{:x}", Sha256::digest(want)),
         "the reassembled bytes are the image's"
     );
@@ -146,10 +105,10 @@ fn a_64_mib_image_arrives_whole_with_correct_checksums_and_no_cpu_copy() {
     let s = summary("full");
     assert_eq!(s["bytes"].as_u64(), Some(IMAGE_BYTES as u64));
     assert_eq!(s["payload_bytes_copied_by_cpu"].as_u64(), Some(0));
-    let (_, _, seqs) = stream(9000);
+    let seqs = dmaf::reassemble(&run().frames, 9000).seqs.len() as u64;
     assert_eq!(
         s["datagrams"].as_u64(),
-        Some(seqs.len() as u64),
+        Some(seqs),
         "the host received every datagram the forwarder sent"
     );
 }
@@ -165,9 +124,9 @@ fn a_range_past_the_end_is_refused_and_nothing_is_sent() {
     let o = &run().outcome;
     let out = &o.failed_with("past-end", "not inside namespace 1").output;
     assert!(out.contains("nothing sent"), "{out}");
-    let (_, end, seqs) = stream(9002);
+    let s = dmaf::reassemble(&run().frames, 9002);
     assert!(
-        seqs.is_empty() && end.is_none(),
+        s.seqs.is_empty() && s.end.is_none(),
         "no datagram went to the refused run's port"
     );
 }
