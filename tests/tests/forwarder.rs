@@ -16,6 +16,10 @@ const NIC: &str = "0000:00:04.0";
 const IMAGE_BYTES: usize = 64 << 20;
 const BLOCKS: u64 = (IMAGE_BYTES / 512) as u64;
 const TAIL_BLOCKS: u64 = 1000;
+/// A second controller whose drive QEMU throttles to 4 MiB/s: its 8 MiB take
+/// 2 s, so a kill after 1 s lands mid-transfer.
+const SLOW_NVME: &str = "0000:00:05.0";
+const SLOW_BYTES: usize = 8 << 20;
 
 struct Run {
     outcome: Outcome,
@@ -27,6 +31,11 @@ fn run() -> &'static Run {
     RUN.get_or_init(|| boot().map_err(|e| e.to_string()))
         .as_ref()
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn slow_image() -> &'static [u8] {
+    static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
+    IMAGE.get_or_init(|| random_bytes(SLOW_BYTES, 0x65))
 }
 
 fn image() -> &'static [u8] {
@@ -41,10 +50,15 @@ fn boot() -> vfio_tests::Result<Run> {
     assert_eq!(m.nvme(&disk, ""), NVME);
     let nic = m.e1000("e1000");
     assert_eq!(m.nics_addr(nic), NIC);
+    let slow = m.dir().join("slow.img");
+    std::fs::write(&slow, slow_image()).expect("write the second disk image");
+    let throttled =
+        std::path::PathBuf::from(format!("{},throttling.bps-total=4194304", slow.display()));
+    assert_eq!(m.nvme(&throttled, ""), SLOW_NVME);
     let fwd = |port: u16, extra: &str| {
         format!("forwarder --nvme {NVME} --nic {NIC} --dst-mac {} --dst-ip 192.0.2.1 --dst-port {port} --json {extra}", mac_string(&HOST_MAC))
     };
-    m.step("bind", &format!("devbind bind {NVME} {NIC}"));
+    m.step("bind", &format!("devbind bind {NVME} {NIC} {SLOW_NVME}"));
     m.step(
         "past-end",
         &fwd(9002, &format!("--lba {} --blocks 2", BLOCKS - 1)),
@@ -57,6 +71,17 @@ fn boot() -> vfio_tests::Result<Run> {
         ),
     );
     m.step("full", &fwd(9000, ""));
+    let slow_fwd = |port: u16| {
+        fwd(port, "").replace(&format!("--nvme {NVME}"), &format!("--nvme {SLOW_NVME}"))
+    };
+    m.step(
+        "sigkill",
+        &format!(
+            "{} &\npid=$!\nsleep 1\nkill -9 $pid\nwait $pid\necho killed.status=$?",
+            slow_fwd(9003)
+        ),
+    );
+    m.step("restart", &slow_fwd(9004));
     let running = m.start()?;
     let capture = Capture::start(&running.nics[nic].socket);
     let outcome = running.wait();
@@ -128,5 +153,25 @@ fn a_range_past_the_end_is_refused_and_nothing_is_sent() {
     assert!(
         s.seqs.is_empty() && s.end.is_none(),
         "no datagram went to the refused run's port"
+    );
+}
+
+#[test]
+fn killed_mid_transfer_and_started_again_it_runs_to_completion() {
+    let o = &run().outcome;
+    let out = &o.ok("sigkill").output;
+    assert!(
+        out.contains("killed.status=137"),
+        "the first run died of SIGKILL: {out}"
+    );
+    let partial = dmaf::reassemble(&run().frames, 9003);
+    assert!(
+        partial.end.is_none(),
+        "the killed run did not finish (it was killed mid-transfer)"
+    );
+    check_stream(9004, slow_image());
+    assert_eq!(
+        summary("restart")["payload_bytes_copied_by_cpu"].as_u64(),
+        Some(0)
     );
 }
