@@ -56,6 +56,10 @@ struct Cli {
     /// NVMe reads in flight.
     #[arg(long, default_value_t = 16)]
     queue_depth: usize,
+    /// Pace the stream to at most this many MB/s (UDP has no flow control: a
+    /// slow receiver drops what it cannot take).
+    #[arg(long)]
+    max_mbps: Option<f64>,
     #[arg(long)]
     json: bool,
 }
@@ -95,6 +99,8 @@ struct Forwarder {
     payload: usize,
     tx: VecDeque<TxFrame>,
     summary: Summary,
+    /// Bytes per second allowed, and when sending began.
+    pace: Option<(f64, Instant)>,
 }
 
 fn run(cli: &Cli) -> Result<(), Error> {
@@ -150,8 +156,10 @@ fn run(cli: &Cli) -> Result<(), Error> {
         payload: cli.mtu - 20 - 8 - dmaf::HEADER,
         tx: VecDeque::with_capacity(1024),
         summary: Summary::default(),
+        pace: None,
     };
     let start = Instant::now();
+    f.pace = cli.max_mbps.map(|m| (m * 1e6, start));
     let cpu_start = cpu_seconds();
     f.forward(cli.lba, blocks * ns.block_size as u64, cli.queue_depth)?;
     let s = &mut f.summary;
@@ -201,6 +209,10 @@ impl Forwarder {
             }
             self.slice(&mut ready);
             self.send()?;
+            if self.ahead_of_pace() {
+                // Ahead of --max-mbps: give the CPU away rather than spin.
+                std::thread::sleep(Duration::from_micros(500));
+            }
             if last_report.elapsed() > Duration::from_secs(1) {
                 eprintln!(
                     "forwarder: {} of {total} bytes sent, {} datagrams",
@@ -220,7 +232,7 @@ impl Forwarder {
     /// chunk each) while header buffers last.
     fn slice(&mut self, ready: &mut VecDeque<Chunk>) {
         while let Some(c) = ready.front_mut() {
-            if self.tx.len() >= 512 {
+            if self.tx.len() >= 512 || self.ahead_of_pace() {
                 return;
             }
             let n = ((c.end - c.next) as usize).min(self.payload);
@@ -255,6 +267,13 @@ impl Forwarder {
                 ready.pop_front();
             }
         }
+    }
+
+    /// True while more bytes have been queued than `--max-mbps` allows by now.
+    fn ahead_of_pace(&self) -> bool {
+        self.pace.is_some_and(|(rate, start)| {
+            self.summary.bytes as f64 > rate * start.elapsed().as_secs_f64()
+        })
     }
 
     /// Hands queued frames to the NIC; while the link is down, waits for it.
