@@ -110,9 +110,9 @@ fn boot() -> vfio_tests::Result<Run> {
     })
 }
 
-fn frames_of(phase: u8) -> Vec<(u32, &'static Vec<u8>)> {
-    run()
-        .frames
+/// The test frames of `phase` the NIC of `run` sent, with their sequence numbers.
+fn frames_of(run: &'static Run, phase: u8) -> Vec<(u32, &'static Vec<u8>)> {
+    run.frames
         .iter()
         .filter_map(|f| {
             test_frame_id(f)
@@ -127,7 +127,7 @@ fn transmitted_frames_arrive_exactly_and_in_order() {
     let r = run();
     let out = &r.outcome.ok("tx").output;
     assert_eq!(kv_num(out, "tx.sent"), TX_COUNT as u64);
-    let got = frames_of(1);
+    let got = frames_of(run(), 1);
     assert_eq!(
         got.len(),
         TX_COUNT as usize,
@@ -272,7 +272,7 @@ fn link_down_is_reported_and_transmit_waits_for_it() {
         "the frame stayed with the caller"
     );
     assert_eq!(kv(out, "link.came_back"), "true");
-    let sent = frames_of(6);
+    let sent = frames_of(run(), 6);
     assert_eq!(
         sent.len(),
         1,
@@ -404,15 +404,7 @@ fn echo_in_interrupt_mode_swaps_the_macs() {
         0,
         "no heap allocation on the receive/transmit path"
     );
-    let back: Vec<(u32, &Vec<u8>)> = r
-        .frames
-        .iter()
-        .filter_map(|f| {
-            test_frame_id(f)
-                .filter(|(p, _)| *p == 9)
-                .map(|(_, s)| (s, f))
-        })
-        .collect();
+    let back = frames_of(r, 9);
     assert_eq!(back.len(), ECHO_COUNT as usize);
     for (seq, f) in back {
         assert_eq!(
@@ -431,15 +423,7 @@ fn jumbo_frames_go_out_whole() {
         kv(out, "jumbo.too_big").contains("9015 bytes is more than the 9014-byte frames"),
         "{out}"
     );
-    let got: Vec<(u32, &Vec<u8>)> = r
-        .frames
-        .iter()
-        .filter_map(|f| {
-            test_frame_id(f)
-                .filter(|(p, _)| *p == 10)
-                .map(|(_, s)| (s, f))
-        })
-        .collect();
+    let got = frames_of(r, 10);
     assert_eq!(got.len(), JUMBO_COUNT as usize);
     for (seq, f) in got {
         let len = [9014, 5000, 1514][seq as usize % 3];

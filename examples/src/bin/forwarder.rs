@@ -236,29 +236,14 @@ impl Forwarder {
                 return;
             }
             let n = ((c.end - c.next) as usize).min(self.payload);
-            let Some(mut header) = self.nic.alloc_packet() else {
-                return;
-            };
-            dmaf::write_header(
-                header.buffer_mut(),
-                &self.ends,
-                self.summary.datagrams as u32,
-                c.next,
-                n,
-            );
-            header.set_len(FRAME_OVERHEAD);
-            let mut frame = TxFrame::packet(header);
             let slice = Segment::Shared {
                 buf: c.buf.clone(),
                 offset: (c.next - c.start) as usize,
                 len: n,
             };
-            frame.push(slice).expect("two segments fit");
-            frame.offload = Some(ChecksumOffload {
-                ip_start: 14,
-                l4_start: 34,
-                tcp: false,
-            });
+            let Some(frame) = self.datagram(c.next, Some(slice)) else {
+                return;
+            };
             self.tx.push_back(frame);
             self.summary.datagrams += 1;
             self.summary.bytes += n as u64;
@@ -267,6 +252,32 @@ impl Forwarder {
                 ready.pop_front();
             }
         }
+    }
+
+    /// One datagram: a header buffer for the next sequence number at `offset`,
+    /// then `data` (none for the end marker), checksums left to the NIC.
+    /// None when the NIC's pool has no buffer for the header right now.
+    fn datagram(&self, offset: u64, data: Option<Segment>) -> Option<TxFrame> {
+        let mut header = self.nic.alloc_packet()?;
+        let len = data.as_ref().map_or(0, |d| d.dma().1);
+        dmaf::write_header(
+            header.buffer_mut(),
+            &self.ends,
+            self.summary.datagrams as u32,
+            offset,
+            len,
+        );
+        header.set_len(FRAME_OVERHEAD);
+        let mut frame = TxFrame::packet(header);
+        if let Some(d) = data {
+            frame.push(d).expect("two segments fit");
+        }
+        frame.offload = Some(ChecksumOffload {
+            ip_start: 14,
+            l4_start: 34,
+            tcp: false,
+        });
+        Some(frame)
     }
 
     /// True while more bytes have been queued than `--max-mbps` allows by now.
@@ -291,24 +302,9 @@ impl Forwarder {
     }
 
     fn end_marker(&mut self, total: u64) -> Result<(), Error> {
-        let mut header = self
-            .nic
-            .alloc_packet()
+        let frame = self
+            .datagram(total, None)
             .ok_or("no buffer for the end marker")?;
-        dmaf::write_header(
-            header.buffer_mut(),
-            &self.ends,
-            self.summary.datagrams as u32,
-            total,
-            0,
-        );
-        header.set_len(FRAME_OVERHEAD);
-        let mut frame = TxFrame::packet(header);
-        frame.offload = Some(ChecksumOffload {
-            ip_start: 14,
-            l4_start: 34,
-            tcp: false,
-        });
         self.tx.push_back(frame);
         self.summary.datagrams += 1;
         while !self.tx.is_empty() {
