@@ -4,4 +4,5 @@
 pub mod dmaf;
 pub mod packet;
 pub mod perf;
+pub mod progress;
 pub mod uring;

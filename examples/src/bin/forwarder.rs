@@ -7,7 +7,7 @@
 //! ```text
 //! forwarder --nvme BDF --nic BDF --dst-mac MAC --dst-ip IP --dst-port PORT
 //!           [--src-ip IP] [--src-port PORT] [--nsid N] [--lba L] [--blocks N]
-//!           [--mtu 1500|9000] [--queue-depth Q] [--json]
+//!           [--bytes N] [--mtu 1500|9000] [--queue-depth Q] [--max-mbps R] [--json]
 //! ```
 //! Wire format: see `examples::dmaf`.
 
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use examples::dmaf::{self, Endpoints, FRAME_OVERHEAD};
+use examples::progress::Progress;
 use nic_driver::{e1000::Config, ChecksumOffload, NetDevice, Segment, TxFrame};
 use nvme_driver::{Controller, IoQueuePair};
 use vfio_core::dma::{Buffer, BufferPool, SharedBuffer};
@@ -26,6 +27,8 @@ use vfio_core::vfio::Container;
 
 /// Bytes per NVMe read (each read's buffer is sliced into datagrams).
 const CHUNK: usize = 64 << 10;
+/// Most bytes sent back to back under --max-mbps.
+const PACING_BURST: f64 = 32.0 * 1024.0;
 
 #[derive(Parser)]
 #[command(about = "Forward an NVMe namespace range to the network by DMA, with no CPU copy")]
@@ -51,6 +54,9 @@ struct Cli {
     /// Blocks to forward (default: from --lba to the end of the namespace).
     #[arg(long)]
     blocks: Option<u64>,
+    /// Bytes to forward from --lba instead (need not be a multiple of the block size).
+    #[arg(long, conflicts_with = "blocks")]
+    bytes: Option<u64>,
     #[arg(long, default_value_t = 1500)]
     mtu: usize,
     /// NVMe reads in flight.
@@ -87,6 +93,8 @@ struct Summary {
     cpu_seconds: f64,
     payload_bytes_copied_by_cpu: u64,
     link_down_waits: u64,
+    /// Datagrams sent again because the link went down around their transmission.
+    resent: u64,
 }
 
 struct Forwarder {
@@ -98,9 +106,60 @@ struct Forwarder {
     block: u64,
     payload: usize,
     tx: VecDeque<TxFrame>,
+    /// What each frame in `tx` carries, in the same order.
+    queued: VecDeque<Sent>,
+    /// Datagrams handed to the NIC and not yet known to be on the wire: a
+    /// frame counts as sent once the NIC is done with it and the link is seen
+    /// up afterwards. When the link goes down, these are sent again.
+    window: VecDeque<Sent>,
+    /// Frames of `window` (from its front) the NIC reported done.
+    window_done: usize,
+    link_lost: bool,
     summary: Summary,
-    /// Bytes per second allowed, and when sending began.
-    pace: Option<(f64, Instant)>,
+    /// --max-mbps.
+    pace: Option<Pacer>,
+}
+
+/// A token bucket: `rate` bytes per second, bursts of at most `burst` bytes
+/// (a receiver that falls behind for a moment is not then flooded).
+struct Pacer {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Pacer {
+    fn new(rate: f64, burst: f64) -> Pacer {
+        Pacer {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `bytes` tokens if there are that many.
+    fn take(&mut self, bytes: usize) -> bool {
+        let now = Instant::now();
+        let earned = self.rate * now.duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.last = now;
+        let ok = self.tokens >= bytes as f64;
+        if ok {
+            self.tokens -= bytes as f64;
+        }
+        ok
+    }
+}
+
+/// A datagram: its sequence number, offset and data (a slice of a chunk the
+/// NVMe controller wrote; none for the end marker).
+#[derive(Clone)]
+struct Sent {
+    seq: u32,
+    offset: u64,
+    data: Option<(SharedBuffer, usize, usize)>,
 }
 
 fn run(cli: &Cli) -> Result<(), Error> {
@@ -112,7 +171,13 @@ fn run(cli: &Cli) -> Result<(), Error> {
     let container = Container::new()?;
     let mut nvme = Controller::open(&container, nvme_addr)?;
     let ns = nvme.namespace(cli.nsid)?;
-    let blocks = cli.blocks.unwrap_or(ns.blocks.saturating_sub(cli.lba));
+    let bs = ns.block_size as u64;
+    let total = match (cli.bytes, cli.blocks) {
+        (Some(bytes), _) => bytes,
+        (None, Some(blocks)) => blocks.saturating_mul(bs),
+        (None, None) => ns.blocks.saturating_sub(cli.lba).saturating_mul(bs),
+    };
+    let blocks = total.div_ceil(bs);
     if blocks == 0
         || cli
             .lba
@@ -129,7 +194,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
         .into());
     }
     let qp = nvme.create_io_queue_pair::<Buffer>(cli.queue_depth as u16 + 1)?;
-    let chunk = CHUNK.min(qp.max_transfer()) / ns.block_size as usize * ns.block_size as usize;
+    let chunk = CHUNK.min(qp.max_transfer()) / bs as usize * bs as usize;
     let chunks = BufferPool::new(&container, chunk, cli.queue_depth * 4)?;
     let config = Config {
         jumbo: cli.mtu == 9000,
@@ -152,16 +217,19 @@ fn run(cli: &Cli) -> Result<(), Error> {
         chunks,
         ends,
         nsid: cli.nsid,
-        block: ns.block_size as u64,
+        block: bs,
         payload: cli.mtu - 20 - 8 - dmaf::HEADER,
         tx: VecDeque::with_capacity(1024),
+        queued: VecDeque::with_capacity(1024),
+        window: VecDeque::with_capacity(1024),
+        window_done: 0,
+        link_lost: false,
         summary: Summary::default(),
-        pace: None,
+        pace: cli.max_mbps.map(|m| Pacer::new(m * 1e6, PACING_BURST)),
     };
     let start = Instant::now();
-    f.pace = cli.max_mbps.map(|m| (m * 1e6, start));
     let cpu_start = cpu_seconds();
-    f.forward(cli.lba, blocks * ns.block_size as u64, cli.queue_depth)?;
+    f.forward(cli.lba, total, cli.queue_depth)?;
     let s = &mut f.summary;
     s.seconds = start.elapsed().as_secs_f64();
     s.mb_per_s = s.bytes as f64 / s.seconds.max(1e-9) / 1e6;
@@ -176,17 +244,26 @@ impl Forwarder {
     fn forward(&mut self, lba: u64, total: u64, depth: usize) -> Result<(), Error> {
         let (mut next, mut done) = (0u64, 0u64);
         let mut ready: VecDeque<Chunk> = VecDeque::new();
-        let mut last_report = Instant::now();
+        let mut progress = Progress::new("forwarder", total);
         while done < total || !ready.is_empty() || !self.tx.is_empty() {
             while next < total && self.qp.in_flight() < depth {
                 let Some(buf) = self.chunks.alloc() else {
                     break;
                 };
-                let len = (total - next).min(buf.capacity() as u64) as usize;
+                let len = (total - next).min(buf.capacity() as u64);
+                // Whole blocks: the last read may go past `total` within its block.
+                let read = len.div_ceil(self.block) * self.block;
                 self.qp
-                    .submit_read(self.nsid, lba + next / self.block, buf, 0, len, next)
+                    .submit_read(
+                        self.nsid,
+                        lba + next / self.block,
+                        buf,
+                        0,
+                        read as usize,
+                        next,
+                    )
                     .map_err(|(e, _)| e)?;
-                next += len as u64;
+                next += len;
             }
             self.qp.ring();
             let mut failed = None;
@@ -209,43 +286,51 @@ impl Forwarder {
             }
             self.slice(&mut ready);
             self.send()?;
-            if self.ahead_of_pace() {
-                // Ahead of --max-mbps: give the CPU away rather than spin.
+            if self.pace.is_some() && !ready.is_empty() && self.tx.is_empty() {
+                // Held back by --max-mbps: give the CPU away rather than spin.
                 std::thread::sleep(Duration::from_micros(500));
             }
-            if last_report.elapsed() > Duration::from_secs(1) {
-                eprintln!(
-                    "forwarder: {} of {total} bytes sent, {} datagrams",
-                    self.summary.bytes, self.summary.datagrams
-                );
-                last_report = Instant::now();
-            }
+            progress.update(self.summary.bytes);
         }
-        self.end_marker(total)?;
-        while self.nic.tx_pending() > 0 {
-            self.nic.tx_clean();
+        progress.finish();
+        self.queue(Sent {
+            seq: self.seq_of(total),
+            offset: total,
+            data: None,
+        })
+        .ok_or("no buffer for the end marker")?;
+        while !self.tx.is_empty() || !self.window.is_empty() {
+            self.send()?;
         }
         Ok(())
+    }
+
+    /// The sequence number of the datagram starting at `offset`: datagrams
+    /// are numbered in the order of the range, whatever order the NVMe reads
+    /// complete in, so a datagram sent again keeps its number.
+    fn seq_of(&self, offset: u64) -> u32 {
+        let chunk = self.chunks.buf_size() as u64;
+        let per_chunk = chunk.div_ceil(self.payload as u64);
+        let within = (offset % chunk).div_ceil(self.payload as u64);
+        (offset / chunk * per_chunk + within) as u32
     }
 
     /// Turns ready chunks into datagrams (a header packet and a slice of the
     /// chunk each) while header buffers last.
     fn slice(&mut self, ready: &mut VecDeque<Chunk>) {
         while let Some(c) = ready.front_mut() {
-            if self.tx.len() >= 512 || self.ahead_of_pace() {
+            let n = ((c.end - c.next) as usize).min(self.payload);
+            if self.tx.len() >= 512 || self.pace.as_mut().is_some_and(|p| !p.take(n)) {
                 return;
             }
-            let n = ((c.end - c.next) as usize).min(self.payload);
-            let slice = Segment::Shared {
-                buf: c.buf.clone(),
-                offset: (c.next - c.start) as usize,
-                len: n,
+            let sent = Sent {
+                seq: self.seq_of(c.next),
+                offset: c.next,
+                data: Some((c.buf.clone(), (c.next - c.start) as usize, n)),
             };
-            let Some(frame) = self.datagram(c.next, Some(slice)) else {
+            if self.queue(sent).is_none() {
                 return;
-            };
-            self.tx.push_back(frame);
-            self.summary.datagrams += 1;
+            }
             self.summary.bytes += n as u64;
             c.next += n as u64;
             if c.next == c.end {
@@ -254,63 +339,92 @@ impl Forwarder {
         }
     }
 
-    /// One datagram: a header buffer for the next sequence number at `offset`,
-    /// then `data` (none for the end marker), checksums left to the NIC.
-    /// None when the NIC's pool has no buffer for the header right now.
-    fn datagram(&self, offset: u64, data: Option<Segment>) -> Option<TxFrame> {
+    /// Queues a datagram for the NIC: a header buffer, then the data (none
+    /// for the end marker), checksums left to the NIC. None when the NIC's
+    /// pool has no buffer for the header right now.
+    fn queue(&mut self, sent: Sent) -> Option<()> {
         let mut header = self.nic.alloc_packet()?;
-        let len = data.as_ref().map_or(0, |d| d.dma().1);
-        dmaf::write_header(
-            header.buffer_mut(),
-            &self.ends,
-            self.summary.datagrams as u32,
-            offset,
-            len,
-        );
+        let len = sent.data.as_ref().map_or(0, |d| d.2);
+        dmaf::write_header(header.buffer_mut(), &self.ends, sent.seq, sent.offset, len);
         header.set_len(FRAME_OVERHEAD);
         let mut frame = TxFrame::packet(header);
-        if let Some(d) = data {
-            frame.push(d).expect("two segments fit");
+        if let Some((buf, offset, len)) = &sent.data {
+            let slice = Segment::Shared {
+                buf: buf.clone(),
+                offset: *offset,
+                len: *len,
+            };
+            frame.push(slice).expect("two segments fit");
         }
         frame.offload = Some(ChecksumOffload {
             ip_start: 14,
             l4_start: 34,
             tcp: false,
         });
-        Some(frame)
+        self.summary.datagrams += 1;
+        self.tx.push_back(frame);
+        self.queued.push_back(sent);
+        Some(())
     }
 
-    /// True while more bytes have been queued than `--max-mbps` allows by now.
-    fn ahead_of_pace(&self) -> bool {
-        self.pace.is_some_and(|(rate, start)| {
-            self.summary.bytes as f64 > rate * start.elapsed().as_secs_f64()
-        })
-    }
-
-    /// Hands queued frames to the NIC; while the link is down, waits for it.
+    /// Hands queued frames to the NIC and reclaims sent ones. While the link
+    /// is down, waits; when it is back, first sends again what may have been
+    /// lost when it went down.
     fn send(&mut self) -> Result<(), Error> {
-        match self.nic.tx_batch(&mut self.tx) {
-            Ok(_) => {}
-            Err(nic_driver::Error::LinkDown { .. }) => {
+        if self.link_lost {
+            if !self.nic.link().up {
                 self.summary.link_down_waits += 1;
                 std::thread::sleep(Duration::from_millis(10));
+                return Ok(());
+            }
+            self.resend();
+        }
+        match self.nic.tx_batch(&mut self.tx) {
+            Ok(n) => self.window.extend(self.queued.drain(..n)),
+            Err(nic_driver::Error::LinkDown { .. }) => {
+                if !self.link_lost {
+                    eprintln!("forwarder: link down, waiting for it");
+                }
+                self.link_lost = true;
+                return Ok(());
             }
             Err(e) => return Err(e.into()),
         }
-        self.nic.tx_clean();
+        self.window_done += self.nic.tx_clean();
+        if self.nic.link().up {
+            let n = self.window_done.min(self.window.len());
+            self.window.drain(..n);
+            self.window_done -= n;
+        } else {
+            self.link_lost = true;
+        }
         Ok(())
     }
 
-    fn end_marker(&mut self, total: u64) -> Result<(), Error> {
-        let frame = self
-            .datagram(total, None)
-            .ok_or("no buffer for the end marker")?;
-        self.tx.push_back(frame);
-        self.summary.datagrams += 1;
-        while !self.tx.is_empty() {
-            self.send()?;
+    /// Puts every datagram of the window back at the front of the queue
+    /// (new header buffers, the same data slices and sequence numbers).
+    fn resend(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.nic.tx_pending() > 0 && Instant::now() < deadline {
+            self.nic.tx_clean();
         }
-        Ok(())
+        self.window_done = 0;
+        let (tx, queued) = (
+            std::mem::take(&mut self.tx),
+            std::mem::take(&mut self.queued),
+        );
+        let again: Vec<Sent> = self.window.drain(..).collect();
+        self.summary.datagrams -= again.len() as u64;
+        self.summary.resent += again.len() as u64;
+        for sent in again {
+            if self.queue(sent.clone()).is_none() {
+                // No header buffer: keep it for the next try.
+                self.window.push_back(sent);
+            }
+        }
+        self.link_lost = !self.window.is_empty();
+        self.tx.extend(tx);
+        self.queued.extend(queued);
     }
 }
 
