@@ -5,31 +5,40 @@ use vfio_core::dma::{Buffer, SharedBuffer};
 /// Most buffers one transmitted frame may span.
 pub const MAX_SEGMENTS: usize = 4;
 
-/// A frame in one pool buffer: the buffer and how many bytes of it are the frame.
+/// A frame in one pool buffer: the buffer, where in it the frame starts (a
+/// receive ring may leave headroom), and how many bytes the frame has.
 #[derive(Debug)]
 pub struct Packet {
     buf: Buffer,
+    offset: usize,
     len: usize,
 }
 
 impl Packet {
     /// A frame of `len` bytes at the start of `buf`.
     pub fn new(buf: Buffer, len: usize) -> Packet {
-        let len = len.min(buf.capacity());
-        Packet { buf, len }
+        Packet::at(buf, 0, len)
+    }
+    /// A frame of `len` bytes at `offset` in `buf` (both clamped to the buffer).
+    pub fn at(buf: Buffer, offset: usize, len: usize) -> Packet {
+        let offset = offset.min(buf.capacity());
+        let len = len.min(buf.capacity() - offset);
+        Packet { buf, offset, len }
     }
     /// The frame's bytes.
     pub fn data(&self) -> &[u8] {
-        &self.buf.as_slice()[..self.len]
+        &self.buf.as_slice()[self.offset..self.offset + self.len]
     }
     /// The frame's bytes, writable.
     pub fn data_mut(&mut self) -> &mut [u8] {
-        let len = self.len;
-        &mut self.buf.as_mut_slice()[..len]
+        let (offset, len) = (self.offset, self.len);
+        &mut self.buf.as_mut_slice()[offset..offset + len]
     }
-    /// The whole buffer, writable (to build a frame before `set_len`).
+    /// The buffer from the frame's start to its end, writable (to build a
+    /// frame before `set_len`).
     pub fn buffer_mut(&mut self) -> &mut [u8] {
-        self.buf.as_mut_slice()
+        let offset = self.offset;
+        &mut self.buf.as_mut_slice()[offset..]
     }
     /// Length of the frame.
     pub fn len(&self) -> usize {
@@ -39,15 +48,19 @@ impl Packet {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// Sets the frame's length (at most the buffer's capacity).
+    /// Sets the frame's length (at most what the buffer holds after its start).
     pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(self.buf.capacity());
+        self.len = len.min(self.buf.capacity() - self.offset);
+    }
+    /// Where the frame starts in its buffer.
+    pub fn offset(&self) -> usize {
+        self.offset
     }
     /// IOVA of the frame's first byte.
     pub fn iova(&self) -> u64 {
-        self.buf.iova()
+        self.buf.iova() + self.offset as u64
     }
-    /// The buffer, to give back or reuse.
+    /// The buffer, to give back or reuse (the frame is at [`Packet::offset`]).
     pub fn into_buffer(self) -> Buffer {
         self.buf
     }

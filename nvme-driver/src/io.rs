@@ -244,6 +244,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
         let blocks = match self
             .usable()
             .and_then(|_| self.check(nsid, lba, offset, bytes, buf.dma_len()))
+            .and_then(|r| dword_aligned(buf.iova() + offset as u64).map(|_| r))
         {
             Ok((_, blocks)) => blocks,
             Err(e) => return Err((e, buf)),
@@ -393,6 +394,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
             return Err(Error::InvalidArgument("blocking I/O on a queue pair with asynchronous commands in flight; poll them first".into()));
         }
         let (bs, _) = self.check(nsid, lba, offset, bytes, mem.dma_len())?;
+        dword_aligned(mem.iova() + offset as u64)?;
         let name = if op == nvm::READ { "Read" } else { "Write" };
         let chunk = self.max_transfer / bs as usize * bs as usize;
         let mut done = 0;
@@ -552,4 +554,14 @@ impl<B: DmaTarget> IoQueuePair<B> {
             Some((iova, 16)),
         )
     }
+}
+
+/// PRP entries address dwords (base spec 4.1.1: bits 1:0 of the offset are 0).
+fn dword_aligned(iova: u64) -> Result<()> {
+    if !iova.is_multiple_of(4) {
+        return Err(Error::InvalidArgument(format!(
+            "data at IOVA {iova:#x} is not 4-byte aligned, which NVMe PRP entries need"
+        )));
+    }
+    Ok(())
 }

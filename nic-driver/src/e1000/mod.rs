@@ -18,6 +18,8 @@
 
 pub mod regs;
 mod rx;
+
+pub use rx::RX_HEADROOM;
 mod tx;
 
 use std::collections::VecDeque;
@@ -116,7 +118,13 @@ impl E1000 {
             bar.write32(regs::MTA + 4 * i, 0);
         }
         let container = Arc::clone(device.container());
-        let buf_size = if config.jumbo { 16384 } else { 2048 };
+        // Room for the headroom and the longest frame the NIC takes: 1522
+        // bytes without LPE; with LPE up to the 16384-byte BSIZE.
+        let buf_size = if config.jumbo {
+            16384 + rx::RX_HEADROOM
+        } else {
+            2048
+        };
         let pool = BufferPool::new(
             &container,
             buf_size,

@@ -1,5 +1,8 @@
 //! The receive ring (8254x SDM section 3.2): descriptors in DMA memory, one
-//! pool buffer per descriptor, RDT written once per batch.
+//! pool buffer per descriptor, RDT written once per batch. The NIC writes each
+//! frame [`RX_HEADROOM`] bytes into its buffer, so that what follows the
+//! 14-byte Ethernet header (and a 42-byte Ethernet/IPv4/UDP header) is 4-byte
+//! aligned: another device can then DMA a payload straight from the buffer.
 //!
 //! Descriptors are device-written memory: each is read with volatile loads and
 //! checked (DD, EOP, no errors, a length that fits the buffer) before its
@@ -20,6 +23,9 @@ pub(crate) struct RxCounts {
     pub errors: u64,
     pub no_buffer: u64,
 }
+
+/// Bytes before each received frame in its buffer.
+pub const RX_HEADROOM: usize = 2;
 
 #[derive(Debug)]
 pub(crate) struct RxRing {
@@ -64,7 +70,7 @@ impl RxRing {
     /// Puts `buf` into descriptor `i`, status cleared.
     fn arm(&mut self, i: usize, buf: Buffer) {
         let at = i * rxd::SIZE;
-        self.desc.write::<u64>(at, buf.iova());
+        self.desc.write::<u64>(at, buf.iova() + RX_HEADROOM as u64);
         self.desc.write::<u64>(at + 8, 0);
         self.bufs[i] = Some(buf);
     }
@@ -99,7 +105,7 @@ impl RxRing {
             let good = self.check(status, errors, len, old.capacity(), &mut counts);
             match (good, pool.alloc()) {
                 (true, Some(fresh)) => {
-                    out.push(Packet::new(old, len));
+                    out.push(Packet::at(old, RX_HEADROOM, len));
                     taken += 1;
                     self.arm(i, fresh);
                 }
@@ -134,7 +140,7 @@ impl RxRing {
             counts.errors += 1;
             return false;
         }
-        if errors != 0 || len == 0 || len > capacity {
+        if errors != 0 || len == 0 || len > capacity - RX_HEADROOM {
             counts.errors += 1;
             return false;
         }
