@@ -35,10 +35,23 @@ const SINK_BYTES: u64 = (16 << 20) + 1001;
 /// the datagram size.
 const ODD_LBA: u64 = 7;
 const ODD_BYTES: u64 = 3_000_001;
+/// The receiver's namespace: filled with a pattern first, so the test sees
+/// what the receiver wrote and what it left alone.
+const RECV_NVME: &str = "0000:00:08.0";
+const RECV_DISK_BYTES: usize = 8 << 20;
+const RECV_LBA: u64 = 8;
+/// The file the host sends to the receiver: its first MiB in 1024-byte
+/// datagrams (whole blocks: written by DMA from the receive buffers), the
+/// rest in 1456-byte ones (staged), ending inside a block.
+const RECV_BYTES: usize = (3 << 20) + 777;
+const RECV_ALIGNED: usize = 1 << 20;
+const RECV_PORT: u16 = 9200;
 
 struct Run {
     outcome: Outcome,
     frames: Vec<Vec<u8>>,
+    /// The receiver's disk image after the guest stopped.
+    recv_disk: Vec<u8>,
 }
 
 fn run() -> &'static Run {
@@ -60,6 +73,7 @@ fn image() -> &'static [u8] {
 
 fn boot() -> vfio_tests::Result<Run> {
     let mut m = Machine::new("forwarder");
+    let m_dir = m.dir().to_path_buf();
     let disk = m.dir().join("disk.img");
     std::fs::write(&disk, image()).expect("write the disk image");
     assert_eq!(m.nvme(&disk, ""), NVME);
@@ -74,12 +88,15 @@ fn boot() -> vfio_tests::Result<Run> {
         m.nic_pair("e1000", "e1000"),
         (NIC_PAIR.to_string(), NIC_KERNEL.to_string())
     );
+    let recv_disk = m.dir().join("recv.img");
+    std::fs::write(&recv_disk, recv_disk_before()).expect("write the receiver's disk image");
+    assert_eq!(m.nvme(&recv_disk, ""), RECV_NVME);
     let fwd = |port: u16, extra: &str| {
         format!("forwarder --nvme {NVME} --nic {NIC} --dst-mac {} --dst-ip 192.0.2.1 --dst-port {port} --json {extra}", mac_string(&HOST_MAC))
     };
     m.step(
         "bind",
-        &format!("devbind bind {NVME} {NIC} {SLOW_NVME} {NIC_PAIR}"),
+        &format!("devbind bind {NVME} {NIC} {SLOW_NVME} {NIC_PAIR} {RECV_NVME}"),
     );
     m.step(
         "past-end",
@@ -124,6 +141,12 @@ fn boot() -> vfio_tests::Result<Run> {
              echo sink.sha256=$(sha256sum /tmp/sink.bin)"
         ),
     );
+    m.step(
+        "receiver",
+        &format!(
+            "receiver --nic {NIC} --nvme {RECV_NVME} --port {RECV_PORT} --lba {RECV_LBA} --json"
+        ),
+    );
     let running = m.start()?;
     let capture = Capture::start(&running.nics[nic].socket);
     running.wait_for("link.go", Duration::from_secs(300))?;
@@ -134,11 +157,27 @@ fn boot() -> vfio_tests::Result<Run> {
     running.monitor(&format!("set_link {netdev} off"))?;
     std::thread::sleep(Duration::from_millis(600));
     running.monitor(&format!("set_link {netdev} on"))?;
+    running.wait_for("receiver: listening", Duration::from_secs(300))?;
+    // QEMU's e1000 takes no frame for 1 s after the driver writes RCTL.
+    std::thread::sleep(Duration::from_millis(1200));
+    let to_guest = recv_frames(running.nics[nic].mac);
+    for burst in to_guest.chunks(16) {
+        for f in burst {
+            running.nics[nic]
+                .socket
+                .send(f)
+                .expect("send a frame to the guest");
+        }
+        std::thread::sleep(Duration::from_millis(4));
+    }
     let outcome = running.wait();
     let frames = capture.stop();
+    let outcome = outcome?;
+    let recv_disk = std::fs::read(m_dir.join("recv.img")).expect("read the receiver's disk image");
     Ok(Run {
-        outcome: outcome?,
+        outcome,
         frames,
+        recv_disk,
     })
 }
 
@@ -260,5 +299,112 @@ fn forwarded_into_a_kernel_udp_socket_on_a_second_nic_the_file_matches() {
     assert!(
         out.contains(&format!("sink.sha256={want}")),
         "the file udp-sink wrote has the image's hash {want}:\n{out}"
+    );
+}
+
+fn recv_file() -> &'static [u8] {
+    static FILE: OnceLock<Vec<u8>> = OnceLock::new();
+    FILE.get_or_init(|| random_bytes(RECV_BYTES, 0x67))
+}
+
+fn recv_disk_before() -> &'static [u8] {
+    static DISK: OnceLock<Vec<u8>> = OnceLock::new();
+    DISK.get_or_init(|| random_bytes(RECV_DISK_BYTES, 0x68))
+}
+
+/// Datagrams the host sends that the receiver must refuse.
+const RECV_MALFORMED: u64 = 4;
+/// Every 13th datagram is sent twice.
+const RECV_DUP_EVERY: usize = 13;
+
+/// The file as DMAF datagrams (sequence numbers in offset order), the end
+/// marker, duplicates and malformed frames, shuffled.
+fn recv_frames(guest_mac: [u8; 6]) -> Vec<Vec<u8>> {
+    let frame = |seq: u32, offset: u64, data: &[u8]| {
+        let mut payload = Vec::with_capacity(16 + data.len());
+        payload.extend_from_slice(b"DMAF");
+        payload.extend_from_slice(&seq.to_be_bytes());
+        payload.extend_from_slice(&offset.to_be_bytes());
+        payload.extend_from_slice(data);
+        let builder = etherparse::PacketBuilder::ethernet2(HOST_MAC, guest_mac)
+            .ipv4([192, 0, 2, 1], [198, 51, 100, 1], 64)
+            .udp(5000, RECV_PORT);
+        let mut out = Vec::with_capacity(builder.size(payload.len()));
+        builder.write(&mut out, &payload).expect("a frame builds");
+        out
+    };
+    let file = recv_file();
+    let mut frames = Vec::new();
+    let mut offset = 0;
+    while offset < file.len() {
+        let n = if offset < RECV_ALIGNED { 1024 } else { 1456 };
+        let end = (offset + n).min(file.len());
+        frames.push(frame(
+            frames.len() as u32,
+            offset as u64,
+            &file[offset..end],
+        ));
+        offset = end;
+    }
+    frames.push(frame(frames.len() as u32, file.len() as u64, &[]));
+    let dups: Vec<Vec<u8>> = frames.iter().step_by(RECV_DUP_EVERY).cloned().collect();
+    frames.extend(dups);
+    // Malformed: a bad UDP checksum, a wrong magic, data past the namespace,
+    // and a frame cut short of its IPv4 length.
+    let mut bad_sum = frame(1, 0, &[0xee; 1024]);
+    let last = bad_sum.len() - 1;
+    bad_sum[last] ^= 0xff;
+    let mut bad_magic = frame(2, 1024, &file[1024..2048]);
+    bad_magic[42] = b'X';
+    let past_end = frame(3, (RECV_DISK_BYTES as u64) * 2, &[0xee; 512]);
+    let mut short = frame(4, 4096, &file[4096..5120]);
+    short.truncate(200);
+    frames.extend([bad_sum, bad_magic, past_end, short]);
+    // Fisher-Yates with a fixed xorshift sequence.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..frames.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        frames.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    frames
+}
+
+#[test]
+fn the_receiver_writes_a_shuffled_duplicated_stream_to_the_namespace() {
+    let r = run();
+    let s = summary("receiver");
+    assert_eq!(s["complete"], true, "{s}");
+    assert_eq!(s["total"].as_u64(), Some(RECV_BYTES as u64));
+    let datagrams = RECV_BYTES.div_ceil(1456) as u64 + 1; // upper bound
+    assert!(s["duplicates"].as_u64() > Some(0));
+    assert_eq!(s["refused"].as_u64(), Some(RECV_MALFORMED), "{s}");
+    assert_eq!(
+        s["direct_bytes"].as_u64(),
+        Some(RECV_ALIGNED as u64),
+        "every whole-block datagram went to the NVMe by DMA from its receive buffer"
+    );
+    assert_eq!(
+        s["staged_bytes"].as_u64(),
+        Some((RECV_BYTES - RECV_ALIGNED) as u64)
+    );
+    assert!(s["datagrams"].as_u64() < Some(datagrams * 2));
+    let at = RECV_LBA as usize * 512;
+    let before = recv_disk_before();
+    assert_eq!(r.recv_disk.len(), before.len());
+    assert_eq!(
+        format!("{:x}", Sha256::digest(&r.recv_disk[at..at + RECV_BYTES])),
+        format!("{:x}", Sha256::digest(recv_file())),
+        "the namespace holds the file at block {RECV_LBA}"
+    );
+    assert!(
+        r.recv_disk[..at] == before[..at],
+        "the blocks before --lba are untouched"
+    );
+    let end = at + RECV_BYTES;
+    assert!(
+        r.recv_disk[end..] == before[end..],
+        "the bytes after the file, in its last block and beyond, are untouched"
     );
 }

@@ -1,0 +1,539 @@
+//! receiver: the forwarder's reverse path. Datagrams of a DMAF stream that the
+//! userspace NIC driver receives are written to an NVMe namespace at their
+//! offsets by the userspace NVMe driver.
+//!
+//! ```text
+//! receiver --nic BDF --nvme BDF --port PORT [--nsid N] [--lba L]
+//!          [--idle-seconds S] [--staging-mib M] [--json]
+//! ```
+//!
+//! - A datagram whose data covers whole blocks at a block-aligned offset is
+//!   written by DMA straight from the receive buffer the NIC wrote (the e1000
+//!   driver leaves 2 bytes of headroom, so the data is 4-byte aligned as NVMe
+//!   PRPs need): no CPU copy.
+//! - Any other datagram is copied into a staging buffer for its 64 KiB region
+//!   of the range, written once every byte of the region has arrived. A last
+//!   block that the stream fills only in part is read first, so the bytes
+//!   after the end of the stream stay as they were.
+//! - Duplicates (by sequence number) are ignored, reordering is harmless, and
+//!   anything malformed (checksums, lengths, magic, offsets past the
+//!   namespace) is counted and dropped.
+//! - It ends at the end marker once every datagram before it has arrived, or
+//!   after --idle-seconds without a datagram, reporting what is missing.
+
+use std::collections::{HashMap, HashSet};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use examples::dmaf;
+use nic_driver::{e1000::Config, NetDevice, Packet};
+use nvme_driver::{Controller, IoQueuePair};
+use vfio_core::dma::{Buffer, BufferPool, SharedBuffer};
+use vfio_core::pci::PciAddress;
+use vfio_core::vfio::Container;
+
+/// Bytes of the range one staging buffer collects.
+const CHUNK: usize = 64 << 10;
+/// NVMe writes in flight.
+const DEPTH: usize = 64;
+
+#[derive(Parser)]
+#[command(about = "Receive a DMAF stream with the userspace NIC driver into an NVMe namespace")]
+struct Cli {
+    #[arg(long)]
+    nic: String,
+    #[arg(long)]
+    nvme: String,
+    /// UDP port the stream is sent to.
+    #[arg(long)]
+    port: u16,
+    #[arg(long, default_value_t = 1)]
+    nsid: u32,
+    /// Where offset 0 of the stream goes.
+    #[arg(long, default_value_t = 0)]
+    lba: u64,
+    /// Give up this long after the last datagram.
+    #[arg(long, default_value_t = 5.0)]
+    idle_seconds: f64,
+    /// Memory for regions received in part (a stream reordered across more
+    /// 64 KiB regions than this holds is refused).
+    #[arg(long, default_value_t = 64)]
+    staging_mib: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+type Error = Box<dyn std::error::Error>;
+
+/// What a run did.
+#[derive(serde::Serialize, Default)]
+struct Summary {
+    complete: bool,
+    /// The stream's length, from its end marker.
+    total: Option<u64>,
+    datagrams: u64,
+    duplicates: u64,
+    /// Frames dropped: not IPv4/UDP to our port, bad checksums, not DMAF,
+    /// or data outside the namespace or past the end marker.
+    refused: u64,
+    /// Payload bytes written by DMA from the receive buffers.
+    direct_bytes: u64,
+    /// Payload bytes the CPU copied into staging buffers.
+    staged_bytes: u64,
+    missing: u64,
+    first_missing: Vec<u32>,
+    seconds: f64,
+    mb_per_s: f64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(s) => {
+            report(&cli, &s);
+            if s.complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("receiver: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<Summary, Error> {
+    let (nvme_addr, nic_addr): (PciAddress, PciAddress) = (cli.nvme.parse()?, cli.nic.parse()?);
+    let container = Container::new()?;
+    let mut nvme = Controller::open(&container, nvme_addr)?;
+    let ns = nvme.namespace(cli.nsid)?;
+    if cli.lba >= ns.blocks {
+        return Err(format!(
+            "--lba {} is past the end of namespace {} ({} blocks)",
+            cli.lba, cli.nsid, ns.blocks
+        )
+        .into());
+    }
+    let qp = nvme.create_io_queue_pair::<SharedBuffer>(DEPTH as u16 + 1)?;
+    let bs = ns.block_size as usize;
+    let chunk = CHUNK.min(qp.max_transfer()) / bs * bs;
+    let staging = BufferPool::new(&container, chunk, (cli.staging_mib << 20) / chunk + 1)?;
+    let nic = nic_driver::open(
+        &container,
+        nic_addr,
+        Config {
+            rx_ring: 1024,
+            spare_buffers: 1024,
+            ..Config::default()
+        },
+    )?;
+    let mut r = Receiver {
+        nic,
+        qp,
+        staging,
+        nsid: cli.nsid,
+        lba: cli.lba,
+        bs,
+        chunk,
+        capacity: (ns.blocks - cli.lba) * bs as u64,
+        port: cli.port,
+        seen: HashSet::new(),
+        end: None,
+        stages: HashMap::new(),
+        summary: Summary::default(),
+    };
+    println!("receiver: listening on port {}", cli.port);
+    let start = Instant::now();
+    r.receive(Duration::from_secs_f64(cli.idle_seconds))?;
+    let mut s = r.finish()?;
+    s.seconds = start.elapsed().as_secs_f64();
+    s.mb_per_s = s.total.unwrap_or(0) as f64 / s.seconds.max(1e-9) / 1e6;
+    Ok(s)
+}
+
+/// A datagram of the stream: sequence number, offset in the stream, and
+/// where its data lies in the frame.
+struct Datagram {
+    seq: u32,
+    offset: u64,
+    at: usize,
+    len: usize,
+}
+
+/// A region of the range being collected.
+struct Stage {
+    /// Staging memory, taken when the first copied byte arrives.
+    buf: Option<Buffer>,
+    /// One bit per byte present (copied here, or written directly).
+    have: Vec<u64>,
+    count: usize,
+    /// Blocks already written straight from receive buffers.
+    direct: Vec<bool>,
+}
+
+struct Receiver {
+    nic: Box<dyn NetDevice + Send>,
+    qp: IoQueuePair<SharedBuffer>,
+    staging: Arc<BufferPool>,
+    nsid: u32,
+    lba: u64,
+    bs: usize,
+    chunk: usize,
+    /// Bytes from --lba to the end of the namespace.
+    capacity: u64,
+    port: u16,
+    seen: HashSet<u32>,
+    /// Sequence number and offset of the end marker.
+    end: Option<(u32, u64)>,
+    stages: HashMap<u64, Stage>,
+    summary: Summary,
+}
+
+impl Receiver {
+    fn receive(&mut self, idle: Duration) -> Result<(), Error> {
+        let mut packets = Vec::with_capacity(64);
+        let mut last = Instant::now();
+        while !self.done() && last.elapsed() < idle {
+            if self.nic.rx_batch(&mut packets, 64)? > 0 {
+                last = Instant::now();
+            }
+            for p in packets.drain(..) {
+                self.accept(p)?;
+            }
+            self.reap()?;
+        }
+        Ok(())
+    }
+
+    /// Every datagram up to the end marker has arrived and been written.
+    fn done(&self) -> bool {
+        self.end
+            .is_some_and(|(seq, _)| self.summary.datagrams == seq as u64)
+            && self.stages.is_empty()
+            && self.qp.in_flight() == 0
+    }
+
+    fn accept(&mut self, p: Packet) -> Result<(), Error> {
+        let Some(d) = self.parse(p.data()) else {
+            self.summary.refused += 1;
+            return Ok(());
+        };
+        let limit = self.end.map_or(self.capacity, |(_, total)| total);
+        if d.offset.checked_add(d.len as u64).is_none_or(|e| e > limit)
+            || (d.len == 0 && (d.offset > self.capacity || self.end.is_some()))
+        {
+            self.summary.refused += 1;
+            return Ok(());
+        }
+        if !self.seen.insert(d.seq) {
+            self.summary.duplicates += 1;
+            return Ok(());
+        }
+        if d.len == 0 {
+            self.end = Some((d.seq, d.offset));
+            self.summary.total = Some(d.offset);
+            let regions: Vec<u64> = self.stages.keys().copied().collect();
+            for region in regions {
+                self.flush_if_whole(region)?;
+            }
+            return Ok(());
+        }
+        self.summary.datagrams += 1;
+        let bs = self.bs as u64;
+        let aligned = d.offset.is_multiple_of(bs)
+            && (d.len as u64).is_multiple_of(bs)
+            && (p.iova() + d.at as u64).is_multiple_of(4)
+            && d.len <= self.qp.max_transfer();
+        if aligned {
+            self.direct(p, &d)
+        } else {
+            self.copy(&p.data()[d.at..d.at + d.len], d.offset)
+        }
+    }
+
+    /// Checks the frame (IPv4 and UDP headers and checksums, our port, the
+    /// DMAF header) and finds its data.
+    fn parse(&self, frame: &[u8]) -> Option<Datagram> {
+        let p = SlicedPacket::from_ethernet(frame).ok()?;
+        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Udp(udp))) = (&p.net, &p.transport)
+        else {
+            return None;
+        };
+        let header = ip.header();
+        if ip.is_payload_fragmented()
+            || udp.destination_port() != self.port
+            || header.to_header().calc_header_checksum() != header.header_checksum()
+        {
+            return None;
+        }
+        if udp.checksum() != 0 {
+            let sum = udp
+                .to_header()
+                .calc_checksum_ipv4_raw(header.source(), header.destination(), udp.payload())
+                .ok()?;
+            if sum != udp.checksum() {
+                return None;
+            }
+        }
+        let (seq, offset, data) = dmaf::parse(udp.payload())?;
+        Some(Datagram {
+            seq,
+            offset,
+            at: data.as_ptr() as usize - frame.as_ptr() as usize,
+            len: data.len(),
+        })
+    }
+
+    /// Writes whole blocks straight from the receive buffer.
+    fn direct(&mut self, p: Packet, d: &Datagram) -> Result<(), Error> {
+        self.mark(d.offset, d.len, true);
+        let at = p.offset() + d.at;
+        let buf = p.into_buffer().into_shared();
+        self.write(d.offset, buf, at, d.len)?;
+        self.summary.direct_bytes += d.len as u64;
+        self.flush_regions(d.offset, d.len)
+    }
+
+    /// Copies data into the staging buffers of the regions it falls in.
+    fn copy(&mut self, data: &[u8], offset: u64) -> Result<(), Error> {
+        let chunk = self.chunk as u64;
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done as u64;
+            let (region, within) = (at / chunk, (at % chunk) as usize);
+            let n = (self.chunk - within).min(data.len() - done);
+            let stage = self.stage(region);
+            if stage.buf.is_none() {
+                let buf = self.staging.alloc().ok_or(
+                    "the stream is reordered across more regions than --staging-mib holds",
+                )?;
+                stage_of(&mut self.stages, region).buf = Some(buf);
+            }
+            let stage = stage_of(&mut self.stages, region);
+            let buf = stage.buf.as_mut().expect("allocated above");
+            buf.as_mut_slice()[within..within + n].copy_from_slice(&data[done..done + n]);
+            done += n;
+        }
+        self.mark(offset, data.len(), false);
+        self.summary.staged_bytes += data.len() as u64;
+        self.flush_regions(offset, data.len())
+    }
+
+    /// The stage of `region`, created empty if new.
+    fn stage(&mut self, region: u64) -> &mut Stage {
+        let (chunk, bs) = (self.chunk, self.bs);
+        self.stages.entry(region).or_insert_with(|| Stage {
+            buf: None,
+            have: vec![0; chunk.div_ceil(64)],
+            count: 0,
+            direct: vec![false; chunk / bs],
+        })
+    }
+
+    /// Records bytes `offset..offset+len` as present.
+    fn mark(&mut self, offset: u64, len: usize, direct: bool) {
+        let (chunk, bs) = (self.chunk as u64, self.bs);
+        let mut done = 0;
+        while done < len {
+            let at = offset + done as u64;
+            let (region, within) = (at / chunk, (at % chunk) as usize);
+            let n = (self.chunk - within).min(len - done);
+            let stage = self.stage(region);
+            stage.count += set_bits(&mut stage.have, within, n);
+            if direct {
+                stage.direct[within / bs..(within + n) / bs].fill(true);
+            }
+            done += n;
+        }
+    }
+
+    fn flush_regions(&mut self, offset: u64, len: usize) -> Result<(), Error> {
+        let chunk = self.chunk as u64;
+        for region in offset / chunk..=(offset + len as u64 - 1) / chunk {
+            self.flush_if_whole(region)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of `region` the stream has: a whole region until the end marker
+    /// says otherwise.
+    fn expected(&self, region: u64) -> usize {
+        let start = region * self.chunk as u64;
+        match self.end {
+            Some((_, total)) => total.saturating_sub(start).min(self.chunk as u64) as usize,
+            None => self.chunk,
+        }
+    }
+
+    /// Writes the staged blocks of `region` once all its bytes are present.
+    fn flush_if_whole(&mut self, region: u64) -> Result<(), Error> {
+        let expected = self.expected(region);
+        let whole = self
+            .stages
+            .get(&region)
+            .is_some_and(|s| expected > 0 && s.count >= expected);
+        if !whole {
+            return Ok(());
+        }
+        let stage = self.stages.remove(&region).expect("checked above");
+        let start = region * self.chunk as u64;
+        let blocks = expected.div_ceil(self.bs);
+        let Some(mut buf) = stage.buf else {
+            return Ok(()); // every block was written directly
+        };
+        if !expected.is_multiple_of(self.bs) {
+            self.keep_tail(&mut buf, start, expected)?;
+        }
+        let buf = buf.into_shared();
+        let mut b = 0;
+        while b < blocks {
+            if stage.direct[b] {
+                b += 1;
+                continue;
+            }
+            let run = stage.direct[b..blocks]
+                .iter()
+                .position(|&d| d)
+                .unwrap_or(blocks - b);
+            let at = b * self.bs;
+            self.write(start + at as u64, buf.clone(), at, run * self.bs)?;
+            b += run;
+        }
+        Ok(())
+    }
+
+    /// The stream ends inside a block: fills the rest of that block in the
+    /// staging buffer with what the namespace holds there now.
+    fn keep_tail(&mut self, buf: &mut Buffer, start: u64, expected: usize) -> Result<(), Error> {
+        while self.qp.in_flight() > 0 {
+            self.reap()?;
+        }
+        let block_at = expected / self.bs * self.bs;
+        let old = self
+            .staging
+            .alloc()
+            .ok_or("no staging buffer for the last block")?;
+        let lba = self.lba + (start + block_at as u64) / self.bs as u64;
+        self.qp.read(self.nsid, lba, &old, 0, self.bs)?;
+        let keep = expected - block_at;
+        buf.as_mut_slice()[expected..block_at + self.bs]
+            .copy_from_slice(&old.as_slice()[keep..self.bs]);
+        Ok(())
+    }
+
+    /// Queues a write of `len` bytes at `offset` of the stream from `buf`.
+    fn write(
+        &mut self,
+        offset: u64,
+        buf: SharedBuffer,
+        at: usize,
+        len: usize,
+    ) -> Result<(), Error> {
+        while self.qp.in_flight() >= DEPTH {
+            self.reap()?;
+        }
+        let lba = self.lba + offset / self.bs as u64;
+        self.qp
+            .submit_write(self.nsid, lba, buf, at, len, offset)
+            .map_err(|(e, _)| e)?;
+        self.qp.ring();
+        Ok(())
+    }
+
+    /// Takes completions; buffers go back to their pools.
+    fn reap(&mut self) -> Result<(), Error> {
+        let mut failed = None;
+        self.qp.poll(usize::MAX, |c| {
+            if let Err(e) = c.result {
+                failed = Some(format!("writing stream offset {}: {e}", c.tag));
+            }
+        })?;
+        failed.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Waits for the writes in flight, flushes the namespace, and reports.
+    fn finish(mut self) -> Result<Summary, Error> {
+        while self.qp.in_flight() > 0 {
+            self.reap()?;
+        }
+        self.qp.flush(self.nsid)?;
+        let mut s = std::mem::take(&mut self.summary);
+        let upto = self.end.map_or_else(
+            || self.seen.iter().max().map_or(0, |m| m + 1),
+            |(seq, _)| seq,
+        );
+        let missing: Vec<u32> = (0..upto).filter(|q| !self.seen.contains(q)).collect();
+        s.missing = missing.len() as u64;
+        s.first_missing = missing.into_iter().take(20).collect();
+        s.complete = self.end.is_some() && s.missing == 0 && self.stages.is_empty();
+        Ok(s)
+    }
+}
+
+fn stage_of(stages: &mut HashMap<u64, Stage>, region: u64) -> &mut Stage {
+    stages.get_mut(&region).expect("the stage exists")
+}
+
+/// Sets bits `start..start+len`; returns how many were clear before.
+fn set_bits(bits: &mut [u64], start: usize, len: usize) -> usize {
+    let (mut i, end, mut newly) = (start, start + len, 0);
+    while i < end {
+        let (word, bit) = (i / 64, i % 64);
+        let n = (64 - bit).min(end - i);
+        let mask = if n == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << n) - 1) << bit
+        };
+        newly += (mask & !bits[word]).count_ones() as usize;
+        bits[word] |= mask;
+        i += n;
+    }
+    newly
+}
+
+fn report(cli: &Cli, s: &Summary) {
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string(s).expect("a summary serializes")
+        );
+        return;
+    }
+    match s.total {
+        Some(total) if s.complete => println!(
+            "received {total} bytes in {} datagrams ({} duplicates, {} refused), {:.2} s, {:.1} MB/s",
+            s.datagrams, s.duplicates, s.refused, s.seconds, s.mb_per_s
+        ),
+        _ => println!(
+            "incomplete: end marker {}, {} datagrams missing, first {:?}",
+            if s.total.is_some() { "seen" } else { "not seen" },
+            s.missing,
+            s.first_missing
+        ),
+    }
+    println!(
+        "written by DMA from receive buffers: {} bytes; copied by the CPU into staging buffers: {} bytes",
+        s.direct_bytes, s.staged_bytes
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_bits;
+
+    #[test]
+    fn set_bits_counts_only_new_bits() {
+        let mut bits = vec![0u64; 4];
+        assert_eq!(set_bits(&mut bits, 3, 100), 100);
+        assert_eq!(set_bits(&mut bits, 0, 64), 3);
+        assert_eq!(set_bits(&mut bits, 100, 156), 153);
+        assert!(bits.iter().all(|&w| w == u64::MAX));
+    }
+}
