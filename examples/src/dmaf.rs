@@ -40,9 +40,16 @@ pub fn write_header(out: &mut [u8], e: &Endpoints, seq: u32, offset: u64, data_l
     out[36..38].copy_from_slice(&e.dst_port.to_be_bytes());
     out[38..40].copy_from_slice(&udp_len.to_be_bytes());
     out[40..42].copy_from_slice(&pseudo_header_sum(e, udp_len).to_be_bytes());
-    out[42..46].copy_from_slice(&MAGIC);
-    out[46..50].copy_from_slice(&seq.to_be_bytes());
-    out[50..58].copy_from_slice(&offset.to_be_bytes());
+    out[42..58].copy_from_slice(&header(seq, offset));
+}
+
+/// The 16-byte DMAF header alone (for programs whose socket adds the rest).
+pub fn header(seq: u32, offset: u64) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..4].copy_from_slice(&MAGIC);
+    h[4..8].copy_from_slice(&seq.to_be_bytes());
+    h[8..].copy_from_slice(&offset.to_be_bytes());
+    h
 }
 
 /// The folded one's-complement sum of the UDP pseudo-header.

@@ -2,7 +2,9 @@
 //! benchmarks, and the kernel baselines they are compared with.
 
 pub mod dmaf;
+pub mod kernel_copy;
 pub mod packet;
 pub mod perf;
 pub mod progress;
 pub mod uring;
+pub mod usage;

@@ -186,6 +186,14 @@ pub fn machine_label() -> &'static str {
     }
 }
 
+/// Prints `value` as one line of JSON (the `--json` output of the tools).
+pub fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("a summary serializes")
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

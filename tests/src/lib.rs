@@ -25,6 +25,7 @@
 //! ```
 
 pub mod check;
+pub mod copy_bench;
 pub mod dmaf;
 pub mod image;
 pub mod machine;

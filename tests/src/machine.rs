@@ -30,6 +30,8 @@ pub struct Machine {
     next_bus: u8,
     hugepages: u32,
     memory_mib: u32,
+    /// How the IOMMU treats the guest kernel's own drivers.
+    kernel_iommu: &'static str,
     timeout: Duration,
     nics: Vec<NicEnd>,
     files: Vec<(String, Vec<u8>)>,
@@ -65,6 +67,7 @@ impl Machine {
             next_bus: 1,
             hugepages: 64,
             memory_mib: 1024,
+            kernel_iommu: "iommu=strict",
             timeout: DEFAULT_TIMEOUT,
             nics: Vec::new(),
             files: Vec::new(),
@@ -79,6 +82,15 @@ impl Machine {
     /// Hugepages reserved on the kernel command line.
     pub fn hugepages(&mut self, n: u32) -> &mut Self {
         self.hugepages = n;
+        self
+    }
+
+    /// The kernel's IOMMU mode for its own drivers: `iommu=strict` (the
+    /// default: every unmap flushes the IOTLB) or `iommu=pt` (identity
+    /// mapped, as servers that give some devices to VFIO often run the rest).
+    /// Devices on vfio-pci get their own IOMMU domain either way.
+    pub fn kernel_iommu(&mut self, mode: &'static str) -> &mut Self {
+        self.kernel_iommu = mode;
         self
     }
 
@@ -303,8 +315,8 @@ impl Machine {
             &["-accel", "tcg", "-cpu", "max"]
         };
         let append = format!(
-            "console=ttyS0 intel_iommu=on iommu=strict quiet loglevel=4 panic=-1 hugepages={}",
-            self.hugepages
+            "console=ttyS0 intel_iommu=on {} quiet loglevel=4 panic=-1 hugepages={}",
+            self.kernel_iommu, self.hugepages
         );
         let mut args: Vec<String> = accel.iter().map(|s| s.to_string()).collect();
         args.extend(

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use examples::dmaf::{self, Endpoints, FRAME_OVERHEAD};
+use examples::perf::print_json;
 use examples::progress::Progress;
+use examples::usage::Usage;
 use nic_driver::{e1000::Config, ChecksumOffload, NetDevice, Segment, TxFrame};
 use nvme_driver::{Controller, IoQueuePair};
 use vfio_core::dma::{Buffer, BufferPool, SharedBuffer};
@@ -92,6 +94,10 @@ struct Summary {
     mb_per_s: f64,
     cpu_seconds: f64,
     payload_bytes_copied_by_cpu: u64,
+    /// System calls the transfer loop made (progress lines and sleeps: the
+    /// drivers make none).
+    syscalls: u64,
+    context_switches: u64,
     link_down_waits: u64,
     /// Datagrams sent again because the link went down around their transmission.
     resent: u64,
@@ -228,12 +234,14 @@ fn run(cli: &Cli) -> Result<(), Error> {
         pace: cli.max_mbps.map(|m| Pacer::new(m * 1e6, PACING_BURST)),
     };
     let start = Instant::now();
-    let cpu_start = cpu_seconds();
+    let usage = Usage::now();
     f.forward(cli.lba, total, cli.queue_depth)?;
     let s = &mut f.summary;
     s.seconds = start.elapsed().as_secs_f64();
     s.mb_per_s = s.bytes as f64 / s.seconds.max(1e-9) / 1e6;
-    s.cpu_seconds = cpu_seconds() - cpu_start;
+    let usage = usage.since();
+    s.cpu_seconds = usage.cpu_seconds;
+    s.context_switches = usage.context_switches;
     report(cli, s);
     Ok(())
 }
@@ -289,8 +297,9 @@ impl Forwarder {
             if self.pace.is_some() && !ready.is_empty() && self.tx.is_empty() {
                 // Held back by --max-mbps: give the CPU away rather than spin.
                 std::thread::sleep(Duration::from_micros(500));
+                self.summary.syscalls += 1;
             }
-            progress.update(self.summary.bytes);
+            self.summary.syscalls += progress.update(self.summary.bytes) as u64;
         }
         progress.finish();
         self.queue(Sent {
@@ -374,6 +383,7 @@ impl Forwarder {
         if self.link_lost {
             if !self.nic.link().up {
                 self.summary.link_down_waits += 1;
+                self.summary.syscalls += 1;
                 std::thread::sleep(Duration::from_millis(10));
                 return Ok(());
             }
@@ -384,6 +394,7 @@ impl Forwarder {
             Err(nic_driver::Error::LinkDown { .. }) => {
                 if !self.link_lost {
                     eprintln!("forwarder: link down, waiting for it");
+                    self.summary.syscalls += 1;
                 }
                 self.link_lost = true;
                 return Ok(());
@@ -447,21 +458,9 @@ fn parse_mac(s: &str) -> Result<[u8; 6], Error> {
         .map_err(|_| format!("--dst-mac {s:?} is not a MAC like 52:54:00:12:34:56").into())
 }
 
-fn cpu_seconds() -> f64 {
-    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        .map(|u| {
-            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-            t(u.user_time()) + t(u.system_time())
-        })
-        .unwrap_or(0.0)
-}
-
 fn report(cli: &Cli, s: &Summary) {
     if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string(s).expect("a summary serializes")
-        );
+        print_json(s);
         return;
     }
     println!(

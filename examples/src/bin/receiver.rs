@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use examples::dmaf;
+use examples::perf::print_json;
 use nic_driver::{e1000::Config, NetDevice, Packet};
 use nvme_driver::{Controller, IoQueuePair};
 use vfio_core::dma::{Buffer, BufferPool, SharedBuffer};
@@ -500,10 +501,7 @@ fn set_bits(bits: &mut [u64], start: usize, len: usize) -> usize {
 
 fn report(cli: &Cli, s: &Summary) {
     if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string(s).expect("a summary serializes")
-        );
+        print_json(s);
         return;
     }
     match s.total {

@@ -1,0 +1,187 @@
+//! copy-bench: moves the same range from an NVMe device to the network by the
+//! kernel's classic paths (read+send, mmap+send, sendfile, O_DIRECT
+//! read+send, through the kernel's nvme and NIC drivers) and by the
+//! forwarder (userspace drivers, DMA in and out of one buffer), and prints
+//! throughput, CPU seconds per GB, system calls, context switches and payload
+//! copies side by side, with how many times faster the forwarder is.
+//!
+//! ```text
+//! copy-bench --disk /dev/nvme1n1 --bytes N --dst-ip IP --port P
+//!            [--forwarder "ARGS"] [--json]
+//! ```
+//! Route `k` sends to port P+k (P+4 is the forwarder's), so a receiver can
+//! check each stream. The page cache is dropped before each kernel route.
+//! `--forwarder` gives the forwarder's device arguments (--nvme, --nic,
+//! --dst-mac, --dst-ip ...); it is run from this program's directory.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use clap::Parser;
+use examples::dmaf;
+use examples::kernel_copy::{self, Route};
+
+#[derive(Parser)]
+#[command(about = "The kernel's copy paths beside the zero-copy forwarder")]
+struct Cli {
+    /// The block device of an NVMe namespace on the kernel's nvme driver.
+    #[arg(long)]
+    disk: PathBuf,
+    /// Bytes to move from the start of the device.
+    #[arg(long)]
+    bytes: u64,
+    #[arg(long)]
+    dst_ip: Ipv4Addr,
+    /// First UDP port; route k uses port + k.
+    #[arg(long, default_value_t = 9300)]
+    port: u16,
+    /// Arguments of the forwarder run (its devices and destination).
+    #[arg(long, allow_hyphen_values = true)]
+    forwarder: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+type Error = Box<dyn std::error::Error>;
+
+/// One row of the table.
+#[derive(serde::Serialize, Clone, Debug)]
+struct Row {
+    route: String,
+    bytes: u64,
+    datagrams: u64,
+    seconds: f64,
+    mb_per_s: f64,
+    cpu_seconds_per_gb: f64,
+    syscalls: u64,
+    context_switches: u64,
+    payload_bytes_copied_by_cpu: u64,
+    /// The forwarder's MB/s over this route's.
+    forwarder_speedup: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("copy-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Error> {
+    let payload = 1500 - 20 - 8 - dmaf::HEADER;
+    let mut rows = Vec::new();
+    for (k, route) in Route::ALL.into_iter().enumerate() {
+        kernel_copy::drop_caches(&cli.disk).map_err(|e| format!("{}: {e}", cli.disk.display()))?;
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        sock.connect((cli.dst_ip, cli.port + k as u16))?;
+        let r = kernel_copy::run(route, &cli.disk, cli.bytes, &sock, payload)
+            .map_err(|e| format!("{}: {e}", route.name()))?;
+        rows.push(Row {
+            route: route.name().into(),
+            bytes: r.bytes,
+            datagrams: r.datagrams,
+            seconds: r.seconds,
+            mb_per_s: r.bytes as f64 / r.seconds / 1e6,
+            cpu_seconds_per_gb: r.usage.cpu_seconds / (r.bytes as f64 / 1e9),
+            syscalls: r.syscalls,
+            context_switches: r.usage.context_switches,
+            payload_bytes_copied_by_cpu: r.bytes * route.copies_per_byte(),
+            forwarder_speedup: None,
+        });
+    }
+    if let Some(args) = &cli.forwarder {
+        let f = forwarder(args, cli.bytes, cli.port + 4)?;
+        for r in &mut rows {
+            r.forwarder_speedup = Some(f.mb_per_s / r.mb_per_s);
+        }
+        rows.push(Row {
+            forwarder_speedup: Some(1.0),
+            ..f
+        });
+    }
+    if cli.json {
+        examples::perf::print_json(&rows);
+    } else {
+        print_table(cli, &rows);
+    }
+    Ok(())
+}
+
+/// Runs the forwarder over the same bytes and reads its JSON summary.
+fn forwarder(args: &str, bytes: u64, port: u16) -> Result<Row, Error> {
+    let exe = std::env::current_exe()?.with_file_name("forwarder");
+    let out = Command::new(&exe)
+        .args(args.split_whitespace())
+        .args([
+            "--bytes",
+            &bytes.to_string(),
+            "--dst-port",
+            &port.to_string(),
+            "--json",
+        ])
+        .output()
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with('{'));
+    let (Some(line), true) = (line, out.status.success()) else {
+        return Err(format!(
+            "the forwarder failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    };
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    Ok(Row {
+        route: "forwarder (userspace, DMA)".into(),
+        bytes: num("bytes") as u64,
+        datagrams: num("datagrams") as u64,
+        seconds: num("seconds"),
+        mb_per_s: num("mb_per_s"),
+        cpu_seconds_per_gb: num("cpu_seconds") / (num("bytes") / 1e9),
+        syscalls: num("syscalls") as u64,
+        context_switches: num("context_switches") as u64,
+        payload_bytes_copied_by_cpu: num("payload_bytes_copied_by_cpu") as u64,
+        forwarder_speedup: None,
+    })
+}
+
+fn print_table(cli: &Cli, rows: &[Row]) {
+    println!(
+        "copy-bench: {} bytes of {} to {} in {}-byte datagrams ({})",
+        cli.bytes,
+        cli.disk.display(),
+        cli.dst_ip,
+        1500 - 20 - 8 - dmaf::HEADER,
+        examples::perf::machine_label()
+    );
+    println!(
+        "{:<28} {:>8} {:>10} {:>9} {:>8} {:>12} {:>12}",
+        "route", "MB/s", "CPU s/GB", "syscalls", "ctx sw", "CPU copies", "forwarder is"
+    );
+    for r in rows {
+        println!(
+            "{:<28} {:>8.1} {:>10.2} {:>9} {:>8} {:>12} {:>12}",
+            r.route,
+            r.mb_per_s,
+            r.cpu_seconds_per_gb,
+            r.syscalls,
+            r.context_switches,
+            copies(r),
+            r.forwarder_speedup
+                .map_or("-".into(), |x| format!("{x:.2}x")),
+        );
+    }
+    println!("CPU copies: payload bytes the CPU copied, by each kernel route's design (read+send 2 per byte; mmap and O_DIRECT 1; sendfile 0 with a scatter-gather NIC); counted by the forwarder.");
+}
+
+fn copies(r: &Row) -> String {
+    let per_byte = r.payload_bytes_copied_by_cpu as f64 / r.bytes.max(1) as f64;
+    format!("{per_byte:.0}x bytes")
+}
