@@ -6,5 +6,6 @@ pub mod kernel_copy;
 pub mod packet;
 pub mod perf;
 pub mod progress;
+pub mod signals;
 pub mod uring;
 pub mod usage;

@@ -20,6 +20,7 @@ use clap::Parser;
 use examples::dmaf::{self, Endpoints, FRAME_OVERHEAD};
 use examples::perf::print_json;
 use examples::progress::Progress;
+use examples::signals;
 use examples::usage::Usage;
 use nic_driver::{e1000::Config, ChecksumOffload, NetDevice, Segment, TxFrame};
 use nvme_driver::{Controller, IoQueuePair};
@@ -77,7 +78,7 @@ type Error = Box<dyn std::error::Error>;
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match run(&Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("forwarder: {e}");
             ExitCode::FAILURE
@@ -168,7 +169,8 @@ struct Sent {
     data: Option<(SharedBuffer, usize, usize)>,
 }
 
-fn run(cli: &Cli) -> Result<(), Error> {
+fn run(cli: &Cli) -> Result<ExitCode, Error> {
+    signals::install()?;
     if cli.mtu != 1500 && cli.mtu != 9000 {
         return Err(format!("--mtu must be 1500 or 9000, not {}", cli.mtu).into());
     }
@@ -235,7 +237,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
     };
     let start = Instant::now();
     let usage = Usage::now();
-    f.forward(cli.lba, total, cli.queue_depth)?;
+    let finished = f.forward(cli.lba, total, cli.queue_depth)?;
     let s = &mut f.summary;
     s.seconds = start.elapsed().as_secs_f64();
     s.mb_per_s = s.bytes as f64 / s.seconds.max(1e-9) / 1e6;
@@ -243,17 +245,32 @@ fn run(cli: &Cli) -> Result<(), Error> {
     s.cpu_seconds = usage.cpu_seconds;
     s.context_switches = usage.context_switches;
     report(cli, s);
-    Ok(())
+    if let (false, Some(signal)) = (finished, signals::requested()) {
+        eprintln!(
+            "forwarder: stopped by {signal} after {} of {total} bytes; reads in flight drained, NIC and NVMe controller shut down",
+            s.bytes
+        );
+        return Ok(ExitCode::from(signals::exit_code()));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 impl Forwarder {
     /// Reads `total` bytes from `lba` with up to `depth` reads in flight and
-    /// sends each chunk as it lands; then the end marker.
-    fn forward(&mut self, lba: u64, total: u64, depth: usize) -> Result<(), Error> {
+    /// sends each chunk as it lands; then the end marker. False when a signal
+    /// stopped it (the reads in flight drained first).
+    fn forward(&mut self, lba: u64, total: u64, depth: usize) -> Result<bool, Error> {
         let (mut next, mut done) = (0u64, 0u64);
         let mut ready: VecDeque<Chunk> = VecDeque::new();
         let mut progress = Progress::new("forwarder", total);
         while done < total || !ready.is_empty() || !self.tx.is_empty() {
+            if signals::requested().is_some() {
+                progress.finish();
+                while self.qp.in_flight() > 0 {
+                    self.qp.poll(usize::MAX, |_| {})?;
+                }
+                return Ok(false);
+            }
             while next < total && self.qp.in_flight() < depth {
                 let Some(buf) = self.chunks.alloc() else {
                     break;
@@ -311,7 +328,7 @@ impl Forwarder {
         while !self.tx.is_empty() || !self.window.is_empty() {
             self.send()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The sequence number of the datagram starting at `offset`: datagrams

@@ -33,13 +33,18 @@ struct Cli {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match run(&Cli::parse()) {
+    if let Err(e) = examples::signals::install() {
+        eprintln!("nic-echo: {e}");
+        return ExitCode::FAILURE;
+    }
+    let code = match run(&Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nic-echo: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    examples::signals::exit_code_or("nic-echo", code)
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -64,7 +69,10 @@ fn run(cli: &Cli) -> Result<()> {
     let mut result = Ok(());
     let info = allocation_counter::measure(|| {
         result = (|| -> Result<()> {
-            while cli.count.is_none_or(|c| echoed < c) && until.is_none_or(|u| Instant::now() < u) {
+            while cli.count.is_none_or(|c| echoed < c)
+                && until.is_none_or(|u| Instant::now() < u)
+                && examples::signals::requested().is_none()
+            {
                 if cli.interrupts && nic.wait_rx(Duration::from_millis(100))? {
                     wakeups += 1;
                 }

@@ -55,13 +55,18 @@ struct Run {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match run(&Cli::parse()) {
+    if let Err(e) = examples::signals::install() {
+        eprintln!("nic-pktgen: {e}");
+        return ExitCode::FAILURE;
+    }
+    let code = match run(&Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nic-pktgen: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    examples::signals::exit_code_or("nic-pktgen", code)
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -143,7 +148,7 @@ fn send_loop(
     queue: &mut VecDeque<TxFrame>,
     sent: &mut u64,
 ) -> Result<()> {
-    while *sent < cli.count {
+    while *sent < cli.count && examples::signals::requested().is_none() {
         while queue.len() < cli.batch && *sent + (queue.len() as u64) < cli.count {
             let Some(mut p) = nic.alloc_packet() else {
                 break;

@@ -77,13 +77,18 @@ enum Cmd {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    match run(&cli) {
+    if let Err(e) = examples::signals::install() {
+        eprintln!("nvme-io: {e}");
+        return ExitCode::FAILURE;
+    }
+    let code = match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nvme-io: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    examples::signals::exit_code_or("nvme-io", code)
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -183,7 +188,7 @@ fn read(
     };
     let mut host = vec![0u8; CHUNK];
     let mut done = 0u64;
-    while done < total {
+    while done < total && examples::signals::requested().is_none() {
         let n = (total - done).min(CHUNK as u64) as usize;
         qp.read(nsid, lba + done / bs, buf, 0, n)?;
         buf.read_bytes(0, &mut host[..n]);
@@ -223,6 +228,9 @@ fn write(
         )));
     }
     for (i, chunk) in data.chunks(CHUNK).enumerate() {
+        if examples::signals::requested().is_some() {
+            break;
+        }
         buf.write_bytes(0, chunk);
         qp.write(nsid, lba + (i * CHUNK / bs) as u64, buf, 0, chunk.len())?;
     }

@@ -56,13 +56,18 @@ struct Cli {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match run(&Cli::parse()) {
+    if let Err(e) = examples::signals::install() {
+        eprintln!("nvme-perf: {e}");
+        return ExitCode::FAILURE;
+    }
+    let code = match run(&Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nvme-perf: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    examples::signals::exit_code_or("nvme-perf", code)
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -167,7 +172,7 @@ fn drive(
     let blocks_per_unit = cli.io_size as u64 / qp.namespace(cli.nsid)?.block_size as u64;
     let mut failure = None;
     let refill_at = cli.queue_depth.saturating_sub(cli.batch.max(1));
-    while Instant::now() < until && failure.is_none() {
+    while Instant::now() < until && failure.is_none() && examples::signals::requested().is_none() {
         let refill = qp.in_flight() <= refill_at;
         while refill && qp.in_flight() < cli.queue_depth {
             let Some(buf) = pool.alloc() else { break };

@@ -30,6 +30,7 @@ use clap::Parser;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use examples::dmaf;
 use examples::perf::print_json;
+use examples::signals;
 use nic_driver::{e1000::Config, NetDevice, Packet};
 use nvme_driver::{Controller, IoQueuePair};
 use vfio_core::dma::{Buffer, BufferPool, SharedBuffer};
@@ -94,12 +95,15 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(s) => {
+        Ok((s, stopped)) => {
             report(&cli, &s);
-            if s.complete {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            match stopped {
+                Some((signal, code)) => {
+                    eprintln!("receiver: stopped by {signal}; writes in flight completed, namespace flushed, devices shut down");
+                    ExitCode::from(code)
+                }
+                None if s.complete => ExitCode::SUCCESS,
+                None => ExitCode::FAILURE,
             }
         }
         Err(e) => {
@@ -109,7 +113,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<Summary, Error> {
+/// The summary, and the signal (name, exit code) if one stopped the run.
+type Stopped = Option<(&'static str, u8)>;
+
+fn run(cli: &Cli) -> Result<(Summary, Stopped), Error> {
+    signals::install()?;
     let (nvme_addr, nic_addr): (PciAddress, PciAddress) = (cli.nvme.parse()?, cli.nic.parse()?);
     let container = Container::new()?;
     let mut nvme = Controller::open(&container, nvme_addr)?;
@@ -155,7 +163,10 @@ fn run(cli: &Cli) -> Result<Summary, Error> {
     let mut s = r.finish()?;
     s.seconds = start.elapsed().as_secs_f64();
     s.mb_per_s = s.total.unwrap_or(0) as f64 / s.seconds.max(1e-9) / 1e6;
-    Ok(s)
+    Ok((
+        s,
+        signals::requested().map(|sig| (sig, signals::exit_code())),
+    ))
 }
 
 /// A datagram of the stream: sequence number, offset in the stream, and
@@ -200,7 +211,7 @@ impl Receiver {
     fn receive(&mut self, idle: Duration) -> Result<(), Error> {
         let mut packets = Vec::with_capacity(64);
         let mut last = Instant::now();
-        while !self.done() && last.elapsed() < idle {
+        while !self.done() && last.elapsed() < idle && signals::requested().is_none() {
             if self.nic.rx_batch(&mut packets, 64)? > 0 {
                 last = Instant::now();
             }
