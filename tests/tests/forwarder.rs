@@ -35,6 +35,8 @@ const SINK_BYTES: u64 = (16 << 20) + 1001;
 /// the datagram size.
 const ODD_LBA: u64 = 7;
 const ODD_BYTES: u64 = 3_000_001;
+/// Bytes the forwarder sends as an unprivileged user.
+const USER_BYTES: usize = 1 << 20;
 /// The receiver's namespace: filled with a pattern first, so the test sees
 /// what the receiver wrote and what it left alone.
 const RECV_NVME: &str = "0000:00:08.0";
@@ -147,6 +149,47 @@ fn boot() -> vfio_tests::Result<Run> {
             "receiver --nic {NIC} --nvme {RECV_NVME} --port {RECV_PORT} --lba {RECV_LBA} --json"
         ),
     );
+    // Signals: each tool stops cleanly on SIGINT/SIGTERM, mid-run.
+    let signal = |sig: &str, cmd: &str| {
+        format!("{cmd} > /tmp/sig.out 2>&1 &\npid=$!\nsleep 1\nkill -{sig} $pid\nwait $pid\necho signal.status=$?\ncat /tmp/sig.out")
+    };
+    m.step("sigterm-forwarder", &signal("TERM", &slow_fwd(9007)));
+    m.step(
+        "sigint-receiver",
+        &signal(
+            "INT",
+            &format!("receiver --nic {NIC} --nvme {RECV_NVME} --port 9301 --idle-seconds 60"),
+        ),
+    );
+    m.step(
+        "sigint-nvme-perf",
+        &signal(
+            "INT",
+            &format!("nvme-perf --device {NVME} --seconds 60 --queue-depth 8"),
+        ),
+    );
+    m.step(
+        "sigterm-nic-echo",
+        &signal("TERM", &format!("nic-echo --device {NIC} --seconds 60")),
+    );
+    // Least privilege: the same forwarder as user 1000.
+    let as_user = |cmd: &str| format!("su dev -c \"{cmd}\"");
+    let user_fwd = fwd(9400, &format!("--bytes {USER_BYTES}"));
+    m.step(
+        "users",
+        "mkdir -p /etc && printf 'root:x:0:0::/root:/bin/sh\\ndev:x:1000:1000::/tmp:/bin/sh\\n' > /etc/passwd && \
+         printf 'root:x:0:\\ndev:x:1000:\\n' > /etc/group",
+    );
+    m.step("user-no-permission", &as_user(&user_fwd));
+    m.step(
+        "user-bind",
+        &format!("devbind bind --user dev {NVME} {NIC}"),
+    );
+    m.step(
+        "user-low-memlock",
+        &format!("ulimit -l 64; {}", as_user(&user_fwd)),
+    );
+    m.step("user", &as_user(&user_fwd));
     let running = m.start()?;
     let capture = Capture::start(&running.nics[nic].socket);
     running.wait_for("link.go", Duration::from_secs(300))?;
@@ -406,5 +449,56 @@ fn the_receiver_writes_a_shuffled_duplicated_stream_to_the_namespace() {
     assert!(
         r.recv_disk[end..] == before[end..],
         "the bytes after the file, in its last block and beyond, are untouched"
+    );
+}
+
+#[test]
+fn an_unprivileged_user_forwards_once_given_the_group_and_the_memlock_limit() {
+    let o = &run().outcome;
+    let denied = &o
+        .failed_with("user-no-permission", "permission denied")
+        .output;
+    assert!(
+        denied.contains("/dev/vfio/") && denied.contains("devbind bind --user"),
+        "the error names the device file and the command that fixes it: {denied}"
+    );
+    let memlock = &o
+        .failed_with("user-low-memlock", "locked-memory limit")
+        .output;
+    assert!(
+        memlock.contains("ulimit -l"),
+        "the error names the fix: {memlock}"
+    );
+    check_stream(9400, &image()[..USER_BYTES]);
+}
+
+#[test]
+fn sigint_and_sigterm_stop_every_tool_cleanly_mid_run() {
+    let o = &run().outcome;
+    for (step, signal, code) in [
+        ("sigterm-forwarder", "SIGTERM", 143),
+        ("sigint-receiver", "SIGINT", 130),
+        ("sigint-nvme-perf", "SIGINT", 130),
+        ("sigterm-nic-echo", "SIGTERM", 143),
+    ] {
+        let out = &o.ok(step).output;
+        assert_eq!(
+            vfio_tests::check::kv_num(out, "signal.status"),
+            code,
+            "{step}: exit status 128 + the signal: {out}"
+        );
+        assert!(
+            out.contains(&format!("stopped by {signal}")),
+            "{step}: says it stopped and shut down: {out}"
+        );
+    }
+    let s = summary("sigterm-forwarder");
+    assert!(
+        s["bytes"].as_u64() < Some(SLOW_BYTES as u64),
+        "stopped mid-transfer: {s}"
+    );
+    assert!(
+        dmaf::reassemble(&run().frames, 9007).end.is_none(),
+        "no end marker for a stopped transfer"
     );
 }

@@ -97,6 +97,10 @@ fn boot() -> vfio_tests::Result<Run> {
         &format!("guest-check dma {NVME} pages 1048576"),
     );
     m.step("pool", &format!("guest-check pool {NIC}"));
+    m.step(
+        "dma-cycles",
+        &format!("guest-check dma-cycles {NVME} {DMA_CYCLES}"),
+    );
     m.step("reset", &format!("guest-check reset {NVME}"));
     m.step(
         "hugepages-exhausted",
@@ -269,6 +273,31 @@ fn interrupts_reach_eventfds() {
     assert!(kv_num(out, "nvme.irq_count.Msix") >= 2);
     assert_eq!(kv_num(out, "nvme.msix_enabled"), 4);
     assert_eq!(kv(out, "nvme.msix_too_many"), "true");
+}
+
+/// Allocate/map/unmap cycles that must leave no mapping and no locked memory behind.
+const DMA_CYCLES: usize = 10_000;
+
+#[test]
+fn ten_thousand_map_unmap_cycles_leave_no_mapping_and_no_locked_memory() {
+    let out = &outcome().ok("dma-cycles").output;
+    assert_eq!(kv_num(out, "cycles.done"), DMA_CYCLES as u64);
+    assert_eq!(
+        kv(out, "cycles.kernel_mappings_available_after"),
+        kv(out, "cycles.kernel_mappings_available_before"),
+        "the kernel's count of free DMA mappings is back where it started"
+    );
+    assert_ne!(kv(out, "cycles.kernel_mappings_available_before"), "None");
+    assert_eq!(
+        kv_num(out, "cycles.container_mappings_after"),
+        kv_num(out, "cycles.container_mappings_before")
+    );
+    assert_eq!(
+        kv_num(out, "cycles.vmlck_kib_after"),
+        kv_num(out, "cycles.vmlck_kib_before"),
+        "locked memory is back where it started"
+    );
+    assert_eq!(kv_num(out, "cycles.pool_buffers_unaccounted"), 0);
 }
 
 fn check_dma(step: &str, page_kind: &str) -> String {

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Some("irq") if args.len() == 3 => irq(&args[1], &args[2]),
         Some("dma") if args.len() == 4 => dma(&args[1], &args[2], &args[3]),
         Some("pool") if args.len() == 2 => pool(&args[1]),
+        Some("dma-cycles") if args.len() == 3 => dma_cycles(&args[1], &args[2]),
         Some("reset") if args.len() == 2 => reset(&args[1]),
         Some("nic-tx") if args.len() == 3 => nic::tx(&args[1], &args[2]),
         Some("nic-tx-csum") if args.len() == 3 => nic::tx_csum(&args[1], &args[2]),
@@ -293,6 +294,54 @@ fn pool(bdf: &str) -> Result<()> {
     println!("pool.free_when_all_held={}", pool.free_count());
     drop(held);
     println!("pool.free_after_drop={}", pool.free_count());
+    Ok(())
+}
+
+/// `n` cycles of: map DMA memory (hugepages and 4 KiB pages, alternately),
+/// make a pool and take every buffer, drop it all. Prints the kernel's count
+/// of DMA mappings still available, the container's own count, VmLck and the
+/// pool's free count, before and after.
+fn dma_cycles(bdf: &str, n: &str) -> Result<()> {
+    let n: usize = n
+        .parse()
+        .map_err(|_| vfio_core::Error::InvalidArgument(format!("count {n:?}")))?;
+    let container = Container::new()?;
+    let _dev = open_one(&container, bdf)?;
+    let before = (
+        container.dma_mappings_available(),
+        container.mapping_count(),
+        vm_locked_kib(),
+    );
+    let mut unaccounted = 0;
+    for i in 0..n {
+        let backing = if i % 2 == 0 {
+            Backing::Hugepages
+        } else {
+            Backing::Pages
+        };
+        let mem = DmaMemory::new(&container, 64 << 10, backing)?;
+        mem.write::<u64>(0, i as u64);
+        let pool = BufferPool::new(&container, 2048, 16)?;
+        let mut held = Vec::new();
+        pool.alloc_batch(16, &mut held);
+        let shared = held.pop().map(|b| b.into_shared());
+        let copies: Vec<_> = (0..3).map(|_| shared.clone()).collect();
+        drop((held, shared, copies));
+        unaccounted += pool.capacity() - pool.free_count();
+    }
+    let after = (
+        container.dma_mappings_available(),
+        container.mapping_count(),
+        vm_locked_kib(),
+    );
+    println!("cycles.done={n}");
+    println!("cycles.kernel_mappings_available_before={:?}", before.0);
+    println!("cycles.kernel_mappings_available_after={:?}", after.0);
+    println!("cycles.container_mappings_before={}", before.1);
+    println!("cycles.container_mappings_after={}", after.1);
+    println!("cycles.vmlck_kib_before={}", before.2);
+    println!("cycles.vmlck_kib_after={}", after.2);
+    println!("cycles.pool_buffers_unaccounted={unaccounted}");
     Ok(())
 }
 
