@@ -64,6 +64,52 @@ fn pseudo_header_sum(e: &Endpoints, udp_len: u16) -> u16 {
     sum as u16
 }
 
+/// A datagram of a stream found in an Ethernet frame: its sequence number,
+/// offset in the stream, and where its data lies in the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    pub seq: u32,
+    pub offset: u64,
+    /// Index of the data's first byte in the frame.
+    pub at: usize,
+    pub len: usize,
+}
+
+/// Checks an Ethernet frame from the wire (IPv4 and UDP headers and
+/// checksums, not a fragment, UDP port `port`, the DMAF header) and finds its
+/// data; None for anything else. Frames are untrusted input: any bytes are
+/// handled, and `at + len` never exceeds the frame.
+pub fn parse_frame(frame: &[u8], port: u16) -> Option<Datagram> {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Udp(udp))) = (&p.net, &p.transport) else {
+        return None;
+    };
+    let header = ip.header();
+    if ip.is_payload_fragmented()
+        || udp.destination_port() != port
+        || header.to_header().calc_header_checksum() != header.header_checksum()
+    {
+        return None;
+    }
+    if udp.checksum() != 0 {
+        let sum = udp
+            .to_header()
+            .calc_checksum_ipv4_raw(header.source(), header.destination(), udp.payload())
+            .ok()?;
+        if sum != udp.checksum() {
+            return None;
+        }
+    }
+    let (seq, offset, data) = parse(udp.payload())?;
+    Some(Datagram {
+        seq,
+        offset,
+        at: data.as_ptr() as usize - frame.as_ptr() as usize,
+        len: data.len(),
+    })
+}
+
 /// A parsed DMAF header: (sequence number, offset, data).
 pub fn parse(payload: &[u8]) -> Option<(u32, u64, &[u8])> {
     if payload.len() < HEADER || payload[..4] != MAGIC {
@@ -95,5 +141,23 @@ mod tests {
         assert_eq!(parse(&f[42..]), Some((7, 1 << 40, &[][..])));
         assert_eq!(parse(b"DMAX0000000000000000"), None);
         assert_eq!(parse(b"DMAF"), None, "too short");
+    }
+
+    #[test]
+    fn parse_frame_finds_the_data_and_refuses_damage() {
+        let mut payload = header(3, 1024).to_vec();
+        payload.extend_from_slice(&[7u8; 100]);
+        let builder = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([192, 0, 2, 1], [198, 51, 100, 1], 64)
+            .udp(5000, 9000);
+        let mut f = Vec::new();
+        builder.write(&mut f, &payload).expect("a frame builds");
+        let d = parse_frame(&f, 9000).expect("a valid datagram");
+        assert_eq!((d.seq, d.offset, d.at, d.len), (3, 1024, 58, 100));
+        assert_eq!(parse_frame(&f, 9001), None, "another port");
+        let mut bad = f.clone();
+        bad[100] ^= 1;
+        assert_eq!(parse_frame(&bad, 9000), None, "a bad UDP checksum");
+        assert_eq!(parse_frame(&f[..90], 9000), None, "cut short");
     }
 }

@@ -209,25 +209,6 @@ impl QueuePair {
     }
 
     fn check(&self, c: &Completion) -> Result<()> {
-        let known = self.in_flight.get(c.cid as usize).copied().unwrap_or(false);
-        if !known {
-            return Err(Error::Protocol(format!(
-                "queue {}: completion for command ID {} that is not in flight",
-                self.qid, c.cid
-            )));
-        }
-        if c.sq_id != self.qid {
-            return Err(Error::Protocol(format!(
-                "queue {}: completion names SQ {}",
-                self.qid, c.sq_id
-            )));
-        }
-        if c.sq_head >= self.entries {
-            return Err(Error::Protocol(format!(
-                "queue {}: SQ head {} beyond {} entries",
-                self.qid, c.sq_head, self.entries
-            )));
-        }
-        Ok(())
+        c.validate(self.qid, self.entries, &self.in_flight)
     }
 }

@@ -173,6 +173,28 @@ impl Completion {
         };
         (c, dw[3] >> 16 & 1 == 1)
     }
+
+    /// Checks an entry a controller wrote to queue `qid` (of `entries`
+    /// entries, `in_flight[cid]` true for the commands outstanding) before the
+    /// driver acts on it: a completion for a command that is not in flight, for
+    /// another submission queue, or with an SQ head beyond the queue is a
+    /// protocol error, whatever the device meant.
+    pub fn validate(&self, qid: u16, entries: u16, in_flight: &[bool]) -> crate::Result<()> {
+        let protocol = |what: String| Err(crate::Error::Protocol(format!("queue {qid}: {what}")));
+        if !in_flight.get(self.cid as usize).copied().unwrap_or(false) {
+            return protocol(format!(
+                "completion for command ID {} that is not in flight",
+                self.cid
+            ));
+        }
+        if self.sq_id != qid {
+            return protocol(format!("completion names SQ {}", self.sq_id));
+        }
+        if self.sq_head >= entries {
+            return protocol(format!("SQ head {} beyond {entries} entries", self.sq_head));
+        }
+        Ok(())
+    }
 }
 
 /// The 15-bit status field of a completion (section 4.6.1.2).
@@ -345,9 +367,9 @@ impl NamespaceInfo {
             metadata_size: lbaf as u16,
         })
     }
-    /// Size in bytes.
+    /// Size in bytes (saturating: the count comes from the device).
     pub fn bytes(&self) -> u64 {
-        self.blocks * self.block_size as u64
+        self.blocks.saturating_mul(self.block_size as u64)
     }
 }
 

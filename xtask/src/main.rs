@@ -6,6 +6,7 @@
 //! - `cargo xtask bench`: the benchmarks beside their kernel baselines, in the
 //!   QEMU machine (emulator numbers: compare the ratios); `bench-copy` only
 //!   the copy-bench (the forwarder beside the kernel's copy paths).
+//! - `cargo xtask fuzz`: only the bounded fuzz runs (part of `test`).
 //! - `cargo xtask setup`: only install/download what the machine needs.
 
 use std::process::{Command, ExitCode};
@@ -19,11 +20,12 @@ fn main() -> ExitCode {
         "setup" => setup().map(|_| ()),
         "test" => test(),
         "demo" => demo(),
+        "fuzz" => setup().and_then(|image| fuzz(&image)),
         "bench" => bench(),
         "bench-copy" => setup()
             .and_then(|_| bench_copy("iommu=strict"))
             .and_then(|_| bench_copy("iommu=pt")),
-        _ => Err("usage: cargo xtask <demo|test|bench|bench-copy|setup>".to_string()),
+        _ => Err("usage: cargo xtask <demo|test|fuzz|bench|bench-copy|setup>".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,6 +72,54 @@ fn cargo_env(args: &[&str], image: &image::GuestImage, env: &[(&str, &str)]) -> 
         .ok_or_else(|| format!("cargo {} failed", args.join(" ")))
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECONDS: u32 = 10;
+
+/// Every cargo-fuzz target (fuzz/fuzz_targets) for a bounded run, from its
+/// committed seeds (`fuzz/seeds/<target>`) plus what earlier runs found.
+/// libFuzzer without a sanitizer (`-s none`) builds with the stable
+/// toolchain; Rust's own checks (bounds, overflow in debug assertions) and
+/// the targets' assertions are what fail. cargo-fuzz is installed into
+/// ~/.cargo/bin when missing.
+fn fuzz(image: &image::GuestImage) -> Result<(), String> {
+    let have = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        cargo(&["install", "cargo-fuzz", "--locked"], image)?;
+    }
+    cargo(
+        &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"],
+        image,
+    )?;
+    let list = Command::new("cargo")
+        .args(["fuzz", "list"])
+        .current_dir(workspace_root())
+        .output()
+        .map_err(|e| format!("cargo fuzz list: {e}"))?;
+    let targets = String::from_utf8_lossy(&list.stdout).into_owned();
+    for t in targets.split_whitespace() {
+        let (corpus, seeds) = (format!("fuzz/corpus/{t}"), format!("fuzz/seeds/{t}"));
+        let time = format!("-max_total_time={FUZZ_SECONDS}");
+        let mut args = vec![
+            "fuzz",
+            "run",
+            "-s",
+            "none",
+            "--debug-assertions",
+            t,
+            &corpus,
+        ];
+        if workspace_root().join(&seeds).is_dir() {
+            args.push(&seeds);
+        }
+        args.extend(["--", &time]);
+        cargo(&args, image)?;
+    }
+    Ok(())
+}
+
 fn test() -> Result<(), String> {
     let start = Instant::now();
     let image = setup()?;
@@ -91,6 +141,7 @@ fn test() -> Result<(), String> {
         &image,
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    fuzz(&image)?;
     cargo(&["test", "--workspace", "--", "--test-threads=2"], &image)?;
     eprintln!("xtask test: everything passed in {:.0?}", start.elapsed());
     Ok(())

@@ -27,8 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use examples::dmaf;
+use examples::dmaf::{self, Datagram};
 use examples::perf::print_json;
 use examples::signals;
 use nic_driver::{e1000::Config, NetDevice, Packet};
@@ -169,15 +168,6 @@ fn run(cli: &Cli) -> Result<(Summary, Stopped), Error> {
     ))
 }
 
-/// A datagram of the stream: sequence number, offset in the stream, and
-/// where its data lies in the frame.
-struct Datagram {
-    seq: u32,
-    offset: u64,
-    at: usize,
-    len: usize,
-}
-
 /// A region of the range being collected.
 struct Stage {
     /// Staging memory, taken when the first copied byte arrives.
@@ -232,7 +222,7 @@ impl Receiver {
     }
 
     fn accept(&mut self, p: Packet) -> Result<(), Error> {
-        let Some(d) = self.parse(p.data()) else {
+        let Some(d) = dmaf::parse_frame(p.data(), self.port) else {
             self.summary.refused += 1;
             return Ok(());
         };
@@ -267,39 +257,6 @@ impl Receiver {
         } else {
             self.copy(&p.data()[d.at..d.at + d.len], d.offset)
         }
-    }
-
-    /// Checks the frame (IPv4 and UDP headers and checksums, our port, the
-    /// DMAF header) and finds its data.
-    fn parse(&self, frame: &[u8]) -> Option<Datagram> {
-        let p = SlicedPacket::from_ethernet(frame).ok()?;
-        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Udp(udp))) = (&p.net, &p.transport)
-        else {
-            return None;
-        };
-        let header = ip.header();
-        if ip.is_payload_fragmented()
-            || udp.destination_port() != self.port
-            || header.to_header().calc_header_checksum() != header.header_checksum()
-        {
-            return None;
-        }
-        if udp.checksum() != 0 {
-            let sum = udp
-                .to_header()
-                .calc_checksum_ipv4_raw(header.source(), header.destination(), udp.payload())
-                .ok()?;
-            if sum != udp.checksum() {
-                return None;
-            }
-        }
-        let (seq, offset, data) = dmaf::parse(udp.payload())?;
-        Some(Datagram {
-            seq,
-            offset,
-            at: data.as_ptr() as usize - frame.as_ptr() as usize,
-            len: data.len(),
-        })
     }
 
     /// Writes whole blocks straight from the receive buffer.

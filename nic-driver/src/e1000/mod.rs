@@ -19,7 +19,7 @@
 pub mod regs;
 mod rx;
 
-pub use rx::RX_HEADROOM;
+pub use rx::{check_descriptor, RX_HEADROOM};
 mod tx;
 
 use std::collections::VecDeque;

@@ -102,7 +102,8 @@ impl RxRing {
             let old = self.bufs[i]
                 .take()
                 .expect("every descriptor holds a buffer");
-            let good = self.check(status, errors, len, old.capacity(), &mut counts);
+            let good = check_descriptor(&mut self.discarding, status, errors, len, old.capacity());
+            counts.errors += !good as u64;
             match (good, pool.alloc()) {
                 (true, Some(fresh)) => {
                     out.push(Packet::at(old, RX_HEADROOM, len));
@@ -123,27 +124,24 @@ impl RxRing {
         }
         counts
     }
+}
 
-    /// Whether a written-back descriptor holds a whole, good frame.
-    fn check(
-        &mut self,
-        status: u8,
-        errors: u8,
-        len: usize,
-        capacity: usize,
-        counts: &mut RxCounts,
-    ) -> bool {
-        let eop = status & rxd::EOP != 0;
-        if self.discarding || !eop {
-            // A frame longer than one buffer: this driver does not chain buffers.
-            self.discarding = !eop;
-            counts.errors += 1;
-            return false;
-        }
-        if errors != 0 || len == 0 || len > capacity - RX_HEADROOM {
-            counts.errors += 1;
-            return false;
-        }
-        true
+/// Whether a written-back receive descriptor (its STATUS, ERRORS and LENGTH
+/// fields) holds a whole, good frame that fits a `capacity`-byte buffer after
+/// the headroom. `discarding` carries across calls: set while the rest of a
+/// frame longer than one buffer is skipped (this driver does not chain
+/// buffers). The device is untrusted: any values are handled.
+pub fn check_descriptor(
+    discarding: &mut bool,
+    status: u8,
+    errors: u8,
+    len: usize,
+    capacity: usize,
+) -> bool {
+    let eop = status & rxd::EOP != 0;
+    if *discarding || !eop {
+        *discarding = !eop;
+        return false;
     }
+    errors == 0 && len != 0 && len <= capacity.saturating_sub(RX_HEADROOM)
 }
