@@ -87,6 +87,19 @@ pub enum Segment {
 }
 
 impl Segment {
+    /// True when the bytes lie inside the segment's buffer (a slice past its
+    /// end would send whatever the IOVAs after it hold).
+    pub fn in_bounds(&self) -> bool {
+        let inside = |offset: usize, len: usize, capacity: usize| {
+            offset.checked_add(len).is_some_and(|end| end <= capacity)
+        };
+        match self {
+            Segment::Packet(_) => true,
+            Segment::Slice { buf, offset, len } => inside(*offset, *len, buf.capacity()),
+            Segment::Shared { buf, offset, len } => inside(*offset, *len, buf.capacity()),
+        }
+    }
+
     /// IOVA and length of the bytes this segment sends.
     pub fn dma(&self) -> (u64, usize) {
         match self {

@@ -127,6 +127,10 @@ fn transmitted_frames_arrive_exactly_and_in_order() {
     let r = run();
     let out = &r.outcome.ok("tx").output;
     assert_eq!(kv_num(out, "tx.sent"), TX_COUNT as u64);
+    assert!(
+        kv(out, "tx.past_end_slice").contains("past the end of its buffer"),
+        "a slice reaching past its buffer is refused: {out}"
+    );
     let got = frames_of(run(), 1);
     assert_eq!(
         got.len(),

@@ -171,6 +171,11 @@ fn check(frame: &TxFrame, max_frame: usize) -> Result<()> {
     if frame.segments().any(|s| s.dma().1 == 0) {
         return Err(Error::InvalidFrame("a frame with an empty segment".into()));
     }
+    if !frame.segments().all(Segment::in_bounds) {
+        return Err(Error::InvalidFrame(
+            "a segment reaches past the end of its buffer".into(),
+        ));
+    }
     if len > max_frame {
         return Err(Error::InvalidFrame(format!("{len} bytes is more than the {max_frame}-byte frames this NIC sends (enable jumbo frames?)")));
     }

@@ -88,6 +88,21 @@ pub fn tx(bdf: &str, n: &str) -> Result<()> {
         }
     }
     send_all(&mut nic, &mut queue)?;
+    // A slice reaching past its buffer is refused, not sent.
+    let mut bad = TxFrame::packet(packet(&nic, &[0u8; 14])?);
+    let other = packet(&nic, &[0u8; 60])?.into_buffer();
+    let past_end = other.capacity() - 10;
+    bad.push(Segment::Slice {
+        buf: other,
+        offset: past_end,
+        len: 100,
+    })
+    .map_err(|_| Error::InvalidArgument("segments".into()))?;
+    queue.push_back(bad);
+    match nic.tx_batch(&mut queue) {
+        Ok(n) => println!("tx.past_end_slice=sent {n}"),
+        Err(e) => println!("tx.past_end_slice={e}"),
+    }
     let stats = nic.stats();
     println!("tx.sent={}", stats.tx_packets);
     println!("tx.pool_free={}", nic.pool().free_count());
