@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         Some("nvme-queues") if args.len() == 2 => nvme_queues(&args[1]),
         Some("nvme-media") if args.len() == 4 => nvme_media(&args[1], &args[2], &args[3]),
         Some("nvme-timeout") if args.len() == 2 => nvme_timeout(&args[1]),
+        Some("nvme-confine") if args.len() == 2 => nvme_confine(&args[1]),
         _ => {
             eprintln!("usage: guest-check open BDF... | irq NIC NVME | dma BDF auto|hugepages|pages BYTES | pool BDF | reset NVME");
             return ExitCode::from(2);
@@ -552,6 +553,78 @@ fn nvme_timeout(bdf: &str) -> Result<()> {
     use sha2::Digest;
     println!(
         "timeout.after_reset_sha256={:x}",
+        sha2::Sha256::digest(&data)
+    );
+    Ok(())
+}
+
+/// IOVAs the container never mapped, as a buggy or hostile driver might hand
+/// them to a device: `DmaTarget` is the driver's whole view of memory.
+struct Unmapped(u64);
+
+impl vfio_core::dma::DmaTarget for Unmapped {
+    fn iova(&self) -> u64 {
+        self.0
+    }
+    fn dma_len(&self) -> usize {
+        4096
+    }
+}
+
+/// Asks the NVMe controller to write a block to IOVAs that are not mapped:
+/// just past a mapped canary buffer, the virtual address of a heap canary
+/// (what a driver confusing addresses would pass), and a low IOVA. Prints
+/// what the driver reported, whether the canaries changed, and what a read
+/// into mapped memory returns after a controller reset.
+fn nvme_confine(bdf: &str) -> Result<()> {
+    let container = Container::new()?;
+    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
+    let mut qp = nvme
+        .create_io_queue_pair::<DmaMemory>(16)
+        .map_err(nvme_err)?;
+    qp.set_timeout(Duration::from_secs(5));
+    let canary = DmaMemory::new(&container, 64 << 10, Backing::Auto)?;
+    canary.write_bytes(0, &[0xa5; 64 << 10]);
+    let heap = vec![0x5au8; 3 * 4096];
+    let page = (heap.as_ptr() as u64).next_multiple_of(4096);
+    let targets = [
+        ("after_canary", canary.iova() + canary.len() as u64),
+        ("virtual_address", page),
+        ("low", 0x1000),
+    ];
+    for (name, iova) in targets {
+        let r = qp.read(1, 0, &Unmapped(iova), 0, 4096);
+        println!("confine.{name}.iova={iova:#x}");
+        println!(
+            "confine.{name}={}",
+            r.err().map_or("ok".to_string(), |e| e.to_string())
+        );
+        if qp.is_failed() {
+            nvme.reset().map_err(nvme_err)?;
+            nvme.recreate_io_queue_pair(&mut qp, |_| {})
+                .map_err(nvme_err)?;
+        }
+    }
+    let mut back = vec![0u8; 64 << 10];
+    canary.read_bytes(0, &mut back);
+    println!(
+        "confine.dma_canary_intact={}",
+        back.iter().all(|&b| b == 0xa5)
+    );
+    println!(
+        "confine.heap_canary_intact={}",
+        heap.iter().all(|&b| b == 0x5a)
+    );
+    nvme.reset().map_err(nvme_err)?;
+    nvme.recreate_io_queue_pair(&mut qp, |_| {})
+        .map_err(nvme_err)?;
+    let mem = DmaMemory::new(&container, 4096, Backing::Auto)?;
+    qp.read(1, 0, &mem, 0, 4096).map_err(nvme_err)?;
+    let mut data = vec![0u8; 4096];
+    mem.read_bytes(0, &mut data);
+    use sha2::Digest;
+    println!(
+        "confine.after_reset_sha256={:x}",
         sha2::Sha256::digest(&data)
     );
     Ok(())
