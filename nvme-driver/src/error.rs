@@ -58,6 +58,11 @@ pub enum Error {
     )]
     QueueFull { qid: u16, depth: usize },
 
+    /// Registers read as all ones: the controller is gone (surprise removal,
+    /// or its PCI function was disabled). Nothing more will complete.
+    #[error("NVMe controller reads as all ones: it is gone (surprise removal?); {pending} commands failed with it")]
+    Removed { pending: usize },
+
     /// The device wrote something a correct controller never writes.
     #[error("NVMe controller protocol error: {0}")]
     Protocol(String),

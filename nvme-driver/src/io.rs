@@ -65,6 +65,8 @@ pub struct IoQueuePair<B = Buffer> {
     max_transfer: usize,
     timeout: Duration,
     failed: bool,
+    /// When a command last completed, or the queue last went from idle to busy.
+    progress: Instant,
 }
 
 impl<B: DmaTarget> IoQueuePair<B> {
@@ -86,6 +88,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
             max_transfer,
             timeout: IO_TIMEOUT,
             failed: false,
+            progress: Instant::now(),
         })
     }
 
@@ -220,6 +223,9 @@ impl<B: DmaTarget> IoQueuePair<B> {
         cmd.set_prps(prp1, prp2);
         let got = self.qp.submit(cmd)?;
         debug_assert_eq!(got, cid);
+        if self.in_flight() == 1 {
+            self.progress = Instant::now();
+        }
         self.slots[cid as usize] = Some(slot);
         Ok(())
     }
@@ -336,7 +342,31 @@ impl<B: DmaTarget> IoQueuePair<B> {
     }
 
     /// Hands up to `max` finished commands to `f`, with one doorbell write.
-    pub fn poll(&mut self, max: usize, mut f: impl FnMut(IoCompletion<B>)) -> Result<usize> {
+    /// When commands are in flight and none has completed for the timeout
+    /// ([`IoQueuePair::set_timeout`]), fails: with [`Error::Removed`] if the
+    /// controller reads as all ones, else [`Error::Timeout`]; the queue pair
+    /// is then unusable until the controller is reset. So a vanished device
+    /// never makes a polling loop spin forever.
+    pub fn poll(&mut self, max: usize, f: impl FnMut(IoCompletion<B>)) -> Result<usize> {
+        let n = self.take(max, f)?;
+        if n > 0 {
+            self.progress = Instant::now();
+        } else if self.in_flight() > 0 && self.progress.elapsed() > self.timeout {
+            self.failed = true;
+            if self.qp.device_gone() {
+                return Err(Error::Removed {
+                    pending: self.in_flight(),
+                });
+            }
+            return Err(Error::Timeout {
+                command: "a queued command",
+                timeout: self.timeout,
+            });
+        }
+        Ok(n)
+    }
+
+    fn take(&mut self, max: usize, mut f: impl FnMut(IoCompletion<B>)) -> Result<usize> {
         let slots = &mut self.slots;
         self.qp.poll(max, |c| {
             let Some(slot) = slots[c.cid as usize].take() else {

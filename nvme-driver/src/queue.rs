@@ -150,6 +150,11 @@ impl QueuePair {
         }
     }
 
+    /// CSTS reads as all ones: the device is gone.
+    pub(crate) fn device_gone(&self) -> bool {
+        self.bar.read32(crate::regs::CSTS) == u32::MAX
+    }
+
     /// Takes up to `max` new completions, calling `f` for each, then writes the
     /// CQ head doorbell once. A completion that no correct controller writes
     /// (unknown command ID, SQ head out of range) is consumed and reported as

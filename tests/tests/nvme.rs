@@ -170,6 +170,7 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
         &format!("guest-check nvme-media {E} {E_BAD_LBA} {E_BLOCKS}"),
     );
     m.step("perf", &format!("nvme-perf --device {C} --pattern randread --queue-depth 8 --queues 2 --seconds 1 --warmup 0.2 --baseline --json"));
+    m.step("vanish", &format!("guest-check nvme-vanish {A}"));
     m.step(
         "confine",
         &format!("guest-check nvme-confine {A}; rc=$?; dmesg | grep -i dmar | tail -20; exit $rc"),
@@ -521,5 +522,31 @@ fn dma_to_unmapped_iovas_is_blocked_by_the_iommu_and_the_driver_recovers() {
         kv(out, "confine.after_reset_sha256"),
         format!("{:x}", Sha256::digest(&image[..4096])),
         "after a reset the driver reads the right bytes into mapped memory"
+    );
+}
+
+#[test]
+fn a_vanishing_controller_fails_the_pending_read_and_nothing_hangs() {
+    let out = &outcome().ok("vanish").output;
+    let ended = kv(out, "vanish.poll");
+    assert!(
+        ended.contains("did not complete within 2s"),
+        "the polling loop ended with an error for the pending read: {out}"
+    );
+    let seconds: f64 = kv(out, "vanish.seconds").parse().expect("seconds");
+    assert!(
+        seconds < 20.0,
+        "the 2 s timeout ended the wait (a liveness bound, not a speed test): {seconds}"
+    );
+    assert!(
+        kv(out, "vanish.next_read").contains("unusable until the controller is reset")
+            || kv(out, "vanish.next_read").contains("an earlier command"),
+        "{out}"
+    );
+    let image = random_bytes(A_BYTES, 0xa);
+    assert_eq!(
+        kv(out, "vanish.after_reset_sha256"),
+        format!("{:x}", Sha256::digest(&image[..4096])),
+        "back on and reset, the controller reads the right bytes"
     );
 }

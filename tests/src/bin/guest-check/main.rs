@@ -69,6 +69,7 @@ fn main() -> ExitCode {
         Some("nvme-media") if args.len() == 4 => nvme_media(&args[1], &args[2], &args[3]),
         Some("nvme-timeout") if args.len() == 2 => nvme_timeout(&args[1]),
         Some("nvme-confine") if args.len() == 2 => nvme_confine(&args[1]),
+        Some("nvme-vanish") if args.len() == 2 => nvme_vanish(&args[1]),
         _ => {
             eprintln!("usage: guest-check open BDF... | irq NIC NVME | dma BDF auto|hugepages|pages BYTES | pool BDF | reset NVME");
             return ExitCode::from(2);
@@ -625,6 +626,78 @@ fn nvme_confine(bdf: &str) -> Result<()> {
     use sha2::Digest;
     println!(
         "confine.after_reset_sha256={:x}",
+        sha2::Sha256::digest(&data)
+    );
+    Ok(())
+}
+
+/// Turns the function's memory decoding and bus mastering off in its PCI
+/// command register (through sysfs, behind the driver's back) or back on.
+fn set_decoding(bdf: &str, on: bool) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let io = |e: std::io::Error| vfio_core::Error::InvalidArgument(format!("{bdf} config: {e}"));
+    let path = format!("/sys/bus/pci/devices/{bdf}/config");
+    let cfg = std::fs::read(&path).map_err(io)?;
+    let bits = 0x6u8; // memory space, bus master
+    let command = if on { cfg[4] | bits } else { cfg[4] & !bits };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    f.seek(SeekFrom::Start(4)).map_err(io)?;
+    f.write_all(&[command]).map_err(io)
+}
+
+/// The controller vanishes under a read in flight: its function stops
+/// decoding memory and mastering the bus (what the guest can do to a QEMU
+/// device; registers then read as 0 here, as all ones after a real surprise
+/// removal). Prints how the polling loop ended and how long it took, then
+/// turns the function back on and checks that a reset recovers it.
+fn nvme_vanish(bdf: &str) -> Result<()> {
+    let container = Container::new()?;
+    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
+    let mut qp = nvme
+        .create_io_queue_pair::<DmaMemory>(16)
+        .map_err(nvme_err)?;
+    qp.set_timeout(Duration::from_secs(2));
+    let mem = DmaMemory::new(&container, 1 << 20, Backing::Auto)?;
+    set_decoding(bdf, false)?;
+    let started = std::time::Instant::now();
+    qp.submit_read(1, 0, mem, 0, 4096, 7)
+        .map_err(|(e, _)| nvme_err(e))?;
+    qp.ring();
+    let ended = loop {
+        match qp.poll(16, drop) {
+            Ok(0) => continue,
+            Ok(n) => break format!("completed {n}"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    println!("vanish.poll={ended}");
+    println!("vanish.seconds={:.1}", started.elapsed().as_secs_f64());
+    println!(
+        "vanish.next_read={}",
+        qp.read(
+            1,
+            0,
+            &DmaMemory::new(&container, 4096, Backing::Auto)?,
+            0,
+            4096
+        )
+        .err()
+        .map_or("ok".to_string(), |e| e.to_string())
+    );
+    set_decoding(bdf, true)?;
+    nvme.reset().map_err(nvme_err)?;
+    nvme.recreate_io_queue_pair(&mut qp, |_| {})
+        .map_err(nvme_err)?;
+    let fresh = DmaMemory::new(&container, 4096, Backing::Auto)?;
+    qp.read(1, 0, &fresh, 0, 4096).map_err(nvme_err)?;
+    let mut data = vec![0u8; 4096];
+    fresh.read_bytes(0, &mut data);
+    use sha2::Digest;
+    println!(
+        "vanish.after_reset_sha256={:x}",
         sha2::Sha256::digest(&data)
     );
     Ok(())
