@@ -103,6 +103,10 @@ fn boot() -> vfio_tests::Result<Run> {
     );
     m.step("reset", &format!("guest-check reset {NVME}"));
     m.step(
+        "nic-confine",
+        &format!("guest-check nic-confine {NIC}; rc=$?; dmesg | grep -i 'DMAR.*fault' | tail -5; exit $rc"),
+    );
+    m.step(
         "hugepages-exhausted",
         &format!("echo 0 > /proc/sys/vm/nr_hugepages; guest-check dma {NVME} hugepages 4194304"),
     );
@@ -429,5 +433,24 @@ fn group_with_a_member_on_a_host_driver_is_not_viable_and_says_which() {
         kv(out, &format!("{SHARED_B}.mac")),
         "52:54:00:ab:01:02",
         "the MAC the test gave it"
+    );
+}
+
+#[test]
+fn nic_writes_to_unmapped_iovas_are_blocked_and_the_driver_recovers() {
+    let out = &outcome().ok("nic-confine").output;
+    let iova = kv(out, "nic_confine.iova");
+    assert!(
+        out.lines().any(|l| l.contains("DMAR")
+            && l.contains("[00:04.0] fault addr")
+            && l.contains(&format!("fault addr {iova} "))),
+        "the guest kernel logged a DMAR fault for the NIC's write to {iova}:\n{out}"
+    );
+    assert_eq!(kv(out, "nic_confine.canary_intact"), "true");
+    let frame = kv(out, "nic_confine.after_reset_frame");
+    assert_eq!(
+        frame,
+        format!("{:02x?}", probe_frame()),
+        "after a reset the driver receives the host's probe frame intact"
     );
 }

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         Some("dma-cycles") if args.len() == 3 => dma_cycles(&args[1], &args[2]),
         Some("reset") if args.len() == 2 => reset(&args[1]),
         Some("nic-tx") if args.len() == 3 => nic::tx(&args[1], &args[2]),
+        Some("nic-confine") if args.len() == 2 => nic::confine(&args[1]),
         Some("nic-tx-csum") if args.len() == 3 => nic::tx_csum(&args[1], &args[2]),
         Some("nic-rx") if args.len() == 4 => nic::rx(&args[1], &args[2], &args[3]),
         Some("nic-rx-burst") if args.len() == 2 => nic::rx_burst(&args[1]),

@@ -401,3 +401,78 @@ pub fn promisc(bdf: &str) -> Result<()> {
     println!("promisc.on_received={got}");
     Ok(())
 }
+
+/// Points every receive descriptor of the e1000 at an IOVA that is not mapped
+/// (the top of the IOVA space), with a mapped canary buffer beside the ring,
+/// programming the registers directly as
+/// a buggy driver might, and waits for the host's probe frames: the NIC's
+/// writes must be blocked by the IOMMU. Then the driver opens the NIC afresh
+/// and receives a probe frame normally. Prints what happened.
+pub fn confine(bdf: &str) -> Result<()> {
+    use nic_driver::e1000::regs::{ctrl, rctl, rxd, CTRL, RCTL, RDBAH, RDBAL, RDH, RDLEN, RDT};
+    use vfio_core::dma::{Backing, DmaMemory};
+    let container = Container::new()?;
+    {
+        let dev = container.open_device(bdf.parse()?)?;
+        dev.enable_bus_master()?;
+        let bar = dev.map_bar(0)?;
+        bar.write32(CTRL, ctrl::RST);
+        std::thread::sleep(Duration::from_millis(20));
+        bar.write32(CTRL, ctrl::SLU | ctrl::ASDE);
+        let canary = DmaMemory::new(&container, 64 << 10, Backing::Auto)?;
+        canary.write_bytes(0, &[0xa5; 64 << 10]);
+        let ring = DmaMemory::new(&container, 8 * rxd::SIZE, Backing::Auto)?;
+        // The top 1 MiB of the usable IOVA space: nothing here maps it.
+        let top = container
+            .iova_ranges()
+            .iter()
+            .map(|r| *r.end())
+            .max()
+            .unwrap_or(0);
+        let unmapped = (top + 1).saturating_sub(1 << 20);
+        for i in 0..8 {
+            ring.write::<u64>(i * rxd::SIZE, unmapped + (i * 2048) as u64);
+            ring.write::<u64>(i * rxd::SIZE + 8, 0);
+        }
+        bar.write32(RDBAL, ring.iova() as u32);
+        bar.write32(RDBAH, (ring.iova() >> 32) as u32);
+        bar.write32(RDLEN, (8 * rxd::SIZE) as u32);
+        bar.write32(RDH, 0);
+        bar.write32(RDT, 7);
+        bar.write32(
+            RCTL,
+            rctl::EN | rctl::UPE | rctl::MPE | rctl::BAM | rctl::SECRC | rctl::BSIZE_2048,
+        );
+        println!("nic_confine.iova={unmapped:#x}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ring.read::<u8>(rxd::STATUS) & rxd::DD == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        println!(
+            "nic_confine.descriptor_written_back={}",
+            ring.read::<u8>(rxd::STATUS) & rxd::DD != 0
+        );
+        let mut back = vec![0u8; 64 << 10];
+        canary.read_bytes(0, &mut back);
+        println!(
+            "nic_confine.canary_intact={}",
+            back.iter().all(|&b| b == 0xa5)
+        );
+        bar.write32(RCTL, 0);
+        bar.write32(CTRL, ctrl::RST);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut nic = E1000::open(&container, bdf.parse()?, Config::default()).map_err(nic_err)?;
+    nic.set_promiscuous(true);
+    let mut got = Vec::with_capacity(8);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.is_empty() && Instant::now() < deadline {
+        nic.rx_batch(&mut got, 8).map_err(nic_err)?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    match got.first() {
+        Some(p) => println!("nic_confine.after_reset_frame={:02x?}", p.data()),
+        None => println!("nic_confine.after_reset_frame=none"),
+    }
+    Ok(())
+}
