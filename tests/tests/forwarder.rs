@@ -271,6 +271,11 @@ fn a_64_mib_image_arrives_whole_with_correct_checksums_and_no_cpu_copy() {
     let s = summary("full");
     assert_eq!(s["bytes"].as_u64(), Some(IMAGE_BYTES as u64));
     assert_eq!(s["payload_bytes_copied_by_cpu"].as_u64(), Some(0));
+    assert_eq!(
+        s["chunk_buffers_outstanding"].as_u64(),
+        Some(0),
+        "every chunk buffer is back in its pool"
+    );
     let seqs = dmaf::reassemble(&run().frames, 9000).seqs.len() as u64;
     assert_eq!(
         s["datagrams"].as_u64(),
@@ -419,6 +424,7 @@ fn the_receiver_writes_a_shuffled_duplicated_stream_to_the_namespace() {
     let r = run();
     let s = summary("receiver");
     assert_eq!(s["complete"], true, "{s}");
+    assert_eq!(s["staging_buffers_outstanding"].as_u64(), Some(0), "{s}");
     assert_eq!(s["total"].as_u64(), Some(RECV_BYTES as u64));
     let datagrams = RECV_BYTES.div_ceil(1456) as u64 + 1; // upper bound
     assert!(s["duplicates"].as_u64() > Some(0));

@@ -102,6 +102,8 @@ struct Summary {
     link_down_waits: u64,
     /// Datagrams sent again because the link went down around their transmission.
     resent: u64,
+    /// Chunk buffers not back in their pool after the run (a leak if not 0).
+    chunk_buffers_outstanding: usize,
 }
 
 struct Forwarder {
@@ -244,6 +246,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
     let usage = usage.since();
     s.cpu_seconds = usage.cpu_seconds;
     s.context_switches = usage.context_switches;
+    s.chunk_buffers_outstanding = f.chunks.capacity() - f.chunks.free_count();
     report(cli, s);
     if let (false, Some(signal)) = (finished, signals::requested()) {
         eprintln!(

@@ -84,6 +84,8 @@ struct Summary {
     direct_bytes: u64,
     /// Payload bytes the CPU copied into staging buffers.
     staged_bytes: u64,
+    /// Staging buffers not back in their pool after the run (a leak if not 0).
+    staging_buffers_outstanding: usize,
     missing: u64,
     first_missing: Vec<u32>,
     seconds: f64,
@@ -441,6 +443,7 @@ impl Receiver {
         s.missing = missing.len() as u64;
         s.first_missing = missing.into_iter().take(20).collect();
         s.complete = self.end.is_some() && s.missing == 0 && self.stages.is_empty();
+        s.staging_buffers_outstanding = self.staging.capacity() - self.staging.free_count();
         Ok(s)
     }
 }
