@@ -101,6 +101,9 @@ fn fuzz(image: &image::GuestImage) -> Result<(), String> {
     let targets = String::from_utf8_lossy(&list.stdout).into_owned();
     for t in targets.split_whitespace() {
         let (corpus, seeds) = (format!("fuzz/corpus/{t}"), format!("fuzz/seeds/{t}"));
+        // libFuzzer wants the corpus directory to exist (not in git: it grows).
+        std::fs::create_dir_all(workspace_root().join(&corpus))
+            .map_err(|e| format!("create {corpus}: {e}"))?;
         let time = format!("-max_total_time={FUZZ_SECONDS}");
         let mut args = vec![
             "fuzz",
