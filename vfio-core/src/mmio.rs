@@ -97,6 +97,30 @@ impl Mmio {
         unsafe { self.ptr.as_ptr().add(offset).cast() }
     }
 
+    /// Reads an 8-bit register.
+    pub fn read8(&self, offset: usize) -> u8 {
+        // SAFETY: `at` checked bounds and alignment; the mapping lives as long as self.
+        unsafe { self.at::<u8>(offset).read_volatile() }
+    }
+
+    /// Writes an 8-bit register.
+    pub fn write8(&self, offset: usize, value: u8) {
+        // SAFETY: `at` checked bounds and alignment; the mapping lives as long as self.
+        unsafe { self.at::<u8>(offset).write_volatile(value) }
+    }
+
+    /// Reads a 16-bit register.
+    pub fn read16(&self, offset: usize) -> u16 {
+        // SAFETY: `at` checked bounds and alignment; the mapping lives as long as self.
+        unsafe { self.at::<u16>(offset).read_volatile() }
+    }
+
+    /// Writes a 16-bit register.
+    pub fn write16(&self, offset: usize, value: u16) {
+        // SAFETY: `at` checked bounds and alignment; the mapping lives as long as self.
+        unsafe { self.at::<u16>(offset).write_volatile(value) }
+    }
+
     /// Reads a 32-bit register.
     pub fn read32(&self, offset: usize) -> u32 {
         // SAFETY: `at` checked bounds and alignment; the mapping lives as long as self.
