@@ -100,6 +100,15 @@ impl Segment {
         }
     }
 
+    /// The bytes this segment sends, as the CPU sees them.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Segment::Packet(p) => p.data(),
+            Segment::Slice { buf, offset, len } => &buf.as_slice()[*offset..*offset + *len],
+            Segment::Shared { buf, offset, len } => &buf.as_slice()[*offset..*offset + *len],
+        }
+    }
+
     /// IOVA and length of the bytes this segment sends.
     pub fn dma(&self) -> (u64, usize) {
         match self {
@@ -172,6 +181,44 @@ impl TxFrame {
     /// True when the frame has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The first segment, writable (a driver may fill in a header field).
+    pub(crate) fn first_segment_mut(&mut self) -> Option<&mut Segment> {
+        self.segments[0].as_mut()
+    }
+
+    /// Whether a NIC sending frames of at most `max_frame` bytes can send
+    /// this one: segments non-empty and inside their buffers, the length, and
+    /// the offload offsets.
+    pub(crate) fn check(&self, max_frame: usize) -> crate::Result<()> {
+        let frame = self;
+        let len = frame.len();
+        if frame.segment_count() == 0 || len == 0 {
+            return Err(crate::Error::InvalidFrame("an empty frame".into()));
+        }
+        if frame.segments().any(|s| s.dma().1 == 0) {
+            return Err(crate::Error::InvalidFrame(
+                "a frame with an empty segment".into(),
+            ));
+        }
+        if !frame.segments().all(Segment::in_bounds) {
+            return Err(crate::Error::InvalidFrame(
+                "a segment reaches past the end of its buffer".into(),
+            ));
+        }
+        if len > max_frame {
+            return Err(crate::Error::InvalidFrame(format!("{len} bytes is more than the {max_frame}-byte frames this NIC sends (enable jumbo frames?)")));
+        }
+        if let Some(o) = frame.offload {
+            if len < o.l4_start as usize + 8 || o.l4_start < o.ip_start + 20 {
+                return Err(crate::Error::InvalidFrame(format!(
+                    "checksum offload with IP at {} and L4 at {} does not fit a {len}-byte frame",
+                    o.ip_start, o.l4_start
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Takes the segments out (to hold until the NIC has sent them).

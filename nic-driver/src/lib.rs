@@ -10,10 +10,13 @@
 //! the device is done with it, on every path, including dropping the device.
 //!
 //! - [`e1000`]: Intel 8254x (QEMU's `e1000`, 82540EM; also 82545EM, 82544GC).
+//! - [`virtio`]: virtio-net over modern virtio-pci (QEMU's `virtio-net-pci`
+//!   with `disable-legacy=on,iommu_platform=on`).
 
 pub mod e1000;
 mod error;
 mod frame;
+pub mod virtio;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -37,22 +40,51 @@ use vfio_core::vfio::Container;
 pub fn open(
     container: &Arc<Container>,
     addr: PciAddress,
-    config: e1000::Config,
+    config: Config,
 ) -> Result<Box<dyn NetDevice + Send>> {
     let device = container.open_device(addr)?;
     let (vendor, id) = (device.vendor_id()?, device.device_id()?);
     if vendor == 0x8086 && e1000::DEVICE_IDS.contains(&id) {
         return Ok(Box::new(e1000::E1000::new(device, config)?));
     }
+    if vendor == virtio::regs::VENDOR && virtio::DEVICE_IDS.contains(&id) {
+        return Ok(Box::new(virtio::VirtioNet::new(device, config)?));
+    }
     Err(Error::Device {
         addr,
         what: format!(
-            "{vendor:04x}:{id:04x} is no NIC these drivers know (e1000: 8086:{:04x?})",
-            e1000::DEVICE_IDS
+            "{vendor:04x}:{id:04x} is no NIC these drivers know (e1000: 8086:{:04x?}, virtio-net: 1af4:{:04x?})",
+            e1000::DEVICE_IDS,
+            virtio::DEVICE_IDS
         ),
     })
 }
 pub use frame::{ChecksumOffload, Packet, Segment, TxFrame, MAX_SEGMENTS};
+
+/// How a NIC is set up (every driver takes the same settings).
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    pub rx_ring: usize,
+    pub tx_ring: usize,
+    /// Frames up to 9018 bytes (16 KiB receive buffers); else up to 1518.
+    pub jumbo: bool,
+    /// Sleep in [`NetDevice::wait_rx`] until the NIC interrupts, instead of returning at once.
+    pub interrupts: bool,
+    /// Extra pool buffers beyond those the rings hold, for frames being built or held.
+    pub spare_buffers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rx_ring: 256,
+            tx_ring: 256,
+            jumbo: false,
+            interrupts: false,
+            spare_buffers: 1024,
+        }
+    }
+}
 
 /// Link state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +130,9 @@ pub trait NetDevice {
 
     /// A fresh buffer from the device's pool, for building a frame.
     fn alloc_packet(&self) -> Option<Packet>;
+
+    /// The pool the device's buffers come from (to count what is out).
+    fn pool(&self) -> &Arc<vfio_core::dma::BufferPool>;
 
     /// The MAC address.
     fn mac(&self) -> [u8; 6];

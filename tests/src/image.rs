@@ -16,7 +16,14 @@ use crate::provision::{self, Kernel, Tools};
 use crate::{run_cmd, workspace_root, HarnessError, Result};
 
 /// Kernel modules the guest loads at boot (their dependencies come along).
-pub const GUEST_MODULES: &[&str] = &["vfio_iommu_type1", "vfio_pci", "nvme", "e1000"];
+pub const GUEST_MODULES: &[&str] = &[
+    "vfio_iommu_type1",
+    "vfio_pci",
+    "nvme",
+    "e1000",
+    "virtio_pci",
+    "virtio_net",
+];
 
 /// Packages whose binaries go into the guest.
 const GUEST_PACKAGES: &[&str] = &["examples", "vfio-tests"];

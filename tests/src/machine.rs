@@ -165,7 +165,8 @@ impl Machine {
         self.nvme(&path, "")
     }
 
-    /// An e1000 NIC whose wire is a UDP socket held by the test. Returns the
+    /// A NIC (`model` is QEMU's device: "e1000", "e1000-82545em",
+    /// [`VIRTIO_NET`]) whose wire is a UDP socket held by the test. Returns the
     /// index of its [`NicEnd`] in [`Running::nics`] / [`Outcome::nics`].
     pub fn e1000(&mut self, model: &str) -> usize {
         let (slot, addr) = self.slot();
@@ -375,6 +376,9 @@ fn udp_pair() -> (UdpSocket, u16) {
         .expect("connect UDP socket");
     (host, qemu_port)
 }
+
+/// QEMU's virtio-net as a modern (1.x only) device behind the IOMMU.
+pub const VIRTIO_NET: &str = "virtio-net-pci,disable-legacy=on,iommu_platform=on";
 
 /// `52:54:00:12:34:56`.
 pub fn mac_string(mac: &[u8; 6]) -> String {

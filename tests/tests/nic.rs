@@ -11,7 +11,7 @@ use std::time::Duration;
 use etherparse::{Ipv4HeaderSlice, SlicedPacket, TransportSlice};
 use sha2::{Digest, Sha256};
 use vfio_tests::check::{kv, kv_num, test_frame, test_frame_id, HOST_MAC, TX_SIZES};
-use vfio_tests::machine::{Machine, Outcome};
+use vfio_tests::machine::{Machine, Outcome, VIRTIO_NET};
 use vfio_tests::wire::Capture;
 
 const NIC: &str = "0000:00:03.0";
@@ -28,20 +28,67 @@ struct Run {
     mac: [u8; 6],
 }
 
-fn run() -> &'static Run {
-    static RUN: OnceLock<Result<Run, String>> = OnceLock::new();
-    RUN.get_or_init(|| boot().map_err(|e| e.to_string()))
+/// The NICs the first boot's tests run on, one boot each.
+#[derive(Clone, Copy)]
+enum Model {
+    E1000,
+    VirtioNet,
+}
+
+impl Model {
+    fn qemu_device(self) -> &'static str {
+        match self {
+            Model::E1000 => "e1000",
+            Model::VirtioNet => VIRTIO_NET,
+        }
+    }
+}
+
+fn run(model: Model) -> &'static Run {
+    static E1000: OnceLock<Result<Run, String>> = OnceLock::new();
+    static VIRTIO: OnceLock<Result<Run, String>> = OnceLock::new();
+    let (cell, name) = match model {
+        Model::E1000 => (&E1000, "nic"),
+        Model::VirtioNet => (&VIRTIO, "nic-virtio"),
+    };
+    cell.get_or_init(|| boot(name, model).map_err(|e| e.to_string()))
         .as_ref()
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Runs test body `$name(&Run)` on each driver: `$name::e1000`, `$name::virtio_net`.
+macro_rules! on_both_drivers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn e1000() {
+                super::$name(super::run(super::Model::E1000))
+            }
+            #[test]
+            fn virtio_net() {
+                super::$name(super::run(super::Model::VirtioNet))
+            }
+        }
+    )*};
+}
+
+on_both_drivers!(
+    transmitted_frames_arrive_exactly_and_in_order,
+    checksum_offload_gives_correct_ipv4_and_udp_checksums,
+    received_frames_are_exactly_what_the_host_sent,
+    a_burst_larger_than_the_ring_is_not_corrupted_drops_are_counted_and_the_driver_recovers,
+    link_down_is_reported_and_transmit_waits_for_it,
+    pktgen_sends_valid_frames_on_both_drivers_without_allocating,
+    frames_for_other_macs_arrive_only_in_promiscuous_mode,
+);
 
 fn rx_size(seq: u32) -> usize {
     TX_SIZES[(seq as usize * 5) % TX_SIZES.len()]
 }
 
-fn boot() -> vfio_tests::Result<Run> {
-    let mut m = Machine::new("nic");
-    let nic = m.e1000("e1000");
+fn boot(name: &str, model: Model) -> vfio_tests::Result<Run> {
+    let mut m = Machine::new(name);
+    let nic = m.e1000(model.qemu_device());
     assert_eq!(m.nics_addr(nic), NIC);
     m.step("bind", &format!("devbind bind {NIC}"));
     m.step("tx", &format!("guest-check nic-tx {NIC} {TX_COUNT}"));
@@ -122,16 +169,14 @@ fn frames_of(run: &'static Run, phase: u8) -> Vec<(u32, &'static Vec<u8>)> {
         .collect()
 }
 
-#[test]
-fn transmitted_frames_arrive_exactly_and_in_order() {
-    let r = run();
+fn transmitted_frames_arrive_exactly_and_in_order(r: &'static Run) {
     let out = &r.outcome.ok("tx").output;
     assert_eq!(kv_num(out, "tx.sent"), TX_COUNT as u64);
     assert!(
         kv(out, "tx.past_end_slice").contains("past the end of its buffer"),
         "a slice reaching past its buffer is refused: {out}"
     );
-    let got = frames_of(run(), 1);
+    let got = frames_of(r, 1);
     assert_eq!(
         got.len(),
         TX_COUNT as usize,
@@ -161,10 +206,8 @@ fn transmitted_frames_arrive_exactly_and_in_order() {
     );
 }
 
-#[test]
-fn checksum_offload_gives_correct_ipv4_and_udp_checksums() {
+fn checksum_offload_gives_correct_ipv4_and_udp_checksums(r: &'static Run) {
     // UDP to 192.0.2.1: the checksum test's frames (pktgen's go to 198.51.100.2).
-    let r = run();
     r.outcome.ok("tx-csum");
     let udp: Vec<&Vec<u8>> = r
         .frames
@@ -211,9 +254,7 @@ fn sha(b: &[u8]) -> String {
     format!("{:x}", Sha256::digest(b))
 }
 
-#[test]
-fn received_frames_are_exactly_what_the_host_sent() {
-    let r = run();
+fn received_frames_are_exactly_what_the_host_sent(r: &'static Run) {
     let out = &r.outcome.ok("rx").output;
     let got = received(out, 3);
     assert_eq!(got.len(), RX_COUNT as usize, "{out}");
@@ -227,9 +268,9 @@ fn received_frames_are_exactly_what_the_host_sent() {
     assert!(kv_num(out, "rx.stats_packets") >= RX_COUNT as u64);
 }
 
-#[test]
-fn a_burst_larger_than_the_ring_is_not_corrupted_drops_are_counted_and_the_driver_recovers() {
-    let r = run();
+fn a_burst_larger_than_the_ring_is_not_corrupted_drops_are_counted_and_the_driver_recovers(
+    r: &'static Run,
+) {
     let out = &r.outcome.ok("rx-burst").output;
     // QEMU's e1000 takes no frame from its backend while its ring is full
     // (backpressure), so the overflow shows as frames held back, not as drops
@@ -260,9 +301,7 @@ fn a_burst_larger_than_the_ring_is_not_corrupted_drops_are_counted_and_the_drive
     assert_eq!(received(out, 5).len(), 10);
 }
 
-#[test]
-fn link_down_is_reported_and_transmit_waits_for_it() {
-    let r = run();
+fn link_down_is_reported_and_transmit_waits_for_it(r: &'static Run) {
     let out = &r.outcome.ok("link").output;
     assert_eq!(kv(out, "link.up_at_start"), "true");
     assert_eq!(kv(out, "link.went_down"), "true", "set_link off was seen");
@@ -276,7 +315,7 @@ fn link_down_is_reported_and_transmit_waits_for_it() {
         "the frame stayed with the caller"
     );
     assert_eq!(kv(out, "link.came_back"), "true");
-    let sent = frames_of(run(), 6);
+    let sent = frames_of(r, 6);
     assert_eq!(
         sent.len(),
         1,
@@ -439,9 +478,7 @@ fn jumbo_frames_go_out_whole() {
     }
 }
 
-#[test]
-fn pktgen_sends_valid_frames_on_both_drivers_without_allocating() {
-    let r = run();
+fn pktgen_sends_valid_frames_on_both_drivers_without_allocating(r: &'static Run) {
     let out = &r.outcome.ok("pktgen").output;
     let line = out
         .lines()
@@ -489,9 +526,8 @@ fn pktgen_sends_valid_frames_on_both_drivers_without_allocating() {
     );
 }
 
-#[test]
-fn frames_for_other_macs_arrive_only_in_promiscuous_mode() {
-    let out = &run().outcome.ok("promisc").output;
+fn frames_for_other_macs_arrive_only_in_promiscuous_mode(r: &'static Run) {
+    let out = &r.outcome.ok("promisc").output;
     assert_eq!(
         kv_num(out, "promisc.off_received"),
         0,

@@ -228,15 +228,27 @@ fn kernel_send(cli: &Cli, addr: PciAddress, frame: &[u8]) -> Result<Run> {
     Ok(run)
 }
 
+/// The kernel's network interface of the NIC: under the PCI device (e1000)
+/// or under its virtio device (`virtio0/net`).
 fn interface(addr: PciAddress) -> Result<String> {
-    let dir = PathBuf::from(format!("/sys/bus/pci/devices/{addr}/net"));
+    let pci = PathBuf::from(format!("/sys/bus/pci/devices/{addr}"));
+    let first = |dir: PathBuf| {
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .next()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+    };
     for _ in 0..200 {
-        if let Some(name) = std::fs::read_dir(&dir)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-        {
-            return Ok(name.file_name().to_string_lossy().into_owned());
+        let virtio = std::fs::read_dir(&pci).ok().and_then(|d| {
+            d.flatten().map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("virtio"))
+            })
+        });
+        let found = first(pci.join("net")).or_else(|| virtio.and_then(|v| first(v.join("net"))));
+        if let Some(name) = found {
+            return Ok(name);
         }
         std::thread::sleep(Duration::from_millis(50));
     }

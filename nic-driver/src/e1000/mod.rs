@@ -40,30 +40,7 @@ use crate::{Error, Link, NetDevice, Packet, Result, Stats, TxFrame};
 pub const DEVICE_IDS: &[u16] = &[0x100e, 0x100f, 0x100c];
 const INTEL: u16 = 0x8086;
 
-/// How the NIC is set up.
-#[derive(Clone, Copy, Debug)]
-pub struct Config {
-    pub rx_ring: usize,
-    pub tx_ring: usize,
-    /// Frames up to 9018 bytes (16 KiB receive buffers); else up to 1518.
-    pub jumbo: bool,
-    /// Sleep in [`NetDevice::wait_rx`] until the NIC interrupts, instead of returning at once.
-    pub interrupts: bool,
-    /// Extra pool buffers beyond those the rings hold, for frames being built or held.
-    pub spare_buffers: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            rx_ring: 256,
-            tx_ring: 256,
-            jumbo: false,
-            interrupts: false,
-            spare_buffers: 1024,
-        }
-    }
-}
+pub use crate::Config;
 
 /// An Intel 8254x NIC.
 #[derive(Debug)]
@@ -290,6 +267,10 @@ impl NetDevice for E1000 {
 
     fn tx_pending(&self) -> usize {
         self.tx.pending()
+    }
+
+    fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
     }
 
     fn alloc_packet(&self) -> Option<Packet> {

@@ -10,7 +10,7 @@ use vfio_core::mmio::Mmio;
 use vfio_core::vfio::Container;
 
 use super::regs::{txd, TDBAH, TDBAL, TDH, TDLEN, TDT};
-use crate::{ChecksumOffload, Error, Result, Segment, TxFrame};
+use crate::{ChecksumOffload, Result, Segment, TxFrame};
 
 #[derive(Debug)]
 pub(crate) struct TxRing {
@@ -90,7 +90,7 @@ impl TxRing {
         let mut sent = 0;
         let mut bad = None;
         while let Some(frame) = frames.front() {
-            if let Err(e) = check(frame, self.max_frame) {
+            if let Err(e) = frame.check(self.max_frame) {
                 frames.pop_front();
                 bad = Some(e);
                 break;
@@ -161,31 +161,4 @@ impl TxRing {
             self.held[at / txd::SIZE] = (Some(segment), last);
         }
     }
-}
-
-fn check(frame: &TxFrame, max_frame: usize) -> Result<()> {
-    let len = frame.len();
-    if frame.segment_count() == 0 || len == 0 {
-        return Err(Error::InvalidFrame("an empty frame".into()));
-    }
-    if frame.segments().any(|s| s.dma().1 == 0) {
-        return Err(Error::InvalidFrame("a frame with an empty segment".into()));
-    }
-    if !frame.segments().all(Segment::in_bounds) {
-        return Err(Error::InvalidFrame(
-            "a segment reaches past the end of its buffer".into(),
-        ));
-    }
-    if len > max_frame {
-        return Err(Error::InvalidFrame(format!("{len} bytes is more than the {max_frame}-byte frames this NIC sends (enable jumbo frames?)")));
-    }
-    if let Some(o) = frame.offload {
-        if len < o.l4_start as usize + 8 || o.l4_start < o.ip_start + 20 {
-            return Err(Error::InvalidFrame(format!(
-                "checksum offload with IP at {} and L4 at {} does not fit a {len}-byte frame",
-                o.ip_start, o.l4_start
-            )));
-        }
-    }
-    Ok(())
 }

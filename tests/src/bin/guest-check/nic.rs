@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use nic_driver::e1000::{Config, E1000};
+use nic_driver::e1000::E1000;
+use nic_driver::Config;
 use nic_driver::{ChecksumOffload, NetDevice, Packet, Segment, TxFrame};
 use vfio_core::vfio::Container;
 use vfio_core::{Error, Result};
@@ -17,9 +18,12 @@ fn nic_err(e: nic_driver::Error) -> Error {
     }
 }
 
-fn open(bdf: &str, config: Config) -> Result<(std::sync::Arc<Container>, E1000)> {
+/// Any NIC the drivers know, chosen by its PCI ID.
+type Nic = Box<dyn NetDevice + Send>;
+
+fn open(bdf: &str, config: Config) -> Result<(std::sync::Arc<Container>, Nic)> {
     let container = Container::new()?;
-    let nic = E1000::open(&container, bdf.parse()?, config).map_err(nic_err)?;
+    let nic = nic_driver::open(&container, bdf.parse()?, config).map_err(nic_err)?;
     Ok((container, nic))
 }
 
@@ -29,7 +33,7 @@ fn count(s: &str) -> Result<u32> {
 }
 
 /// A packet holding `bytes`.
-fn packet(nic: &E1000, bytes: &[u8]) -> Result<Packet> {
+fn packet(nic: &Nic, bytes: &[u8]) -> Result<Packet> {
     let mut p = nic.alloc_packet().ok_or(Error::PoolExhausted {
         capacity: nic.pool().capacity(),
     })?;
@@ -39,7 +43,7 @@ fn packet(nic: &E1000, bytes: &[u8]) -> Result<Packet> {
 }
 
 /// Sends every frame of `frames`, waiting while the ring is full, then until all are sent.
-fn send_all(nic: &mut E1000, frames: &mut VecDeque<TxFrame>) -> Result<()> {
+fn send_all(nic: &mut Nic, frames: &mut VecDeque<TxFrame>) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !frames.is_empty() || nic.tx_pending() > 0 {
         nic.tx_batch(frames).map_err(nic_err)?;
@@ -169,7 +173,7 @@ fn udp_header(a: &Udp, payload: usize) -> Vec<u8> {
 }
 
 /// One UDP frame of `payload` with checksum offload: header and payload in two buffers.
-fn udp_frame(nic: &E1000, a: &Udp, payload: &[u8]) -> Result<TxFrame> {
+fn udp_frame(nic: &Nic, a: &Udp, payload: &[u8]) -> Result<TxFrame> {
     let mut f = TxFrame::packet(packet(nic, &udp_header(a, payload.len()))?);
     let body = packet(nic, payload)?;
     let len = body.len();
@@ -188,7 +192,7 @@ fn udp_frame(nic: &E1000, a: &Udp, payload: &[u8]) -> Result<TxFrame> {
 }
 
 /// Receives `n` test frames of `phase`, printing `rx.<seq>.sha256=` for each.
-fn receive(nic: &mut E1000, phase: u8, n: u32, timeout: Duration) -> Result<u32> {
+fn receive(nic: &mut Nic, phase: u8, n: u32, timeout: Duration) -> Result<u32> {
     let mut got = 0;
     let mut out = Vec::with_capacity(64);
     let deadline = Instant::now() + timeout;
