@@ -9,7 +9,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use vfio_tests::check::{random_bytes, HOST_MAC};
 use vfio_tests::dmaf;
-use vfio_tests::machine::{mac_string, Machine, Outcome};
+use vfio_tests::machine::{mac_string, Machine, Outcome, VIRTIO_NET};
 use vfio_tests::wire::Capture;
 
 const NVME: &str = "0000:00:03.0";
@@ -48,6 +48,10 @@ const RECV_LBA: u64 = 8;
 const RECV_BYTES: usize = (3 << 20) + 777;
 const RECV_ALIGNED: usize = 1 << 20;
 const RECV_PORT: u16 = 9200;
+/// The same forwarder and receiver runs on a virtio-net NIC.
+const VNIC: &str = "0000:00:09.0";
+const VRECV_PORT: u16 = 9201;
+const VRECV_LBA: u64 = 8192 + 8;
 
 struct Run {
     outcome: Outcome,
@@ -93,12 +97,14 @@ fn boot() -> vfio_tests::Result<Run> {
     let recv_disk = m.dir().join("recv.img");
     std::fs::write(&recv_disk, recv_disk_before()).expect("write the receiver's disk image");
     assert_eq!(m.nvme(&recv_disk, ""), RECV_NVME);
+    let vnic = m.e1000(VIRTIO_NET);
+    assert_eq!(m.nics_addr(vnic), VNIC);
     let fwd = |port: u16, extra: &str| {
         format!("forwarder --nvme {NVME} --nic {NIC} --dst-mac {} --dst-ip 192.0.2.1 --dst-port {port} --json {extra}", mac_string(&HOST_MAC))
     };
     m.step(
         "bind",
-        &format!("devbind bind {NVME} {NIC} {SLOW_NVME} {NIC_PAIR} {RECV_NVME}"),
+        &format!("devbind bind {NVME} {NIC} {SLOW_NVME} {NIC_PAIR} {RECV_NVME} {VNIC}"),
     );
     m.step(
         "past-end",
@@ -149,6 +155,18 @@ fn boot() -> vfio_tests::Result<Run> {
             "receiver --nic {NIC} --nvme {RECV_NVME} --port {RECV_PORT} --lba {RECV_LBA} --json"
         ),
     );
+    let on_virtio = |cmd: String| cmd.replace(&format!("--nic {NIC}"), &format!("--nic {VNIC}"));
+    m.step("virtio-full", &on_virtio(fwd(9600, "")));
+    m.step(
+        "virtio-link",
+        &format!("echo vlink.go\n{}", on_virtio(slow_fwd(9601))),
+    );
+    m.step(
+        "virtio-receiver",
+        &format!(
+            "receiver --nic {VNIC} --nvme {RECV_NVME} --port {VRECV_PORT} --lba {VRECV_LBA} --json"
+        ),
+    );
     // Signals: each tool stops cleanly on SIGINT/SIGTERM, mid-run.
     let signal = |sig: &str, cmd: &str| {
         format!("{cmd} > /tmp/sig.out 2>&1 &\npid=$!\nsleep 1\nkill -{sig} $pid\nwait $pid\necho signal.status=$?\ncat /tmp/sig.out")
@@ -192,6 +210,7 @@ fn boot() -> vfio_tests::Result<Run> {
     m.step("user", &as_user(&user_fwd));
     let running = m.start()?;
     let capture = Capture::start(&running.nics[nic].socket);
+    let vcapture = Capture::start(&running.nics[vnic].socket);
     running.wait_for("link.go", Duration::from_secs(300))?;
     // The throttled drive makes this transfer take about 2 s: the link goes
     // down 0.8 s in and comes back 0.6 s later.
@@ -203,18 +222,29 @@ fn boot() -> vfio_tests::Result<Run> {
     running.wait_for("receiver: listening", Duration::from_secs(300))?;
     // QEMU's e1000 takes no frame for 1 s after the driver writes RCTL.
     std::thread::sleep(Duration::from_millis(1200));
-    let to_guest = recv_frames(running.nics[nic].mac);
-    for burst in to_guest.chunks(16) {
-        for f in burst {
-            running.nics[nic]
-                .socket
-                .send(f)
-                .expect("send a frame to the guest");
-        }
-        std::thread::sleep(Duration::from_millis(4));
-    }
+    send_paced(
+        &running.nics[nic].socket,
+        &recv_frames(running.nics[nic].mac, RECV_PORT),
+    );
+    // The same on the virtio-net NIC.
+    running.wait_for("vlink.go", Duration::from_secs(300))?;
+    let vnetdev = running.nics[vnic].netdev.clone();
+    std::thread::sleep(Duration::from_millis(800));
+    running.monitor(&format!("set_link {vnetdev} off"))?;
+    std::thread::sleep(Duration::from_millis(600));
+    running.monitor(&format!("set_link {vnetdev} on"))?;
+    running.wait_for(
+        &format!("receiver: listening on port {VRECV_PORT}"),
+        Duration::from_secs(300),
+    )?;
+    std::thread::sleep(Duration::from_millis(1200));
+    send_paced(
+        &running.nics[vnic].socket,
+        &recv_frames(running.nics[vnic].mac, VRECV_PORT),
+    );
     let outcome = running.wait();
-    let frames = capture.stop();
+    let mut frames = capture.stop();
+    frames.extend(vcapture.stop());
     let outcome = outcome?;
     let recv_disk = std::fs::read(m_dir.join("recv.img")).expect("read the receiver's disk image");
     Ok(Run {
@@ -367,7 +397,18 @@ const RECV_DUP_EVERY: usize = 13;
 
 /// The file as DMAF datagrams (sequence numbers in offset order), the end
 /// marker, duplicates and malformed frames, shuffled.
-fn recv_frames(guest_mac: [u8; 6]) -> Vec<Vec<u8>> {
+/// Sends `frames` to the guest in bursts of 16, 4 ms apart (QEMU's socket
+/// buffer holds about 90 frames while the guest catches up).
+fn send_paced(socket: &std::net::UdpSocket, frames: &[Vec<u8>]) {
+    for burst in frames.chunks(16) {
+        for f in burst {
+            socket.send(f).expect("send a frame to the guest");
+        }
+        std::thread::sleep(Duration::from_millis(4));
+    }
+}
+
+fn recv_frames(guest_mac: [u8; 6], port: u16) -> Vec<Vec<u8>> {
     let frame = |seq: u32, offset: u64, data: &[u8]| {
         let mut payload = Vec::with_capacity(16 + data.len());
         payload.extend_from_slice(b"DMAF");
@@ -376,7 +417,7 @@ fn recv_frames(guest_mac: [u8; 6]) -> Vec<Vec<u8>> {
         payload.extend_from_slice(data);
         let builder = etherparse::PacketBuilder::ethernet2(HOST_MAC, guest_mac)
             .ipv4([192, 0, 2, 1], [198, 51, 100, 1], 64)
-            .udp(5000, RECV_PORT);
+            .udp(5000, port);
         let mut out = Vec::with_capacity(builder.size(payload.len()));
         builder.write(&mut out, &payload).expect("a frame builds");
         out
@@ -419,10 +460,11 @@ fn recv_frames(guest_mac: [u8; 6]) -> Vec<Vec<u8>> {
     frames
 }
 
-#[test]
-fn the_receiver_writes_a_shuffled_duplicated_stream_to_the_namespace() {
+/// The receiver's run `step` wrote the file at `lba` and nothing else
+/// between `region.0` and `region.1` (bytes of the disk) changed.
+fn check_received(step: &str, lba: u64, region: (usize, usize)) {
     let r = run();
-    let s = summary("receiver");
+    let s = summary(step);
     assert_eq!(s["complete"], true, "{s}");
     assert_eq!(s["staging_buffers_outstanding"].as_u64(), Some(0), "{s}");
     assert_eq!(s["total"].as_u64(), Some(RECV_BYTES as u64));
@@ -439,23 +481,51 @@ fn the_receiver_writes_a_shuffled_duplicated_stream_to_the_namespace() {
         Some((RECV_BYTES - RECV_ALIGNED) as u64)
     );
     assert!(s["datagrams"].as_u64() < Some(datagrams * 2));
-    let at = RECV_LBA as usize * 512;
+    let at = lba as usize * 512;
     let before = recv_disk_before();
     assert_eq!(r.recv_disk.len(), before.len());
     assert_eq!(
         format!("{:x}", Sha256::digest(&r.recv_disk[at..at + RECV_BYTES])),
         format!("{:x}", Sha256::digest(recv_file())),
-        "the namespace holds the file at block {RECV_LBA}"
+        "the namespace holds the file at block {lba}"
     );
     assert!(
-        r.recv_disk[..at] == before[..at],
+        r.recv_disk[region.0..at] == before[region.0..at],
         "the blocks before --lba are untouched"
     );
     let end = at + RECV_BYTES;
     assert!(
-        r.recv_disk[end..] == before[end..],
+        r.recv_disk[end..region.1] == before[end..region.1],
         "the bytes after the file, in its last block and beyond, are untouched"
     );
+}
+
+#[test]
+fn the_receiver_writes_a_shuffled_duplicated_stream_to_the_namespace() {
+    check_received("receiver", RECV_LBA, (0, VRECV_LBA as usize * 512));
+}
+
+#[test]
+fn on_virtio_net_the_receiver_writes_the_stream_too() {
+    check_received(
+        "virtio-receiver",
+        VRECV_LBA,
+        (VRECV_LBA as usize * 512, RECV_DISK_BYTES),
+    );
+}
+
+#[test]
+fn on_virtio_net_a_64_mib_image_arrives_whole_and_survives_the_link_going_down() {
+    check_stream(9600, image());
+    let s = summary("virtio-full");
+    assert_eq!(s["bytes"].as_u64(), Some(IMAGE_BYTES as u64));
+    assert_eq!(s["payload_bytes_copied_by_cpu"].as_u64(), Some(0));
+    let link = summary("virtio-link");
+    assert!(
+        link["link_down_waits"].as_u64() > Some(0),
+        "the forwarder saw the virtio link down and waited: {link}"
+    );
+    check_stream_with(9601, slow_image(), true);
 }
 
 #[test]

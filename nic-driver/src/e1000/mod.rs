@@ -55,6 +55,8 @@ pub struct E1000 {
     device: Device,
     mac: [u8; 6],
     stats: Stats,
+    /// Frames reclaimed inside `tx_batch`, reported by the next `tx_clean`.
+    tx_reclaimed: usize,
 }
 
 impl E1000 {
@@ -136,6 +138,7 @@ impl E1000 {
             device,
             mac,
             stats: Stats::default(),
+            tx_reclaimed: 0,
         };
         nic.read_counters();
         nic.stats = Stats::default();
@@ -252,7 +255,7 @@ impl NetDevice for E1000 {
     }
 
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
-        self.tx.clean();
+        self.tx_reclaimed += self.tx.clean();
         if !self.link().up {
             return Err(Error::LinkDown {
                 addr: self.address(),
@@ -262,7 +265,7 @@ impl NetDevice for E1000 {
     }
 
     fn tx_clean(&mut self) -> usize {
-        self.tx.clean()
+        self.tx.clean() + std::mem::take(&mut self.tx_reclaimed)
     }
 
     fn tx_pending(&self) -> usize {

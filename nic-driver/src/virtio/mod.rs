@@ -110,6 +110,8 @@ pub struct VirtioNet {
     mac: [u8; 6],
     promiscuous: bool,
     stats: Stats,
+    /// Frames reclaimed inside `tx_batch`, reported by the next `tx_clean`.
+    tx_reclaimed: usize,
 }
 
 impl VirtioNet {
@@ -209,6 +211,7 @@ impl VirtioNet {
             mac,
             promiscuous: false,
             stats: Stats::default(),
+            tx_reclaimed: 0,
         };
         nic.refill()?;
         if nic.common.r8(common::DEVICE_STATUS) & (status::NEEDS_RESET | status::FAILED) != 0 {
@@ -248,6 +251,20 @@ impl VirtioNet {
             .add(&[(buf.iova() + RX_HEADROOM as u64, len, true)])
             .expect("a used descriptor was freed for this buffer");
         self.rx_bufs[head as usize] = Some(buf);
+    }
+
+    /// Releases the segments of frames the device has sent; how many frames.
+    fn reclaim(&mut self) -> usize {
+        let mut frames = 0;
+        while let Some(used) = self.tx.pop_used() {
+            match used {
+                Ok((head, _)) => {
+                    frames += self.tx_held[head as usize].take().is_some() as usize;
+                }
+                Err(e) => log::warn!("{}: virtio-net transmit queue: {e}", self.address()),
+            }
+        }
+        frames
     }
 
     fn protocol(&self, what: String) -> Error {
@@ -519,7 +536,19 @@ impl NetDevice for VirtioNet {
     }
 
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
-        self.tx_clean();
+        self.tx_reclaimed += self.reclaim();
+        if self.tx.free() == 0 {
+            let s = self.common.r8(common::DEVICE_STATUS);
+            if s & (status::NEEDS_RESET | status::FAILED) != 0 {
+                return Err(self.protocol(format!(
+                    "the device stopped (status {s:#x}: it needs a reset)"
+                )));
+            }
+            log::debug!(
+                "virtio-net tx ring full: {} in flight, status {s:#x}",
+                self.tx.in_flight()
+            );
+        }
         if !self.link().up {
             return Err(Error::LinkDown {
                 addr: self.address(),
@@ -570,16 +599,7 @@ impl NetDevice for VirtioNet {
     }
 
     fn tx_clean(&mut self) -> usize {
-        let mut frames = 0;
-        while let Some(used) = self.tx.pop_used() {
-            match used {
-                Ok((head, _)) => {
-                    frames += self.tx_held[head as usize].take().is_some() as usize;
-                }
-                Err(e) => log::warn!("{}: virtio-net transmit queue: {e}", self.address()),
-            }
-        }
-        frames
+        self.reclaim() + std::mem::take(&mut self.tx_reclaimed)
     }
 
     fn tx_pending(&self) -> usize {
