@@ -22,10 +22,15 @@ fn main() -> ExitCode {
         "demo" => demo(),
         "fuzz" => setup().and_then(|image| fuzz(&image)),
         "bench" => bench(),
+        "bench-nic" => setup()
+            .and_then(|_| bench_nic("e1000"))
+            .and_then(|_| bench_nic(vfio_tests::machine::VIRTIO_NET)),
         "bench-copy" => setup()
             .and_then(|_| bench_copy("iommu=strict"))
             .and_then(|_| bench_copy("iommu=pt")),
-        _ => Err("usage: cargo xtask <demo|test|fuzz|bench|bench-copy|setup>".to_string()),
+        _ => {
+            Err("usage: cargo xtask <demo|test|fuzz|bench|bench-nic|bench-copy|setup>".to_string())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -218,7 +223,8 @@ fn bench() -> Result<(), String> {
     );
     let out = m.run().map_err(|e| e.to_string())?;
     print_steps(&out.steps);
-    bench_nic()?;
+    bench_nic("e1000")?;
+    bench_nic(vfio_tests::machine::VIRTIO_NET)?;
     bench_copy("iommu=strict")?;
     bench_copy("iommu=pt")?;
     all_ok(&out.steps, "an NVMe benchmark failed")
@@ -288,11 +294,12 @@ fn all_ok(steps: &[vfio_tests::machine::StepResult], what: &str) -> Result<(), S
 }
 
 /// nic-pktgen beside the kernel's AF_PACKET, and nic-echo while the host
-/// floods the NIC with 60-byte frames.
-fn bench_nic() -> Result<(), String> {
+/// floods the NIC with 60-byte frames, on QEMU NIC `model`.
+fn bench_nic(model: &str) -> Result<(), String> {
     let mut m = Machine::new("bench-nic");
     m.timeout(std::time::Duration::from_secs(900));
-    let nic = m.e1000("e1000");
+    println!("== NIC: {model}");
+    let nic = m.e1000(model);
     let addr = m.nics_addr(nic);
     m.step("bind", &format!("devbind bind {addr}"));
     m.step(

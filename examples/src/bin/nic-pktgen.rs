@@ -298,7 +298,7 @@ fn report(cli: &Cli, user: &Run, kernel: Option<&Run>) {
     };
     line("userspace driver (vfio)", user);
     if let Some(k) = kernel {
-        line("kernel e1000 (AF_PACKET)", k);
+        line("kernel driver (AF_PACKET)", k);
         println!(
             "ratio userspace/kernel: {:.2}x packets/s",
             ratio.unwrap_or(0.0)
