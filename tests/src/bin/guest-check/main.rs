@@ -617,18 +617,25 @@ fn nvme_confine(bdf: &str) -> Result<()> {
         "confine.heap_canary_intact={}",
         heap.iter().all(|&b| b == 0x5a)
     );
+    reset_and_read(&container, &mut nvme, &mut qp, "confine")
+}
+
+/// Resets the controller, re-creates the queue pair, reads block 0..8 into
+/// fresh memory and prints `<key>.after_reset_sha256=`.
+fn reset_and_read(
+    container: &Arc<Container>,
+    nvme: &mut nvme_driver::Controller,
+    qp: &mut nvme_driver::IoQueuePair<DmaMemory>,
+    key: &str,
+) -> Result<()> {
     nvme.reset().map_err(nvme_err)?;
-    nvme.recreate_io_queue_pair(&mut qp, |_| {})
-        .map_err(nvme_err)?;
-    let mem = DmaMemory::new(&container, 4096, Backing::Auto)?;
+    nvme.recreate_io_queue_pair(qp, |_| {}).map_err(nvme_err)?;
+    let mem = DmaMemory::new(container, 4096, Backing::Auto)?;
     qp.read(1, 0, &mem, 0, 4096).map_err(nvme_err)?;
     let mut data = vec![0u8; 4096];
     mem.read_bytes(0, &mut data);
     use sha2::Digest;
-    println!(
-        "confine.after_reset_sha256={:x}",
-        sha2::Sha256::digest(&data)
-    );
+    println!("{key}.after_reset_sha256={:x}", sha2::Sha256::digest(&data));
     Ok(())
 }
 
@@ -689,17 +696,5 @@ fn nvme_vanish(bdf: &str) -> Result<()> {
         .map_or("ok".to_string(), |e| e.to_string())
     );
     set_decoding(bdf, true)?;
-    nvme.reset().map_err(nvme_err)?;
-    nvme.recreate_io_queue_pair(&mut qp, |_| {})
-        .map_err(nvme_err)?;
-    let fresh = DmaMemory::new(&container, 4096, Backing::Auto)?;
-    qp.read(1, 0, &fresh, 0, 4096).map_err(nvme_err)?;
-    let mut data = vec![0u8; 4096];
-    fresh.read_bytes(0, &mut data);
-    use sha2::Digest;
-    println!(
-        "vanish.after_reset_sha256={:x}",
-        sha2::Sha256::digest(&data)
-    );
-    Ok(())
+    reset_and_read(&container, &mut nvme, &mut qp, "vanish")
 }
