@@ -158,6 +158,10 @@ fn boot() -> vfio_tests::Result<Run> {
     let on_virtio = |cmd: String| cmd.replace(&format!("--nic {NIC}"), &format!("--nic {VNIC}"));
     m.step("virtio-full", &on_virtio(fwd(9600, "")));
     m.step(
+        "virtio-odd",
+        &on_virtio(fwd(9602, &format!("--lba {ODD_LBA} --bytes {ODD_BYTES}"))),
+    );
+    m.step(
         "virtio-link",
         &format!("echo vlink.go\n{}", on_virtio(slow_fwd(9601))),
     );
@@ -526,6 +530,8 @@ fn on_virtio_net_a_64_mib_image_arrives_whole_and_survives_the_link_going_down()
         "the forwarder saw the virtio link down and waited: {link}"
     );
     check_stream_with(9601, slow_image(), true);
+    let start = (ODD_LBA * 512) as usize;
+    check_stream(9602, &image()[start..start + ODD_BYTES as usize]);
 }
 
 #[test]

@@ -335,19 +335,50 @@ const ECHO_COUNT: u32 = 20;
 const UDP_COUNT: u32 = 20;
 const JUMBO_COUNT: u32 = 6;
 
-fn run2() -> &'static Run {
-    static RUN: OnceLock<Result<Run, String>> = OnceLock::new();
-    RUN.get_or_init(|| boot2().map_err(|e| e.to_string()))
+fn run2(model: Model) -> &'static Run {
+    static E1000: OnceLock<Result<Run, String>> = OnceLock::new();
+    static VIRTIO: OnceLock<Result<Run, String>> = OnceLock::new();
+    let (cell, name) = match model {
+        Model::E1000 => (&E1000, "nic-2"),
+        Model::VirtioNet => (&VIRTIO, "nic-2-virtio"),
+    };
+    cell.get_or_init(|| boot2(name, model).map_err(|e| e.to_string()))
         .as_ref()
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn boot2() -> vfio_tests::Result<Run> {
-    let mut m = Machine::new("nic-2");
-    let a = m.e1000("e1000-82545em");
+/// Like `on_both_drivers!`, for the second boot.
+macro_rules! on_both_drivers_2 {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn e1000() {
+                super::$name(super::run2(super::Model::E1000), "e1000")
+            }
+            #[test]
+            fn virtio_net() {
+                super::$name(super::run2(super::Model::VirtioNet), "virtio-net")
+            }
+        }
+    )*};
+}
+
+on_both_drivers_2!(
+    a_kernel_udp_socket_on_a_second_nic_receives_what_the_driver_sends,
+    echo_in_interrupt_mode_swaps_the_macs,
+    jumbo_frames_go_out_whole,
+);
+
+fn boot2(name: &str, model: Model) -> vfio_tests::Result<Run> {
+    let mut m = Machine::new(name);
+    let (a_model, b_model) = match model {
+        Model::E1000 => ("e1000-82545em", "e1000"),
+        Model::VirtioNet => (VIRTIO_NET, VIRTIO_NET),
+    };
+    let a = m.e1000(a_model);
     assert_eq!(m.nics_addr(a), NIC_A);
     assert_eq!(
-        m.nic_pair("e1000", "e1000"),
+        m.nic_pair(b_model, "e1000"),
         (NIC_B.to_string(), NIC_KERNEL.to_string())
     );
     let netdev = format!("$(ls /sys/bus/pci/devices/{NIC_KERNEL}/net)");
@@ -397,9 +428,7 @@ fn boot2() -> vfio_tests::Result<Run> {
     })
 }
 
-#[test]
-fn a_kernel_udp_socket_on_a_second_nic_receives_what_the_driver_sends() {
-    let r = run2();
+fn a_kernel_udp_socket_on_a_second_nic_receives_what_the_driver_sends(r: &'static Run, _: &str) {
     let k = &r.outcome.ok("kernel-nic").output;
     let out = &r.outcome.ok("udp").output;
     assert_eq!(kv_num(out, "udp.sent"), UDP_COUNT as u64);
@@ -432,11 +461,9 @@ fn mac_of(text: &str) -> [u8; 6] {
     bytes.try_into().expect("6 bytes")
 }
 
-#[test]
-fn echo_in_interrupt_mode_swaps_the_macs() {
-    let r = run2();
+fn echo_in_interrupt_mode_swaps_the_macs(r: &'static Run, driver: &str) {
     let out = &r.outcome.ok("echo").output;
-    assert!(out.contains("driver=e1000"), "{out}");
+    assert!(out.contains(&format!("driver={driver}")), "{out}");
     assert_eq!(kv_num(out, "echo.frames"), ECHO_COUNT as u64);
     assert!(
         kv_num(out, "echo.interrupt_wakeups") > 0,
@@ -458,9 +485,7 @@ fn echo_in_interrupt_mode_swaps_the_macs() {
     }
 }
 
-#[test]
-fn jumbo_frames_go_out_whole() {
-    let r = run2();
+fn jumbo_frames_go_out_whole(r: &'static Run, _: &str) {
     let out = &r.outcome.ok("jumbo").output;
     assert!(
         kv(out, "jumbo.too_big").contains("9015 bytes is more than the 9014-byte frames"),

@@ -5,9 +5,11 @@
 //! Bring-up (3.1.1): reset, ACKNOWLEDGE and DRIVER, feature negotiation
 //! (VERSION_1 and ACCESS_PLATFORM required; MAC, STATUS and CSUM taken when
 //! offered), FEATURES_OK checked, one receive and one transmit split
-//! virtqueue in DMA memory, DRIVER_OK. Polling only: the rings ask the device
-//! for no interrupts, and the driver notifies the device only when its used
-//! ring does not say it need not.
+//! virtqueue in DMA memory, DRIVER_OK. Polling by default (the rings ask the
+//! device for no interrupts); in interrupt mode the receive queue signals
+//! MSI-X vector 0, which [`NetDevice::wait_rx`] sleeps on. The driver notifies
+//! the device only when its used ring does not say it need not. Jumbo frames
+//! (up to 9014 bytes) use 16 KiB receive buffers.
 //!
 //! Every frame carries the 12-byte `virtio_net_hdr` in front: on transmit a
 //! small header area per descriptor head (checksum offload: NEEDS_CSUM with
@@ -37,7 +39,7 @@ use std::time::{Duration, Instant};
 use vfio_core::dma::{Backing, Buffer, BufferPool, DmaMemory};
 use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
-use vfio_core::vfio::Device;
+use vfio_core::vfio::{Device, Interrupts, IrqKind};
 
 use self::regs::{cap, common, feature, hdr, net_config, pci, status};
 use self::virtqueue::Virtqueue;
@@ -50,9 +52,10 @@ pub use regs::DEVICE_IDS;
 
 /// Bytes before the net header in each receive buffer.
 pub const RX_HEADROOM: usize = 2;
-/// Largest frame sent or received (no jumbo frames: that needs MTU or
-/// mergeable buffers, not negotiated).
+/// Largest frame sent or received: 1514 bytes, or 9014 with jumbo frames
+/// (receive buffers of 16 KiB then hold a whole frame: no mergeable buffers).
 const MAX_FRAME: usize = 1514;
+const MAX_JUMBO_FRAME: usize = 9014;
 
 /// Where a configuration structure lives: a BAR mapping and an offset in it.
 #[derive(Debug, Clone)]
@@ -112,6 +115,9 @@ pub struct VirtioNet {
     stats: Stats,
     /// Frames reclaimed inside `tx_batch`, reported by the next `tx_clean`.
     tx_reclaimed: usize,
+    max_frame: usize,
+    /// MSI-X vector 0 (receive) in interrupt mode.
+    irqs: Option<Interrupts>,
 }
 
 impl VirtioNet {
@@ -126,11 +132,7 @@ impl VirtioNet {
                  QEMU: -device virtio-net-pci,disable-legacy=on,iommu_platform=on"
             , regs::VENDOR)));
         }
-        if config.jumbo || config.interrupts {
-            return Err(fail(
-                "this virtio-net driver does not do jumbo frames or interrupt mode yet".into(),
-            ));
-        }
+
         let size = |n: usize| (n.clamp(8, 1024) as u16).next_power_of_two();
         device.enable_bus_master()?;
         let caps = Caps::find(&device)?;
@@ -170,8 +172,29 @@ impl VirtioNet {
             return Err(fail("the device has fewer than 2 queues".into()));
         }
         let container = Arc::clone(device.container());
-        let rx = setup_queue(&common, &container, regs::RX_QUEUE, size(config.rx_ring))?;
-        let tx = setup_queue(&common, &container, regs::TX_QUEUE, size(config.tx_ring))?;
+        // Interrupt mode: MSI-X vector 0 for the receive queue, none else.
+        let irqs = if config.interrupts {
+            Some(device.enable_irqs(IrqKind::Msix, 1)?)
+        } else {
+            None
+        };
+        common.w16(common::MSIX_CONFIG, common::NO_VECTOR);
+        let rx_vector = if irqs.is_some() { 0 } else { common::NO_VECTOR };
+        let rx = setup_queue(
+            &common,
+            &container,
+            regs::RX_QUEUE,
+            size(config.rx_ring),
+            rx_vector,
+        )?;
+        let tx = setup_queue(
+            &common,
+            &container,
+            regs::TX_QUEUE,
+            size(config.tx_ring),
+            common::NO_VECTOR,
+        )?;
+        rx.set_interrupts(irqs.is_some());
         let notify = [regs::RX_QUEUE, regs::TX_QUEUE].map(|q| {
             common.w16(common::QUEUE_SELECT, q);
             let off = common.r16(common::QUEUE_NOTIFY_OFF) as usize * multiplier as usize;
@@ -180,9 +203,14 @@ impl VirtioNet {
                 offset: notify_base.offset + off,
             }
         });
+        let (buf_size, max_frame) = if config.jumbo {
+            (16384, MAX_JUMBO_FRAME)
+        } else {
+            (2048, MAX_FRAME)
+        };
         let pool = BufferPool::new(
             &container,
-            2048,
+            buf_size,
             rx.free() * 2 + tx.free() + config.spare_buffers,
         )?;
         let tx_hdrs = DmaMemory::new(&container, tx.free() * 16, Backing::Auto)?;
@@ -212,6 +240,8 @@ impl VirtioNet {
             promiscuous: false,
             stats: Stats::default(),
             tx_reclaimed: 0,
+            max_frame,
+            irqs,
         };
         nic.refill()?;
         if nic.common.r8(common::DEVICE_STATUS) & (status::NEEDS_RESET | status::FAILED) != 0 {
@@ -404,8 +434,15 @@ fn setup_queue(
     container: &Arc<vfio_core::vfio::Container>,
     q: u16,
     want: u16,
+    vector: u16,
 ) -> Result<Virtqueue> {
     common.w16(common::QUEUE_SELECT, q);
+    common.w16(common::QUEUE_MSIX_VECTOR, vector);
+    if common.r16(common::QUEUE_MSIX_VECTOR) != vector {
+        return Err(Error::InvalidFrame(format!(
+            "the device refused MSI-X vector {vector:#x} for queue {q}"
+        )));
+    }
     let max = common.r16(common::QUEUE_SIZE);
     let size = want.min(max.max(1)).next_power_of_two().min(max.max(1));
     common.w16(common::QUEUE_SIZE, size);
@@ -506,7 +543,7 @@ impl NetDevice for VirtioNet {
                 .ok_or_else(|| self.protocol(format!("receive descriptor {head} had no buffer")))?;
             let len = len as usize;
             let room = buf.capacity() - RX_HEADROOM - hdr::SIZE;
-            let good = len > hdr::SIZE + 14 && len - hdr::SIZE <= room.min(MAX_FRAME + 4);
+            let good = len > hdr::SIZE + 14 && len - hdr::SIZE <= room.min(self.max_frame + 4);
             let fresh = match (good, self.pool.alloc()) {
                 (true, Some(fresh)) => {
                     let p = Packet::at(buf, RX_HEADROOM + hdr::SIZE, len - hdr::SIZE);
@@ -557,7 +594,7 @@ impl NetDevice for VirtioNet {
         let mut sent = 0;
         let mut bad = None;
         while let Some(frame) = frames.front() {
-            if let Err(e) = frame.check(MAX_FRAME) {
+            if let Err(e) = frame.check(self.max_frame) {
                 frames.pop_front();
                 bad = Some(e);
                 break;
@@ -638,8 +675,16 @@ impl NetDevice for VirtioNet {
         self.stats
     }
 
-    fn wait_rx(&mut self, _timeout: Duration) -> Result<bool> {
-        Ok(false)
+    fn wait_rx(&mut self, timeout: Duration) -> Result<bool> {
+        let Some(irqs) = &self.irqs else {
+            return Ok(false);
+        };
+        if self.rx.has_used() {
+            return Ok(true);
+        }
+        // MSI-X is edge-triggered: the eventfd counts what fired meanwhile.
+        let fired = irqs.wait(0, timeout)?;
+        Ok(fired > 0 || self.rx.has_used())
     }
 }
 

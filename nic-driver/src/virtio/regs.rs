@@ -35,11 +35,15 @@ pub mod common {
     pub const DEVICE_FEATURE: usize = 0x04;
     pub const DRIVER_FEATURE_SELECT: usize = 0x08;
     pub const DRIVER_FEATURE: usize = 0x0c;
+    pub const MSIX_CONFIG: usize = 0x10;
     pub const NUM_QUEUES: usize = 0x12;
     pub const DEVICE_STATUS: usize = 0x14;
     pub const QUEUE_SELECT: usize = 0x16;
     pub const QUEUE_SIZE: usize = 0x18;
+    pub const QUEUE_MSIX_VECTOR: usize = 0x1a;
     pub const QUEUE_ENABLE: usize = 0x1c;
+    /// "No vector" for the MSI-X vector fields.
+    pub const NO_VECTOR: u16 = 0xffff;
     pub const QUEUE_NOTIFY_OFF: usize = 0x1e;
     pub const QUEUE_DESC: usize = 0x20;
     pub const QUEUE_DRIVER: usize = 0x28;

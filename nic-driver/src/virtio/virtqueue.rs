@@ -63,6 +63,17 @@ impl Virtqueue {
         self.mem.iova() + self.used as u64
     }
 
+    /// Asks the device to interrupt (or not) when it uses buffers.
+    pub(crate) fn set_interrupts(&self, on: bool) {
+        let flags = if on { 0 } else { ring::AVAIL_F_NO_INTERRUPT };
+        self.mem.write::<u16>(self.avail, flags);
+    }
+
+    /// True when the device has used buffers the driver has not taken.
+    pub(crate) fn has_used(&self) -> bool {
+        self.mem.read::<u16>(self.used + 2) != self.last_used
+    }
+
     /// Free descriptors.
     pub(crate) fn free(&self) -> usize {
         self.free.len()
