@@ -158,6 +158,21 @@ fn boot() -> vfio_tests::Result<Run> {
     let on_virtio = |cmd: String| cmd.replace(&format!("--nic {NIC}"), &format!("--nic {VNIC}"));
     m.step("virtio-full", &on_virtio(fwd(9600, "")));
     m.step(
+        "virtio-tail",
+        &on_virtio(fwd(
+            9603,
+            &format!("--lba {} --blocks {TAIL_BLOCKS}", BLOCKS - TAIL_BLOCKS),
+        )),
+    );
+    m.step(
+        "virtio-sigkill",
+        &format!(
+            "{} &\npid=$!\nsleep 1\nkill -9 $pid\nwait $pid\necho killed.status=$?",
+            on_virtio(slow_fwd(9604))
+        ),
+    );
+    m.step("virtio-restart", &on_virtio(slow_fwd(9605)));
+    m.step(
         "virtio-odd",
         &on_virtio(fwd(9602, &format!("--lba {ODD_LBA} --bytes {ODD_BYTES}"))),
     );
@@ -583,4 +598,17 @@ fn sigint_and_sigterm_stop_every_tool_cleanly_mid_run() {
         dmaf::reassemble(&run().frames, 9007).end.is_none(),
         "no end marker for a stopped transfer"
     );
+}
+
+#[test]
+fn on_virtio_net_a_tail_range_and_a_restart_after_sigkill() {
+    let start = (BLOCKS - TAIL_BLOCKS) as usize * 512;
+    check_stream(9603, &image()[start..]);
+    let out = &run().outcome.ok("virtio-sigkill").output;
+    assert!(out.contains("killed.status=137"), "{out}");
+    assert!(
+        dmaf::reassemble(&run().frames, 9604).end.is_none(),
+        "the killed run did not finish"
+    );
+    check_stream(9605, slow_image());
 }
