@@ -273,54 +273,30 @@ impl Receiver {
 
     /// Copies data into the staging buffers of the regions it falls in.
     fn copy(&mut self, data: &[u8], offset: u64) -> Result<(), Error> {
-        let chunk = self.chunk as u64;
-        let mut done = 0;
-        while done < data.len() {
-            let at = offset + done as u64;
-            let (region, within) = (at / chunk, (at % chunk) as usize);
-            let n = (self.chunk - within).min(data.len() - done);
-            let stage = self.stage(region);
+        for (region, within, from, n) in pieces(self.chunk, offset, data.len()) {
+            let stage = stage(&mut self.stages, self.chunk, self.bs, region);
             if stage.buf.is_none() {
-                let buf = self.staging.alloc().ok_or(
+                stage.buf = Some(self.staging.alloc().ok_or(
                     "the stream is reordered across more regions than --staging-mib holds",
-                )?;
-                stage_of(&mut self.stages, region).buf = Some(buf);
+                )?);
             }
-            let stage = stage_of(&mut self.stages, region);
             let buf = stage.buf.as_mut().expect("allocated above");
-            buf.as_mut_slice()[within..within + n].copy_from_slice(&data[done..done + n]);
-            done += n;
+            buf.as_mut_slice()[within..within + n].copy_from_slice(&data[from..from + n]);
         }
         self.mark(offset, data.len(), false);
         self.summary.staged_bytes += data.len() as u64;
         self.flush_regions(offset, data.len())
     }
 
-    /// The stage of `region`, created empty if new.
-    fn stage(&mut self, region: u64) -> &mut Stage {
-        let (chunk, bs) = (self.chunk, self.bs);
-        self.stages.entry(region).or_insert_with(|| Stage {
-            buf: None,
-            have: vec![0; chunk.div_ceil(64)],
-            count: 0,
-            direct: vec![false; chunk / bs],
-        })
-    }
-
     /// Records bytes `offset..offset+len` as present.
     fn mark(&mut self, offset: u64, len: usize, direct: bool) {
-        let (chunk, bs) = (self.chunk as u64, self.bs);
-        let mut done = 0;
-        while done < len {
-            let at = offset + done as u64;
-            let (region, within) = (at / chunk, (at % chunk) as usize);
-            let n = (self.chunk - within).min(len - done);
-            let stage = self.stage(region);
+        let bs = self.bs;
+        for (region, within, _, n) in pieces(self.chunk, offset, len) {
+            let stage = stage(&mut self.stages, self.chunk, bs, region);
             stage.count += set_bits(&mut stage.have, within, n);
             if direct {
                 stage.direct[within / bs..(within + n) / bs].fill(true);
             }
-            done += n;
         }
     }
 
@@ -448,8 +424,35 @@ impl Receiver {
     }
 }
 
-fn stage_of(stages: &mut HashMap<u64, Stage>, region: u64) -> &mut Stage {
-    stages.get_mut(&region).expect("the stage exists")
+/// The stage of `region` (regions of `chunk` bytes, blocks of `bs`),
+/// created empty if new.
+fn stage(stages: &mut HashMap<u64, Stage>, chunk: usize, bs: usize, region: u64) -> &mut Stage {
+    stages.entry(region).or_insert_with(|| Stage {
+        buf: None,
+        have: vec![0; chunk.div_ceil(64)],
+        count: 0,
+        direct: vec![false; chunk / bs],
+    })
+}
+
+/// Splits bytes `offset..offset+len` of the stream at the boundaries of
+/// `chunk`-byte regions: (region, offset in it, offset in the range, length).
+fn pieces(
+    chunk: usize,
+    offset: u64,
+    len: usize,
+) -> impl Iterator<Item = (u64, usize, usize, usize)> {
+    let mut done = 0;
+    std::iter::from_fn(move || {
+        (done < len).then(|| {
+            let at = offset + done as u64;
+            let (region, within) = (at / chunk as u64, (at % chunk as u64) as usize);
+            let n = (chunk - within).min(len - done);
+            let piece = (region, within, done, n);
+            done += n;
+            piece
+        })
+    })
 }
 
 /// Sets bits `start..start+len`; returns how many were clear before.
@@ -495,7 +498,14 @@ fn report(cli: &Cli, s: &Summary) {
 
 #[cfg(test)]
 mod tests {
-    use super::set_bits;
+    use super::{pieces, set_bits};
+
+    #[test]
+    fn pieces_split_at_region_boundaries() {
+        let got: Vec<_> = pieces(100, 250, 170).collect();
+        assert_eq!(got, [(2, 50, 0, 50), (3, 0, 50, 100), (4, 0, 150, 20)]);
+        assert_eq!(pieces(100, 0, 0).count(), 0);
+    }
 
     #[test]
     fn set_bits_counts_only_new_bits() {
