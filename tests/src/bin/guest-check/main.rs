@@ -414,11 +414,7 @@ fn nvme_async(bdf: &str, bytes: &str) -> Result<()> {
 
 /// Requests the driver must refuse without sending anything.
 fn nvme_bad(bdf: &str) -> Result<()> {
-    let container = Container::new()?;
-    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
-    let mut qp = nvme
-        .create_io_queue_pair::<DmaMemory>(16)
-        .map_err(nvme_err)?;
+    let (container, mut nvme, mut qp) = nvme_with_queue(bdf)?;
     let blocks = qp.namespace(1).map_err(nvme_err)?.blocks;
     let bs = qp.namespace(1).map_err(nvme_err)?.block_size as usize;
     let small_pool = BufferPool::new(&container, 4096, 1)?;
@@ -482,11 +478,7 @@ fn nvme_media(bdf: &str, bad: &str, blocks: &str) -> Result<()> {
             .map_err(|_| vfio_core::Error::InvalidArgument(format!("number {s:?}")))
     };
     let (bad, blocks) = (num(bad)?, num(blocks)?);
-    let container = Container::new()?;
-    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
-    let mut qp = nvme
-        .create_io_queue_pair::<DmaMemory>(16)
-        .map_err(nvme_err)?;
+    let (container, mut nvme, mut qp) = nvme_with_queue(bdf)?;
     let mem = DmaMemory::new(&container, (blocks * 512) as usize, Backing::Auto)?;
     let show = |r: nvme_driver::Result<()>| r.err().map_or("ok".to_string(), |e| e.to_string());
     println!("media.bad_block={}", show(qp.read(1, bad, &mem, 0, 512)));
@@ -513,11 +505,7 @@ fn nvme_media(bdf: &str, bad: &str, blocks: &str) -> Result<()> {
 
 /// A read that cannot finish in time on a throttled drive; then reset and recover.
 fn nvme_timeout(bdf: &str) -> Result<()> {
-    let container = Container::new()?;
-    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
-    let mut qp = nvme
-        .create_io_queue_pair::<DmaMemory>(16)
-        .map_err(nvme_err)?;
+    let (container, mut nvme, mut qp) = nvme_with_queue(bdf)?;
     qp.set_timeout(Duration::from_secs(2));
     let mem = DmaMemory::new(&container, 4 << 20, Backing::Auto)?;
     let show = |r: nvme_driver::Result<()>| r.err().map_or("ok".to_string(), |e| e.to_string());
@@ -579,11 +567,7 @@ impl vfio_core::dma::DmaTarget for Unmapped {
 /// what the driver reported, whether the canaries changed, and what a read
 /// into mapped memory returns after a controller reset.
 fn nvme_confine(bdf: &str) -> Result<()> {
-    let container = Container::new()?;
-    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
-    let mut qp = nvme
-        .create_io_queue_pair::<DmaMemory>(16)
-        .map_err(nvme_err)?;
+    let (container, mut nvme, mut qp) = nvme_with_queue(bdf)?;
     qp.set_timeout(Duration::from_secs(5));
     let canary = DmaMemory::new(&container, 64 << 10, Backing::Auto)?;
     canary.write_bytes(0, &[0xa5; 64 << 10]);
@@ -618,6 +602,23 @@ fn nvme_confine(bdf: &str) -> Result<()> {
         heap.iter().all(|&b| b == 0x5a)
     );
     reset_and_read(&container, &mut nvme, &mut qp, "confine")
+}
+
+/// The controller at `bdf` in a fresh container, with one 16-entry queue
+/// pair for commands on `DmaMemory`.
+fn nvme_with_queue(
+    bdf: &str,
+) -> Result<(
+    Arc<Container>,
+    nvme_driver::Controller,
+    nvme_driver::IoQueuePair<DmaMemory>,
+)> {
+    let container = Container::new()?;
+    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
+    let qp = nvme
+        .create_io_queue_pair::<DmaMemory>(16)
+        .map_err(nvme_err)?;
+    Ok((container, nvme, qp))
 }
 
 /// Resets the controller, re-creates the queue pair, reads block 0..8 into
@@ -662,11 +663,7 @@ fn set_decoding(bdf: &str, on: bool) -> Result<()> {
 /// removal). Prints how the polling loop ended and how long it took, then
 /// turns the function back on and checks that a reset recovers it.
 fn nvme_vanish(bdf: &str) -> Result<()> {
-    let container = Container::new()?;
-    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
-    let mut qp = nvme
-        .create_io_queue_pair::<DmaMemory>(16)
-        .map_err(nvme_err)?;
+    let (container, mut nvme, mut qp) = nvme_with_queue(bdf)?;
     qp.set_timeout(Duration::from_secs(2));
     let mem = DmaMemory::new(&container, 1 << 20, Backing::Auto)?;
     set_decoding(bdf, false)?;
