@@ -131,6 +131,17 @@ pub struct ChecksumOffload {
     pub tcp: bool,
 }
 
+impl ChecksumOffload {
+    /// Offset of the checksum field in the UDP or TCP header.
+    pub fn checksum_offset(&self) -> usize {
+        if self.tcp {
+            16
+        } else {
+            6
+        }
+    }
+}
+
 /// A frame to transmit: up to [`MAX_SEGMENTS`] segments sent back to back,
 /// with optional checksum offload. Building one allocates nothing.
 #[derive(Debug)]

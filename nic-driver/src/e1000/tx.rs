@@ -125,7 +125,7 @@ impl TxRing {
         let at = self.advance() * txd::SIZE;
         let ip = o.ip_start as u64;
         let l4 = o.l4_start as u64;
-        let l4_sum = l4 + if o.tcp { 16 } else { 6 };
+        let l4_sum = l4 + o.checksum_offset() as u64;
         // IPCSS, IPCSO (checksum at +10), IPCSE (20-byte header); TUCSS, TUCSO, TUCSE = 0 (to the end).
         let lower = ip | (ip + 10) << 8 | (ip + 19) << 16 | l4 << 32 | l4_sum << 40;
         let tucmd = txd::TUCMD_IP | if o.tcp { txd::TUCMD_TCP } else { 0 };

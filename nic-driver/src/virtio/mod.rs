@@ -316,48 +316,68 @@ impl VirtioNet {
         let mut h = [0u8; hdr::SIZE];
         if let Some(o) = frame.offload {
             ipv4_checksum(frame, o)?;
-            if self.features & feature::CSUM == 0 {
+            if self.features & feature::CSUM != 0 {
+                h[hdr::FLAGS] = hdr::NEEDS_CSUM;
+                h[hdr::CSUM_START..hdr::CSUM_START + 2]
+                    .copy_from_slice(&(o.l4_start as u16).to_le_bytes());
+                h[hdr::CSUM_OFFSET..hdr::CSUM_OFFSET + 2]
+                    .copy_from_slice(&(o.checksum_offset() as u16).to_le_bytes());
+            } else {
                 // QEMU offers CSUM only with a backend that takes the net
                 // header (tap): do the L4 sum here, reading the payload.
                 l4_checksum(frame, o)?;
-                self.tx_hdrs.write_bytes(at, &h);
-                return Ok(self.tx_hdrs.iova() + at as u64);
             }
-            h[hdr::FLAGS] = hdr::NEEDS_CSUM;
-            h[hdr::CSUM_START..hdr::CSUM_START + 2]
-                .copy_from_slice(&(o.l4_start as u16).to_le_bytes());
-            let offset: u16 = if o.tcp { 16 } else { 6 };
-            h[hdr::CSUM_OFFSET..hdr::CSUM_OFFSET + 2].copy_from_slice(&offset.to_le_bytes());
         }
         self.tx_hdrs.write_bytes(at, &h);
         Ok(self.tx_hdrs.iova() + at as u64)
     }
 }
 
-/// Computes the IPv4 header checksum at `o.ip_start` of the frame's first
-/// segment (a packet the CPU wrote): virtio's offload does only the L4 sum.
+/// A one's complement sum over a byte stream that may arrive in pieces of
+/// any length (RFC 1071).
+#[derive(Default)]
+struct Checksum {
+    sum: u32,
+    odd: bool,
+}
+
+impl Checksum {
+    fn add(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.sum += if self.odd { b as u32 } else { (b as u32) << 8 };
+            self.odd = !self.odd;
+        }
+        while self.sum > 0xffff {
+            self.sum = (self.sum & 0xffff) + (self.sum >> 16);
+        }
+    }
+
+    /// The checksum: the complement of the folded sum.
+    fn finish(&self) -> u16 {
+        !(self.sum as u16)
+    }
+}
+
+/// The first `len` bytes of the frame, which must be a packet the CPU wrote
+/// (headers the driver completes live there).
+fn headers(frame: &mut TxFrame, len: usize) -> Result<&mut [u8]> {
+    match frame.first_segment_mut() {
+        Some(Segment::Packet(p)) if p.len() >= len => Ok(&mut p.data_mut()[..len]),
+        _ => Err(Error::InvalidFrame(format!(
+            "checksum offload on virtio needs the first {len} bytes (the headers) in a packet segment"
+        ))),
+    }
+}
+
+/// Computes the IPv4 header checksum at `o.ip_start` (virtio's offload does
+/// only the L4 sum).
 fn ipv4_checksum(frame: &mut TxFrame, o: ChecksumOffload) -> Result<()> {
     let ip = o.ip_start as usize;
-    let Some(Segment::Packet(p)) = frame.first_segment_mut() else {
-        return Err(Error::InvalidFrame(
-            "checksum offload on virtio needs the IPv4 header in a packet segment".into(),
-        ));
-    };
-    let data = p.data_mut();
-    if data.len() < ip + 20 {
-        return Err(Error::InvalidFrame(
-            "checksum offload: the IPv4 header is not in the first segment".into(),
-        ));
-    }
-    data[ip + 10..ip + 12].copy_from_slice(&[0, 0]);
-    let mut sum: u32 = data[ip..ip + 20]
-        .chunks(2)
-        .map(|w| u16::from_be_bytes([w[0], w[1]]) as u32)
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    data[ip + 10..ip + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let header = &mut headers(frame, ip + 20)?[ip..];
+    header[10..12].copy_from_slice(&[0, 0]);
+    let mut sum = Checksum::default();
+    sum.add(header);
+    header[10..12].copy_from_slice(&sum.finish().to_be_bytes());
     Ok(())
 }
 
@@ -366,36 +386,18 @@ fn ipv4_checksum(frame: &mut TxFrame, o: ChecksumOffload) -> Result<()> {
 /// from `o.l4_start` to the end of the frame, across its segments.
 fn l4_checksum(frame: &mut TxFrame, o: ChecksumOffload) -> Result<()> {
     let l4 = o.l4_start as usize;
-    let field = l4 + if o.tcp { 16 } else { 6 };
-    let (mut sum, mut at, mut odd) = (0u32, 0usize, false);
+    let field = l4 + o.checksum_offset();
+    let (mut sum, mut at) = (Checksum::default(), 0usize);
     for seg in frame.segments() {
         let bytes = seg.bytes();
-        let from = l4.saturating_sub(at).min(bytes.len());
-        for &b in &bytes[from..] {
-            sum += if odd { b as u32 } else { (b as u32) << 8 };
-            odd = !odd;
-        }
+        sum.add(&bytes[l4.saturating_sub(at).min(bytes.len())..]);
         at += bytes.len();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
     }
-    let mut folded = !(sum as u16);
+    let mut folded = sum.finish();
     if folded == 0 && !o.tcp {
         folded = 0xffff; // UDP: 0 means "no checksum"
     }
-    let Some(Segment::Packet(p)) = frame.first_segment_mut() else {
-        return Err(Error::InvalidFrame(
-            "checksum offload on virtio needs the headers in a packet segment".into(),
-        ));
-    };
-    let data = p.data_mut();
-    if data.len() < field + 2 {
-        return Err(Error::InvalidFrame(
-            "checksum offload: the L4 header is not in the first segment".into(),
-        ));
-    }
-    data[field..field + 2].copy_from_slice(&folded.to_be_bytes());
+    headers(frame, field + 2)?[field..].copy_from_slice(&folded.to_be_bytes());
     Ok(())
 }
 
@@ -694,5 +696,26 @@ impl Drop for VirtioNet {
         if let Err(e) = reset(&self.common, self.device.address()) {
             log::warn!("{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Checksum;
+
+    #[test]
+    fn checksum_of_a_known_ipv4_header_and_of_a_stream_in_odd_pieces() {
+        let header = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        let mut whole = Checksum::default();
+        whole.add(&header);
+        assert_eq!(whole.finish(), 0xb861);
+        let mut pieces = Checksum::default();
+        for part in [&header[..3], &header[3..10], &header[10..]] {
+            pieces.add(part);
+        }
+        assert_eq!(pieces.finish(), 0xb861);
     }
 }
