@@ -80,8 +80,7 @@ pub struct DmaMemory {
     len: usize,
     iova: u64,
     kind: PageKind,
-    /// None only for test memory that no device can reach.
-    container: Option<Arc<Container>>,
+    container: Arc<Container>,
 }
 
 // SAFETY: DmaMemory owns its mapping; all access goes through volatile reads
@@ -108,22 +107,14 @@ impl DmaMemory {
             len,
             iova,
             kind,
-            container: Some(Arc::clone(container)),
+            container: Arc::clone(container),
         })
     }
 
-    /// Memory no device can reach, with a made-up IOVA: for unit tests of code
-    /// built on DMA memory.
-    #[cfg(test)]
-    pub(crate) fn unmapped(size: usize, fake_iova: u64) -> DmaMemory {
-        let (ptr, len, kind) = allocate(size, Backing::Pages).expect("test memory");
-        DmaMemory {
-            ptr,
-            len,
-            iova: fake_iova,
-            kind,
-            container: None,
-        }
+    /// The container whose IOMMU maps this memory: only devices opened in it
+    /// can reach it, at [`DmaMemory::iova`].
+    pub fn container(&self) -> &Arc<Container> {
+        &self.container
     }
 
     /// The IOVA devices use for byte 0.
@@ -220,17 +211,102 @@ impl DmaMemory {
 
 impl Drop for DmaMemory {
     fn drop(&mut self) {
-        if let Some(container) = &self.container {
-            if let Err(e) = container.unmap_dma(self.iova, self.len) {
-                log::warn!(
-                    "unmapping {} bytes of DMA memory at IOVA {:#x} failed: {e}",
-                    self.len,
-                    self.iova
-                );
-            }
+        if let Err(e) = self.container.unmap_dma(self.iova, self.len) {
+            // Still mapped: a device may reach it, so it must not be reused.
+            log::warn!(
+                "unmapping {} bytes of DMA memory at IOVA {:#x} failed ({e}); leaving it allocated",
+                self.len,
+                self.iova
+            );
+            return;
         }
         unmap(self.ptr, self.len);
     }
+}
+
+/// An IOVA range that a caller vouches for, given to a device as it is: for
+/// memory mapped by other means, and for tests that aim a device at an IOVA
+/// on purpose (the IOMMU must then block it).
+#[derive(Debug)]
+pub struct RawDma {
+    container: Arc<Container>,
+    iova: u64,
+    len: usize,
+}
+
+impl RawDma {
+    /// `len` bytes at `iova` in `container`.
+    ///
+    /// # Safety
+    /// For as long as a device may access the range through any command or
+    /// descriptor this value is given to, every byte of it must be either
+    /// unmapped in `container` (the IOMMU then blocks the access), or memory
+    /// that no Rust reference reads or writes and that is neither freed nor
+    /// reused.
+    pub unsafe fn new(container: &Arc<Container>, iova: u64, len: usize) -> RawDma {
+        RawDma {
+            container: Arc::clone(container),
+            iova,
+            len,
+        }
+    }
+
+    /// IOVA of byte 0.
+    pub fn iova(&self) -> u64 {
+        self.iova
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty range.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The container the range is in.
+    pub fn container(&self) -> &Arc<Container> {
+        &self.container
+    }
+}
+
+/// How a software device model reaches memory (the `testing` feature): as a
+/// device does through the IOMMU, by IOVA, only inside what is mapped.
+#[cfg(any(test, feature = "testing"))]
+impl Container {
+    /// Copies `out.len()` bytes at `iova` out of the memory mapped there
+    /// (volatile reads, as a device's DMA would see them).
+    pub fn dma_read(&self, iova: u64, out: &mut [u8]) -> Result<()> {
+        self.with_translation(iova, out.len(), |p| {
+            for (i, b) in out.iter_mut().enumerate() {
+                // SAFETY: the container's mapping table holds p..p+len (and is
+                // locked, so it stays mapped); a byte read races only with
+                // other volatile accesses, as a device's DMA does.
+                *b = unsafe { p.add(i).read_volatile() };
+            }
+        })
+        .ok_or_else(|| unmapped_error(iova, out.len()))
+    }
+
+    /// Copies `data` into the memory mapped at `iova` (volatile writes).
+    pub fn dma_write(&self, iova: u64, data: &[u8]) -> Result<()> {
+        self.with_translation(iova, data.len(), |p| {
+            for (i, b) in data.iter().enumerate() {
+                // SAFETY: as in `dma_read`.
+                unsafe { p.add(i).write_volatile(*b) };
+            }
+        })
+        .ok_or_else(|| unmapped_error(iova, data.len()))
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+fn unmapped_error(iova: u64, len: usize) -> Error {
+    Error::InvalidArgument(format!(
+        "DMA of {len} bytes at IOVA {iova:#x}: not inside one mapping (an IOMMU fault)"
+    ))
 }
 
 /// Maps anonymous memory for `size` bytes as `backing` asks.
@@ -285,6 +361,8 @@ fn ordinary(size: usize) -> Result<(NonNull<u8>, usize, PageKind)> {
 fn map_anon(len: usize, extra: MapFlags) -> nix::Result<NonNull<u8>> {
     let size = NonZeroUsize::new(len).ok_or(nix::errno::Errno::EINVAL)?;
     let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_POPULATE | extra;
+    #[cfg(miri)] // Miri maps only private anonymous memory, and has no madvise
+    return miri_map(size, flags);
     // SAFETY: a fresh anonymous mapping at an address the kernel picks; it
     // aliases nothing.
     let ptr = unsafe {
@@ -299,6 +377,26 @@ fn map_anon(len: usize, extra: MapFlags) -> nix::Result<NonNull<u8>> {
     if let Err(e) = unsafe { madvise(ptr, len, MmapAdvise::MADV_DONTFORK) } {
         log::warn!("madvise(MADV_DONTFORK) on DMA memory failed: {e}");
     }
+    Ok(ptr.cast())
+}
+
+/// Under Miri: the same mapping without MAP_POPULATE and MADV_DONTFORK,
+/// which Miri does not model (it has no hugepages either: those calls fail).
+#[cfg(miri)]
+fn miri_map(size: NonZeroUsize, flags: MapFlags) -> nix::Result<NonNull<u8>> {
+    if flags.contains(MapFlags::MAP_HUGETLB) {
+        return Err(nix::errno::Errno::ENOMEM);
+    }
+    let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS;
+    // SAFETY: a fresh anonymous mapping at an address the kernel picks.
+    let ptr = unsafe {
+        mmap_anonymous(
+            None,
+            size,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            flags,
+        )
+    }?;
     Ok(ptr.cast())
 }
 
@@ -325,9 +423,13 @@ fn free_hugepages(page_size: usize) -> u64 {
 mod tests {
     use super::*;
 
+    fn memory(size: usize) -> DmaMemory {
+        DmaMemory::new(&Container::unbacked(), size, Backing::Pages).unwrap()
+    }
+
     #[test]
     fn words_and_bytes_round_trip() {
-        let m = DmaMemory::unmapped(10_000, 0x10_0000);
+        let m = memory(10_000);
         assert_eq!(m.len(), 12288, "rounded up to 4 KiB pages");
         assert_eq!(m.page_kind(), PageKind::Normal);
         m.write::<u64>(8, 0x1122_3344_5566_7788);
@@ -342,15 +444,38 @@ mod tests {
     #[test]
     #[should_panic(expected = "outside")]
     fn out_of_range_read_panics() {
-        let m = DmaMemory::unmapped(4096, 0);
+        let m = memory(4096);
         let _: u32 = m.read(4094);
     }
 
     #[test]
     #[should_panic(expected = "misaligned")]
     fn misaligned_read_panics() {
-        let m = DmaMemory::unmapped(4096, 0);
+        let m = memory(4096);
         let _: u64 = m.read(4);
+    }
+
+    #[test]
+    fn a_model_reaches_mapped_memory_by_iova_and_nothing_else() {
+        let c = Container::unbacked();
+        let m = DmaMemory::new(&c, 8192, Backing::Pages).unwrap();
+        assert!(m.iova() >= 1 << 20);
+        c.dma_write(m.iova() + 4090, b"across").unwrap();
+        let mut out = [0u8; 6];
+        m.read_bytes(4090, &mut out);
+        assert_eq!(&out, b"across");
+        m.write::<u32>(0, 0x0403_0201);
+        c.dma_read(m.iova(), &mut out[..4]).unwrap();
+        assert_eq!(out[..4], [1, 2, 3, 4]);
+        assert!(
+            c.dma_read(m.iova() + 8190, &mut out).is_err(),
+            "past the end"
+        );
+        assert!(c.dma_write(m.iova() - 1, b"x").is_err(), "before the start");
+        let iova = m.iova();
+        drop(m);
+        assert!(c.dma_read(iova, &mut out).is_err(), "unmapped on drop");
+        assert_eq!(c.mapping_count(), 0);
     }
 
     #[test]

@@ -1,46 +1,139 @@
 //! DMA memory: pinned host memory mapped into the IOMMU, the IOVA allocator, and buffer pools.
+//!
+//! # Who may touch DMA memory, and when
+//!
+//! What the compiler enforces (for drivers written without `unsafe`):
+//!
+//! - A device is given memory only through [`DmaTarget`] (it may read it) or
+//!   [`DmaTargetMut`] (it may write it). Both traits are sealed: they are
+//!   implemented by [`DmaMemory`], pool [`Buffer`]s and (read-only)
+//!   [`SharedBuffer`]s, so safe code cannot make up an IOVA. The one way to
+//!   name an arbitrary IOVA range is the `unsafe` [`RawDma::new`].
+//! - Memory a device writes is moved into the queue that submits the command
+//!   (by value) or borrowed by `&mut` for a call that returns only once the
+//!   device is done with it; no `&[u8]` to it can be alive meanwhile. Memory
+//!   a device only reads may be shared, but the types that share it give out
+//!   `&[u8]` only.
+//! - None of the traits is implemented for references, so memory a queue
+//!   keeps past a call is owned by it: `mem::forget` of a queue leaks that
+//!   memory (it stays mapped) rather than handing it back.
+//!
+//! What is checked at run time:
+//!
+//! - A target from another container is refused ([`DmaTarget::dma_range`]):
+//!   its IOVAs mean nothing, or something else, to this device.
+//! - Drivers quiesce their devices before memory returns to a pool or to the
+//!   allocator (see each driver's `Drop`); what they cannot prove idle they
+//!   leak on purpose.
+//!
+//! What the IOMMU enforces: a device reaches only memory mapped in its
+//! container, whatever it is told; a bad IOVA faults instead of reaching
+//! other memory of the process or of the machine.
+//!
+//! ```compile_fail,E0277
+//! // Safe code cannot point a device at an IOVA of its choosing.
+//! struct MyIova;
+//! impl vfio_core::dma::DmaTarget for MyIova {
+//!     fn iova(&self) -> u64 { 0x10_0000 }
+//!     fn dma_len(&self) -> usize { 4096 }
+//!     fn container(&self) -> &std::sync::Arc<vfio_core::vfio::Container> { unimplemented!() }
+//! }
+//! ```
+//!
+//! ```compile_fail,E0277
+//! // A shared (read-only) buffer cannot be given to a device to write.
+//! fn device_writes(_: impl vfio_core::dma::DmaTargetMut) {}
+//! fn try_it(b: vfio_core::dma::SharedBuffer) { device_writes(b) }
+//! ```
+//!
+//! ```compile_fail,E0277
+//! // Nor can a borrowed buffer be handed over by value: a queue could keep it
+//! // past the borrow (mem::forget of the queue would end the borrow).
+//! fn device_writes(_: impl vfio_core::dma::DmaTargetMut) {}
+//! fn try_it(b: &mut vfio_core::dma::Buffer) { device_writes(b) }
+//! ```
+
+use std::sync::Arc;
 
 pub mod iova;
 mod memory;
 mod pool;
 
 pub use iova::IovaAllocator;
-pub use memory::{Backing, DmaMemory, DmaWord, PageKind};
+pub use memory::{Backing, DmaMemory, DmaWord, PageKind, RawDma};
 pub use pool::{Buffer, BufferPool, SharedBuffer};
 
-/// Memory a device can reach: an IOVA and a length. Drivers take any of these
-/// as the target of a transfer, so data lands where the caller wants it (a pool
-/// buffer another device will use next, or a large region) with no copy.
-pub trait DmaTarget {
+use crate::vfio::Container;
+use crate::{Error, Result};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Memory a device may read: an IOVA in a container and a length. Drivers
+/// take any of these as the source of a transfer, so data goes out from where
+/// the caller has it (a pool buffer another device filled, a large region)
+/// with no copy. Sealed: see the [module docs](self).
+pub trait DmaTarget: sealed::Sealed {
     /// IOVA of byte 0.
     fn iova(&self) -> u64;
     /// Length in bytes.
     fn dma_len(&self) -> usize;
+    /// The container whose IOMMU maps it.
+    fn container(&self) -> &Arc<Container>;
+
+    /// The IOVA of `len` bytes at `offset`, for a device of `container`:
+    /// an error when the memory lives in another container or the bytes
+    /// reach past its end.
+    fn dma_range(&self, container: &Arc<Container>, offset: usize, len: usize) -> Result<u64> {
+        if !Arc::ptr_eq(self.container(), container) {
+            return Err(Error::InvalidArgument(format!(
+                "DMA memory at IOVA {:#x} belongs to another VFIO container; a device reaches only memory of its own container",
+                self.iova()
+            )));
+        }
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.dma_len())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{len} bytes at offset {offset} reach past the end of {} bytes of DMA memory",
+                self.dma_len()
+            )));
+        }
+        Ok(self.iova() + offset as u64)
+    }
 }
 
-impl DmaTarget for DmaMemory {
-    fn iova(&self) -> u64 {
-        DmaMemory::iova(self)
-    }
-    fn dma_len(&self) -> usize {
-        self.len()
-    }
+/// Memory a device may also write. Implemented only by types whose owner has
+/// it exclusively ([`DmaMemory`], [`Buffer`]), never by shared or borrowed
+/// ones: a queue that keeps it until the device is done owns it.
+pub trait DmaTargetMut: DmaTarget {}
+
+macro_rules! dma_target {
+    ($($t:ty: $iova:expr, $len:expr;)*) => {$(
+        impl sealed::Sealed for $t {}
+        impl DmaTarget for $t {
+            fn iova(&self) -> u64 {
+                $iova(self)
+            }
+            fn dma_len(&self) -> usize {
+                $len(self)
+            }
+            fn container(&self) -> &Arc<Container> {
+                self.container()
+            }
+        }
+    )*};
 }
 
-impl DmaTarget for Buffer {
-    fn iova(&self) -> u64 {
-        Buffer::iova(self)
-    }
-    fn dma_len(&self) -> usize {
-        self.capacity()
-    }
+dma_target! {
+    DmaMemory: DmaMemory::iova, DmaMemory::len;
+    Buffer: Buffer::iova, Buffer::capacity;
+    SharedBuffer: SharedBuffer::iova, SharedBuffer::capacity;
+    RawDma: RawDma::iova, RawDma::len;
 }
 
-impl DmaTarget for SharedBuffer {
-    fn iova(&self) -> u64 {
-        SharedBuffer::iova(self)
-    }
-    fn dma_len(&self) -> usize {
-        self.capacity()
-    }
-}
+impl DmaTargetMut for DmaMemory {}
+impl DmaTargetMut for Buffer {}
+impl DmaTargetMut for RawDma {}

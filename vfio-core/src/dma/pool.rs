@@ -132,7 +132,16 @@ impl BufferPool {
     pub fn iova(&self) -> u64 {
         self.memory.iova()
     }
+
+    /// The container whose IOMMU maps the pool.
+    pub fn container(&self) -> &Arc<Container> {
+        self.memory.container()
+    }
 }
+
+/// Most owners of one shared buffer; a clone past it aborts (as `Arc` does),
+/// since the count wrapping would free a buffer that is still in use.
+const MAX_SHARES: u32 = i32::MAX as u32;
 
 fn rounded_buf_size(buf_size: usize, count: usize) -> Result<usize> {
     if buf_size == 0 || count == 0 {
@@ -213,6 +222,11 @@ impl Buffer {
         &self.pool
     }
 
+    /// The container whose IOMMU maps the buffer.
+    pub fn container(&self) -> &Arc<Container> {
+        self.pool.container()
+    }
+
     /// Turns this buffer into a read-only one with several owners (e.g. the
     /// datagrams a NIC sends from slices of it); it goes back to the pool when
     /// the last owner drops it. Allocates nothing.
@@ -251,6 +265,11 @@ impl SharedBuffer {
         self.pool.buf_size
     }
 
+    /// The container whose IOMMU maps the buffer.
+    pub fn container(&self) -> &Arc<Container> {
+        self.pool.container()
+    }
+
     /// The bytes (read-only: no owner can write them).
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the buffer was a Buffer's, consumed by `into_shared`; no
@@ -261,7 +280,10 @@ impl SharedBuffer {
 
 impl Clone for SharedBuffer {
     fn clone(&self) -> Self {
-        self.pool.shares[self.index as usize].fetch_add(1, Ordering::Relaxed);
+        let before = self.pool.shares[self.index as usize].fetch_add(1, Ordering::Relaxed);
+        if before >= MAX_SHARES {
+            std::process::abort();
+        }
         SharedBuffer {
             pool: Arc::clone(&self.pool),
             index: self.index,
@@ -288,8 +310,7 @@ mod tests {
     use super::*;
 
     fn pool(buf_size: usize, count: usize) -> Arc<BufferPool> {
-        let size = rounded_buf_size(buf_size, count).unwrap();
-        BufferPool::from_memory(DmaMemory::unmapped(size * count, 0x20_0000), size, count)
+        BufferPool::new(&Container::unbacked(), buf_size, count).unwrap()
     }
 
     #[test]
@@ -314,7 +335,7 @@ mod tests {
         ));
         let mut iovas: Vec<u64> = held.iter().map(Buffer::iova).collect();
         iovas.sort();
-        let expected: Vec<u64> = (0..16).map(|i| 0x20_0000 + i * 2048).collect();
+        let expected: Vec<u64> = (0..16).map(|i| p.iova() + i * 2048).collect();
         assert_eq!(iovas, expected);
         for (i, b) in held.iter_mut().enumerate() {
             b.as_mut_slice().fill(i as u8);

@@ -1,6 +1,6 @@
 //! The VFIO container: one IOMMU address space shared by every device opened in it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::io;
 use std::ops::RangeInclusive;
@@ -43,13 +43,17 @@ const LOWEST_IOVA: u64 = 1 << 20;
 pub struct Container {
     // Field order is drop order: groups detach before the container fd closes.
     state: Mutex<State>,
-    fd: OwnedFd,
+    /// None for a container of device models (the `testing` feature): no
+    /// kernel, no IOMMU, IOVAs handed out by the same allocator.
+    fd: Option<OwnedFd>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     groups: HashMap<u32, Arc<Group>>,
     iommu: Option<Iommu>,
+    /// Every mapping: IOVA -> (virtual address, length).
+    mapped: BTreeMap<u64, (usize, u64)>,
 }
 
 /// The IOMMU's set-up, known once the first group is attached.
@@ -87,14 +91,49 @@ impl Container {
             ));
         }
         Ok(Arc::new(Container {
-            fd,
+            fd: Some(fd),
             state: Mutex::default(),
         }))
+    }
+
+    /// A container without the kernel, for software device models in tests
+    /// (the `testing` feature): DMA memory allocated in it is ordinary memory
+    /// with IOVAs from the same allocator (48-bit, above 1 MiB), which a model
+    /// reaches with [`Container::dma_read`] and [`Container::dma_write`] as a
+    /// device reaches memory through the IOMMU. No device can be opened in it;
+    /// models are attached with `Device::from_model`.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn unbacked() -> Arc<Container> {
+        let ranges = vec![LOWEST_IOVA..=DEFAULT_IOVA_END];
+        let state = State {
+            iommu: Some(Iommu {
+                iova: IovaAllocator::new(&ranges),
+                ranges,
+                dma_avail_at_start: None,
+                mappings: 0,
+                mapped_bytes: 0,
+            }),
+            ..State::default()
+        };
+        Arc::new(Container {
+            fd: None,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// True for a container of device models ([`Container::unbacked`]).
+    pub fn is_unbacked(&self) -> bool {
+        self.fd.is_none()
     }
 
     /// Opens a device bound to vfio-pci, attaching its group to this container
     /// (and setting up the IOMMU when it is the first group).
     pub fn open_device(self: &Arc<Self>, addr: PciAddress) -> Result<Device> {
+        if self.is_unbacked() {
+            return Err(Error::InvalidArgument(format!(
+                "{addr}: a container for device models opens no real device"
+            )));
+        }
         let info = Sysfs::new().device(addr)?;
         match info.driver.as_deref() {
             Some("vfio-pci") => {}
@@ -127,10 +166,9 @@ impl Container {
 
     /// VFIO_SET_IOMMU, then what the IOMMU says of its IOVA ranges and mapping limit.
     fn set_up_iommu(&self) -> Result<Iommu> {
-        ioctl::set_iommu(self.fd.as_fd(), VFIO_TYPE1v2_IOMMU)
-            .map_err(|e| ioctl_err("VFIO_SET_IOMMU", e))?;
-        let raw =
-            ioctl::iommu_info(self.fd.as_fd()).map_err(|e| ioctl_err("VFIO_IOMMU_GET_INFO", e))?;
+        let fd = self.fd()?.as_fd();
+        ioctl::set_iommu(fd, VFIO_TYPE1v2_IOMMU).map_err(|e| ioctl_err("VFIO_SET_IOMMU", e))?;
+        let raw = ioctl::iommu_info(fd).map_err(|e| ioctl_err("VFIO_IOMMU_GET_INFO", e))?;
         let info = parse_iommu_info(&raw);
         let ranges = above(&info.ranges, LOWEST_IOVA);
         log::debug!(
@@ -146,8 +184,12 @@ impl Container {
         })
     }
 
-    pub(super) fn fd(&self) -> &OwnedFd {
-        &self.fd
+    /// The container's file descriptor (a backed container: groups are only
+    /// attached to one of those).
+    pub(super) fn fd(&self) -> Result<&OwnedFd> {
+        self.fd.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("a container for device models has no VFIO file".into())
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -190,12 +232,15 @@ impl Container {
         })?;
         let size = size as u64;
         let iova = iommu.iova.alloc(size, iova_alignment(size))?;
-        if let Err(e) = ioctl::map_dma(self.fd.as_fd(), vaddr as u64, iova, size) {
-            iommu.iova.free(iova, size);
-            return Err(map_error(e, size, iommu));
+        if let Some(fd) = &self.fd {
+            if let Err(e) = ioctl::map_dma(fd.as_fd(), vaddr as u64, iova, size) {
+                iommu.iova.free(iova, size);
+                return Err(map_error(e, size, iommu));
+            }
         }
         iommu.mappings += 1;
         iommu.mapped_bytes += size;
+        state.mapped.insert(iova, (vaddr, size));
         Ok(iova)
     }
 
@@ -206,12 +251,31 @@ impl Container {
             return Ok(());
         };
         let size = size as u64;
-        ioctl::unmap_dma(self.fd.as_fd(), iova, size)
-            .map_err(|e| ioctl_err("VFIO_IOMMU_UNMAP_DMA", e))?;
+        if let Some(fd) = &self.fd {
+            ioctl::unmap_dma(fd.as_fd(), iova, size)
+                .map_err(|e| ioctl_err("VFIO_IOMMU_UNMAP_DMA", e))?;
+        }
         iommu.iova.free(iova, size);
         iommu.mappings = iommu.mappings.saturating_sub(1);
         iommu.mapped_bytes = iommu.mapped_bytes.saturating_sub(size);
+        state.mapped.remove(&iova);
         Ok(())
+    }
+
+    /// Calls `f` with the virtual address of `len` bytes at `iova` when one
+    /// mapping of this container holds them all (what the IOMMU translates
+    /// them to), holding the mapping table so nothing is unmapped meanwhile.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn with_translation<R>(
+        &self,
+        iova: u64,
+        len: usize,
+        f: impl FnOnce(*mut u8) -> R,
+    ) -> Option<R> {
+        let state = self.lock();
+        let (&start, &(vaddr, size)) = state.mapped.range(..=iova).next_back()?;
+        let end = iova.checked_add(len as u64)?;
+        (end <= start + size).then(|| f((vaddr + (iova - start) as usize) as *mut u8))
     }
 }
 

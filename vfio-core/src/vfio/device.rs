@@ -49,7 +49,7 @@ pub struct RegionInfo {
 /// ```
 #[derive(Debug)]
 pub struct Device {
-    fd: Arc<OwnedFd>,
+    backend: Backend,
     container: Arc<Container>,
     addr: PciAddress,
     flags: u32,
@@ -58,7 +58,75 @@ pub struct Device {
     config: RegionInfo,
 }
 
+/// What answers the device's accesses.
+#[derive(Debug)]
+enum Backend {
+    /// The VFIO device file.
+    Vfio(Arc<OwnedFd>),
+    /// A software model (the `testing` feature).
+    #[cfg(any(test, feature = "testing"))]
+    Model(Arc<DeviceModel>),
+}
+
+/// The parts of a software device model: its config space and its BARs.
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug)]
+struct DeviceModel {
+    config: std::sync::Mutex<Vec<u8>>,
+    bars: Vec<(u32, usize, crate::mmio::SharedModel)>,
+}
+
 impl Device {
+    /// A device whose config space is `config` (its first 256 bytes at least:
+    /// IDs, command register, capabilities) and whose BARs are `bars` (BAR
+    /// number, length, register model), in a container of device models
+    /// ([`Container::unbacked`]); the `testing` feature. Drivers run on it
+    /// unchanged: MMIO goes to the models, DMA to the container's memory,
+    /// which the models reach with `Container::dma_read` / `dma_write`. It has
+    /// no interrupts and no reset.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn from_model(
+        container: &Arc<Container>,
+        addr: PciAddress,
+        config: Vec<u8>,
+        bars: Vec<(u32, usize, crate::mmio::SharedModel)>,
+    ) -> Result<Device> {
+        if !container.is_unbacked() {
+            return Err(Error::InvalidArgument(
+                "a device model lives in a container made by Container::unbacked".into(),
+            ));
+        }
+        let size = config.len() as u64;
+        Ok(Device {
+            backend: Backend::Model(Arc::new(DeviceModel {
+                config: std::sync::Mutex::new(config),
+                bars,
+            })),
+            container: Arc::clone(container),
+            addr,
+            flags: 0,
+            num_regions: VFIO_PCI_CONFIG_REGION_INDEX + 1,
+            num_irqs: 0,
+            config: RegionInfo {
+                index: VFIO_PCI_CONFIG_REGION_INDEX,
+                size,
+                offset: 0,
+                readable: true,
+                writable: true,
+                mappable: false,
+            },
+        })
+    }
+
+    /// The VFIO device file (every device but a model has one).
+    fn fd(&self) -> Result<&Arc<OwnedFd>> {
+        match &self.backend {
+            Backend::Vfio(fd) => Ok(fd),
+            #[cfg(any(test, feature = "testing"))]
+            Backend::Model(_) => Err(self.unsupported("is a software model".into())),
+        }
+    }
+
     /// Gets the device's fd from its (attached) group and reads what it offers.
     pub(crate) fn open(
         container: Arc<Container>,
@@ -72,7 +140,7 @@ impl Device {
             .map_err(|e| ioctl_err(addr, "VFIO_DEVICE_GET_INFO", e))?;
         let config = region_info(&fd, addr, VFIO_PCI_CONFIG_REGION_INDEX)?;
         Ok(Device {
-            fd: Arc::new(fd),
+            backend: Backend::Vfio(Arc::new(fd)),
             container,
             addr,
             flags: info.flags,
@@ -100,14 +168,24 @@ impl Device {
                 self.num_regions
             )));
         }
-        region_info(&self.fd, self.addr, index)
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Model(m) = &self.backend {
+            return Ok(model_region(m, index, self.config));
+        }
+        region_info(self.fd()?, self.addr, index)
     }
 
     /// Reads `N` bytes of config space at `offset`.
     pub fn config_read<const N: usize>(&self, offset: u16) -> Result<[u8; N]> {
         let mut buf = [0u8; N];
         let at = self.config_offset(offset, N)?;
-        let n = nix::sys::uio::pread(self.fd.as_fd(), &mut buf, at as i64)
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Model(m) = &self.backend {
+            let config = m.config.lock().unwrap_or_else(|p| p.into_inner());
+            buf.copy_from_slice(&config[at as usize..at as usize + N]);
+            return Ok(buf);
+        }
+        let n = nix::sys::uio::pread(self.fd()?.as_fd(), &mut buf, at as i64)
             .map_err(|e| self.config_err("read", e))?;
         if n != N {
             return Err(self.config_err("read", nix::errno::Errno::EIO));
@@ -118,7 +196,13 @@ impl Device {
     /// Writes bytes of config space at `offset`.
     pub fn config_write(&self, offset: u16, bytes: &[u8]) -> Result<()> {
         let at = self.config_offset(offset, bytes.len())?;
-        let n = nix::sys::uio::pwrite(self.fd.as_fd(), bytes, at as i64)
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Model(m) = &self.backend {
+            let mut config = m.config.lock().unwrap_or_else(|p| p.into_inner());
+            config[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+            return Ok(());
+        }
+        let n = nix::sys::uio::pwrite(self.fd()?.as_fd(), bytes, at as i64)
             .map_err(|e| self.config_err("write", e))?;
         if n != bytes.len() {
             return Err(self.config_err("write", nix::errno::Errno::EIO));
@@ -180,8 +264,17 @@ impl Device {
         }
         let len = usize::try_from(region.size)
             .map_err(|_| self.unsupported(format!("BAR {bar} is too large to map")))?;
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Model(m) = &self.backend {
+            let (_, _, model) = m
+                .bars
+                .iter()
+                .find(|b| b.0 == bar)
+                .expect("region() found it");
+            return Ok(Mmio::from_model(len, Arc::clone(model)));
+        }
         mmio::map(
-            self.fd.as_fd(),
+            self.fd()?.as_fd(),
             region.offset,
             len,
             &format!("{} BAR {bar}", self.addr),
@@ -196,6 +289,25 @@ impl Device {
         self.config_write(PCI_COMMAND, &wanted.to_le_bytes())
     }
 
+    /// Clears Bus Master Enable and reads the command register back: from
+    /// then on the device may start no DMA (PCI base spec 7.5.1.1.3). The
+    /// last resort of a driver that must stop a device it cannot reset;
+    /// [`Device::enable_bus_master`] undoes it.
+    pub fn disable_bus_master(&self) -> Result<()> {
+        let command = u16::from_le_bytes(self.config_read::<2>(PCI_COMMAND)?);
+        self.config_write(PCI_COMMAND, &(command & !PCI_COMMAND_MASTER).to_le_bytes())?;
+        if self.bus_master_enabled()? {
+            return Err(self.unsupported("kept Bus Master Enable set after it was cleared".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether Bus Master Enable is set (the device may do DMA).
+    pub fn bus_master_enabled(&self) -> Result<bool> {
+        let command = u16::from_le_bytes(self.config_read::<2>(PCI_COMMAND)?);
+        Ok(command & PCI_COMMAND_MASTER != 0)
+    }
+
     /// Resets the device through VFIO_DEVICE_RESET (FLR, PM or bus reset,
     /// whichever the kernel has for it).
     pub fn reset(&self) -> Result<()> {
@@ -203,7 +315,7 @@ impl Device {
             return Err(self
                 .unsupported("has no reset method VFIO can use (no FLR, PM or bus reset)".into()));
         }
-        ioctl::device_reset(self.fd.as_fd())
+        ioctl::device_reset(self.fd()?.as_fd())
             .map_err(|e| ioctl_err(self.addr, "VFIO_DEVICE_RESET", e))
     }
 
@@ -213,7 +325,7 @@ impl Device {
         if index >= self.num_irqs {
             return Ok(0);
         }
-        let info = ioctl::irq_info(self.fd.as_fd(), index)
+        let info = ioctl::irq_info(self.fd()?.as_fd(), index)
             .map_err(|e| ioctl_err(self.addr, "VFIO_DEVICE_GET_IRQ_INFO", e))?;
         Ok(info.count)
     }
@@ -237,14 +349,10 @@ impl Device {
             .map_err(|e| ioctl_err(self.addr, "eventfd", e.into()))?;
         let raw: Vec<i32> = eventfds.iter().map(|e| e.as_fd().as_raw_fd()).collect();
         let flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
-        ioctl::set_irqs(self.fd.as_fd(), kind.index(), flags, 0, count, &raw)
+        let fd = self.fd()?;
+        ioctl::set_irqs(fd.as_fd(), kind.index(), flags, 0, count, &raw)
             .map_err(|e| ioctl_err(self.addr, "VFIO_DEVICE_SET_IRQS", e))?;
-        Ok(Interrupts::new(
-            Arc::clone(&self.fd),
-            self.addr,
-            kind,
-            eventfds,
-        ))
+        Ok(Interrupts::new(Arc::clone(fd), self.addr, kind, eventfds))
     }
 
     fn unsupported(&self, what: String) -> Error {
@@ -252,6 +360,27 @@ impl Device {
             addr: self.addr,
             what,
         }
+    }
+}
+
+/// A model's region `index`: a BAR it has, its config space, or nothing.
+#[cfg(any(test, feature = "testing"))]
+fn model_region(m: &DeviceModel, index: u32, config: RegionInfo) -> RegionInfo {
+    if index == VFIO_PCI_CONFIG_REGION_INDEX {
+        return config;
+    }
+    let size = m
+        .bars
+        .iter()
+        .find(|b| b.0 == index)
+        .map_or(0, |b| b.1 as u64);
+    RegionInfo {
+        index,
+        size,
+        offset: 0,
+        readable: size > 0,
+        writable: size > 0,
+        mappable: size > 0,
     }
 }
 

@@ -34,7 +34,7 @@ impl Group {
             .into();
         let group = Group { fd, number };
         group.check_viable()?;
-        ioctl::group_set_container(group.fd.as_fd(), container.fd().as_fd())
+        ioctl::group_set_container(group.fd.as_fd(), container.fd()?.as_fd())
             .map_err(|e| group.ioctl_err("VFIO_GROUP_SET_CONTAINER", e))?;
         Ok(group)
     }
