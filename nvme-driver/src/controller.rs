@@ -2,27 +2,21 @@
 //! admin commands: identify, number of queues, I/O queue creation, log pages.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use vfio_core::dma::{Backing, DmaMemory, DmaTarget};
-use vfio_core::mmio::Mmio;
+use vfio_core::dma::{Backing, Buffer, DmaMemory, DmaTarget};
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Container, Device};
 
+use crate::admin::Admin;
 use crate::io::IoQueuePair;
 use crate::queue::QueuePair;
-use crate::regs::{self, cap, cc, csts, csts_shst};
-use crate::spec::{
-    self, admin, cns, log_page, Command, Completion, ControllerInfo, NamespaceInfo, PAGE_SIZE,
-};
+use crate::regs::cap;
+use crate::spec::{self, cns, log_page, Command, ControllerInfo, NamespaceInfo, PAGE_SIZE};
 use crate::{Error, Result};
 
-/// Admin queue entries.
-const ADMIN_ENTRIES: u16 = 32;
-/// How long an admin command may take (QEMU under TCG is slow).
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An NVMe controller, enabled, with its admin queue; shut down (CC.SHN) on drop.
+/// An NVMe controller, enabled, with its admin queue. It is shut down
+/// (CC.SHN, then disabled) once it and every I/O queue pair made from it are
+/// dropped; queue pairs may outlive this value.
 ///
 /// ```no_run
 /// use nvme_driver::Controller;
@@ -34,22 +28,16 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// println!("{} ({})", nvme.info().model, nvme.info().serial);
 /// let ns = nvme.namespace(1)?;
 /// let mut qp = nvme.create_io_queue_pair::<DmaMemory>(64)?;
-/// let buf = DmaMemory::new(&container, 1 << 20, Backing::Auto)?;
-/// qp.read(ns.nsid, 0, &buf, 0, buf.len())?; // the first MiB, by DMA into `buf`
+/// let mut buf = DmaMemory::new(&container, 1 << 20, Backing::Auto)?;
+/// let len = buf.len();
+/// qp.read(ns.nsid, 0, &mut buf, 0, len)?; // the first MiB, by DMA into `buf`
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
 pub struct Controller {
-    device: Device,
-    bar: Arc<Mmio>,
-    cap: u64,
-    ready_timeout: Duration,
-    admin: QueuePair,
-    /// One page for identify data and log pages.
-    scratch: DmaMemory,
+    admin: Arc<Admin>,
     info: ControllerInfo,
     io_queues: u16,
-    next_qid: u16,
 }
 
 impl Controller {
@@ -61,37 +49,15 @@ impl Controller {
     /// Brings up an opened device: disable, admin queue, enable, identify,
     /// and ask for as many I/O queues as the controller grants.
     pub fn new(device: Device) -> Result<Controller> {
-        device.enable_bus_master()?;
-        let bar = Arc::new(device.map_bar(0)?);
-        let cap = bar.read64(regs::CAP);
-        let container = Arc::clone(device.container());
-        check_capabilities(device.address(), cap)?;
-        let admin = QueuePair::new(
-            &container,
-            Arc::clone(&bar),
-            0,
-            ADMIN_ENTRIES,
-            cap::dstrd(cap),
-        )?;
-        let scratch = DmaMemory::new(&container, PAGE_SIZE, Backing::Auto)?;
-        let ready_timeout = Duration::from_millis(500 * cap::to(cap).max(1) as u64);
-        let info = ControllerInfo::parse(&[0; 4096]);
+        let admin = Admin::new(device)?;
+        admin.restart()?;
         let mut c = Controller {
-            device,
-            bar,
-            cap,
-            ready_timeout,
             admin,
-            scratch,
-            info,
+            info: ControllerInfo::parse(&[0; 4096]),
             io_queues: 0,
-            next_qid: 1,
         };
-        c.disable()?;
-        c.configure_admin_queue();
-        c.enable()?;
         c.info = c.identify_controller()?;
-        c.io_queues = c.set_number_of_queues(u16::MAX - 1)?;
+        c.io_queues = c.set_number_of_queues()?;
         log::info!(
             "{}: {} ({}), MDTS {}, {} I/O queues",
             c.address(),
@@ -103,9 +69,16 @@ impl Controller {
         Ok(c)
     }
 
+    /// How long an admin command may take before it counts as failed
+    /// (default [`crate::ADMIN_TIMEOUT`]); also bounds how long dropping a
+    /// queue pair waits for its deletion before disabling the controller.
+    pub fn set_admin_timeout(&mut self, timeout: std::time::Duration) {
+        self.admin.lock().set_timeout(timeout);
+    }
+
     /// The controller's PCI address.
     pub fn address(&self) -> PciAddress {
-        self.device.address()
+        self.admin.address()
     }
 
     /// What Identify Controller said.
@@ -115,10 +88,11 @@ impl Controller {
 
     /// The CAP register read at bring-up.
     pub fn capabilities(&self) -> u64 {
-        self.cap
+        self.admin.cap()
     }
 
-    /// I/O queue pairs the controller granted (Set Features, Number of Queues).
+    /// I/O queue pairs the controller granted (Set Features, Number of
+    /// Queues), as far as their doorbells lie inside BAR0.
     pub fn io_queue_limit(&self) -> u16 {
         self.io_queues
     }
@@ -132,118 +106,16 @@ impl Controller {
         mdts.min(crate::prp::MAX_TRANSFER)
     }
 
-    fn csts(&self) -> u32 {
-        self.bar.read32(regs::CSTS)
-    }
-
-    /// Clears CC.EN and waits for CSTS.RDY = 0.
-    fn disable(&mut self) -> Result<()> {
-        let cc_now = self.bar.read32(regs::CC);
-        if cc_now & cc::EN != 0 {
-            self.bar.write32(regs::CC, cc_now & !cc::EN);
-        }
-        self.wait_ready(false, "disable")
-    }
-
-    /// Admin queue sizes and addresses (AQA, ASQ, ACQ).
-    fn configure_admin_queue(&self) {
-        let n = ADMIN_ENTRIES as u32 - 1;
-        self.bar.write32(regs::AQA, n << 16 | n);
-        self.bar.write64(regs::ASQ, self.admin.sq_iova());
-        self.bar.write64(regs::ACQ, self.admin.cq_iova());
-    }
-
-    /// Sets CC (NVM command set, 4 KiB pages, 64/16-byte entries, EN) and waits for RDY.
-    fn enable(&mut self) -> Result<()> {
-        let value = cc::CSS_NVM | 6 << cc::IOSQES_SHIFT | 4 << cc::IOCQES_SHIFT | cc::EN;
-        self.bar.write32(regs::CC, value);
-        self.wait_ready(true, "become ready")
-    }
-
-    /// Polls CSTS.RDY until it is `ready`, within CAP.TO; a fatal status or a
-    /// vanished device (all ones) ends the wait with an error.
-    fn wait_ready(&self, ready: bool, what: &'static str) -> Result<()> {
-        let start = Instant::now();
-        loop {
-            let csts_now = self.csts();
-            if csts_now == u32::MAX {
-                return Err(self.error("reads as all ones: the device is gone (surprise removal?)"));
-            }
-            if csts_now & csts::CFS != 0 {
-                return Err(self.error(&format!(
-                    "Controller Fatal Status while waiting to {what}; reset it"
-                )));
-            }
-            if (csts_now & csts::RDY != 0) == ready {
-                return Ok(());
-            }
-            if start.elapsed() > self.ready_timeout {
-                return Err(Error::NotReady {
-                    addr: self.address(),
-                    what,
-                    timeout: self.ready_timeout,
-                    csts: csts_now,
-                });
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-
-    fn error(&self, what: &str) -> Error {
-        Error::Controller {
-            addr: self.address(),
-            what: what.to_string(),
-        }
-    }
-
-    /// Runs one admin command to completion; `data` is its one-page buffer.
-    fn admin_command(
-        &mut self,
-        name: &'static str,
-        mut cmd: Command,
-        data: Option<u64>,
-    ) -> Result<Completion> {
-        if let Some(iova) = data {
-            cmd.set_prps(iova, 0);
-        }
-        let cid = self.admin.submit(cmd)?;
-        self.admin.ring();
-        let start = Instant::now();
-        let mut done = None;
-        while done.is_none() {
-            self.admin.poll(usize::MAX, |c| {
-                if c.cid == cid {
-                    done = Some(c);
-                }
-            })?;
-            if done.is_none() && start.elapsed() > ADMIN_TIMEOUT {
-                return Err(Error::Timeout {
-                    command: name,
-                    timeout: ADMIN_TIMEOUT,
-                });
-            }
-        }
-        let c = done.expect("loop ends with a completion");
-        if !c.status.is_success() {
-            return Err(Error::Command {
-                command: name,
-                status: c.status,
-            });
-        }
-        Ok(c)
-    }
-
     /// Identify into the scratch page; returns a copy of the page.
-    fn identify(&mut self, name: &'static str, cns: u32, nsid: u32) -> Result<Box<[u8; 4096]>> {
-        self.scratch.write_bytes(0, &[0; PAGE_SIZE]);
-        let iova = self.scratch.iova();
-        self.admin_command(name, Command::identify(cns, nsid), Some(iova))?;
-        let mut page = Box::new([0u8; 4096]);
-        self.scratch.read_bytes(0, &mut page[..]);
-        Ok(page)
+    fn identify(&self, name: &'static str, cns: u32, nsid: u32) -> Result<Box<[u8; 4096]>> {
+        let page = self
+            .admin
+            .command_with_page(name, Command::identify(cns, nsid), PAGE_SIZE)?;
+        let page: [u8; 4096] = page.try_into().expect("one page");
+        Ok(Box::new(page))
     }
 
-    fn identify_controller(&mut self) -> Result<ControllerInfo> {
+    fn identify_controller(&self) -> Result<ControllerInfo> {
         let page = self.identify("Identify Controller", cns::CONTROLLER, 0)?;
         Ok(ControllerInfo::parse(&page))
     }
@@ -254,7 +126,9 @@ impl Controller {
         Ok(spec::parse_namespace_list(&page))
     }
 
-    /// Size and block format of namespace `nsid`.
+    /// Size and block format of namespace `nsid`; an error names what this
+    /// driver cannot use in it (metadata, an unknown format, blocks larger
+    /// than one command can move).
     pub fn namespace(&mut self, nsid: u32) -> Result<NamespaceInfo> {
         let active = self.active_namespaces()?;
         if nsid == 0 || !active.contains(&nsid) {
@@ -263,79 +137,144 @@ impl Controller {
                 self.address()
             )));
         }
+        self.usable_namespace(nsid)
+    }
+
+    fn usable_namespace(&self, nsid: u32) -> Result<NamespaceInfo> {
         let page = self.identify("Identify Namespace", cns::NAMESPACE, nsid)?;
         let ns = NamespaceInfo::parse(nsid, &page).ok_or_else(|| {
-            self.error(&format!("namespace {nsid} reports an invalid LBA format"))
+            self.admin.error(format!(
+                "namespace {nsid} reports an invalid LBA format, which this driver does not support"
+            ))
         })?;
         if ns.metadata_size != 0 {
-            return Err(self.error(&format!("namespace {nsid} uses {} metadata bytes per block, which this driver does not support", ns.metadata_size)));
+            return Err(self.admin.error(format!("namespace {nsid} uses {} metadata bytes per block, which this driver does not support", ns.metadata_size)));
+        }
+        if ns.block_size as usize > self.max_transfer() {
+            return Err(self.admin.error(format!(
+                "namespace {nsid} has {}-byte blocks, more than the {} bytes one command may move (MDTS {})",
+                ns.block_size,
+                self.max_transfer(),
+                self.info.mdts
+            )));
         }
         Ok(ns)
     }
 
-    /// Asks for `wanted` I/O queue pairs; returns how many were granted.
-    fn set_number_of_queues(&mut self, wanted: u16) -> Result<u16> {
-        let c = self.admin_command(
+    /// Asks for as many I/O queue pairs as the controller has; returns how
+    /// many it granted whose doorbells fit in BAR0.
+    fn set_number_of_queues(&mut self) -> Result<u16> {
+        let wanted = u16::MAX - 1;
+        let c = self.admin.command(
             "Set Features (Number of Queues)",
             Command::set_number_of_queues(wanted, wanted),
-            None,
         )?;
         let (sq, cq) = ((c.result & 0xffff) as u16, (c.result >> 16) as u16);
-        Ok(sq.min(cq).saturating_add(1))
+        let granted = sq.min(cq).saturating_add(1);
+        let fit =
+            crate::queue::doorbell_limit(self.admin.bar().len(), cap::dstrd(self.admin.cap()));
+        if fit < granted {
+            log::warn!(
+                "{}: {granted} I/O queues granted, but the doorbells of only {fit} lie inside the {}-byte BAR0 (stride {}); using {fit}",
+                self.address(),
+                self.admin.bar().len(),
+                4usize << cap::dstrd(self.admin.cap())
+            );
+        }
+        Ok(granted.min(fit))
     }
 
     /// Creates an I/O queue pair of `entries` (2 up to CAP.MQES + 1), for one
-    /// thread to own: its I/O path takes no lock.
+    /// thread to own: its I/O path takes no lock. The namespaces it serves
+    /// are the active ones this driver supports; the others are skipped with
+    /// a warning.
     pub fn create_io_queue_pair<B: DmaTarget>(&mut self, entries: u16) -> Result<IoQueuePair<B>> {
-        let max = cap::mqes(self.cap) as u32 + 1;
-        if entries < 2 || entries as u32 > max.min(4096) {
+        let max = (cap::mqes(self.admin.cap()) as u32 + 1).min(4096);
+        if entries < 2 || entries as u32 > max {
             return Err(Error::InvalidArgument(format!(
-                "queue of {entries} entries: this controller takes 2 to {}",
-                max.min(4096)
+                "queue of {entries} entries: this controller takes 2 to {max}"
             )));
         }
-        if self.next_qid > self.io_queues {
-            return Err(Error::InvalidArgument(format!(
-                "{} allows {} I/O queue pairs, all created",
+        let namespaces = self.supported_namespaces()?;
+        let qid = self.admin.lock().take_qid(self.io_queues).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{} allows {} I/O queue pairs, all in use",
                 self.address(),
                 self.io_queues
-            )));
-        }
-        let qid = self.next_qid;
-        let container = Arc::clone(self.device.container());
-        let qp = QueuePair::new(
-            &container,
-            Arc::clone(&self.bar),
-            qid,
-            entries,
-            cap::dstrd(self.cap),
-        )?;
-        self.admin_command(
-            "Create I/O Completion Queue",
-            Command::create_io_cq(qid, entries, qp.cq_iova()),
-            None,
-        )?;
-        self.admin_command(
-            "Create I/O Submission Queue",
-            Command::create_io_sq(qid, entries, qp.sq_iova(), qid),
-            None,
-        )?;
-        self.next_qid += 1;
-        let namespaces = self.all_namespaces()?;
-        IoQueuePair::new(
+            ))
+        })?;
+        let generation = self.admin.generation();
+        let created = self
+            .allocate_queue_pair(qid, entries)
+            .and_then(|(qp, lists)| {
+                self.create_at_controller(&qp)?;
+                Ok((qp, lists))
+            });
+        let (qp, lists) = match created {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.admin.lock().free_qid(qid);
+                return Err(e);
+            }
+        };
+        Ok(IoQueuePair::new(
             qp,
-            &container,
+            lists,
+            Arc::clone(&self.admin),
+            generation,
             namespaces,
             self.info.clone(),
             self.max_transfer(),
-        )
+        ))
     }
 
-    fn all_namespaces(&mut self) -> Result<Vec<NamespaceInfo>> {
-        self.active_namespaces()?
-            .into_iter()
-            .map(|n| self.namespace(n))
-            .collect()
+    /// The rings and PRP list pages of I/O queue pair `qid`, in fresh DMA memory.
+    fn allocate_queue_pair(&self, qid: u16, entries: u16) -> Result<(QueuePair, DmaMemory)> {
+        let qp = QueuePair::new(
+            self.admin.container(),
+            Arc::clone(self.admin.bar()),
+            qid,
+            entries,
+            cap::dstrd(self.admin.cap()),
+        )?;
+        let bytes = IoQueuePair::<Buffer>::list_bytes(qp.depth());
+        let lists = DmaMemory::new(self.admin.container(), bytes, Backing::Auto)?;
+        Ok((qp, lists))
+    }
+
+    /// The active namespaces this driver can use.
+    fn supported_namespaces(&mut self) -> Result<Vec<NamespaceInfo>> {
+        let mut usable = Vec::new();
+        for nsid in self.active_namespaces()? {
+            match self.usable_namespace(nsid) {
+                Ok(ns) => usable.push(ns),
+                Err(e @ Error::Controller { .. }) => log::warn!("{e}; skipping it"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(usable)
+    }
+
+    /// Create I/O Completion Queue, then Submission Queue; if the second
+    /// fails, the first is deleted again.
+    fn create_at_controller(&self, qp: &QueuePair) -> Result<()> {
+        let (qid, entries) = (qp.qid(), qp.entries());
+        self.admin.command(
+            "Create I/O Completion Queue",
+            Command::create_io_cq(qid, entries, qp.cq_iova()),
+        )?;
+        let sq = self.admin.command(
+            "Create I/O Submission Queue",
+            Command::create_io_sq(qid, entries, qp.sq_iova(), qid),
+        );
+        if let Err(e) = sq {
+            let cq = Command::delete_io_queue(spec::admin::DELETE_IO_CQ, qid);
+            if let Err(d) = self.admin.command("Delete I/O Completion Queue", cq) {
+                log::warn!("{}: {d}", self.address());
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Resets the controller (CC.EN 1 -> 0, which drops every queue and stops
@@ -344,56 +283,50 @@ impl Controller {
     /// [`Controller::recreate_io_queue_pair`] before use.
     pub fn reset(&mut self) -> Result<()> {
         log::warn!("{}: resetting the controller", self.address());
-        self.disable()?;
-        self.admin.reset();
-        self.configure_admin_queue();
-        self.enable()?;
-        let granted = self.set_number_of_queues(u16::MAX - 1)?;
-        self.io_queues = granted;
+        self.admin.restart()?;
+        self.io_queues = self.set_number_of_queues()?;
         Ok(())
     }
 
     /// After [`Controller::reset`]: hands every command `qp` had in flight to
     /// `aborted` (with its buffer; each fails with [`Error::Aborted`]) and
     /// creates the queue pair again at the controller, same ID, same memory.
+    /// Refused (and nothing handed back) unless the controller was reset
+    /// after the queue pair was created or last re-created: before that, its
+    /// commands may still be moving data.
     pub fn recreate_io_queue_pair<B: DmaTarget>(
         &mut self,
         qp: &mut IoQueuePair<B>,
         aborted: impl FnMut(crate::IoCompletion<B>),
     ) -> Result<()> {
-        if self.bar.read32(regs::CC) & cc::EN == 0 {
-            return Err(self.error("is disabled; reset it before re-creating queues"));
+        if !Arc::ptr_eq(&self.admin, qp.admin()) {
+            return Err(Error::InvalidArgument(
+                "this queue pair belongs to another controller".into(),
+            ));
         }
+        if qp.generation() == self.admin.generation() {
+            return Err(Error::InvalidArgument(format!(
+                "queue pair {} is live on {}: reset the controller before re-creating it (its commands may still move data)",
+                qp.qid(),
+                self.address()
+            )));
+        }
+        if !self.admin.enabled() {
+            return Err(self
+                .admin
+                .error("is disabled; reset it before re-creating queues"));
+        }
+        let generation = self.admin.generation();
         qp.abort_all(aborted);
-        let q = qp.queue();
-        let (qid, entries, cq, sq) = (q.qid(), q.entries(), q.cq_iova(), q.sq_iova());
-        self.admin_command(
-            "Create I/O Completion Queue",
-            Command::create_io_cq(qid, entries, cq),
-            None,
-        )?;
-        self.admin_command(
-            "Create I/O Submission Queue",
-            Command::create_io_sq(qid, entries, sq, qid),
-            None,
-        )?;
+        self.create_at_controller(qp.queue())?;
+        qp.set_generation(generation);
         Ok(())
     }
 
-    /// Deletes an I/O queue pair (its SQ, then its CQ).
+    /// Deletes an I/O queue pair at the controller (its SQ, then its CQ) and
+    /// frees its memory. Dropping it does the same, logging what fails.
     pub fn delete_io_queue_pair<B: DmaTarget>(&mut self, qp: IoQueuePair<B>) -> Result<()> {
-        let qid = qp.qid();
-        self.admin_command(
-            "Delete I/O Submission Queue",
-            Command::delete_io_queue(admin::DELETE_IO_SQ, qid),
-            None,
-        )?;
-        self.admin_command(
-            "Delete I/O Completion Queue",
-            Command::delete_io_queue(admin::DELETE_IO_CQ, qid),
-            None,
-        )?;
-        Ok(())
+        qp.delete()
     }
 
     /// The SMART / Health Information log page (global).
@@ -414,70 +347,12 @@ impl Controller {
     }
 
     fn log_page(&mut self, name: &'static str, lid: u8, bytes: u32) -> Result<Vec<u8>> {
-        self.scratch.write_bytes(0, &[0; PAGE_SIZE]);
-        let iova = self.scratch.iova();
-        self.admin_command(
+        self.admin.command_with_page(
             name,
             Command::get_log_page(lid, 0xffff_ffff, bytes),
-            Some(iova),
-        )?;
-        let mut page = vec![0u8; bytes as usize];
-        self.scratch.read_bytes(0, &mut page);
-        Ok(page)
+            bytes as usize,
+        )
     }
-
-    /// Normal shutdown: CC.SHN, then wait for CSTS.SHST = complete.
-    fn shutdown(&mut self) -> Result<()> {
-        let value = self.bar.read32(regs::CC) | cc::SHN_NORMAL;
-        self.bar.write32(regs::CC, value);
-        let start = Instant::now();
-        while self.csts() & csts_shst::MASK != csts_shst::COMPLETE {
-            if start.elapsed() > self.ready_timeout || self.csts() == u32::MAX {
-                return Err(Error::NotReady {
-                    addr: self.address(),
-                    what: "shut down",
-                    timeout: self.ready_timeout,
-                    csts: self.csts(),
-                });
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            log::warn!("{e}");
-        }
-    }
-}
-
-/// The controller must speak the NVM command set with 4 KiB pages.
-fn check_capabilities(addr: PciAddress, cap_value: u64) -> Result<()> {
-    if cap_value == u64::MAX {
-        return Err(Error::Controller {
-            addr,
-            what: "CAP reads as all ones: the device is gone".into(),
-        });
-    }
-    if cap::css(cap_value) & 1 == 0 {
-        return Err(Error::Controller {
-            addr,
-            what: "does not support the NVM command set (CAP.CSS)".into(),
-        });
-    }
-    if cap::mpsmin(cap_value) != 0 {
-        return Err(Error::Controller {
-            addr,
-            what: format!(
-                "minimum page size {} KiB; this driver uses 4 KiB pages",
-                4 << cap::mpsmin(cap_value)
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// The SMART / Health Information log page (base spec figure 207), in part.

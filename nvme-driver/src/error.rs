@@ -44,6 +44,11 @@ pub enum Error {
         timeout: Duration,
     },
 
+    /// The controller was reset or disabled since the queue pair was created:
+    /// its queues are gone at the controller.
+    #[error("I/O queue pair {qid} no longer exists at the controller (it was reset or disabled); reset the controller and give the queue pair to Controller::recreate_io_queue_pair")]
+    QueueGone { qid: u16 },
+
     /// The command was in flight when the controller was reset; it may or may not have run.
     #[error("{command} was aborted by a controller reset")]
     Aborted { command: &'static str },

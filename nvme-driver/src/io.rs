@@ -3,12 +3,12 @@
 //!
 //! Two ways to use one:
 //! - async and owning: [`IoQueuePair::submit_read`] takes a buffer (any
-//!   [`DmaTarget`], e.g. a pool [`Buffer`]) and a tag, [`IoQueuePair::ring`]
+//!   [`DmaTargetMut`], e.g. a pool [`Buffer`]) and a tag, [`IoQueuePair::ring`]
 //!   tells the controller about the batch, and [`IoQueuePair::poll`] hands each
 //!   buffer back with its tag and result. The data lands in the buffer by DMA.
-//! - blocking and borrowing: [`IoQueuePair::read`] / [`IoQueuePair::write`]
-//!   move any number of bytes, split at the controller's transfer limit, and
-//!   return when all are done.
+//! - blocking and borrowing: [`IoQueuePair::read`] (into `&mut` memory) /
+//!   [`IoQueuePair::write`] (from `&` memory) move any number of bytes, split
+//!   at the controller's transfer limit, and return when all are done.
 //!
 //! Every request is checked before it reaches the device (namespace, range,
 //! buffer size): a bad one is an error and nothing is sent.
@@ -16,9 +16,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vfio_core::dma::{Backing, Buffer, DmaMemory, DmaTarget};
-use vfio_core::vfio::Container;
+use vfio_core::dma::{Buffer, DmaMemory, DmaTarget, DmaTargetMut};
 
+use crate::admin::Admin;
 use crate::prp::{self, Prp2};
 use crate::queue::QueuePair;
 use crate::spec::{nvm, Command, ControllerInfo, NamespaceInfo, PAGE_SIZE};
@@ -26,6 +26,11 @@ use crate::{Error, Result};
 
 /// How long a blocking call waits for its commands, unless set otherwise.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most blocks one Read, Write or Write Zeroes command moves (NLB is 16 bits, 0-based).
+const MAX_BLOCKS_PER_COMMAND: u64 = 1 << 16;
+/// Most range entries of one Dataset Management command (base spec 7.3: NR is 8 bits, 0-based).
+const MAX_DSM_RANGES: usize = 256;
 
 /// A finished asynchronous command.
 #[derive(Debug)]
@@ -46,6 +51,8 @@ struct Span {
     bytes: usize,
 }
 
+/// A command in flight: what it is, and the buffer the queue holds for it
+/// (none for blocking calls, whose caller's borrow holds the memory).
 #[derive(Debug)]
 struct Slot<B> {
     name: &'static str,
@@ -54,10 +61,67 @@ struct Slot<B> {
 }
 
 /// An I/O submission/completion queue pair of one controller.
+///
+/// # Memory the controller writes
+///
+/// The compiler sees to it that no code reads or reuses memory while the
+/// controller may write it:
+///
+/// - [`IoQueuePair::submit_read`] takes its buffer by value; it comes back
+///   only from [`IoQueuePair::poll`] once the command completed, or from
+///   [`crate::Controller::recreate_io_queue_pair`] after a reset that came
+///   after its submission.
+/// - [`IoQueuePair::read`] borrows its target `&mut` and returns only once
+///   the controller is done with it: on a timeout or an error with commands
+///   still in flight it first disables the controller (or turns its bus
+///   mastering off), so none of them moves data any more.
+/// - Dropping the queue pair (or leaving a scope by `?`) deletes its queues
+///   at the controller, which completes only when every command of them is
+///   done, before any buffer it holds goes back to its pool; if that fails,
+///   the controller is disabled; if even that fails, the buffers and rings
+///   are leaked on purpose (`vfio_core::dma::leaked`), never reused.
+///
+/// ```compile_fail,E0502
+/// # use nvme_driver::IoQueuePair;
+/// # use vfio_core::dma::Buffer;
+/// // No slice of a buffer may be alive while the controller writes it.
+/// fn read(qp: &mut IoQueuePair, mut buf: Buffer) -> nvme_driver::Result<u8> {
+///     let v = buf.as_slice();
+///     qp.read(1, 0, &mut buf, 0, 512)?;
+///     Ok(v[0])
+/// }
+/// ```
+///
+/// ```compile_fail,E0382
+/// # use nvme_driver::IoQueuePair;
+/// # use vfio_core::dma::Buffer;
+/// // A buffer given to an asynchronous read is the queue's until it comes back.
+/// fn read(qp: &mut IoQueuePair, buf: Buffer) -> u8 {
+///     let _ = qp.submit_read(1, 0, buf, 0, 512, 7);
+///     buf.as_slice()[0]
+/// }
+/// ```
+///
+/// ```compile_fail,E0599
+/// # use nvme_driver::IoQueuePair;
+/// # use vfio_core::dma::SharedBuffer;
+/// // The controller may read a shared (read-only) buffer, never write it.
+/// fn read(qp: &mut IoQueuePair<SharedBuffer>, buf: SharedBuffer) {
+///     let _ = qp.submit_read(1, 0, buf, 0, 512, 7);
+/// }
+/// ```
+///
+/// ```compile_fail,E0277
+/// # use nvme_driver::IoQueuePair;
+/// # use vfio_core::dma::Buffer;
+/// // Nor can a queue hold a borrowed buffer: forgetting the queue would end
+/// // the borrow while the controller may still write it.
+/// fn queue<'a>(qp: IoQueuePair<&'a mut Buffer>) {}
+/// ```
 #[derive(Debug)]
-pub struct IoQueuePair<B = Buffer> {
+pub struct IoQueuePair<B: DmaTarget = Buffer> {
     qp: QueuePair,
-    /// One PRP list page per command ID (also holds DSM ranges).
+    /// One PRP list page per command ID, and a spare page for DSM ranges.
     lists: DmaMemory,
     slots: Vec<Option<Slot<B>>>,
     namespaces: Vec<NamespaceInfo>,
@@ -67,19 +131,27 @@ pub struct IoQueuePair<B = Buffer> {
     failed: bool,
     /// When a command last completed, or the queue last went from idle to busy.
     progress: Instant,
+    admin: Arc<Admin>,
+    /// The controller's generation when the queues were created there.
+    generation: u64,
+    /// Deleted at the controller (or gone with a reset), memory settled.
+    stopped: bool,
 }
 
 impl<B: DmaTarget> IoQueuePair<B> {
+    /// A queue pair over `qp`, which exists at the controller since
+    /// `generation`; `lists` holds a PRP list page per command ID and one more.
     pub(crate) fn new(
         qp: QueuePair,
-        container: &Arc<Container>,
+        lists: DmaMemory,
+        admin: Arc<Admin>,
+        generation: u64,
         namespaces: Vec<NamespaceInfo>,
         controller: ControllerInfo,
         max_transfer: usize,
-    ) -> Result<Self> {
-        let lists = DmaMemory::new(container, qp.depth() * PAGE_SIZE + PAGE_SIZE, Backing::Auto)?;
+    ) -> Self {
         let slots = (0..=qp.depth()).map(|_| None).collect();
-        Ok(IoQueuePair {
+        IoQueuePair {
             qp,
             lists,
             slots,
@@ -89,7 +161,15 @@ impl<B: DmaTarget> IoQueuePair<B> {
             timeout: IO_TIMEOUT,
             failed: false,
             progress: Instant::now(),
-        })
+            admin,
+            generation,
+            stopped: false,
+        }
+    }
+
+    /// Bytes of PRP list memory a queue pair of `depth` needs.
+    pub(crate) fn list_bytes(depth: usize) -> usize {
+        depth * PAGE_SIZE + PAGE_SIZE
     }
 
     /// The queue ID.
@@ -112,15 +192,28 @@ impl<B: DmaTarget> IoQueuePair<B> {
         self.timeout = timeout;
     }
 
-    /// True after a blocking call timed out: the queue pair refuses work until
+    /// True after a command timed out, or the controller was reset or
+    /// disabled since the queue pair was created: it refuses work until
     /// [`crate::Controller::recreate_io_queue_pair`] after a controller reset.
     pub fn is_failed(&self) -> bool {
-        self.failed
+        self.failed || self.generation != self.admin.generation()
+    }
+
+    pub(crate) fn admin(&self) -> &Arc<Admin> {
+        &self.admin
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(crate) fn set_generation(&mut self, generation: u64) {
+        self.generation = generation;
     }
 
     /// After a controller reset: every command in flight is handed to `f` as
     /// aborted (with its buffer: the disabled controller DMAs no more), and the
-    /// rings start empty.
+    /// rings start empty. The caller checked that the reset came after them.
     pub(crate) fn abort_all(&mut self, mut f: impl FnMut(IoCompletion<B>)) {
         for slot in self.slots.iter_mut().filter_map(Option::take) {
             let result = Err(Error::Aborted { command: slot.name });
@@ -151,32 +244,18 @@ impl<B: DmaTarget> IoQueuePair<B> {
             .ok_or_else(|| {
                 let known: Vec<u32> = self.namespaces.iter().map(|n| n.nsid).collect();
                 Error::InvalidArgument(format!(
-                    "namespace {nsid} does not exist; this controller's namespaces are {known:?}"
+                    "namespace {nsid} does not exist or is not supported; this queue pair serves namespaces {known:?}"
                 ))
             })
     }
 
-    /// Checks a transfer of `bytes` at `lba` into `offset` of a `buf_len`-byte
-    /// buffer; returns the namespace's block size and the block count.
-    fn check(
-        &self,
-        nsid: u32,
-        lba: u64,
-        offset: usize,
-        bytes: usize,
-        buf_len: usize,
-    ) -> Result<(u32, u32)> {
+    /// Checks `blocks` blocks at `lba` of namespace `nsid`; returns its block size.
+    fn check_blocks(&self, nsid: u32, lba: u64, blocks: u64) -> Result<usize> {
         let ns = self.namespace(nsid)?;
         let bs = ns.block_size as usize;
-        if bytes == 0 {
+        if blocks == 0 {
             return Err(Error::InvalidArgument("a transfer of zero blocks".into()));
         }
-        if !bytes.is_multiple_of(bs) {
-            return Err(Error::InvalidArgument(format!(
-                "{bytes} bytes is not a whole number of {bs}-byte blocks"
-            )));
-        }
-        let blocks = (bytes / bs) as u64;
         if lba.checked_add(blocks).is_none_or(|end| end > ns.blocks) {
             return Err(Error::InvalidArgument(format!(
                 "blocks {lba}..{} are past the end of namespace {nsid}, which has {} blocks of {bs} bytes",
@@ -184,15 +263,41 @@ impl<B: DmaTarget> IoQueuePair<B> {
                 ns.blocks
             )));
         }
-        if offset.checked_add(bytes).is_none_or(|end| end > buf_len) {
+        Ok(bs)
+    }
+
+    /// Checks a transfer of `bytes` at `lba` from or into `mem` at `offset`:
+    /// returns the namespace's block size and the IOVA of the data.
+    fn check(&self, span: Span, mem: &impl DmaTarget) -> Result<(usize, u64)> {
+        let Span {
+            nsid,
+            lba,
+            offset,
+            bytes,
+        } = span;
+        let bs = self.namespace(nsid)?.block_size as usize;
+        if !bytes.is_multiple_of(bs) {
             return Err(Error::InvalidArgument(format!(
-                "buffer too small: {bytes} bytes at offset {offset} of a {buf_len}-byte buffer"
+                "{bytes} bytes is not a whole number of {bs}-byte blocks"
             )));
         }
-        Ok((ns.block_size, blocks as u32))
+        self.check_blocks(nsid, lba, (bytes / bs) as u64)?;
+        let iova = mem
+            .dma_range(self.admin.container(), offset, bytes)
+            .map_err(|e| match e {
+                vfio_core::Error::InvalidArgument(what) => {
+                    Error::InvalidArgument(format!("buffer too small or foreign: {what}"))
+                }
+                e => Error::Vfio(e),
+            })?;
+        dword_aligned(iova)?;
+        Ok((bs, iova))
     }
 
     fn usable(&self) -> Result<()> {
+        if self.generation != self.admin.generation() {
+            return Err(Error::QueueGone { qid: self.qid() });
+        }
         if self.failed {
             return Err(Error::Timeout {
                 command: "an earlier command",
@@ -202,23 +307,25 @@ impl<B: DmaTarget> IoQueuePair<B> {
         Ok(())
     }
 
-    /// Submits a command moving `bytes` at `iova`, recording `slot` under its command ID.
+    /// Submits `cmd`, moving `data` (IOVA, bytes) if any, recording `slot`
+    /// under its command ID.
     fn submit_data(
         &mut self,
         mut cmd: Command,
-        iova: u64,
-        bytes: usize,
+        data: Option<(u64, usize)>,
         slot: Slot<B>,
     ) -> Result<()> {
-        let (prp1, prp2) = prp::plan(iova, bytes);
         let cid = self.qp.next_cid().ok_or(Error::QueueFull {
             qid: self.qid(),
             depth: self.in_flight(),
         })?;
-        let prp2 = match prp2 {
-            Prp2::None => 0,
-            Prp2::Page(p) => p,
-            Prp2::List { first, count } => self.write_list(cid, first, count),
+        let (prp1, prp2) = match data {
+            None => (0, 0),
+            Some((iova, bytes)) => match prp::plan(iova, bytes) {
+                (p1, Prp2::None) => (p1, 0),
+                (p1, Prp2::Page(p)) => (p1, p),
+                (p1, Prp2::List { first, count }) => (p1, self.write_list(cid, first, count)),
+            },
         };
         cmd.set_prps(prp1, prp2);
         let got = self.qp.submit(cmd)?;
@@ -241,79 +348,41 @@ impl<B: DmaTarget> IoQueuePair<B> {
     }
 
     fn submit_rw(&mut self, op: u8, span: Span, buf: B, tag: u64) -> Result<(), (Error, B)> {
-        let Span {
-            nsid,
-            lba,
-            offset,
-            bytes,
-        } = span;
-        let blocks = match self
-            .usable()
-            .and_then(|_| self.check(nsid, lba, offset, bytes, buf.dma_len()))
-            .and_then(|r| dword_aligned(buf.iova() + offset as u64).map(|_| r))
-        {
-            Ok((_, blocks)) => blocks,
+        let (bs, iova) = match self.usable().and_then(|_| self.check(span, &buf)) {
+            Ok(r) => r,
             Err(e) => return Err((e, buf)),
         };
-        if bytes > self.max_transfer {
+        if span.bytes > self.max_transfer {
             let e = Error::InvalidArgument(format!(
-                "{bytes} bytes exceed the {}-byte limit of one command; split it (read/write do)",
-                self.max_transfer
+                "{} bytes exceed the {}-byte limit of one command; split it (read/write do)",
+                span.bytes, self.max_transfer
             ));
             return Err((e, buf));
         }
         if self.qp.next_cid().is_none() {
-            return Err((
-                Error::QueueFull {
-                    qid: self.qid(),
-                    depth: self.in_flight(),
-                },
-                buf,
-            ));
+            let e = Error::QueueFull {
+                qid: self.qid(),
+                depth: self.in_flight(),
+            };
+            return Err((e, buf));
         }
-        let iova = buf.iova() + offset as u64;
+        let blocks = (span.bytes / bs) as u32;
         let name = if op == nvm::READ { "Read" } else { "Write" };
-        let cmd = Command::read_write(op, nsid, lba, blocks);
-        self.submit_data(
-            cmd,
-            iova,
-            bytes,
-            Slot {
-                name,
-                tag,
-                buf: Some(buf),
-            },
-        )
-        .expect("a free command ID was checked");
+        let cmd = Command::read_write(op, span.nsid, span.lba, blocks);
+        let slot = Slot {
+            name,
+            tag,
+            buf: Some(buf),
+        };
+        self.submit_data(cmd, Some((iova, span.bytes)), slot)
+            .expect("a free command ID was checked");
         Ok(())
     }
 
-    /// Queues a read of `bytes` at `lba` of namespace `nsid` into `buf` at
-    /// `offset`. The buffer comes back from [`IoQueuePair::poll`] with `tag`;
-    /// on error it comes back at once and nothing was sent.
-    pub fn submit_read(
-        &mut self,
-        nsid: u32,
-        lba: u64,
-        buf: B,
-        offset: usize,
-        bytes: usize,
-        tag: u64,
-    ) -> Result<(), (Error, B)> {
-        self.submit_rw(
-            nvm::READ,
-            Span {
-                nsid,
-                lba,
-                offset,
-                bytes,
-            },
-            buf,
-            tag,
-        )
-    }
-
-    /// Queues a write of `bytes` from `buf` at `offset` to `lba`, like [`IoQueuePair::submit_read`].
+    /// Queues a write of `bytes` from `buf` at `offset` to `lba` of namespace
+    /// `nsid`. The buffer comes back from [`IoQueuePair::poll`] with `tag`
+    /// once the controller has read it; on error it comes back at once and
+    /// nothing was sent.
     pub fn submit_write(
         &mut self,
         nsid: u32,
@@ -323,17 +392,13 @@ impl<B: DmaTarget> IoQueuePair<B> {
         bytes: usize,
         tag: u64,
     ) -> Result<(), (Error, B)> {
-        self.submit_rw(
-            nvm::WRITE,
-            Span {
-                nsid,
-                lba,
-                offset,
-                bytes,
-            },
-            buf,
-            tag,
-        )
+        let span = Span {
+            nsid,
+            lba,
+            offset,
+            bytes,
+        };
+        self.submit_rw(nvm::WRITE, span, buf, tag)
     }
 
     /// Rings the doorbell once for everything submitted since the last ring.
@@ -345,8 +410,9 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// When commands are in flight and none has completed for the timeout
     /// ([`IoQueuePair::set_timeout`]), fails: with [`Error::Removed`] if the
     /// controller reads as all ones, else [`Error::Timeout`]; the queue pair
-    /// is then unusable until the controller is reset. So a vanished device
-    /// never makes a polling loop spin forever.
+    /// is then unusable until the controller is reset, and keeps the buffers
+    /// of the commands in flight until then. So a vanished device never makes
+    /// a polling loop spin forever.
     pub fn poll(&mut self, max: usize, f: impl FnMut(IoCompletion<B>)) -> Result<usize> {
         let n = self.take(max, f)?;
         if n > 0 {
@@ -368,10 +434,10 @@ impl<B: DmaTarget> IoQueuePair<B> {
 
     fn take(&mut self, max: usize, mut f: impl FnMut(IoCompletion<B>)) -> Result<usize> {
         let slots = &mut self.slots;
-        self.qp.poll(max, |c| {
-            let Some(slot) = slots[c.cid as usize].take() else {
-                return;
-            };
+        let taken = self.qp.poll(max, |c| {
+            let slot = slots[c.cid as usize]
+                .take()
+                .expect("every command in flight has a slot");
             let result = if c.status.is_success() {
                 Ok(())
             } else {
@@ -385,7 +451,11 @@ impl<B: DmaTarget> IoQueuePair<B> {
                 buf: slot.buf,
                 result,
             });
-        })
+        });
+        if taken.is_err() {
+            self.failed = true;
+        }
+        taken
     }
 
     /// Polls until every command in flight is done or the timeout passes;
@@ -408,54 +478,6 @@ impl<B: DmaTarget> IoQueuePair<B> {
             }
         }
         first_err.map_or(Ok(()), Err)
-    }
-
-    fn blocking_rw(
-        &mut self,
-        op: u8,
-        nsid: u32,
-        lba: u64,
-        mem: &impl DmaTarget,
-        offset: usize,
-        bytes: usize,
-    ) -> Result<()> {
-        self.usable()?;
-        if self.in_flight() > 0 {
-            return Err(Error::InvalidArgument("blocking I/O on a queue pair with asynchronous commands in flight; poll them first".into()));
-        }
-        let (bs, _) = self.check(nsid, lba, offset, bytes, mem.dma_len())?;
-        dword_aligned(mem.iova() + offset as u64)?;
-        let name = if op == nvm::READ { "Read" } else { "Write" };
-        let chunk = self.max_transfer / bs as usize * bs as usize;
-        let mut done = 0;
-        while done < bytes {
-            let n = chunk.min(bytes - done);
-            let cmd = Command::read_write(
-                op,
-                nsid,
-                lba + (done / bs as usize) as u64,
-                (n / bs as usize) as u32,
-            );
-            match self.submit_data(
-                cmd,
-                mem.iova() + (offset + done) as u64,
-                n,
-                Slot {
-                    name,
-                    tag: 0,
-                    buf: None,
-                },
-            ) {
-                Ok(()) => done += n,
-                Err(Error::QueueFull { .. }) => {
-                    self.qp.ring();
-                    self.poll_some(name)?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.qp.ring();
-        self.drain(name)
     }
 
     /// Waits for at least one completion, failing fast on an error status.
@@ -485,16 +507,105 @@ impl<B: DmaTarget> IoQueuePair<B> {
         }
     }
 
-    /// Reads `bytes` at `lba` into `mem` at `offset`, by DMA, and waits.
+    /// Runs `commands` (each with the data it moves, if any) as one blocking
+    /// call: as many in flight as the queue holds, then waits for all. It
+    /// never returns while one of them may still move data: when it must
+    /// return early with commands in flight (a timeout, a protocol error),
+    /// it first disables the controller, or turns its bus mastering off; if
+    /// neither is possible, the process aborts rather than let the caller
+    /// reuse memory the controller may still write.
+    fn blocking(
+        &mut self,
+        name: &'static str,
+        commands: impl IntoIterator<Item = (Command, Option<(u64, usize)>)>,
+    ) -> Result<()> {
+        self.usable()?;
+        if self.in_flight() > 0 {
+            return Err(Error::InvalidArgument("blocking I/O on a queue pair with asynchronous commands in flight; poll them first".into()));
+        }
+        let result = self.run(name, commands);
+        if self.in_flight() > 0 {
+            self.failed = true;
+            log::warn!(
+                "{}: {name} ends with {} commands in flight; disabling the controller so none of them writes memory the caller gets back",
+                self.admin.address(),
+                self.in_flight()
+            );
+            if !self.admin.quiesce() {
+                log::error!(
+                    "{}: the controller cannot be stopped while it may write memory the caller is about to reuse; aborting",
+                    self.admin.address()
+                );
+                std::process::abort();
+            }
+        }
+        result
+    }
+
+    fn run(
+        &mut self,
+        name: &'static str,
+        commands: impl IntoIterator<Item = (Command, Option<(u64, usize)>)>,
+    ) -> Result<()> {
+        for (cmd, data) in commands {
+            loop {
+                let slot = Slot {
+                    name,
+                    tag: 0,
+                    buf: None,
+                };
+                match self.submit_data(cmd, data, slot) {
+                    Ok(()) => break,
+                    Err(Error::QueueFull { .. }) => {
+                        self.qp.ring();
+                        self.poll_some(name)?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.qp.ring();
+        self.drain(name)
+    }
+
+    /// Read or Write commands moving `bytes` at `lba` from or to `iova`, each
+    /// at most the controller's transfer limit.
+    fn rw_commands(
+        &self,
+        op: u8,
+        span: Span,
+        bs: usize,
+        iova: u64,
+    ) -> impl Iterator<Item = (Command, Option<(u64, usize)>)> {
+        let per_command = (self.max_transfer / bs).min(MAX_BLOCKS_PER_COMMAND as usize) * bs;
+        (0..span.bytes).step_by(per_command).map(move |done| {
+            let n = per_command.min(span.bytes - done);
+            let lba = span.lba + (done / bs) as u64;
+            let cmd = Command::read_write(op, span.nsid, lba, (n / bs) as u32);
+            (cmd, Some((iova + done as u64, n)))
+        })
+    }
+
+    /// Reads `bytes` at `lba` into `mem` at `offset`, by DMA, and waits: `mem`
+    /// is borrowed exclusively until the controller is done with it.
     pub fn read(
         &mut self,
         nsid: u32,
         lba: u64,
-        mem: &impl DmaTarget,
+        mem: &mut impl DmaTargetMut,
         offset: usize,
         bytes: usize,
     ) -> Result<()> {
-        self.blocking_rw(nvm::READ, nsid, lba, mem, offset, bytes)
+        self.usable()?;
+        let span = Span {
+            nsid,
+            lba,
+            offset,
+            bytes,
+        };
+        let (bs, iova) = self.check(span, &*mem)?;
+        let commands = self.rw_commands(nvm::READ, span, bs, iova);
+        self.blocking("Read", commands)
     }
 
     /// Writes `bytes` from `mem` at `offset` to `lba`, by DMA, and waits.
@@ -506,84 +617,158 @@ impl<B: DmaTarget> IoQueuePair<B> {
         offset: usize,
         bytes: usize,
     ) -> Result<()> {
-        self.blocking_rw(nvm::WRITE, nsid, lba, mem, offset, bytes)
-    }
-
-    /// Runs one command without data and waits.
-    fn blocking_plain(
-        &mut self,
-        name: &'static str,
-        cmd: Command,
-        data: Option<(u64, usize)>,
-    ) -> Result<()> {
         self.usable()?;
-        if self.in_flight() > 0 {
-            return Err(Error::InvalidArgument("blocking I/O on a queue pair with asynchronous commands in flight; poll them first".into()));
-        }
-        let (iova, len) = data.unwrap_or((0, 0));
-        let mut cmd = cmd;
-        if data.is_none() {
-            cmd.set_prps(0, 0);
-            self.qp.submit(cmd)?;
-        } else {
-            self.submit_data(
-                cmd,
-                iova,
-                len,
-                Slot {
-                    name,
-                    tag: 0,
-                    buf: None,
-                },
-            )?;
-        }
-        self.qp.ring();
-        self.drain(name)
+        let span = Span {
+            nsid,
+            lba,
+            offset,
+            bytes,
+        };
+        let (bs, iova) = self.check(span, mem)?;
+        let commands = self.rw_commands(nvm::WRITE, span, bs, iova);
+        self.blocking("Write", commands)
     }
 
     /// Flush: everything written is on non-volatile media when this returns.
     pub fn flush(&mut self, nsid: u32) -> Result<()> {
         self.namespace(nsid)?;
-        self.blocking_plain("Flush", Command::new(nvm::FLUSH, nsid), None)
+        self.blocking("Flush", [(Command::new(nvm::FLUSH, nsid), None)])
     }
 
-    /// Write Zeroes on `blocks` blocks at `lba`, where the controller supports it.
-    pub fn write_zeroes(&mut self, nsid: u32, lba: u64, blocks: u32) -> Result<()> {
+    /// Write Zeroes on `blocks` blocks at `lba`, where the controller supports
+    /// it; as many commands as the count needs (one holds 65,536 blocks).
+    pub fn write_zeroes(&mut self, nsid: u32, lba: u64, blocks: u64) -> Result<()> {
         if !self.controller.supports_write_zeroes() {
             return Err(Error::InvalidArgument(
                 "this controller does not support Write Zeroes (ONCS bit 3)".into(),
             ));
         }
-        let bs = self.namespace(nsid)?.block_size as usize;
-        self.check(nsid, lba, 0, blocks as usize * bs, usize::MAX)?;
-        self.blocking_plain(
-            "Write Zeroes",
-            Command::read_write(nvm::WRITE_ZEROES, nsid, lba, blocks),
-            None,
-        )
+        self.check_blocks(nsid, lba, blocks)?;
+        let commands = pieces(lba, blocks, MAX_BLOCKS_PER_COMMAND).map(|(at, n)| {
+            let cmd = Command::read_write(nvm::WRITE_ZEROES, nsid, at, n as u32);
+            (cmd, None)
+        });
+        self.blocking("Write Zeroes", commands)
     }
 
-    /// Dataset Management, deallocate (trim) `blocks` blocks at `lba`.
-    pub fn deallocate(&mut self, nsid: u32, lba: u64, blocks: u32) -> Result<()> {
+    /// Dataset Management, deallocate (trim) `blocks` blocks at `lba`, where
+    /// the controller supports it: ranges of up to 2^32 - 1 blocks, up to 256
+    /// of them per command.
+    pub fn deallocate(&mut self, nsid: u32, lba: u64, blocks: u64) -> Result<()> {
         if !self.controller.supports_deallocate() {
             return Err(Error::InvalidArgument(
                 "this controller does not support Dataset Management (ONCS bit 2)".into(),
             ));
         }
-        let bs = self.namespace(nsid)?.block_size as usize;
-        self.check(nsid, lba, 0, blocks as usize * bs, usize::MAX)?;
-        // One range entry (context attributes, length, starting LBA) in the spare last page.
+        self.check_blocks(nsid, lba, blocks)?;
+        let ranges: Vec<(u64, u64)> = pieces(lba, blocks, u32::MAX as u64).collect();
+        // The range list lives in the spare last page, so one command at a time.
         let page = self.qp.depth() * PAGE_SIZE;
-        self.lists.write::<u32>(page, 0);
-        self.lists.write::<u32>(page + 4, blocks);
-        self.lists.write::<u64>(page + 8, lba);
-        let iova = self.lists.iova() + page as u64;
-        self.blocking_plain(
-            "Dataset Management",
-            Command::deallocate(nsid, 1),
-            Some((iova, 16)),
-        )
+        for chunk in ranges.chunks(MAX_DSM_RANGES) {
+            for (i, &(at, n)) in chunk.iter().enumerate() {
+                // Context attributes, length in blocks, starting LBA (figure 373).
+                self.lists.write::<u32>(page + 16 * i, 0);
+                self.lists.write::<u32>(page + 16 * i + 4, n as u32);
+                self.lists.write::<u64>(page + 16 * i + 8, at);
+            }
+            let iova = self.lists.iova() + page as u64;
+            let cmd = Command::deallocate(nsid, chunk.len() as u32);
+            self.blocking(
+                "Dataset Management",
+                [(cmd, Some((iova, 16 * chunk.len())))],
+            )?;
+        }
+        Ok(())
     }
+
+    /// Deletes the queues at the controller, which completes only when none
+    /// of their commands moves data any more; failing that, disables the
+    /// controller; failing that too, leaks what the controller may still
+    /// write. Then the memory is settled and the queue ID free. Once only.
+    fn stop(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.stopped, true) {
+            return Ok(());
+        }
+        let qid = self.qid();
+        let mut result = Ok(());
+        if self.generation == self.admin.generation() {
+            if let Err(e) = self.admin.delete_io_queue(qid) {
+                log::warn!(
+                    "{}: deleting I/O queue {qid} failed ({e}); disabling the controller",
+                    self.admin.address()
+                );
+                if !self.admin.quiesce() {
+                    self.leak();
+                    return Err(e);
+                }
+                result = Err(e);
+            }
+        }
+        self.admin.lock().free_qid(qid);
+        result
+    }
+
+    /// Leaves every buffer the controller may still write, and the rings,
+    /// allocated and mapped for good.
+    fn leak(&mut self) {
+        for slot in self.slots.iter_mut().filter_map(Option::take) {
+            if let Some(buf) = slot.buf {
+                buf.leak();
+            }
+        }
+        self.qp.leak_on_drop();
+        self.lists.leak_on_drop();
+    }
+
+    /// Deletes the queues at the controller and frees everything; see
+    /// [`crate::Controller::delete_io_queue_pair`].
+    pub(crate) fn delete(mut self) -> Result<()> {
+        self.stop()
+    }
+}
+
+impl<B: DmaTargetMut> IoQueuePair<B> {
+    /// Queues a read of `bytes` at `lba` of namespace `nsid` into `buf` at
+    /// `offset`. The queue owns the buffer until it comes back from
+    /// [`IoQueuePair::poll`] with `tag`, the data in it; on error it comes
+    /// back at once and nothing was sent.
+    pub fn submit_read(
+        &mut self,
+        nsid: u32,
+        lba: u64,
+        buf: B,
+        offset: usize,
+        bytes: usize,
+        tag: u64,
+    ) -> Result<(), (Error, B)> {
+        let span = Span {
+            nsid,
+            lba,
+            offset,
+            bytes,
+        };
+        self.submit_rw(nvm::READ, span, buf, tag)
+    }
+}
+
+impl<B: DmaTarget> Drop for IoQueuePair<B> {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            log::warn!(
+                "{}: I/O queue pair {}: {e}",
+                self.admin.address(),
+                self.qid()
+            );
+        }
+    }
+}
+
+/// `count` items from `start` in pieces of at most `max`: (first, length).
+fn pieces(start: u64, count: u64, max: u64) -> impl Iterator<Item = (u64, u64)> {
+    (0..count.div_ceil(max)).map(move |k| {
+        let at = k * max;
+        (start + at, max.min(count - at))
+    })
 }
 
 /// PRP entries address dwords (base spec 4.1.1: bits 1:0 of the offset are 0).

@@ -11,6 +11,7 @@
 //!
 //! See [`Controller`] for an example.
 
+mod admin;
 mod controller;
 mod error;
 mod io;
@@ -19,6 +20,7 @@ mod queue;
 pub mod regs;
 pub mod spec;
 
+pub use admin::ADMIN_TIMEOUT;
 pub use controller::{Controller, SmartLog};
 pub use error::{Error, Result};
 pub use io::{IoCompletion, IoQueuePair, IO_TIMEOUT};

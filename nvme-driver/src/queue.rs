@@ -15,6 +15,20 @@ use crate::regs::DOORBELL_BASE;
 use crate::spec::{Command, Completion, CQE_SIZE, SQE_SIZE};
 use crate::{Error, Result};
 
+/// BAR0 offsets of queue `qid`'s SQ tail and CQ head doorbells (base spec 3.1.3.22).
+fn doorbells(qid: u16, dstrd: u8) -> (usize, usize) {
+    let stride = 4usize << dstrd;
+    let sq = DOORBELL_BASE + 2 * qid as usize * stride;
+    (sq, sq + stride)
+}
+
+/// How many I/O queues have their doorbells inside a BAR of `bar_len` bytes.
+pub(crate) fn doorbell_limit(bar_len: usize, dstrd: u8) -> u16 {
+    let stride = 4usize << dstrd;
+    let pairs = bar_len.saturating_sub(DOORBELL_BASE) / (2 * stride);
+    pairs.saturating_sub(1).min(u16::MAX as usize) as u16
+}
+
 /// A submission queue and the completion queue it posts to, with the same ID.
 #[derive(Debug)]
 pub(crate) struct QueuePair {
@@ -37,7 +51,8 @@ pub(crate) struct QueuePair {
 }
 
 impl QueuePair {
-    /// Rings of `entries` (2..=4096) in fresh DMA memory; doorbells `4 << dstrd` apart.
+    /// Rings of `entries` (2..=4096) in fresh DMA memory; doorbells `4 << dstrd`
+    /// apart, which must lie inside the BAR (the stride is the device's word).
     pub(crate) fn new(
         container: &Arc<Container>,
         bar: Arc<Mmio>,
@@ -45,9 +60,21 @@ impl QueuePair {
         entries: u16,
         dstrd: u8,
     ) -> Result<QueuePair> {
+        let (sq_doorbell, cq_doorbell) = doorbells(qid, dstrd);
+        if !bar.fits(cq_doorbell, 4) {
+            return Err(Error::Protocol(format!(
+                "queue {qid}'s doorbells at {sq_doorbell:#x} (stride {} from CAP.DSTRD) lie outside the {:#x}-byte BAR0",
+                4usize << dstrd,
+                bar.len()
+            )));
+        }
+        if !(2..=4096).contains(&entries) {
+            return Err(Error::InvalidArgument(format!(
+                "a queue of {entries} entries; 2 to 4096 are possible"
+            )));
+        }
         let sq = DmaMemory::new(container, entries as usize * SQE_SIZE, Backing::Auto)?;
         let cq = DmaMemory::new(container, entries as usize * CQE_SIZE, Backing::Auto)?;
-        let stride = 4usize << dstrd;
         let cids = entries - 1;
         Ok(QueuePair {
             qid,
@@ -55,8 +82,8 @@ impl QueuePair {
             sq,
             cq,
             bar,
-            sq_doorbell: DOORBELL_BASE + (2 * qid as usize) * stride,
-            cq_doorbell: DOORBELL_BASE + (2 * qid as usize + 1) * stride,
+            sq_doorbell,
+            cq_doorbell,
             sq_tail: 0,
             sq_head: 0,
             cq_head: 0,
@@ -69,6 +96,13 @@ impl QueuePair {
 
     pub(crate) fn qid(&self) -> u16 {
         self.qid
+    }
+
+    /// Keep both rings allocated and mapped after drop (the controller may
+    /// still write them).
+    pub(crate) fn leak_on_drop(&self) {
+        self.sq.leak_on_drop();
+        self.cq.leak_on_drop();
     }
 
     pub(crate) fn sq_iova(&self) -> u64 {

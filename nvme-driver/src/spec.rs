@@ -131,8 +131,14 @@ impl Command {
         c
     }
 
-    /// Read or Write of `blocks` (1..=65536) logical blocks at `lba`.
+    /// Read, Write or Write Zeroes of `blocks` (1..=65536) logical blocks at
+    /// `lba`: NLB is the low 16 bits of CDW12, 0-based; callers split larger
+    /// counts (a count out of range would set other fields of CDW12).
     pub fn read_write(opcode: u8, nsid: u32, lba: u64, blocks: u32) -> Command {
+        assert!(
+            (1..=1 << 16).contains(&blocks),
+            "{blocks} blocks in one command"
+        );
         let mut c = Command::new(opcode, nsid);
         c.cdw[10] = lba as u32;
         c.cdw[11] = (lba >> 32) as u32;

@@ -25,6 +25,14 @@ const E_BAD_LBA: u64 = 1000;
 /// F's drive is throttled to 16 KiB/s (QEMU's block throttling): a 64 KiB read
 /// takes about 4 s, past the 2 s timeout the test sets.
 const F: &str = "0000:00:08.0";
+/// G's drive is throttled to 8 KiB/s: 32 one-block reads take 2 s, so they
+/// are in flight when the queue pair is dropped.
+const G: &str = "0000:00:09.0";
+/// Z holds 40 MiB of random bytes, of which 70,000 blocks are zeroed: more
+/// than one Write Zeroes command holds (65,536).
+const Z: &str = "0000:00:0a.0";
+const Z_BYTES: usize = 40 << 20;
+const Z_ZEROED: (u64, u64) = (1000, 70_000);
 const A_BYTES: usize = 16 << 20;
 const A_BLOCKS: u64 = (A_BYTES / 512) as u64;
 
@@ -47,6 +55,8 @@ struct Images {
     d: PathBuf,
     e: PathBuf,
     f: PathBuf,
+    g: PathBuf,
+    z: PathBuf,
 }
 
 fn pattern(name: &str, len: usize) -> Vec<u8> {
@@ -88,6 +98,8 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
         d: image(&dir, "d.img", vec![0; 4 << 20]),
         e: image(&dir, "e.img", random_bytes(E_BLOCKS as usize * 512, 0xe)),
         f: image(&dir, "f.img", random_bytes(8 << 20, 0xf)),
+        g: image(&dir, "g.img", random_bytes(1 << 20, 0x9)),
+        z: image(&dir, "z.img", random_bytes(Z_BYTES, 0x2)),
     };
     let rule =
         format!("[inject-error]\nevent = \"read_aio\"\nerrno = \"5\"\nsector = \"{E_BAD_LBA}\"\n");
@@ -106,6 +118,9 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
     assert_eq!(m.nvme_namespaces(&[(&faulty, 512)], ""), E);
     let throttled = PathBuf::from(format!("{},throttling.bps-total=16384", imgs.f.display()));
     assert_eq!(m.nvme_namespaces(&[(&throttled, 512)], ""), F);
+    let throttled = PathBuf::from(format!("{},throttling.bps-total=8192", imgs.g.display()));
+    assert_eq!(m.nvme_namespaces(&[(&throttled, 512)], ""), G);
+    assert_eq!(m.nvme_namespaces(&[(&imgs.z, 512)], ""), Z);
     for (name, _, len) in A_WRITES {
         m.file(name, &pattern(name, *len));
     }
@@ -114,7 +129,10 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
     m.file("c2-pattern", &pattern("c2-pattern", 4096));
     m.file("d-pattern", &pattern("d-pattern", 200 << 10));
 
-    m.step("bind", &format!("devbind bind {A} {B} {C} {D} {E} {F}"));
+    m.step(
+        "bind",
+        &format!("devbind bind {A} {B} {C} {D} {E} {F} {G} {Z}"),
+    );
     for (c, name) in [(A, "a"), (B, "b"), (C, "c"), (D, "d")] {
         m.step(
             &format!("identify-{name}"),
@@ -165,6 +183,12 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
     m.step("d-small-mdts", &format!("nvme-io --device {D} write --lba 0 --input /files/d-pattern && nvme-io --device {D} read --lba 0 --blocks 400 --output - | sha256sum"));
     m.step("d-queues", &format!("guest-check nvme-queues {D}"));
     m.step("f-timeout", &format!("guest-check nvme-timeout {F}"));
+    m.step("g-drop", &format!("guest-check nvme-drop {G}"));
+    let (zl, zn) = Z_ZEROED;
+    m.step(
+        "z-zero",
+        &format!("nvme-io --device {Z} zero --lba {zl} --blocks {zn}"),
+    );
     m.step(
         "e-media-error",
         &format!("guest-check nvme-media {E} {E_BAD_LBA} {E_BLOCKS}"),
@@ -360,6 +384,43 @@ fn shapes_read_back_through_the_driver() {
         kv(q, "queues.refused").contains("allows 1 I/O queue pairs"),
         "{q}"
     );
+    assert_eq!(
+        kv(q, "queues.after_drop"),
+        "qid 1",
+        "a dropped queue pair gives its ID back"
+    );
+}
+
+#[test]
+fn dropping_a_queue_pair_with_reads_in_flight_never_lets_them_land_in_reused_buffers() {
+    let out = &outcome().ok("g-drop").output;
+    assert_eq!(kv_num(out, "drop.in_flight"), 32, "{out}");
+    assert_eq!(kv_num(out, "drop.buffers_back"), 32, "{out}");
+    assert_eq!(kv(out, "drop.patterns_intact"), "true", "{out}");
+    assert_eq!(kv_num(out, "drop.leaked"), 0, "{out}");
+    let image = random_bytes(1 << 20, 0x9);
+    assert_eq!(
+        kv(out, "drop.after_sha256"),
+        sha(&image[..4096]),
+        "the controller serves a new queue pair afterwards"
+    );
+}
+
+#[test]
+fn write_zeroes_over_more_blocks_than_one_command_holds_zeroes_exactly_those() {
+    outcome().ok("z-zero");
+    let (_, imgs) = run();
+    let mut want = random_bytes(Z_BYTES, 0x2);
+    let (zl, zn) = Z_ZEROED;
+    want[zl as usize * 512..(zl + zn) as usize * 512].fill(0);
+    let got = std::fs::read(&imgs.z).expect("read image Z");
+    let first_diff = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert_eq!(
+        first_diff.map(|b| b / 512),
+        None,
+        "image Z differs from 70,000 zeroed blocks at LBA {:?}",
+        first_diff.map(|b| b / 512)
+    );
 }
 
 #[test]
@@ -483,9 +544,14 @@ fn a_command_that_does_not_complete_in_time_is_reported_and_reset_recovers() {
         "gave up after the timeout, not forever: {waited} ms"
     );
     assert_eq!(kv(out, "timeout.failed"), "true");
+    assert_eq!(
+        kv(out, "timeout.target_intact"),
+        "true",
+        "nothing landed in the timed-out read's target after it returned: {out}"
+    );
     assert!(
-        kv(out, "timeout.next_read").contains("an earlier command did not complete"),
-        "{out}"
+        kv(out, "timeout.next_read").contains("no longer exists at the controller"),
+        "the timed-out read disabled the controller: {out}"
     );
     assert!(
         kv_num(out, "timeout.aborted") >= 1,

@@ -61,14 +61,14 @@ enum Cmd {
         #[arg(long)]
         lba: u64,
         #[arg(long)]
-        blocks: u32,
+        blocks: u64,
     },
     /// Deallocate (trim).
     Trim {
         #[arg(long)]
         lba: u64,
         #[arg(long)]
-        blocks: u32,
+        blocks: u64,
     },
     /// The SMART / health log.
     Smart,
@@ -100,13 +100,13 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::Smart => smart(&mut nvme),
         cmd => {
             let mut qp = nvme.create_io_queue_pair::<DmaMemory>(64)?;
-            let buf = DmaMemory::new(&container, CHUNK, Backing::Auto)?;
+            let mut buf = DmaMemory::new(&container, CHUNK, Backing::Auto)?;
             match cmd {
                 Cmd::Read {
                     lba,
                     blocks,
                     output,
-                } => read(&mut qp, &buf, cli.nsid, *lba, *blocks, output),
+                } => read(&mut qp, &mut buf, cli.nsid, *lba, *blocks, output),
                 Cmd::Write { lba, input } => write(&mut qp, &buf, cli.nsid, *lba, input),
                 Cmd::Zero { lba, blocks } => qp.write_zeroes(cli.nsid, *lba, *blocks),
                 Cmd::Trim { lba, blocks } => qp.deallocate(cli.nsid, *lba, *blocks),
@@ -163,7 +163,7 @@ fn io_err(what: &str, e: io::Error) -> Error {
 
 fn read(
     qp: &mut IoQueuePair<DmaMemory>,
-    buf: &DmaMemory,
+    buf: &mut DmaMemory,
     nsid: u32,
     lba: u64,
     blocks: u64,

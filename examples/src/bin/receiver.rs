@@ -362,12 +362,12 @@ impl Receiver {
             self.reap()?;
         }
         let block_at = expected / self.bs * self.bs;
-        let old = self
+        let mut old = self
             .staging
             .alloc()
             .ok_or("no staging buffer for the last block")?;
         let lba = self.lba + (start + block_at as u64) / self.bs as u64;
-        self.qp.read(self.nsid, lba, &old, 0, self.bs)?;
+        self.qp.read(self.nsid, lba, &mut old, 0, self.bs)?;
         let keep = expected - block_at;
         buf.as_mut_slice()[expected..block_at + self.bs]
             .copy_from_slice(&old.as_slice()[keep..self.bs]);

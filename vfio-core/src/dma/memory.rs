@@ -8,6 +8,7 @@
 use std::ffi::c_void;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use nix::sys::mman::{madvise, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags};
@@ -81,6 +82,8 @@ pub struct DmaMemory {
     iova: u64,
     kind: PageKind,
     container: Arc<Container>,
+    /// Set by [`DmaMemory::leak_on_drop`].
+    leak: AtomicBool,
 }
 
 // SAFETY: DmaMemory owns its mapping; all access goes through volatile reads
@@ -108,7 +111,16 @@ impl DmaMemory {
             iova,
             kind,
             container: Arc::clone(container),
+            leak: AtomicBool::new(false),
         })
+    }
+
+    /// When dropped, leave this memory allocated and mapped at its IOVA for
+    /// the rest of the process instead of freeing it: for memory a device
+    /// may still write that a driver could not prove idle. Nothing else is
+    /// ever placed at its addresses or its IOVAs, so a late write lands here.
+    pub fn leak_on_drop(&self) {
+        self.leak.store(true, Ordering::Relaxed);
     }
 
     /// The container whose IOMMU maps this memory: only devices opened in it
@@ -211,6 +223,10 @@ impl DmaMemory {
 
 impl Drop for DmaMemory {
     fn drop(&mut self) {
+        if self.leak.load(Ordering::Relaxed) {
+            super::note_leak(self.iova, self.len);
+            return;
+        }
         if let Err(e) = self.container.unmap_dma(self.iova, self.len) {
             // Still mapped: a device may reach it, so it must not be reused.
             log::warn!(

@@ -53,6 +53,7 @@
 //! fn try_it(b: &mut vfio_core::dma::Buffer) { device_writes(b) }
 //! ```
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub mod iova;
@@ -103,6 +104,34 @@ pub trait DmaTarget: sealed::Sealed {
         }
         Ok(self.iova() + offset as u64)
     }
+
+    /// Leaves the memory allocated, mapped and out of its pool for the rest
+    /// of the process: what a driver does with memory a device may still
+    /// write when it cannot prove the device idle. Counted in [`leaked`] and
+    /// logged.
+    fn leak(self)
+    where
+        Self: Sized,
+    {
+        note_leak(self.iova(), self.dma_len());
+        std::mem::forget(self);
+    }
+}
+
+static LEAKED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many DMA regions and buffers were leaked on purpose
+/// ([`DmaTarget::leak`], [`DmaMemory::leak_on_drop`]) because a device might
+/// still write them: 0 unless a device could not be stopped.
+pub fn leaked() -> usize {
+    LEAKED.load(Ordering::Relaxed)
+}
+
+pub(crate) fn note_leak(iova: u64, len: usize) {
+    LEAKED.fetch_add(1, Ordering::Relaxed);
+    log::error!(
+        "leaving {len} bytes of DMA memory at IOVA {iova:#x} allocated and mapped for good: a device may still write them"
+    );
 }
 
 /// Memory a device may also write. Implemented only by types whose owner has

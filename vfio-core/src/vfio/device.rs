@@ -72,7 +72,7 @@ enum Backend {
 #[cfg(any(test, feature = "testing"))]
 #[derive(Debug)]
 struct DeviceModel {
-    config: std::sync::Mutex<Vec<u8>>,
+    config: crate::mmio::SharedModel,
     bars: Vec<(u32, usize, crate::mmio::SharedModel)>,
 }
 
@@ -91,17 +91,34 @@ impl Device {
         config: Vec<u8>,
         bars: Vec<(u32, usize, crate::mmio::SharedModel)>,
     ) -> Result<Device> {
+        let len = config.len();
+        let mut file = crate::mmio::RegisterFile::new(len);
+        for (i, b) in config.iter().enumerate() {
+            file.set(i, 1, *b as u64);
+        }
+        let config: crate::mmio::SharedModel = Arc::new(std::sync::Mutex::new(file));
+        Device::from_models(container, addr, (len, config), bars)
+    }
+
+    /// As [`Device::from_model`], with a model for config space too (`len`
+    /// bytes, accessed a byte at a time): for a device whose config space
+    /// does not behave like memory (e.g. a command register that ignores
+    /// writes).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn from_models(
+        container: &Arc<Container>,
+        addr: PciAddress,
+        (len, config): (usize, crate::mmio::SharedModel),
+        bars: Vec<(u32, usize, crate::mmio::SharedModel)>,
+    ) -> Result<Device> {
         if !container.is_unbacked() {
             return Err(Error::InvalidArgument(
                 "a device model lives in a container made by Container::unbacked".into(),
             ));
         }
-        let size = config.len() as u64;
+        let size = len as u64;
         Ok(Device {
-            backend: Backend::Model(Arc::new(DeviceModel {
-                config: std::sync::Mutex::new(config),
-                bars,
-            })),
+            backend: Backend::Model(Arc::new(DeviceModel { config, bars })),
             container: Arc::clone(container),
             addr,
             flags: 0,
@@ -181,8 +198,10 @@ impl Device {
         let at = self.config_offset(offset, N)?;
         #[cfg(any(test, feature = "testing"))]
         if let Backend::Model(m) = &self.backend {
-            let config = m.config.lock().unwrap_or_else(|p| p.into_inner());
-            buf.copy_from_slice(&config[at as usize..at as usize + N]);
+            let mut config = m.config.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = config.read(at as usize + i, 1) as u8;
+            }
             return Ok(buf);
         }
         let n = nix::sys::uio::pread(self.fd()?.as_fd(), &mut buf, at as i64)
@@ -199,7 +218,9 @@ impl Device {
         #[cfg(any(test, feature = "testing"))]
         if let Backend::Model(m) = &self.backend {
             let mut config = m.config.lock().unwrap_or_else(|p| p.into_inner());
-            config[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+            for (i, b) in bytes.iter().enumerate() {
+                config.write(at as usize + i, 1, *b as u64);
+            }
             return Ok(());
         }
         let n = nix::sys::uio::pwrite(self.fd()?.as_fd(), bytes, at as i64)

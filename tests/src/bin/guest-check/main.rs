@@ -16,6 +16,10 @@
 //! - `nvme-timeout NVME`: on a throttled drive, a 64 KiB read times out, the
 //!   queue pair refuses work, a controller reset and queue re-creation hand
 //!   back the aborted commands, and a small read works again.
+//! - `nvme-drop NVME`: on a throttled drive, 32 reads into pool buffers are in
+//!   flight when the queue pair is dropped; then every pool buffer is taken
+//!   and filled with a pattern, and after the throttle would have let the
+//!   reads through, every pattern is checked.
 //! - `nic-tx NIC COUNT`, `nic-tx-csum NIC COUNT`, `nic-rx NIC PHASE COUNT`,
 //!   `nic-rx-burst NIC`, `nic-link NIC`, `nic-tx-jumbo NIC COUNT`,
 //!   `nic-udp-send NIC DST_MAC COUNT`, `udp-recv PORT COUNT SECONDS` (a kernel
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Some("nvme-timeout") if args.len() == 2 => nvme_timeout(&args[1]),
         Some("nvme-confine") if args.len() == 2 => nvme_confine(&args[1]),
         Some("nvme-vanish") if args.len() == 2 => nvme_vanish(&args[1]),
+        Some("nvme-drop") if args.len() == 2 => nvme_drop(&args[1]),
         _ => {
             eprintln!("usage: guest-check open BDF... | irq NIC NVME | dma BDF auto|hugepages|pages BYTES | pool BDF | reset NVME");
             return ExitCode::from(2);
@@ -418,15 +423,15 @@ fn nvme_bad(bdf: &str) -> Result<()> {
     let blocks = qp.namespace(1).map_err(nvme_err)?.blocks;
     let bs = qp.namespace(1).map_err(nvme_err)?.block_size as usize;
     let small_pool = BufferPool::new(&container, 4096, 1)?;
-    let small = small_pool.try_alloc()?;
-    let big = DmaMemory::new(&container, 1 << 20, Backing::Auto)?;
+    let mut small = small_pool.try_alloc()?;
+    let mut big = DmaMemory::new(&container, 1 << 20, Backing::Auto)?;
     let cases: [(&str, nvme_driver::Result<()>); 6] = [
         ("past_end", qp.write(1, blocks, &big, 0, bs)),
         ("straddles_end", qp.write(1, blocks - 1, &big, 0, 2 * bs)),
-        ("zero_blocks", qp.read(1, 0, &big, 0, 0)),
-        ("buffer_too_small", qp.read(1, 0, &small, 0, 8192)),
-        ("partial_block", qp.read(1, 0, &big, 0, bs + 1)),
-        ("unknown_nsid", qp.read(7, 0, &big, 0, bs)),
+        ("zero_blocks", qp.read(1, 0, &mut big, 0, 0)),
+        ("buffer_too_small", qp.read(1, 0, &mut small, 0, 8192)),
+        ("partial_block", qp.read(1, 0, &mut big, 0, bs + 1)),
+        ("unknown_nsid", qp.read(7, 0, &mut big, 0, bs)),
     ];
     for (name, result) in cases {
         match result {
@@ -449,12 +454,12 @@ fn nvme_queues(bdf: &str) -> Result<()> {
     let container = Container::new()?;
     let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
     println!("queues.limit={}", nvme.io_queue_limit());
-    let buf = DmaMemory::new(&container, 4096, Backing::Auto)?;
+    let mut buf = DmaMemory::new(&container, 4096, Backing::Auto)?;
     let mut made = Vec::new();
     loop {
         match nvme.create_io_queue_pair::<DmaMemory>(8) {
             Ok(mut qp) => {
-                qp.read(1, 0, &buf, 0, 4096).map_err(nvme_err)?;
+                qp.read(1, 0, &mut buf, 0, 4096).map_err(nvme_err)?;
                 made.push(qp);
             }
             Err(e) => {
@@ -467,6 +472,13 @@ fn nvme_queues(bdf: &str) -> Result<()> {
         }
     }
     println!("queues.created={}", made.len());
+    // Dropping a queue pair deletes it at the controller and frees its ID.
+    made.clear();
+    let mut again = nvme
+        .create_io_queue_pair::<DmaMemory>(8)
+        .map_err(nvme_err)?;
+    again.read(1, 0, &mut buf, 0, 4096).map_err(nvme_err)?;
+    println!("queues.after_drop=qid {}", again.qid());
     Ok(())
 }
 
@@ -479,15 +491,18 @@ fn nvme_media(bdf: &str, bad: &str, blocks: &str) -> Result<()> {
     };
     let (bad, blocks) = (num(bad)?, num(blocks)?);
     let (container, mut nvme, mut qp) = nvme_with_queue(bdf)?;
-    let mem = DmaMemory::new(&container, (blocks * 512) as usize, Backing::Auto)?;
+    let mut mem = DmaMemory::new(&container, (blocks * 512) as usize, Backing::Auto)?;
     let show = |r: nvme_driver::Result<()>| r.err().map_or("ok".to_string(), |e| e.to_string());
-    println!("media.bad_block={}", show(qp.read(1, bad, &mem, 0, 512)));
+    println!(
+        "media.bad_block={}",
+        show(qp.read(1, bad, &mut mem, 0, 512))
+    );
     println!(
         "media.range_over_bad={}",
-        show(qp.read(1, bad - 10, &mem, 0, 20 * 512))
+        show(qp.read(1, bad - 10, &mut mem, 0, 20 * 512))
     );
     let mut hash = |lba: u64, n: u64| -> Result<String> {
-        qp.read(1, lba, &mem, 0, (n * 512) as usize)
+        qp.read(1, lba, &mut mem, 0, (n * 512) as usize)
             .map_err(nvme_err)?;
         let mut data = vec![0u8; (n * 512) as usize];
         mem.read_bytes(0, &mut data);
@@ -507,13 +522,13 @@ fn nvme_media(bdf: &str, bad: &str, blocks: &str) -> Result<()> {
 fn nvme_timeout(bdf: &str) -> Result<()> {
     let (container, mut nvme, mut qp) = nvme_with_queue(bdf)?;
     qp.set_timeout(Duration::from_secs(2));
-    let mem = DmaMemory::new(&container, 4 << 20, Backing::Auto)?;
+    let mut mem = DmaMemory::new(&container, 4 << 20, Backing::Auto)?;
     let show = |r: nvme_driver::Result<()>| r.err().map_or("ok".to_string(), |e| e.to_string());
     // The throttle lets a first burst through; read until it holds one back.
     let mut slow = (Ok(()), Duration::ZERO);
     for _ in 0..4 {
         let started = std::time::Instant::now();
-        slow = (qp.read(1, 0, &mem, 0, 64 << 10), started.elapsed());
+        slow = (qp.read(1, 0, &mut mem, 0, 64 << 10), started.elapsed());
         if slow.0.is_err() {
             break;
         }
@@ -521,7 +536,17 @@ fn nvme_timeout(bdf: &str) -> Result<()> {
     println!("timeout.slow_read={}", show(slow.0));
     println!("timeout.waited_ms={}", slow.1.as_millis());
     println!("timeout.failed={}", qp.is_failed());
-    println!("timeout.next_read={}", show(qp.read(1, 0, &mem, 0, 4096)));
+    // The read returned, so its target is the caller's again: the driver
+    // stopped the controller first. Nothing may land in it from now on.
+    mem.write_bytes(0, &[0xc3; 64 << 10]);
+    std::thread::sleep(Duration::from_secs(6));
+    let mut back = vec![0u8; 64 << 10];
+    mem.read_bytes(0, &mut back);
+    println!("timeout.target_intact={}", back.iter().all(|&b| b == 0xc3));
+    println!(
+        "timeout.next_read={}",
+        show(qp.read(1, 0, &mut mem, 0, 4096))
+    );
     nvme.reset().map_err(nvme_err)?;
     let mut aborted = 0;
     nvme.recreate_io_queue_pair(&mut qp, |c| {
@@ -536,7 +561,7 @@ fn nvme_timeout(bdf: &str) -> Result<()> {
     // Into other memory than the aborted command had: QEMU may still finish it.
     println!(
         "timeout.read_after_reset={}",
-        show(qp.read(1, 8, &mem, 1 << 20, 4096))
+        show(qp.read(1, 8, &mut mem, 1 << 20, 4096))
     );
     let mut data = vec![0u8; 4096];
     mem.read_bytes(1 << 20, &mut data);
@@ -545,6 +570,53 @@ fn nvme_timeout(bdf: &str) -> Result<()> {
         "timeout.after_reset_sha256={:x}",
         sha2::Sha256::digest(&data)
     );
+    Ok(())
+}
+
+/// 32 one-block reads in flight on a throttled drive when the queue pair is
+/// dropped; then the pool's buffers, every one, are the caller's: filled with
+/// a pattern that must survive the time the throttle takes to let the reads
+/// through (the drop deleted the queue at the controller, which waits for
+/// them, or disabled the controller).
+fn nvme_drop(bdf: &str) -> Result<()> {
+    const READS: usize = 32;
+    let container = Container::new()?;
+    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
+    let pool = BufferPool::new(&container, 4096, READS)?;
+    let mut qp = nvme
+        .create_io_queue_pair::<vfio_core::dma::Buffer>(64)
+        .map_err(nvme_err)?;
+    for i in 0..READS {
+        let buf = pool.try_alloc()?;
+        qp.submit_read(1, 8 * i as u64, buf, 0, 512, i as u64)
+            .map_err(|(e, _)| nvme_err(e))?;
+    }
+    qp.ring();
+    println!("drop.in_flight={}", qp.in_flight());
+    let started = std::time::Instant::now();
+    drop(qp);
+    println!("drop.ms={}", started.elapsed().as_millis());
+    let mut held: Vec<_> = (0..READS).map_while(|_| pool.alloc()).collect();
+    println!("drop.buffers_back={}", held.len());
+    for (i, b) in held.iter_mut().enumerate() {
+        b.as_mut_slice().fill(0x40 + i as u8);
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let intact = held
+        .iter()
+        .enumerate()
+        .all(|(i, b)| b.as_slice().iter().all(|&x| x == 0x40 + i as u8));
+    println!("drop.patterns_intact={intact}");
+    println!("drop.leaked={}", vfio_core::dma::leaked());
+    let mut qp = nvme
+        .create_io_queue_pair::<DmaMemory>(16)
+        .map_err(nvme_err)?;
+    let mut mem = DmaMemory::new(&container, 4096, Backing::Auto)?;
+    qp.read(1, 0, &mut mem, 0, 4096).map_err(nvme_err)?;
+    let mut data = vec![0u8; 4096];
+    mem.read_bytes(0, &mut data);
+    use sha2::Digest;
+    println!("drop.after_sha256={:x}", sha2::Sha256::digest(&data));
     Ok(())
 }
 
@@ -579,7 +651,7 @@ fn nvme_confine(bdf: &str) -> Result<()> {
         ("low", 0x1000),
     ];
     for (name, iova) in targets {
-        let r = qp.read(1, 0, &unmapped(&container, iova), 0, 4096);
+        let r = qp.read(1, 0, &mut unmapped(&container, iova), 0, 4096);
         println!("confine.{name}.iova={iova:#x}");
         println!(
             "confine.{name}={}",
@@ -631,8 +703,8 @@ fn reset_and_read(
 ) -> Result<()> {
     nvme.reset().map_err(nvme_err)?;
     nvme.recreate_io_queue_pair(qp, |_| {}).map_err(nvme_err)?;
-    let mem = DmaMemory::new(container, 4096, Backing::Auto)?;
-    qp.read(1, 0, &mem, 0, 4096).map_err(nvme_err)?;
+    let mut mem = DmaMemory::new(container, 4096, Backing::Auto)?;
+    qp.read(1, 0, &mut mem, 0, 4096).map_err(nvme_err)?;
     let mut data = vec![0u8; 4096];
     mem.read_bytes(0, &mut data);
     use sha2::Digest;
@@ -685,7 +757,7 @@ fn nvme_vanish(bdf: &str) -> Result<()> {
         qp.read(
             1,
             0,
-            &DmaMemory::new(&container, 4096, Backing::Auto)?,
+            &mut DmaMemory::new(&container, 4096, Backing::Auto)?,
             0,
             4096
         )
