@@ -662,6 +662,9 @@ fn nvme_confine(bdf: &str) -> Result<()> {
             nvme.recreate_io_queue_pair(&mut qp, |_| {})
                 .map_err(nvme_err)?;
         }
+        // The emulated IOMMU records one fault at a time: give the guest
+        // kernel time to log and clear this one before the next.
+        std::thread::sleep(Duration::from_millis(300));
     }
     let mut back = vec![0u8; 64 << 10];
     canary.read_bytes(0, &mut back);
