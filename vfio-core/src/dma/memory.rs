@@ -377,8 +377,10 @@ fn ordinary(size: usize) -> Result<(NonNull<u8>, usize, PageKind)> {
 fn map_anon(len: usize, extra: MapFlags) -> nix::Result<NonNull<u8>> {
     let size = NonZeroUsize::new(len).ok_or(nix::errno::Errno::EINVAL)?;
     let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_POPULATE | extra;
-    #[cfg(miri)] // Miri maps only private anonymous memory, and has no madvise
-    return miri_map(size, flags);
+    if cfg!(miri) {
+        // Miri maps only private anonymous memory, and has no madvise.
+        return miri_map(size, flags);
+    }
     // SAFETY: a fresh anonymous mapping at an address the kernel picks; it
     // aliases nothing.
     let ptr = unsafe {
@@ -398,7 +400,6 @@ fn map_anon(len: usize, extra: MapFlags) -> nix::Result<NonNull<u8>> {
 
 /// Under Miri: the same mapping without MAP_POPULATE and MADV_DONTFORK,
 /// which Miri does not model (it has no hugepages either: those calls fail).
-#[cfg(miri)]
 fn miri_map(size: NonZeroUsize, flags: MapFlags) -> nix::Result<NonNull<u8>> {
     if flags.contains(MapFlags::MAP_HUGETLB) {
         return Err(nix::errno::Errno::ENOMEM);
