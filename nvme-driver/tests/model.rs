@@ -86,15 +86,25 @@ fn reads_and_writes_move_the_namespace_bytes_both_ways() {
     assert_eq!(pool.free_count(), 8);
 }
 
-/// Submits `n` one-block reads into pool buffers while the model holds them.
-fn held_reads(model: &Model, qp: &mut IoQueuePair, pool: &Arc<BufferPool>, n: usize) {
+/// A pool of `buffers` and a queue pair with `reads` one-block reads into
+/// them, which the model holds in flight.
+fn held_reads(
+    container: &Arc<Container>,
+    model: &Model,
+    nvme: &mut Controller,
+    buffers: usize,
+    reads: usize,
+) -> (Arc<BufferPool>, IoQueuePair) {
+    let pool = BufferPool::new(container, 4096, buffers).unwrap();
+    let mut qp = nvme.create_io_queue_pair::<Buffer>(16).unwrap();
     lock(model).hold_io = true;
-    for i in 0..n {
+    for i in 0..reads {
         qp.submit_read(1, i as u64, pool.alloc().unwrap(), 0, 512, i as u64)
             .unwrap();
     }
     qp.ring();
-    assert_eq!(lock(model).held(), n);
+    assert_eq!(lock(model).held(), reads);
+    (pool, qp)
 }
 
 /// Takes every buffer of `pool` and fills it with a pattern; true when all
@@ -116,9 +126,8 @@ fn patterns_survive(model: &Model, pool: &Arc<BufferPool>) -> bool {
 #[test]
 fn dropping_a_queue_pair_deletes_it_before_its_buffers_go_back() {
     let (container, model, mut nvme) = standard();
-    let pool = BufferPool::new(&container, 4096, 8).unwrap();
-    let mut qp = nvme.create_io_queue_pair::<Buffer>(16).unwrap();
-    held_reads(&model, &mut qp, &pool, 8);
+    let (pool, mut qp) = held_reads(&container, &model, &mut nvme, 8, 8);
+
     assert_eq!(pool.free_count(), 0);
     drop(qp);
     assert!(
@@ -141,9 +150,8 @@ fn dropping_a_queue_pair_deletes_it_before_its_buffers_go_back() {
 fn a_deletion_that_never_completes_disables_the_controller_first() {
     let (container, model, mut nvme) = standard();
     nvme.set_admin_timeout(Duration::from_millis(50));
-    let pool = BufferPool::new(&container, 4096, 8).unwrap();
-    let mut qp = nvme.create_io_queue_pair::<Buffer>(16).unwrap();
-    held_reads(&model, &mut qp, &pool, 8);
+    let (pool, mut qp) = held_reads(&container, &model, &mut nvme, 8, 8);
+
     lock(&model).ignore_delete_sq = true;
     drop(qp);
     assert_eq!(lock(&model).disables, 1, "the drop disabled it");
@@ -185,9 +193,8 @@ fn a_controller_that_will_not_stop_loses_bus_mastering_and_then_its_memory_is_le
     let (model, device) = NvmeModel::new(&container, config.clone());
     let mut nvme = Controller::new(device).unwrap();
     nvme.set_admin_timeout(Duration::from_millis(50));
-    let pool = BufferPool::new(&container, 4096, 4).unwrap();
-    let mut qp = nvme.create_io_queue_pair::<Buffer>(8).unwrap();
-    held_reads(&model, &mut qp, &pool, 4);
+    let (pool, mut qp) = held_reads(&container, &model, &mut nvme, 4, 4);
+
     lock(&model).ignore_delete_sq = true;
     let leaked = vfio_core::dma::leaked();
     drop(qp);
@@ -215,9 +222,8 @@ fn a_controller_that_will_not_stop_loses_bus_mastering_and_then_its_memory_is_le
     .unwrap();
     let mut nvme = Controller::new(device).unwrap();
     nvme.set_admin_timeout(Duration::from_millis(50));
-    let pool = BufferPool::new(&container, 4096, 4).unwrap();
-    let mut qp = nvme.create_io_queue_pair::<Buffer>(8).unwrap();
-    held_reads(&model, &mut qp, &pool, 4);
+    let (pool, mut qp) = held_reads(&container, &model, &mut nvme, 4, 4);
+
     lock(&model).ignore_delete_sq = true;
     drop(qp);
     assert_eq!(pool.free_count(), 0, "the held buffers never return");
@@ -273,9 +279,8 @@ fn a_timed_out_blocking_read_returns_only_after_the_controller_stopped() {
 #[test]
 fn buffers_come_back_from_recreate_only_after_a_reset() {
     let (container, model, mut nvme) = standard();
-    let pool = BufferPool::new(&container, 4096, 4).unwrap();
-    let mut qp = nvme.create_io_queue_pair::<Buffer>(8).unwrap();
-    held_reads(&model, &mut qp, &pool, 4);
+    let (pool, mut qp) = held_reads(&container, &model, &mut nvme, 4, 4);
+
     let mut handed = 0;
     let err = nvme
         .recreate_io_queue_pair(&mut qp, |_| handed += 1)
@@ -295,10 +300,9 @@ fn buffers_come_back_from_recreate_only_after_a_reset() {
 #[test]
 fn an_asynchronous_timeout_keeps_the_buffers_until_a_reset() {
     let (container, model, mut nvme) = standard();
-    let pool = BufferPool::new(&container, 4096, 4).unwrap();
-    let mut qp = nvme.create_io_queue_pair::<Buffer>(8).unwrap();
+    let (pool, mut qp) = held_reads(&container, &model, &mut nvme, 4, 2);
     qp.set_timeout(Duration::from_millis(20));
-    held_reads(&model, &mut qp, &pool, 2);
+
     std::thread::sleep(Duration::from_millis(30));
     let err = qp.poll(8, |_| panic!("nothing completed")).unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
