@@ -126,7 +126,7 @@ fn patterns_survive(model: &Model, pool: &Arc<BufferPool>) -> bool {
 #[test]
 fn dropping_a_queue_pair_deletes_it_before_its_buffers_go_back() {
     let (container, model, mut nvme) = standard();
-    let (pool, mut qp) = held_reads(&container, &model, &mut nvme, 8, 8);
+    let (pool, qp) = held_reads(&container, &model, &mut nvme, 8, 8);
 
     assert_eq!(pool.free_count(), 0);
     drop(qp);
@@ -150,7 +150,7 @@ fn dropping_a_queue_pair_deletes_it_before_its_buffers_go_back() {
 fn a_deletion_that_never_completes_disables_the_controller_first() {
     let (container, model, mut nvme) = standard();
     nvme.set_admin_timeout(Duration::from_millis(50));
-    let (pool, mut qp) = held_reads(&container, &model, &mut nvme, 8, 8);
+    let (pool, qp) = held_reads(&container, &model, &mut nvme, 8, 8);
 
     lock(&model).ignore_delete_sq = true;
     drop(qp);
@@ -193,7 +193,7 @@ fn a_controller_that_will_not_stop_loses_bus_mastering_and_then_its_memory_is_le
     let (model, device) = NvmeModel::new(&container, config.clone());
     let mut nvme = Controller::new(device).unwrap();
     nvme.set_admin_timeout(Duration::from_millis(50));
-    let (pool, mut qp) = held_reads(&container, &model, &mut nvme, 4, 4);
+    let (pool, qp) = held_reads(&container, &model, &mut nvme, 4, 4);
 
     lock(&model).ignore_delete_sq = true;
     let leaked = vfio_core::dma::leaked();
@@ -222,7 +222,7 @@ fn a_controller_that_will_not_stop_loses_bus_mastering_and_then_its_memory_is_le
     .unwrap();
     let mut nvme = Controller::new(device).unwrap();
     nvme.set_admin_timeout(Duration::from_millis(50));
-    let (pool, mut qp) = held_reads(&container, &model, &mut nvme, 4, 4);
+    let (pool, qp) = held_reads(&container, &model, &mut nvme, 4, 4);
 
     lock(&model).ignore_delete_sq = true;
     drop(qp);
@@ -302,7 +302,6 @@ fn an_asynchronous_timeout_keeps_the_buffers_until_a_reset() {
     let (container, model, mut nvme) = standard();
     let (pool, mut qp) = held_reads(&container, &model, &mut nvme, 4, 2);
     qp.set_timeout(Duration::from_millis(20));
-
     std::thread::sleep(Duration::from_millis(30));
     let err = qp.poll(8, |_| panic!("nothing completed")).unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
