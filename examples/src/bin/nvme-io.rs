@@ -14,8 +14,10 @@ use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use examples::cli;
 use nvme_driver::{Controller, Error, IoQueuePair, Result};
 use vfio_core::dma::{Backing, DmaMemory};
+use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
 /// Bytes moved per round trip between the file and the device.
@@ -27,10 +29,10 @@ const CHUNK: usize = 4 << 20;
 )]
 struct Cli {
     /// PCI address of the controller, bound to vfio-pci.
-    #[arg(long)]
-    device: String,
+    #[arg(long, value_name = "BDF")]
+    device: PciAddress,
     /// Namespace ID.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = cli::u32_in(cli::NSID))]
     nsid: u32,
     #[command(subcommand)]
     command: Cmd,
@@ -92,9 +94,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    let addr = cli.device.parse().map_err(Error::Vfio)?;
+    examples::cli::require_devices(&[cli.device]).map_err(Error::Vfio)?;
     let container = Container::new()?;
-    let mut nvme = Controller::open(&container, addr)?;
+    let mut nvme = Controller::open(&container, cli.device)?;
     match &cli.command {
         Cmd::Identify => identify(&mut nvme),
         Cmd::Smart => smart(&mut nvme),
