@@ -8,5 +8,6 @@ pub mod packet;
 pub mod perf;
 pub mod progress;
 pub mod signals;
+pub mod stream;
 pub mod uring;
 pub mod usage;
