@@ -52,31 +52,34 @@ pub const NSID: RangeInclusive<u64> = 1..=0xFFFF_FFFE;
 /// A duration in seconds: a finite number above zero and at most
 /// [`MAX_SECONDS`] (so `nan`, `inf`, `1e300`, `-1` and `0` are refused).
 pub fn seconds(s: &str) -> Result<Duration, String> {
-    match seconds_or_zero(s)? {
-        d if d.is_zero() => Err(format!(
-            "{s:?} is not above zero; give a number of seconds from 0.001 to {MAX_SECONDS}"
-        )),
-        d => Ok(d),
-    }
+    parse_seconds(s, false)
 }
 
 /// A duration in seconds that may be zero (a warm-up that can be skipped):
 /// finite, not negative, at most [`MAX_SECONDS`].
 pub fn seconds_or_zero(s: &str) -> Result<Duration, String> {
-    let fix = format!("give a number of seconds from 0 to {MAX_SECONDS}, e.g. 5 or 0.5");
+    parse_seconds(s, true)
+}
+
+fn parse_seconds(s: &str, zero: bool) -> Result<Duration, String> {
+    let fix = format!(
+        "give a number of seconds from {} to {MAX_SECONDS} (a week), e.g. 5 or 0.5",
+        if zero { "0" } else { "0.000001" }
+    );
     let x: f64 = s
         .trim()
         .parse()
         .map_err(|_| format!("{s:?} is not a number; {fix}"))?;
-    if !x.is_finite() || x < 0.0 {
-        return Err(format!("{s:?} is not a finite, non-negative number; {fix}"));
+    if !(0.0..=MAX_SECONDS).contains(&x) {
+        return Err(format!("{s:?} is out of range; {fix}"));
     }
-    if x > MAX_SECONDS {
-        return Err(format!("{s:?} is more than a week; {fix}"));
+    // Whole microseconds: no tool needs a finer duration, and a value below
+    // one microsecond is zero rather than a busy loop.
+    let d = Duration::from_micros((x * 1e6).round() as u64);
+    if d.is_zero() && !zero {
+        return Err(format!("{s:?} is not above zero; {fix}"));
     }
-    // Whole microseconds: no duration a tool needs is finer, and a value
-    // below one microsecond is zero rather than a busy loop.
-    Ok(Duration::from_micros((x * 1e6).round() as u64))
+    Ok(d)
 }
 
 /// A rate in MB/s (10^6 bytes per second): finite, above zero, at most 10^6

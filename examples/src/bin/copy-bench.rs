@@ -24,7 +24,10 @@ use examples::dmaf;
 use examples::kernel_copy::{self, Route};
 
 #[derive(Parser)]
-#[command(about = "The kernel's copy paths beside the zero-copy forwarder")]
+#[command(
+    about = "The kernel's copy paths beside the zero-copy forwarder",
+    allow_negative_numbers = true
+)]
 struct Cli {
     /// The block device of an NVMe namespace on the kernel's nvme driver.
     #[arg(long)]

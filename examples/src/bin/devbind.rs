@@ -15,7 +15,11 @@ use vfio_core::pci::{PciAddress, PciDevice, Sysfs};
 use vfio_core::{Error, Result};
 
 #[derive(Parser)]
-#[command(about = "Bind PCI devices to vfio-pci for userspace drivers, and back")]
+// No arguments at all is an error (with the usage hint), not the help text.
+#[command(
+    about = "Bind PCI devices to vfio-pci for userspace drivers, and back",
+    arg_required_else_help = false
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -35,7 +35,10 @@ const CHUNK: usize = 64 << 10;
 const PACING_BURST: f64 = 32.0 * 1024.0;
 
 #[derive(Parser)]
-#[command(about = "Forward an NVMe namespace range to the network by DMA, with no CPU copy")]
+#[command(
+    about = "Forward an NVMe namespace range to the network by DMA, with no CPU copy",
+    allow_negative_numbers = true
+)]
 struct Cli {
     /// PCI address of the NVMe controller, bound to vfio-pci.
     #[arg(long, value_name = "BDF")]
@@ -72,7 +75,7 @@ struct Cli {
     queue_depth: usize,
     /// Pace the stream to at most this many MB/s (UDP has no flow control: a
     /// slow receiver drops what it cannot take).
-    #[arg(long, value_parser = cli::megabytes_per_second)]
+    #[arg(long, value_parser = cli::megabytes_per_second, allow_hyphen_values = true)]
     max_mbps: Option<f64>,
     #[arg(long)]
     json: bool,

@@ -16,7 +16,10 @@ use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
 #[derive(Parser)]
-#[command(about = "Echo frames back with the MACs swapped (userspace NIC driver)")]
+#[command(
+    about = "Echo frames back with the MACs swapped (userspace NIC driver)",
+    allow_negative_numbers = true
+)]
 struct Cli {
     /// PCI address of the NIC, bound to vfio-pci.
     #[arg(long, value_name = "BDF")]
@@ -25,7 +28,7 @@ struct Cli {
     #[arg(long, value_parser = cli::u64_in(1..=u64::MAX))]
     count: Option<u64>,
     /// Stop after this many seconds (above 0, at most a week).
-    #[arg(long, value_parser = cli::seconds)]
+    #[arg(long, value_parser = cli::seconds, allow_hyphen_values = true)]
     seconds: Option<Duration>,
     /// Sleep until the NIC interrupts instead of polling.
     #[arg(long)]

@@ -21,7 +21,8 @@ use vfio_core::vfio::Container;
 
 #[derive(Parser)]
 #[command(
-    about = "Send UDP frames as fast as possible (userspace NIC driver; --baseline: and the kernel's)"
+    about = "Send UDP frames as fast as possible (userspace NIC driver; --baseline: and the kernel's)",
+    allow_negative_numbers = true
 )]
 struct Cli {
     /// PCI address of the NIC, bound to vfio-pci.

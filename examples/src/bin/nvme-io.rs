@@ -25,7 +25,9 @@ const CHUNK: usize = 4 << 20;
 
 #[derive(Parser)]
 #[command(
-    about = "Identify an NVMe controller and read or write its namespaces (userspace driver)"
+    about = "Identify an NVMe controller and read or write its namespaces (userspace driver)",
+    allow_negative_numbers = true,
+    arg_required_else_help = false
 )]
 struct Cli {
     /// PCI address of the controller, bound to vfio-pci.
@@ -43,6 +45,7 @@ enum Cmd {
     /// Controller and namespace facts.
     Identify,
     /// Read blocks into a file ("-" for standard output).
+    #[command(allow_negative_numbers = true)]
     Read {
         #[arg(long)]
         lba: u64,
@@ -52,6 +55,7 @@ enum Cmd {
         output: String,
     },
     /// Write a file ("-" for standard input) at an LBA; its size must be whole blocks.
+    #[command(allow_negative_numbers = true)]
     Write {
         #[arg(long)]
         lba: u64,
@@ -59,6 +63,7 @@ enum Cmd {
         input: String,
     },
     /// Write Zeroes.
+    #[command(allow_negative_numbers = true)]
     Zero {
         #[arg(long)]
         lba: u64,
@@ -66,6 +71,7 @@ enum Cmd {
         blocks: u32,
     },
     /// Deallocate (trim).
+    #[command(allow_negative_numbers = true)]
     Trim {
         #[arg(long)]
         lba: u64,

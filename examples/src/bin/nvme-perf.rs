@@ -25,7 +25,10 @@ use vfio_core::pci::{PciAddress, Sysfs};
 use vfio_core::vfio::Container;
 
 #[derive(Parser, Clone)]
-#[command(about = "Benchmark the userspace NVMe driver (and the kernel's, with --baseline)")]
+#[command(
+    about = "Benchmark the userspace NVMe driver (and the kernel's, with --baseline)",
+    allow_negative_numbers = true
+)]
 struct Cli {
     /// PCI address of the controller, bound to vfio-pci.
     #[arg(long, value_name = "BDF")]
@@ -45,14 +48,14 @@ struct Cli {
     #[arg(long, default_value_t = 1, value_parser = cli::usize_in(1..=64))]
     queues: usize,
     /// Seconds to measure (above 0, at most a week).
-    #[arg(long, default_value = "5", value_parser = cli::seconds)]
+    #[arg(long, default_value = "5", value_parser = cli::seconds, allow_hyphen_values = true)]
     seconds: Duration,
     /// Refill the queue only when this many slots are free (one doorbell per
     /// batch); 1 refills after every completion. At most the queue depth.
     #[arg(long, default_value_t = 1, value_parser = cli::usize_in(1..=1023))]
     batch: usize,
     /// Seconds of warm-up before measuring (0 for none).
-    #[arg(long, default_value = "0.5", value_parser = cli::seconds_or_zero)]
+    #[arg(long, default_value = "0.5", value_parser = cli::seconds_or_zero, allow_hyphen_values = true)]
     warmup: Duration,
     /// Also run the kernel's nvme driver (io_uring, O_DIRECT) on the same device.
     #[arg(long)]

@@ -50,7 +50,10 @@ const CHUNK: usize = 64 << 10;
 const DEPTH: usize = 64;
 
 #[derive(Parser)]
-#[command(about = "Receive a DMAF stream with the userspace NIC driver into an NVMe namespace")]
+#[command(
+    about = "Receive a DMAF stream with the userspace NIC driver into an NVMe namespace",
+    allow_negative_numbers = true
+)]
 struct Cli {
     /// PCI address of the NIC, bound to vfio-pci.
     #[arg(long, value_name = "BDF")]
@@ -76,7 +79,7 @@ struct Cli {
     window: u32,
     /// Give up this long after the last datagram of the stream (above 0, at
     /// most a week).
-    #[arg(long, default_value = "5", value_parser = cli::seconds)]
+    #[arg(long, default_value = "5", value_parser = cli::seconds, allow_hyphen_values = true)]
     idle_seconds: Duration,
     /// Memory for regions received in part, 1 to 1024 MiB (a datagram that
     /// would need more regions in progress than this holds is refused).

@@ -28,7 +28,10 @@ use examples::{cli, dmaf};
 const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
 #[derive(Parser)]
-#[command(about = "Receive a forwarder (DMAF) stream into a file")]
+#[command(
+    about = "Receive a forwarder (DMAF) stream into a file",
+    allow_negative_numbers = true
+)]
 struct Cli {
     /// UDP port to listen on (0: any free port, printed when listening).
     #[arg(long)]
@@ -47,7 +50,7 @@ struct Cli {
     window: u32,
     /// Give up this long after the last datagram of the stream (above 0, at
     /// most a week).
-    #[arg(long, default_value = "5", value_parser = cli::seconds)]
+    #[arg(long, default_value = "5", value_parser = cli::seconds, allow_hyphen_values = true)]
     idle_seconds: Duration,
     /// Print the summary as one line of JSON.
     #[arg(long)]
