@@ -191,17 +191,14 @@ fn kernel_send(cli: &Cli, addr: PciAddress, frame: &[u8]) -> Result<Run> {
     wait_for_carrier(&ifname);
     let ifindex = nix::net::if_::if_nametoindex(ifname.as_str())
         .map_err(|e| io("if_nametoindex", e.into()))?;
-    let sock = PacketSocket::bind(ifindex).map_err(|e| io("AF_PACKET socket", e))?;
+    let mut sock = PacketSocket::bind(ifindex, cli.batch).map_err(|e| io("AF_PACKET socket", e))?;
     let stat = PathBuf::from(format!("/sys/class/net/{ifname}/statistics/tx_packets"));
     let sent_before = read_u64(&stat);
-    let (mut iovs, mut msgs) = (Vec::with_capacity(cli.batch), Vec::with_capacity(cli.batch));
     let start = Instant::now();
     let mut queued = 0u64;
     while queued < cli.count {
         let n = (cli.count - queued).min(cli.batch as u64) as usize;
-        queued += sock
-            .send_batch(frame, n, &mut iovs, &mut msgs)
-            .map_err(|e| io("sendmmsg", e))? as u64;
+        queued += sock.send_batch(frame, n).map_err(|e| io("sendmmsg", e))? as u64;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while read_u64(&stat).saturating_sub(sent_before) < queued && Instant::now() < deadline {
