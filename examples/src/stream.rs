@@ -337,4 +337,60 @@ mod tests {
         assert_eq!((t.missing(), t.first_missing(10)), (3, vec![0, 1, 2]));
         assert_eq!(t.refused(), 6);
     }
+
+    #[test]
+    fn random_hostile_traffic_keeps_the_counts_consistent() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut t = Tracker::new(1 << 24, 1024);
+        let memory = t.memory();
+        let (mut data, mut dups, mut refused) = (0u64, 0u64, 0u64);
+        let (mut seen, mut end) = (std::collections::HashSet::new(), None);
+        for _ in 0..5_000 {
+            let r = next();
+            // Mostly near the stream, sometimes anywhere.
+            let seq = match r % 4 {
+                0 => next() as u32,
+                _ => (next() % 2048) as u32,
+            };
+            let offset = match (r >> 8) % 4 {
+                0 => next(),
+                _ => next() % (1 << 24),
+            };
+            let len = match (r >> 16) % 8 {
+                0 => 0,
+                _ => (next() % 9000) as usize,
+            };
+            match t.accept(seq, offset, len) {
+                Verdict::Data => {
+                    assert!(seen.insert(seq), "{seq} accepted twice");
+                    data += 1;
+                }
+                Verdict::Duplicate => dups += 1,
+                Verdict::Refused(_) => refused += 1,
+                Verdict::End => end = Some(seq),
+            }
+            // Against a model that remembers every accepted number.
+            let highest = seen.iter().max().map_or(0, |&m| m as u64 + 1);
+            let upto = end.map_or(highest, |e| e as u64);
+            assert!(seen.iter().all(|&s| (s as u64) < upto));
+            assert_eq!(t.missing(), upto - seen.len() as u64);
+            let first: Vec<u32> = (0..upto as u32)
+                .filter(|s| !seen.contains(s))
+                .take(3)
+                .collect();
+            assert_eq!(t.first_missing(3), first);
+        }
+        assert_eq!(
+            (t.received(), t.duplicates(), t.refused()),
+            (data, dups, refused)
+        );
+        assert!(data > 0 && refused > 0, "both kinds happened");
+        assert_eq!(t.memory(), memory, "memory never grew");
+    }
 }
