@@ -162,7 +162,8 @@ fn run(cli: &Cli) -> Result<(Summary, Stopped), Error> {
         )
         .into());
     }
-    let capacity = (ns.blocks - cli.lba) * ns.block_size as u64;
+    // Saturating: the namespace's size is the device's word.
+    let capacity = (ns.blocks - cli.lba).saturating_mul(ns.block_size as u64);
     let limit = match cli.max_bytes {
         Some(max) if max > capacity => {
             return Err(format!(
