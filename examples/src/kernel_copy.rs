@@ -1,10 +1,8 @@
 //! The kernel's classic paths from a block device to a UDP socket, for
 //! `copy-bench`: each sends a range of the device as DMAF datagrams sliced
 //! exactly as the forwarder slices them (64 KiB chunks, `payload` bytes per
-//! datagram), through the kernel's nvme and NIC drivers. Mapping the block
-//! device is `unsafe` in memmap2 (the file could change under the map), so
-//! this module allows it.
-#![allow(unsafe_code)]
+//! datagram), through the kernel's nvme and NIC drivers. The mmap route maps
+//! the block device with `sys::map_device`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
@@ -103,10 +101,9 @@ pub fn run(
         }
         Route::MmapSend => {
             let file = File::open(disk)?;
-            // SAFETY: the map is read-only and the device is not written
-            // while the benchmark runs; a change would alter the bytes sent,
-            // never memory safety of this process beyond what memmap2 documents.
-            let map = unsafe { memmap2::MmapOptions::new().len(bytes as usize).map(&file)? };
+            // Nothing writes the benchmark's device while it runs.
+            let len = usize::try_from(bytes).map_err(|_| io::Error::other("range too large"))?;
+            let map = crate::sys::map_device(&file, len)?;
             s.by_chunks(bytes, |s, at, len| {
                 s.datagrams_from(&map[at as usize..][..len], at)
             })?

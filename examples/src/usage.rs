@@ -31,3 +31,23 @@ impl Usage {
         }
     }
 }
+
+/// The most address space this process has had mapped (VmPeak of
+/// /proc/self/status), in KiB; None where /proc does not say.
+pub fn vm_peak_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmPeak:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vm_peak_is_read_and_plausible() {
+        let kib = super::vm_peak_kib().expect("Linux has /proc/self/status");
+        assert!(
+            kib > 100,
+            "a Rust test process maps more than 100 KiB: {kib}"
+        );
+    }
+}

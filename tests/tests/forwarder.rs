@@ -48,6 +48,8 @@ const RECV_LBA: u64 = 8;
 const RECV_BYTES: usize = (3 << 20) + 777;
 const RECV_ALIGNED: usize = 1 << 20;
 const RECV_PORT: u16 = 9200;
+/// The receivers run under this address-space limit (`ulimit -v`, KiB): 1 GiB.
+const RECV_AS_LIMIT_KIB: u64 = 1 << 20;
 /// The same forwarder and receiver runs on a virtio-net NIC.
 const VNIC: &str = "0000:00:09.0";
 const VRECV_PORT: u16 = 9201;
@@ -150,10 +152,20 @@ fn boot() -> vfio_tests::Result<Run> {
         ),
     );
     m.step(
-        "receiver",
+        "unbind-not-vfio",
         &format!(
-            "receiver --nic {NIC} --nvme {RECV_NVME} --port {RECV_PORT} --lba {RECV_LBA} --json"
+            "devbind unbind {NIC_KERNEL}; echo unbind.status=$?\n\
+             echo driver.now=$(basename $(readlink /sys/bus/pci/devices/{NIC_KERNEL}/driver))"
         ),
+    );
+    let limited = |cmd: String| {
+        format!("ulimit -v {RECV_AS_LIMIT_KIB} && echo as.limit=$(ulimit -v) && {cmd}")
+    };
+    m.step(
+        "receiver",
+        &limited(format!(
+            "receiver --nic {NIC} --nvme {RECV_NVME} --port {RECV_PORT} --lba {RECV_LBA} --json"
+        )),
     );
     let on_virtio = |cmd: String| cmd.replace(&format!("--nic {NIC}"), &format!("--nic {VNIC}"));
     m.step("virtio-full", &on_virtio(fwd(9600, "")));
@@ -182,9 +194,9 @@ fn boot() -> vfio_tests::Result<Run> {
     );
     m.step(
         "virtio-receiver",
-        &format!(
+        &limited(format!(
             "receiver --nic {VNIC} --nvme {RECV_NVME} --port {VRECV_PORT} --lba {VRECV_LBA} --json"
-        ),
+        )),
     );
     // Signals: each tool stops cleanly on SIGINT/SIGTERM, mid-run.
     let signal = |sig: &str, cmd: &str| {
@@ -241,9 +253,14 @@ fn boot() -> vfio_tests::Result<Run> {
     running.wait_for("receiver: listening", Duration::from_secs(300))?;
     // QEMU's e1000 takes no frame for 1 s after the driver writes RCTL.
     std::thread::sleep(Duration::from_millis(1200));
+    let guest_mac = running.nics[nic].mac;
     send_paced(
         &running.nics[nic].socket,
-        &recv_frames(running.nics[nic].mac, RECV_PORT),
+        &hostile_frames(guest_mac, RECV_PORT, RECV_LBA),
+    );
+    send_paced(
+        &running.nics[nic].socket,
+        &recv_frames(guest_mac, RECV_PORT),
     );
     // The same on the virtio-net NIC.
     running.wait_for("vlink.go", Duration::from_secs(300))?;
@@ -257,9 +274,14 @@ fn boot() -> vfio_tests::Result<Run> {
         Duration::from_secs(300),
     )?;
     std::thread::sleep(Duration::from_millis(1200));
+    let guest_mac = running.nics[vnic].mac;
     send_paced(
         &running.nics[vnic].socket,
-        &recv_frames(running.nics[vnic].mac, VRECV_PORT),
+        &hostile_frames(guest_mac, VRECV_PORT, VRECV_LBA),
+    );
+    send_paced(
+        &running.nics[vnic].socket,
+        &recv_frames(guest_mac, VRECV_PORT),
     );
     let outcome = running.wait();
     let mut frames = capture.stop();
@@ -409,8 +431,12 @@ fn recv_disk_before() -> &'static [u8] {
     DISK.get_or_init(|| random_bytes(RECV_DISK_BYTES, 0x68))
 }
 
-/// Datagrams the host sends that the receiver must refuse.
+/// Frames of the shuffled stream the receiver must refuse: 3 malformed, 1
+/// past the namespace.
 const RECV_MALFORMED: u64 = 4;
+/// Of [`hostile_frames`]: not DMAF at all, and outside the range or window.
+const HOSTILE_MALFORMED: u64 = 3;
+const HOSTILE_OUT_OF_RANGE: u64 = 7;
 /// Every 13th datagram is sent twice.
 const RECV_DUP_EVERY: usize = 13;
 
@@ -427,20 +453,57 @@ fn send_paced(socket: &std::net::UdpSocket, frames: &[Vec<u8>]) {
     }
 }
 
+/// An Ethernet frame from the host to the guest NIC carrying `payload` to
+/// UDP `port`, with valid IPv4 and UDP checksums.
+fn udp_frame(guest_mac: [u8; 6], port: u16, payload: &[u8]) -> Vec<u8> {
+    let builder = etherparse::PacketBuilder::ethernet2(HOST_MAC, guest_mac)
+        .ipv4([192, 0, 2, 1], [198, 51, 100, 1], 64)
+        .udp(5000, port);
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, payload).expect("a frame builds");
+    out
+}
+
+/// A DMAF datagram in a valid frame.
+fn dmaf_frame(guest_mac: [u8; 6], port: u16, seq: u32, offset: u64, data: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(16 + data.len());
+    payload.extend_from_slice(b"DMAF");
+    payload.extend_from_slice(&seq.to_be_bytes());
+    payload.extend_from_slice(&offset.to_be_bytes());
+    payload.extend_from_slice(data);
+    udp_frame(guest_mac, port, &payload)
+}
+
+/// What a hostile peer sends before the stream (every frame's checksums
+/// valid): sequence numbers near 2^32, an offset near 2^63, offset + length
+/// overflowing, data just past the namespace, end markers with huge totals
+/// ([`HOSTILE_OUT_OF_RANGE`]), and payloads too short or not DMAF
+/// ([`HOSTILE_MALFORMED`]). The receiver must refuse each, allocate nothing
+/// by them, and write none of them.
+fn hostile_frames(guest_mac: [u8; 6], port: u16, lba: u64) -> Vec<Vec<u8>> {
+    let dmaf = |seq, offset, data: &[u8]| dmaf_frame(guest_mac, port, seq, offset, data);
+    let capacity = RECV_DISK_BYTES as u64 - lba * 512;
+    let frames = vec![
+        dmaf(0xFFFF_FFF0, 0, &[0xee; 1024]),
+        dmaf(u32::MAX, 1024, &[0xee; 512]),
+        dmaf(5, (1 << 63) - 512, &[0xee; 1024]),
+        dmaf(6, u64::MAX - 100, &[0xee; 1024]),
+        dmaf(7, capacity - 10, &[0xee; 100]),
+        dmaf(8, u64::MAX, &[]),
+        dmaf(9, 1 << 62, &[]),
+        udp_frame(guest_mac, port, b"DMAF\0\0"),
+        udp_frame(guest_mac, port, &random_bytes(1200, 0x69)),
+        udp_frame(guest_mac, port, &[]),
+    ];
+    assert_eq!(
+        frames.len() as u64,
+        HOSTILE_MALFORMED + HOSTILE_OUT_OF_RANGE
+    );
+    frames
+}
+
 fn recv_frames(guest_mac: [u8; 6], port: u16) -> Vec<Vec<u8>> {
-    let frame = |seq: u32, offset: u64, data: &[u8]| {
-        let mut payload = Vec::with_capacity(16 + data.len());
-        payload.extend_from_slice(b"DMAF");
-        payload.extend_from_slice(&seq.to_be_bytes());
-        payload.extend_from_slice(&offset.to_be_bytes());
-        payload.extend_from_slice(data);
-        let builder = etherparse::PacketBuilder::ethernet2(HOST_MAC, guest_mac)
-            .ipv4([192, 0, 2, 1], [198, 51, 100, 1], 64)
-            .udp(5000, port);
-        let mut out = Vec::with_capacity(builder.size(payload.len()));
-        builder.write(&mut out, &payload).expect("a frame builds");
-        out
-    };
+    let frame = |seq: u32, offset: u64, data: &[u8]| dmaf_frame(guest_mac, port, seq, offset, data);
     let file = recv_file();
     let mut frames = Vec::new();
     let mut offset = 0;
@@ -489,7 +552,26 @@ fn check_received(step: &str, lba: u64, region: (usize, usize)) {
     assert_eq!(s["total"].as_u64(), Some(RECV_BYTES as u64));
     let datagrams = RECV_BYTES.div_ceil(1456) as u64 + 1; // upper bound
     assert!(s["duplicates"].as_u64() > Some(0));
-    assert_eq!(s["refused"].as_u64(), Some(RECV_MALFORMED), "{s}");
+    assert_eq!(
+        s["refused"].as_u64(),
+        Some(RECV_MALFORMED + HOSTILE_MALFORMED + HOSTILE_OUT_OF_RANGE),
+        "every hostile and malformed frame is refused and counted: {s}"
+    );
+    assert_eq!(
+        s["out_of_range"].as_u64(),
+        Some(1 + HOSTILE_OUT_OF_RANGE),
+        "{s}"
+    );
+    assert_eq!(s["no_staging_room"].as_u64(), Some(0), "{s}");
+    let out = &r.outcome.ok(step).output;
+    assert!(
+        out.contains(&format!("as.limit={RECV_AS_LIMIT_KIB}")),
+        "the receiver ran under the 1 GiB address-space limit: {out}"
+    );
+    let peak = s["vm_peak_kib"]
+        .as_u64()
+        .expect("the receiver reports its peak");
+    assert!(peak < RECV_AS_LIMIT_KIB, "peak address space {peak} KiB");
     assert_eq!(
         s["direct_bytes"].as_u64(),
         Some(RECV_ALIGNED as u64),
@@ -520,7 +602,21 @@ fn check_received(step: &str, lba: u64, region: (usize, usize)) {
 }
 
 #[test]
-fn the_receiver_writes_a_shuffled_duplicated_stream_to_the_namespace() {
+fn devbind_unbind_of_a_device_not_on_vfio_pci_says_so_and_changes_nothing() {
+    let out = &run().outcome.ok("unbind-not-vfio").output;
+    assert!(out.contains("unbind.status=1"), "exit status 1: {out}");
+    assert!(
+        out.contains(&format!(
+            "{NIC_KERNEL} is not on vfio-pci (driver e1000): nothing done"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("vfio-pci ->"), "no change is claimed: {out}");
+    assert!(out.contains("driver.now=e1000"), "still on e1000: {out}");
+}
+
+#[test]
+fn the_receiver_refuses_hostile_datagrams_then_writes_a_shuffled_duplicated_stream() {
     check_received("receiver", RECV_LBA, (0, VRECV_LBA as usize * 512));
 }
 

@@ -19,22 +19,26 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use clap::Parser;
+use examples::cli;
 use examples::dmaf;
 use examples::kernel_copy::{self, Route};
 
 #[derive(Parser)]
-#[command(about = "The kernel's copy paths beside the zero-copy forwarder")]
+#[command(
+    about = "The kernel's copy paths beside the zero-copy forwarder",
+    allow_negative_numbers = true
+)]
 struct Cli {
     /// The block device of an NVMe namespace on the kernel's nvme driver.
     #[arg(long)]
     disk: PathBuf,
-    /// Bytes to move from the start of the device.
-    #[arg(long)]
+    /// Bytes to move from the start of the device (at least 1).
+    #[arg(long, value_parser = cli::u64_in(1..=u64::MAX))]
     bytes: u64,
     #[arg(long)]
     dst_ip: Ipv4Addr,
-    /// First UDP port; route k uses port + k.
-    #[arg(long, default_value_t = 9300)]
+    /// First UDP port; route k uses port + k (k up to 4, so at most 65531).
+    #[arg(long, default_value_t = 9300, value_parser = clap::value_parser!(u16).range(1..=65531))]
     port: u16,
     /// Arguments of the forwarder run (its devices and destination).
     #[arg(long, allow_hyphen_values = true)]

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use examples::cli::{self, MacAddress};
 use examples::dmaf::{self, Endpoints, FRAME_OVERHEAD};
 use examples::perf::print_json;
 use examples::progress::Progress;
@@ -34,50 +35,67 @@ const CHUNK: usize = 64 << 10;
 const PACING_BURST: f64 = 32.0 * 1024.0;
 
 #[derive(Parser)]
-#[command(about = "Forward an NVMe namespace range to the network by DMA, with no CPU copy")]
+#[command(
+    about = "Forward an NVMe namespace range to the network by DMA, with no CPU copy",
+    allow_negative_numbers = true
+)]
 struct Cli {
-    #[arg(long)]
-    nvme: String,
-    #[arg(long)]
-    nic: String,
-    #[arg(long)]
-    dst_mac: String,
+    /// PCI address of the NVMe controller, bound to vfio-pci.
+    #[arg(long, value_name = "BDF")]
+    nvme: PciAddress,
+    /// PCI address of the NIC, bound to vfio-pci.
+    #[arg(long, value_name = "BDF")]
+    nic: PciAddress,
+    #[arg(long, value_name = "MAC")]
+    dst_mac: MacAddress,
     #[arg(long)]
     dst_ip: Ipv4Addr,
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     dst_port: u16,
     #[arg(long, default_value = "198.51.100.1")]
     src_ip: Ipv4Addr,
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u16).range(1..))]
     src_port: u16,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = cli::u32_in(cli::NSID))]
     nsid: u32,
     #[arg(long, default_value_t = 0)]
     lba: u64,
     /// Blocks to forward (default: from --lba to the end of the namespace).
-    #[arg(long)]
+    #[arg(long, value_parser = cli::u64_in(1..=u64::MAX))]
     blocks: Option<u64>,
     /// Bytes to forward from --lba instead (need not be a multiple of the block size).
-    #[arg(long, conflicts_with = "blocks")]
+    #[arg(long, conflicts_with = "blocks", value_parser = cli::u64_in(1..=u64::MAX))]
     bytes: Option<u64>,
-    #[arg(long, default_value_t = 1500)]
+    /// 1500, or 9000 for jumbo frames.
+    #[arg(long, default_value_t = 1500, value_parser = mtu)]
     mtu: usize,
-    /// NVMe reads in flight.
-    #[arg(long, default_value_t = 16)]
+    /// NVMe reads in flight (1 to 256; each holds a 64 KiB buffer, and four
+    /// buffers per read are pooled).
+    #[arg(long, default_value_t = 16, value_parser = cli::usize_in(1..=256))]
     queue_depth: usize,
     /// Pace the stream to at most this many MB/s (UDP has no flow control: a
     /// slow receiver drops what it cannot take).
-    #[arg(long)]
+    #[arg(long, value_parser = cli::megabytes_per_second, allow_hyphen_values = true)]
     max_mbps: Option<f64>,
     #[arg(long)]
     json: bool,
+}
+
+/// --mtu: the two frame sizes the NICs are set up for.
+fn mtu(s: &str) -> Result<usize, String> {
+    match s {
+        "1500" => Ok(1500),
+        "9000" => Ok(9000),
+        _ => Err(format!("{s:?} is not 1500 or 9000 (jumbo frames)")),
+    }
 }
 
 type Error = Box<dyn std::error::Error>;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match run(&Cli::parse()) {
+    let cli = Cli::parse();
+    match run(&cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("forwarder: {e}");
@@ -173,11 +191,8 @@ struct Sent {
 
 fn run(cli: &Cli) -> Result<ExitCode, Error> {
     signals::install()?;
-    if cli.mtu != 1500 && cli.mtu != 9000 {
-        return Err(format!("--mtu must be 1500 or 9000, not {}", cli.mtu).into());
-    }
-    let (nvme_addr, nic_addr): (PciAddress, PciAddress) = (cli.nvme.parse()?, cli.nic.parse()?);
-    let dst_mac = parse_mac(&cli.dst_mac)?;
+    let (nvme_addr, nic_addr, dst_mac) = (cli.nvme, cli.nic, cli.dst_mac.octets());
+    examples::cli::require_devices(&[nvme_addr, nic_addr])?;
     let container = Container::new()?;
     let mut nvme = Controller::open(&container, nvme_addr)?;
     let ns = nvme.namespace(cli.nsid)?;
@@ -263,6 +278,12 @@ impl Forwarder {
     /// sends each chunk as it lands; then the end marker. False when a signal
     /// stopped it (the reads in flight drained first).
     fn forward(&mut self, lba: u64, total: u64, depth: usize) -> Result<bool, Error> {
+        if self.wide_seq_of(total) > u32::MAX as u64 {
+            return Err(format!(
+                "{total} bytes are more datagrams than the wire format's 32-bit sequence numbers count; forward the range in parts (--lba, --blocks): nothing sent"
+            )
+            .into());
+        }
         let (mut next, mut done) = (0u64, 0u64);
         let mut ready: VecDeque<Chunk> = VecDeque::new();
         let mut progress = Progress::new("forwarder", total);
@@ -338,10 +359,17 @@ impl Forwarder {
     /// are numbered in the order of the range, whatever order the NVMe reads
     /// complete in, so a datagram sent again keeps its number.
     fn seq_of(&self, offset: u64) -> u32 {
+        // `forward` checked that the end marker's number fits, and numbers
+        // grow with the offset.
+        self.wide_seq_of(offset) as u32
+    }
+
+    /// [`Forwarder::seq_of`] before it is cut to the wire's 32 bits.
+    fn wide_seq_of(&self, offset: u64) -> u64 {
         let chunk = self.chunks.buf_size() as u64;
         let per_chunk = chunk.div_ceil(self.payload as u64);
         let within = (offset % chunk).div_ceil(self.payload as u64);
-        (offset / chunk * per_chunk + within) as u32
+        offset / chunk * per_chunk + within
     }
 
     /// Turns ready chunks into datagrams (a header packet and a slice of the
@@ -466,16 +494,6 @@ struct Chunk {
     next: u64,
     end: u64,
     buf: SharedBuffer,
-}
-
-fn parse_mac(s: &str) -> Result<[u8; 6], Error> {
-    let bytes: Vec<u8> = s
-        .split(':')
-        .filter_map(|b| u8::from_str_radix(b, 16).ok())
-        .collect();
-    bytes
-        .try_into()
-        .map_err(|_| format!("--dst-mac {s:?} is not a MAC like 52:54:00:12:34:56").into())
 }
 
 fn report(cli: &Cli, s: &Summary) {

@@ -10,34 +10,42 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use examples::cli;
 use nic_driver::{e1000::Config, Error, Result, TxFrame};
+use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
 #[derive(Parser)]
-#[command(about = "Echo frames back with the MACs swapped (userspace NIC driver)")]
+#[command(
+    about = "Echo frames back with the MACs swapped (userspace NIC driver)",
+    allow_negative_numbers = true
+)]
 struct Cli {
-    #[arg(long)]
-    device: String,
-    /// Stop after echoing this many frames.
-    #[arg(long)]
+    /// PCI address of the NIC, bound to vfio-pci.
+    #[arg(long, value_name = "BDF")]
+    device: PciAddress,
+    /// Stop after echoing this many frames (at least 1).
+    #[arg(long, value_parser = cli::u64_in(1..=u64::MAX))]
     count: Option<u64>,
-    /// Stop after this many seconds.
-    #[arg(long)]
-    seconds: Option<f64>,
+    /// Stop after this many seconds (above 0, at most a week).
+    #[arg(long, value_parser = cli::seconds, allow_hyphen_values = true)]
+    seconds: Option<Duration>,
     /// Sleep until the NIC interrupts instead of polling.
     #[arg(long)]
     interrupts: bool,
-    #[arg(long, default_value_t = 32)]
+    /// Frames taken from the receive ring at once (1 to 256, the ring's size).
+    #[arg(long, default_value_t = 32, value_parser = cli::usize_in(1..=256))]
     batch: usize,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
     if let Err(e) = examples::signals::install() {
         eprintln!("nic-echo: {e}");
         return ExitCode::FAILURE;
     }
-    let code = match run(&Cli::parse()) {
+    let code = match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nic-echo: {e}");
@@ -48,12 +56,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    examples::cli::require_devices(&[cli.device]).map_err(Error::Vfio)?;
     let container = Container::new()?;
     let config = Config {
         interrupts: cli.interrupts,
         ..Config::default()
     };
-    let mut nic = nic_driver::open(&container, cli.device.parse().map_err(Error::Vfio)?, config)?;
+    let mut nic = nic_driver::open(&container, cli.device, config)?;
     println!(
         "echo.ready mac={:02x?} driver={}",
         nic.mac(),
@@ -64,7 +73,7 @@ fn run(cli: &Cli) -> Result<()> {
         VecDeque::with_capacity(cli.batch),
     );
     let start = Instant::now();
-    let until = cli.seconds.map(|s| start + Duration::from_secs_f64(s));
+    let until = cli.seconds.map(|s| start + s);
     let (mut echoed, mut bytes, mut wakeups) = (0u64, 0u64, 0u64);
     let mut result = Ok(());
     let info = allocation_counter::measure(|| {

@@ -12,6 +12,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use examples::cli::{self, MacAddress};
 use examples::packet::PacketSocket;
 use examples::perf::machine_label;
 use nic_driver::{e1000::Config, Error, NetDevice, Result, TxFrame};
@@ -20,20 +21,24 @@ use vfio_core::vfio::Container;
 
 #[derive(Parser)]
 #[command(
-    about = "Send UDP frames as fast as possible (userspace NIC driver; --baseline: and the kernel's)"
+    about = "Send UDP frames as fast as possible (userspace NIC driver; --baseline: and the kernel's)",
+    allow_negative_numbers = true
 )]
 struct Cli {
-    #[arg(long)]
-    device: String,
+    /// PCI address of the NIC, bound to vfio-pci.
+    #[arg(long, value_name = "BDF")]
+    device: PciAddress,
     /// Frame size in bytes (60 to 1514), without the CRC.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = cli::usize_in(60..=1514))]
     size: usize,
-    #[arg(long, default_value_t = 100_000)]
+    /// Frames to send (at least 1).
+    #[arg(long, default_value_t = 100_000, value_parser = cli::u64_in(1..=u64::MAX))]
     count: u64,
-    #[arg(long, default_value_t = 32)]
+    /// Frames handed to the NIC at once (1 to 512, the transmit ring).
+    #[arg(long, default_value_t = 32, value_parser = cli::usize_in(1..=512))]
     batch: usize,
-    #[arg(long, default_value = "ff:ff:ff:ff:ff:ff")]
-    dst_mac: String,
+    #[arg(long, default_value = "ff:ff:ff:ff:ff:ff", value_name = "MAC")]
+    dst_mac: MacAddress,
     #[arg(long)]
     baseline: bool,
     #[arg(long)]
@@ -55,11 +60,12 @@ struct Run {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
     if let Err(e) = examples::signals::install() {
         eprintln!("nic-pktgen: {e}");
         return ExitCode::FAILURE;
     }
-    let code = match run(&Cli::parse()) {
+    let code = match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nic-pktgen: {e}");
@@ -70,14 +76,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    if !(60..=1514).contains(&cli.size) || cli.batch == 0 || cli.count == 0 {
-        return Err(Error::InvalidFrame(format!(
-            "--size must be 60 to 1514 (got {}), --batch and --count above 0",
-            cli.size
-        )));
-    }
-    let addr: PciAddress = cli.device.parse().map_err(Error::Vfio)?;
-    let dst = parse_mac(&cli.dst_mac)?;
+    let (addr, dst) = (cli.device, cli.dst_mac.octets());
+    examples::cli::require_devices(&[addr]).map_err(Error::Vfio)?;
     let (user, src) = userspace(cli, addr, dst)?;
     let kernel = if cli.baseline {
         Some(kernel(cli, addr, &udp_frame(src, dst, cli.size))?)
@@ -86,18 +86,6 @@ fn run(cli: &Cli) -> Result<()> {
     };
     report(cli, &user, kernel.as_ref());
     Ok(())
-}
-
-fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let bytes: Vec<u8> = s
-        .split(':')
-        .filter_map(|b| u8::from_str_radix(b, 16).ok())
-        .collect();
-    bytes.try_into().map_err(|_| {
-        Error::InvalidFrame(format!(
-            "--dst-mac {s:?} is not a MAC like 52:54:00:12:34:56"
-        ))
-    })
 }
 
 /// An Ethernet + IPv4 + UDP frame of `size` bytes with correct checksums
@@ -171,7 +159,7 @@ fn rates(sent: u64, size: usize, seconds: f64, allocations: Option<u64>) -> Run 
         sent,
         seconds,
         packets_per_s: sent as f64 / s,
-        gbit_per_s: (sent * size as u64 * 8) as f64 / s / 1e9,
+        gbit_per_s: sent as f64 * size as f64 * 8.0 / s / 1e9,
         allocations,
         nic_tx_packets: sent,
     }
@@ -203,20 +191,17 @@ fn kernel_send(cli: &Cli, addr: PciAddress, frame: &[u8]) -> Result<Run> {
     wait_for_carrier(&ifname);
     let ifindex = nix::net::if_::if_nametoindex(ifname.as_str())
         .map_err(|e| io("if_nametoindex", e.into()))?;
-    let sock = PacketSocket::bind(ifindex).map_err(|e| io("AF_PACKET socket", e))?;
+    let mut sock = PacketSocket::bind(ifindex, cli.batch).map_err(|e| io("AF_PACKET socket", e))?;
     let stat = PathBuf::from(format!("/sys/class/net/{ifname}/statistics/tx_packets"));
     let sent_before = read_u64(&stat);
-    let (mut iovs, mut msgs) = (Vec::with_capacity(cli.batch), Vec::with_capacity(cli.batch));
     let start = Instant::now();
     let mut queued = 0u64;
     while queued < cli.count {
         let n = (cli.count - queued).min(cli.batch as u64) as usize;
-        queued += sock
-            .send_batch(frame, n, &mut iovs, &mut msgs)
-            .map_err(|e| io("sendmmsg", e))? as u64;
+        queued += sock.send_batch(frame, n).map_err(|e| io("sendmmsg", e))? as u64;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while read_u64(&stat) - sent_before < queued && Instant::now() < deadline {
+    while read_u64(&stat).saturating_sub(sent_before) < queued && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(200));
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -224,7 +209,7 @@ fn kernel_send(cli: &Cli, addr: PciAddress, frame: &[u8]) -> Result<Run> {
     // IPv6 router solicitations once the link is up): report ours, and what
     // the NIC counted.
     let mut run = rates(queued, cli.size, seconds, None);
-    run.nic_tx_packets = read_u64(&stat) - sent_before;
+    run.nic_tx_packets = read_u64(&stat).saturating_sub(sent_before);
     Ok(run)
 }
 

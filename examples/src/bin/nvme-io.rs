@@ -14,8 +14,10 @@ use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use examples::cli;
 use nvme_driver::{Controller, Error, IoQueuePair, Result};
 use vfio_core::dma::{Backing, DmaMemory};
+use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
 /// Bytes moved per round trip between the file and the device.
@@ -23,14 +25,16 @@ const CHUNK: usize = 4 << 20;
 
 #[derive(Parser)]
 #[command(
-    about = "Identify an NVMe controller and read or write its namespaces (userspace driver)"
+    about = "Identify an NVMe controller and read or write its namespaces (userspace driver)",
+    allow_negative_numbers = true,
+    arg_required_else_help = false
 )]
 struct Cli {
     /// PCI address of the controller, bound to vfio-pci.
-    #[arg(long)]
-    device: String,
+    #[arg(long, value_name = "BDF")]
+    device: PciAddress,
     /// Namespace ID.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = cli::u32_in(cli::NSID))]
     nsid: u32,
     #[command(subcommand)]
     command: Cmd,
@@ -41,6 +45,7 @@ enum Cmd {
     /// Controller and namespace facts.
     Identify,
     /// Read blocks into a file ("-" for standard output).
+    #[command(allow_negative_numbers = true)]
     Read {
         #[arg(long)]
         lba: u64,
@@ -50,6 +55,7 @@ enum Cmd {
         output: String,
     },
     /// Write a file ("-" for standard input) at an LBA; its size must be whole blocks.
+    #[command(allow_negative_numbers = true)]
     Write {
         #[arg(long)]
         lba: u64,
@@ -57,6 +63,7 @@ enum Cmd {
         input: String,
     },
     /// Write Zeroes.
+    #[command(allow_negative_numbers = true)]
     Zero {
         #[arg(long)]
         lba: u64,
@@ -64,6 +71,7 @@ enum Cmd {
         blocks: u64,
     },
     /// Deallocate (trim).
+    #[command(allow_negative_numbers = true)]
     Trim {
         #[arg(long)]
         lba: u64,
@@ -92,9 +100,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    let addr = cli.device.parse().map_err(Error::Vfio)?;
+    examples::cli::require_devices(&[cli.device]).map_err(Error::Vfio)?;
     let container = Container::new()?;
-    let mut nvme = Controller::open(&container, addr)?;
+    let mut nvme = Controller::open(&container, cli.device)?;
     match &cli.command {
         Cmd::Identify => identify(&mut nvme),
         Cmd::Smart => smart(&mut nvme),

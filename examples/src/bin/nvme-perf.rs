@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use examples::cli;
 use examples::perf::{self, Pattern, QueueStats, Summary, Workload};
 use nvme_driver::{Controller, Error, IoQueuePair, Result};
 use vfio_core::dma::{Buffer, BufferPool};
@@ -24,29 +25,38 @@ use vfio_core::pci::{PciAddress, Sysfs};
 use vfio_core::vfio::Container;
 
 #[derive(Parser, Clone)]
-#[command(about = "Benchmark the userspace NVMe driver (and the kernel's, with --baseline)")]
+#[command(
+    about = "Benchmark the userspace NVMe driver (and the kernel's, with --baseline)",
+    allow_negative_numbers = true
+)]
 struct Cli {
-    #[arg(long)]
-    device: String,
-    #[arg(long, default_value_t = 1)]
+    /// PCI address of the controller, bound to vfio-pci.
+    #[arg(long, value_name = "BDF")]
+    device: PciAddress,
+    #[arg(long, default_value_t = 1, value_parser = cli::u32_in(cli::NSID))]
     nsid: u32,
     #[arg(long, value_enum, default_value_t = Pattern::Randread)]
     pattern: Pattern,
-    #[arg(long, default_value_t = 4096)]
+    /// Bytes per I/O, a multiple of the block size (512 B to 1 MiB).
+    #[arg(long, default_value_t = 4096, value_parser = cli::usize_in(512..=MAX_IO_SIZE))]
     io_size: usize,
-    #[arg(long, default_value_t = 32)]
+    /// I/Os in flight per queue (1 to 1023: a queue has at most 1024 entries,
+    /// one always empty).
+    #[arg(long, default_value_t = 32, value_parser = cli::usize_in(1..=1023))]
     queue_depth: usize,
-    #[arg(long, default_value_t = 1)]
+    /// Queue pairs, one thread each (1 to 64).
+    #[arg(long, default_value_t = 1, value_parser = cli::usize_in(1..=64))]
     queues: usize,
-    #[arg(long, default_value_t = 5.0)]
-    seconds: f64,
+    /// Seconds to measure (above 0, at most a week).
+    #[arg(long, default_value = "5", value_parser = cli::seconds, allow_hyphen_values = true)]
+    seconds: Duration,
     /// Refill the queue only when this many slots are free (one doorbell per
-    /// batch); 1 refills after every completion.
-    #[arg(long, default_value_t = 1)]
+    /// batch); 1 refills after every completion. At most the queue depth.
+    #[arg(long, default_value_t = 1, value_parser = cli::usize_in(1..=1023))]
     batch: usize,
-    /// Seconds of warm-up before measuring.
-    #[arg(long, default_value_t = 0.5)]
-    warmup: f64,
+    /// Seconds of warm-up before measuring (0 for none).
+    #[arg(long, default_value = "0.5", value_parser = cli::seconds_or_zero, allow_hyphen_values = true)]
+    warmup: Duration,
     /// Also run the kernel's nvme driver (io_uring, O_DIRECT) on the same device.
     #[arg(long)]
     baseline: bool,
@@ -54,13 +64,37 @@ struct Cli {
     json: bool,
 }
 
+/// The largest --io-size: 1 MiB, so the buffers of a queue (I/O size times
+/// queue depth) stay under 1 GiB.
+const MAX_IO_SIZE: u64 = 1 << 20;
+
+impl Cli {
+    /// Parses the command line; relations between arguments are clap errors too.
+    fn parse_checked() -> Cli {
+        let cli = Cli::parse();
+        if cli.batch > cli.queue_depth {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--batch {} is larger than --queue-depth {}; give a batch from 1 to the queue depth",
+                        cli.batch, cli.queue_depth
+                    ),
+                )
+                .exit();
+        }
+        cli
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse_checked();
     if let Err(e) = examples::signals::install() {
         eprintln!("nvme-perf: {e}");
         return ExitCode::FAILURE;
     }
-    let code = match run(&Cli::parse()) {
+    let code = match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nvme-perf: {e}");
@@ -71,12 +105,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    if cli.queue_depth == 0 || cli.queues == 0 || cli.io_size == 0 || cli.seconds <= 0.0 {
-        return Err(Error::InvalidArgument(
-            "queue depth, queues, I/O size and seconds must be above zero".into(),
-        ));
-    }
-    let addr: PciAddress = cli.device.parse().map_err(Error::Vfio)?;
+    let addr = cli.device;
+    examples::cli::require_devices(&[addr]).map_err(Error::Vfio)?;
     let (user, units) = userspace(cli, addr)?;
     let user_rows = perf::summarize(&user);
     let kernel_rows = if cli.baseline {
@@ -127,7 +157,7 @@ fn user_worker(
 ) -> Result<QueueStats> {
     let epoch = Instant::now();
     let mut stats = QueueStats::new();
-    let warm_until = epoch + Duration::from_secs_f64(cli.warmup);
+    let warm_until = epoch + cli.warmup;
     drive(
         &mut qp,
         &pool,
@@ -146,7 +176,7 @@ fn user_worker(
             &mut wl,
             cli,
             epoch,
-            start + Duration::from_secs_f64(cli.seconds),
+            start + cli.seconds,
             &mut stats,
         );
     });
@@ -216,8 +246,8 @@ fn kernel(cli: &Cli, addr: PciAddress, units: u64) -> Result<Vec<QueueStats>> {
                         wl,
                         cli.io_size,
                         cli.queue_depth,
-                        Duration::from_secs_f64(cli.warmup),
-                        Duration::from_secs_f64(cli.seconds),
+                        cli.warmup,
+                        cli.seconds,
                     )
                 })
             })
@@ -265,7 +295,7 @@ fn report(cli: &Cli, user: &[Summary], kernel: Option<&[Summary]>) {
     if cli.json {
         let json = serde_json::json!({
             "machine": perf::machine_label(), "pattern": cli.pattern, "io_size": cli.io_size,
-            "queue_depth": cli.queue_depth, "queues": cli.queues, "seconds": cli.seconds,
+            "queue_depth": cli.queue_depth, "queues": cli.queues, "seconds": cli.seconds.as_secs_f64(),
             "userspace": user, "kernel": kernel, "iops_ratio": ratio_iops, "avg_latency_ratio": ratio_lat,
         });
         println!("{json}");
@@ -278,7 +308,7 @@ fn report(cli: &Cli, user: &[Summary], kernel: Option<&[Summary]>) {
         cli.io_size,
         cli.queue_depth,
         cli.queues,
-        cli.seconds
+        cli.seconds.as_secs_f64()
     );
     perf::print_table("userspace driver (vfio)", user);
     if let Some(kernel) = kernel {

@@ -16,20 +16,28 @@
 //!   block that the stream fills only in part is read first, so the bytes
 //!   after the end of the stream stay as they were.
 //! - Duplicates (by sequence number) are ignored, reordering is harmless, and
-//!   anything malformed (checksums, lengths, magic, offsets past the
-//!   namespace) is counted and dropped.
+//!   anything malformed (checksums, lengths, magic) is counted and dropped.
+//! - Peers are untrusted: data is accepted only inside the range (from --lba
+//!   to the end of the namespace, or --max-bytes), sequence numbers only
+//!   inside a fixed window (see `examples::stream`), and regions in progress
+//!   only as many as the staging memory holds; anything else is refused and
+//!   counted, so memory does not grow with what peers send, and nothing is
+//!   written outside the stream's blocks.
 //! - It ends at the end marker once every datagram before it has arrived, or
-//!   after --idle-seconds without a datagram, reporting what is missing.
+//!   after --idle-seconds without a datagram of the stream, reporting what is
+//!   missing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use examples::cli;
 use examples::dmaf::{self, Datagram};
 use examples::perf::print_json;
 use examples::signals;
+use examples::stream::{Tracker, Verdict};
 use nic_driver::{e1000::Config, NetDevice, Packet};
 use nvme_driver::{Controller, IoQueuePair};
 use vfio_core::dma::{Buffer, BufferPool, SharedBuffer};
@@ -42,26 +50,40 @@ const CHUNK: usize = 64 << 10;
 const DEPTH: usize = 64;
 
 #[derive(Parser)]
-#[command(about = "Receive a DMAF stream with the userspace NIC driver into an NVMe namespace")]
+#[command(
+    about = "Receive a DMAF stream with the userspace NIC driver into an NVMe namespace",
+    allow_negative_numbers = true
+)]
 struct Cli {
-    #[arg(long)]
-    nic: String,
-    #[arg(long)]
-    nvme: String,
+    /// PCI address of the NIC, bound to vfio-pci.
+    #[arg(long, value_name = "BDF")]
+    nic: PciAddress,
+    /// PCI address of the NVMe controller, bound to vfio-pci.
+    #[arg(long, value_name = "BDF")]
+    nvme: PciAddress,
     /// UDP port the stream is sent to.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = cli::u32_in(cli::NSID))]
     nsid: u32,
     /// Where offset 0 of the stream goes.
     #[arg(long, default_value_t = 0)]
     lba: u64,
-    /// Give up this long after the last datagram.
-    #[arg(long, default_value_t = 5.0)]
-    idle_seconds: f64,
-    /// Memory for regions received in part (a stream reordered across more
-    /// 64 KiB regions than this holds is refused).
-    #[arg(long, default_value_t = 64)]
+    /// Accept data only in bytes 0..N of the stream (default: from --lba to
+    /// the end of the namespace); datagrams beyond are refused.
+    #[arg(long, value_parser = cli::u64_in(1..=u64::MAX))]
+    max_bytes: Option<u64>,
+    /// Sequence numbers tracked ahead of the first one missing (64 to 2^28;
+    /// window/8 bytes of memory): a datagram further ahead is refused.
+    #[arg(long, default_value_t = 1 << 20, value_parser = cli::u32_in(64..=1 << 28))]
+    window: u32,
+    /// Give up this long after the last datagram of the stream (above 0, at
+    /// most a week).
+    #[arg(long, default_value = "5", value_parser = cli::seconds, allow_hyphen_values = true)]
+    idle_seconds: Duration,
+    /// Memory for regions received in part, 1 to 1024 MiB (a datagram that
+    /// would need more regions in progress than this holds is refused).
+    #[arg(long, default_value_t = 64, value_parser = cli::usize_in(1..=1024))]
     staging_mib: usize,
     #[arg(long)]
     json: bool,
@@ -77,9 +99,16 @@ struct Summary {
     total: Option<u64>,
     datagrams: u64,
     duplicates: u64,
-    /// Frames dropped: not IPv4/UDP to our port, bad checksums, not DMAF,
-    /// or data outside the namespace or past the end marker.
+    /// Frames dropped: `malformed` + `out_of_range` + `no_staging_room`.
     refused: u64,
+    /// Not IPv4/UDP to our port, bad checksums, not DMAF.
+    malformed: u64,
+    /// Outside the accepted range or the window, overflowing, or
+    /// contradicting the end marker.
+    out_of_range: u64,
+    /// Data for a region when as many regions as the staging memory holds
+    /// were in progress (the datagram stays missing: a resend is accepted).
+    no_staging_room: u64,
     /// Payload bytes written by DMA from the receive buffers.
     direct_bytes: u64,
     /// Payload bytes the CPU copied into staging buffers.
@@ -90,6 +119,8 @@ struct Summary {
     first_missing: Vec<u32>,
     seconds: f64,
     mb_per_s: f64,
+    /// Peak address space of this process, KiB.
+    vm_peak_kib: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -119,7 +150,8 @@ type Stopped = Option<(&'static str, u8)>;
 
 fn run(cli: &Cli) -> Result<(Summary, Stopped), Error> {
     signals::install()?;
-    let (nvme_addr, nic_addr): (PciAddress, PciAddress) = (cli.nvme.parse()?, cli.nic.parse()?);
+    let (nvme_addr, nic_addr) = (cli.nvme, cli.nic);
+    examples::cli::require_devices(&[nvme_addr, nic_addr])?;
     let container = Container::new()?;
     let mut nvme = Controller::open(&container, nvme_addr)?;
     let ns = nvme.namespace(cli.nsid)?;
@@ -130,6 +162,19 @@ fn run(cli: &Cli) -> Result<(Summary, Stopped), Error> {
         )
         .into());
     }
+    // Saturating: the namespace's size is the device's word.
+    let capacity = (ns.blocks - cli.lba).saturating_mul(ns.block_size as u64);
+    let limit = match cli.max_bytes {
+        Some(max) if max > capacity => {
+            return Err(format!(
+                "--max-bytes {max} is past the end of namespace {}: {capacity} bytes from --lba {}",
+                cli.nsid, cli.lba
+            )
+            .into())
+        }
+        Some(max) => max,
+        None => capacity,
+    };
     let qp = nvme.create_io_queue_pair::<SharedBuffer>(DEPTH as u16 + 1)?;
     let bs = ns.block_size as usize;
     let chunk = CHUNK.min(qp.max_transfer()) / bs * bs;
@@ -151,16 +196,14 @@ fn run(cli: &Cli) -> Result<(Summary, Stopped), Error> {
         lba: cli.lba,
         bs,
         chunk,
-        capacity: (ns.blocks - cli.lba) * bs as u64,
         port: cli.port,
-        seen: HashSet::new(),
-        end: None,
+        stream: Tracker::new(limit, cli.window),
         stages: HashMap::new(),
         summary: Summary::default(),
     };
     println!("receiver: listening on port {}", cli.port);
     let start = Instant::now();
-    r.receive(Duration::from_secs_f64(cli.idle_seconds))?;
+    r.receive(cli.idle_seconds)?;
     let mut s = r.finish()?;
     s.seconds = start.elapsed().as_secs_f64();
     s.mb_per_s = s.total.unwrap_or(0) as f64 / s.seconds.max(1e-9) / 1e6;
@@ -189,12 +232,10 @@ struct Receiver {
     lba: u64,
     bs: usize,
     chunk: usize,
-    /// Bytes from --lba to the end of the namespace.
-    capacity: u64,
     port: u16,
-    seen: HashSet<u32>,
-    /// Sequence number and offset of the end marker.
-    end: Option<(u32, u64)>,
+    /// What has arrived, in the accepted range.
+    stream: Tracker,
+    /// Regions in progress: at most as many as the staging pool has buffers.
     stages: HashMap<u64, Stage>,
     summary: Summary,
 }
@@ -204,11 +245,11 @@ impl Receiver {
         let mut packets = Vec::with_capacity(64);
         let mut last = Instant::now();
         while !self.done() && last.elapsed() < idle && signals::requested().is_none() {
-            if self.nic.rx_batch(&mut packets, 64)? > 0 {
-                last = Instant::now();
-            }
+            self.nic.rx_batch(&mut packets, 64)?;
             for p in packets.drain(..) {
-                self.accept(p)?;
+                if self.accept(p)? {
+                    last = Instant::now();
+                }
             }
             self.reap()?;
         }
@@ -217,48 +258,66 @@ impl Receiver {
 
     /// Every datagram up to the end marker has arrived and been written.
     fn done(&self) -> bool {
-        self.end
-            .is_some_and(|(seq, _)| self.summary.datagrams == seq as u64)
-            && self.stages.is_empty()
-            && self.qp.in_flight() == 0
+        self.stream.complete() && self.stages.is_empty() && self.qp.in_flight() == 0
     }
 
-    fn accept(&mut self, p: Packet) -> Result<(), Error> {
+    /// Takes one frame; true when it was a datagram of the stream (new, a
+    /// duplicate or the end marker), which keeps the run from going idle.
+    fn accept(&mut self, p: Packet) -> Result<bool, Error> {
         let Some(d) = dmaf::parse_frame(p.data(), self.port) else {
-            self.summary.refused += 1;
-            return Ok(());
+            self.summary.malformed += 1;
+            return Ok(false);
         };
-        let limit = self.end.map_or(self.capacity, |(_, total)| total);
-        if d.offset.checked_add(d.len as u64).is_none_or(|e| e > limit)
-            || (d.len == 0 && (d.offset > self.capacity || self.end.is_some()))
-        {
-            self.summary.refused += 1;
-            return Ok(());
-        }
-        if !self.seen.insert(d.seq) {
-            self.summary.duplicates += 1;
-            return Ok(());
-        }
-        if d.len == 0 {
-            self.end = Some((d.seq, d.offset));
-            self.summary.total = Some(d.offset);
-            let regions: Vec<u64> = self.stages.keys().copied().collect();
-            for region in regions {
-                self.flush_if_whole(region)?;
+        let verdict = self.stream.check(d.seq, d.offset, d.len);
+        if verdict == Verdict::Data && !self.room_for(&d) {
+            // Staging buffers of regions being written come back first.
+            while self.qp.in_flight() > 0 && !self.room_for(&d) {
+                self.reap()?;
             }
-            return Ok(());
+            if !self.room_for(&d) {
+                self.summary.no_staging_room += 1;
+                return Ok(false);
+            }
         }
-        self.summary.datagrams += 1;
+        self.stream.record(d.seq, d.offset, d.len, verdict);
+        match verdict {
+            Verdict::Refused(_) => return Ok(false),
+            Verdict::Duplicate => return Ok(true),
+            Verdict::End => {
+                self.summary.total = Some(d.offset);
+                let regions: Vec<u64> = self.stages.keys().copied().collect();
+                for region in regions {
+                    self.flush_if_whole(region)?;
+                }
+                return Ok(true);
+            }
+            Verdict::Data => {}
+        }
         let bs = self.bs as u64;
         let aligned = d.offset.is_multiple_of(bs)
             && (d.len as u64).is_multiple_of(bs)
             && (p.iova() + d.at as u64).is_multiple_of(4)
             && d.len <= self.qp.max_transfer();
         if aligned {
-            self.direct(p, &d)
+            self.direct(p, &d)?;
         } else {
-            self.copy(&p.data()[d.at..d.at + d.len], d.offset)
+            self.copy(&p.data()[d.at..d.at + d.len], d.offset)?;
         }
+        Ok(true)
+    }
+
+    /// Whether the regions `d` falls in can be tracked: those not in
+    /// progress yet must fit beside the ones that are (one per staging
+    /// buffer), and each may need a staging buffer of its own; one buffer
+    /// stays free for reading the last block (`keep_tail`).
+    fn room_for(&self, d: &Datagram) -> bool {
+        let new = pieces(self.chunk, d.offset, d.len)
+            .filter(|(region, ..)| !self.stages.contains_key(region))
+            .count();
+        let unstaged = pieces(self.chunk, d.offset, d.len)
+            .filter(|(region, ..)| self.stages.get(region).is_none_or(|s| s.buf.is_none()))
+            .count();
+        self.stages.len() + new < self.staging.capacity() && unstaged < self.staging.free_count()
     }
 
     /// Writes whole blocks straight from the receive buffer.
@@ -312,7 +371,7 @@ impl Receiver {
     /// says otherwise.
     fn expected(&self, region: u64) -> usize {
         let start = region * self.chunk as u64;
-        match self.end {
+        match self.stream.end() {
             Some((_, total)) => total.saturating_sub(start).min(self.chunk as u64) as usize,
             None => self.chunk,
         }
@@ -411,14 +470,14 @@ impl Receiver {
         }
         self.qp.flush(self.nsid)?;
         let mut s = std::mem::take(&mut self.summary);
-        let upto = self.end.map_or_else(
-            || self.seen.iter().max().map_or(0, |m| m + 1),
-            |(seq, _)| seq,
-        );
-        let missing: Vec<u32> = (0..upto).filter(|q| !self.seen.contains(q)).collect();
-        s.missing = missing.len() as u64;
-        s.first_missing = missing.into_iter().take(20).collect();
-        s.complete = self.end.is_some() && s.missing == 0 && self.stages.is_empty();
+        s.datagrams = self.stream.received();
+        s.duplicates = self.stream.duplicates();
+        s.out_of_range = self.stream.refused();
+        s.refused = s.malformed + s.out_of_range + s.no_staging_room;
+        s.missing = self.stream.missing();
+        s.first_missing = self.stream.first_missing(20);
+        s.complete = self.stream.complete() && self.stages.is_empty();
+        s.vm_peak_kib = examples::usage::vm_peak_kib();
         s.staging_buffers_outstanding = self.staging.capacity() - self.staging.free_count();
         Ok(s)
     }
@@ -490,6 +549,10 @@ fn report(cli: &Cli, s: &Summary) {
             s.first_missing
         ),
     }
+    println!(
+        "refused: {} malformed, {} outside the range or window, {} without staging room",
+        s.malformed, s.out_of_range, s.no_staging_room
+    );
     println!(
         "written by DMA from receive buffers: {} bytes; copied by the CPU into staging buffers: {} bytes",
         s.direct_bytes, s.staged_bytes
