@@ -197,15 +197,7 @@ fn cases() -> Vec<Case> {
     });
     c.push(case(
         "nvme-io",
-        &[
-            "--device",
-            NX,
-            "zero",
-            "--lba",
-            "0",
-            "--blocks",
-            "4294967296",
-        ],
+        &["--device", NX, "zero", "--lba", "0", "--blocks", "0"],
         2,
         "--blocks",
     ));

@@ -67,7 +67,8 @@ enum Cmd {
     Zero {
         #[arg(long)]
         lba: u64,
-        #[arg(long)]
+        /// Any count: the driver splits it into commands of at most 65,536 blocks.
+        #[arg(long, value_parser = examples::cli::u64_in(1..=u64::MAX))]
         blocks: u64,
     },
     /// Deallocate (trim).
@@ -75,7 +76,8 @@ enum Cmd {
     Trim {
         #[arg(long)]
         lba: u64,
-        #[arg(long)]
+        /// Any count: the driver splits it into ranges and commands.
+        #[arg(long, value_parser = examples::cli::u64_in(1..=u64::MAX))]
         blocks: u64,
     },
     /// The SMART / health log.
