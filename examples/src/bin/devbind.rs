@@ -160,7 +160,7 @@ fn unbind(sysfs: &Sysfs, devices: &[PciAddress]) -> Result<()> {
         let now = sysfs.unbind_vfio(addr)?;
         println!(
             "{addr}: vfio-pci -> {}",
-            now.as_deref().unwrap_or("no driver")
+            now.driver.as_deref().unwrap_or("no driver")
         );
         unbound += 1;
     }

@@ -14,6 +14,15 @@ use crate::{Error, Result};
 
 const VFIO_PCI: &str = "vfio-pci";
 
+/// What [`Sysfs::unbind_vfio`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnbindOutcome {
+    /// The driver the device is bound to now (None if it has none).
+    pub driver: Option<String>,
+    /// False when the device was not on vfio-pci and nothing was done.
+    pub changed: bool,
+}
+
 /// What [`Sysfs::bind_vfio`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BindOutcome {
@@ -69,12 +78,15 @@ impl Sysfs {
     }
 
     /// Hands `addr` back to the driver it had before [`Sysfs::bind_vfio`] (or to
-    /// the kernel's default driver). Returns the driver it is bound to now. A
-    /// device that is not on vfio-pci is left as it is.
-    pub fn unbind_vfio(&self, addr: PciAddress) -> Result<Option<String>> {
+    /// the kernel's default driver). A device that is not on vfio-pci is left
+    /// as it is, and the outcome says nothing changed.
+    pub fn unbind_vfio(&self, addr: PciAddress) -> Result<UnbindOutcome> {
         let dev = self.device(addr)?;
         if dev.driver.as_deref() != Some(VFIO_PCI) {
-            return Ok(dev.driver);
+            return Ok(UnbindOutcome {
+                driver: dev.driver,
+                changed: false,
+            });
         }
         let dir = self.device_dir(addr);
         write(&dir.join("driver_override"), "\n")?;
@@ -91,7 +103,10 @@ impl Sysfs {
             write(&self.path("sys/bus/pci/drivers_probe"), &addr.to_string())?;
         }
         let _ = fs::remove_file(self.state_file(addr));
-        Ok(self.device(addr)?.driver)
+        Ok(UnbindOutcome {
+            driver: self.device(addr)?.driver,
+            changed: true,
+        })
     }
 
     /// Gives user `uid` (group `gid`) the VFIO group's character device, so
@@ -230,7 +245,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = fake_device(t.path(), "0000:00:03.0", NVME, Some("nvme"), Some(3));
         let now = Sysfs::with_root(t.path()).unbind_vfio(addr()).unwrap();
-        assert_eq!(now.as_deref(), Some("nvme"));
+        assert_eq!(now.driver.as_deref(), Some("nvme"));
+        assert!(!now.changed);
         assert_eq!(
             fs::read_to_string(dir.join("driver_override")).unwrap(),
             "(null)\n"
@@ -244,7 +260,7 @@ mod tests {
         let sysfs = Sysfs::with_root(t.path());
         sysfs.remember_driver(addr(), Some("nvme")).unwrap();
         fs::create_dir_all(t.path().join("sys/bus/pci/drivers/nvme")).unwrap();
-        sysfs.unbind_vfio(addr()).unwrap();
+        assert!(sysfs.unbind_vfio(addr()).unwrap().changed);
         let drivers = t.path().join("sys/bus/pci/drivers");
         assert_eq!(
             fs::read_to_string(dir.join("driver_override")).unwrap(),

@@ -5,5 +5,5 @@ mod bind;
 mod sysfs;
 
 pub use address::PciAddress;
-pub use bind::BindOutcome;
+pub use bind::{BindOutcome, UnbindOutcome};
 pub use sysfs::{PciDevice, Sysfs};
