@@ -109,6 +109,16 @@ impl Segment {
         }
     }
 
+    /// Leaves the segment's buffer allocated, mapped and out of its pool for
+    /// good (for a NIC that could not be stopped; see [`crate::quiesce`]).
+    pub(crate) fn leak(self) {
+        match self {
+            Segment::Packet(p) => crate::quiesce::leak(p.into_buffer()),
+            Segment::Slice { buf, .. } => crate::quiesce::leak(buf),
+            Segment::Shared { buf, .. } => crate::quiesce::leak(buf),
+        }
+    }
+
     /// IOVA and length of the bytes this segment sends.
     pub fn dma(&self) -> (u64, usize) {
         match self {

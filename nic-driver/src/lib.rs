@@ -16,6 +16,7 @@
 pub mod e1000;
 mod error;
 mod frame;
+pub mod quiesce;
 pub mod virtio;
 
 use std::collections::VecDeque;
@@ -149,4 +150,16 @@ pub trait NetDevice {
     /// Sleeps until a frame may have arrived or `timeout` passes (interrupt
     /// mode); in polling mode returns at once. True if woken by the device.
     fn wait_rx(&mut self, timeout: Duration) -> Result<bool>;
+}
+
+/// A MAC address a device reported, if it can be a station's own: not
+/// all zeros, not a group (multicast or broadcast) address.
+pub(crate) fn check_mac(mac: [u8; 6]) -> std::result::Result<[u8; 6], String> {
+    if mac == [0; 6] || mac[0] & 1 == 1 {
+        return Err(format!(
+            "the device reports MAC {} (all zeros or a group address), which no NIC may use as its own",
+            mac.map(|b| format!("{b:02x}")).join(":")
+        ));
+    }
+    Ok(mac)
 }

@@ -31,10 +31,10 @@ use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Container, Device, Interrupts, IrqKind};
 
-use self::regs::{ctrl, icr, rah, rctl, stats as st, status, tctl};
+use self::regs::{ctrl, eerd, icr, rah, rctl, stats as st, status, tctl};
 use self::rx::RxRing;
 use self::tx::TxRing;
-use crate::{Error, Link, NetDevice, Packet, Result, Stats, TxFrame};
+use crate::{quiesce, Error, Link, NetDevice, Packet, Result, Stats, TxFrame};
 
 /// PCI IDs this driver takes: 82540EM, 82545EM (copper), 82544GC (copper).
 pub const DEVICE_IDS: &[u16] = &[0x100e, 0x100f, 0x100c];
@@ -66,11 +66,16 @@ impl E1000 {
     }
 
     /// Brings up an opened device: reset, MAC, link, rings, receive and transmit.
+    ///
+    /// Nothing is given to the NIC before the driver value exists: any error
+    /// after the rings were handed over drops it, and `Drop` stops the NIC
+    /// before their memory goes (see [`crate::quiesce`]).
     pub fn new(device: Device, config: Config) -> Result<E1000> {
+        let addr = device.address();
         let (vendor, id) = (device.vendor_id()?, device.device_id()?);
         if vendor != INTEL || !DEVICE_IDS.contains(&id) {
             return Err(Error::Device {
-                addr: device.address(),
+                addr,
                 what: format!(
                     "{vendor:04x}:{id:04x} is not an 8254x this driver knows ({DEVICE_IDS:04x?})"
                 ),
@@ -90,8 +95,15 @@ impl E1000 {
         }
         device.enable_bus_master()?;
         let bar = device.map_bar(0)?;
-        reset(&bar, device.address())?;
-        let mac = read_mac(&bar);
+        if let Err(e) = reset(&bar, addr) {
+            // None of our memory is in its hands, but what it was left doing
+            // is unknown: keep it from starting DMA.
+            if let Err(off) = device.disable_bus_master() {
+                log::error!("{addr}: after a failed reset, bus mastering stays on: {off}");
+            }
+            return Err(e);
+        }
+        let mac = read_mac(&bar, addr)?;
         set_link_up(&bar);
         for i in 0..128 {
             bar.write32(regs::MTA + 4 * i, 0);
@@ -109,9 +121,30 @@ impl E1000 {
             buf_size,
             config.rx_ring * 2 + config.tx_ring + config.spare_buffers,
         )?;
-        let rx = RxRing::new(&container, &bar, &pool, config.rx_ring)?;
+        let rx = RxRing::new(&container, &pool, config.rx_ring)?;
         let max_frame = if config.jumbo { 9014 } else { 1514 };
-        let tx = TxRing::new(&container, &bar, config.tx_ring, max_frame)?;
+        let tx = TxRing::new(&container, config.tx_ring, max_frame)?;
+        // From here on `Drop` stops the NIC before any of this memory goes.
+        let mut nic = E1000 {
+            rx,
+            tx,
+            irqs: None,
+            pool,
+            bar,
+            device,
+            mac,
+            stats: Stats::default(),
+            tx_reclaimed: 0,
+        };
+        nic.start(config)?;
+        Ok(nic)
+    }
+
+    /// Gives the rings to the NIC and turns receive and transmit on.
+    fn start(&mut self, config: Config) -> Result<()> {
+        let bar = &self.bar;
+        self.rx.start(bar);
+        self.tx.start(bar);
         let buffers = if config.jumbo {
             rctl::BSIZE_16384 | rctl::LPE
         } else {
@@ -123,26 +156,13 @@ impl E1000 {
             regs::TCTL,
             tctl::EN | tctl::PSP | tctl::CT_15 | tctl::COLD_FD,
         );
-        wait_for_link(&bar);
-        let irqs = if config.interrupts {
-            Some(enable_interrupts(&device, &bar)?)
-        } else {
-            None
-        };
-        let mut nic = E1000 {
-            rx,
-            tx,
-            irqs,
-            pool,
-            bar,
-            device,
-            mac,
-            stats: Stats::default(),
-            tx_reclaimed: 0,
-        };
-        nic.read_counters();
-        nic.stats = Stats::default();
-        Ok(nic)
+        wait_for_link(bar);
+        if config.interrupts {
+            self.irqs = Some(enable_interrupts(&self.device, bar)?);
+        }
+        self.read_counters();
+        self.stats = Stats::default();
+        Ok(())
     }
 
     /// The NIC's PCI address.
@@ -168,16 +188,47 @@ impl E1000 {
     }
 }
 
-/// Device reset (CTRL.RST), interrupts masked before and after.
+/// How long CTRL.RST may take to clear (the manual asks for about 1 us;
+/// QEMU clears it at once). Short in unit tests, whose models may never clear it.
+const RESET_TIMEOUT: Duration = if cfg!(test) {
+    Duration::from_millis(20)
+} else {
+    Duration::from_secs(1)
+};
+/// How long an EEPROM word read may take.
+const EEPROM_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long bring-up waits for the link.
+const LINK_TIMEOUT: Duration = if cfg!(test) {
+    Duration::from_millis(20)
+} else {
+    Duration::from_secs(3)
+};
+
+/// Device reset (CTRL.RST), interrupts masked before and after; an error
+/// when RST does not clear within [`RESET_TIMEOUT`] or CTRL reads all ones
+/// (the device is gone).
 fn reset(bar: &Mmio, addr: PciAddress) -> Result<()> {
     bar.write32(regs::IMC, u32::MAX);
     bar.write32(regs::CTRL, bar.read32(regs::CTRL) | ctrl::RST);
     let start = Instant::now();
-    while bar.read32(regs::CTRL) & ctrl::RST != 0 {
-        if start.elapsed() > Duration::from_secs(1) {
+    loop {
+        let c = bar.read32(regs::CTRL);
+        if c == u32::MAX {
             return Err(Error::Device {
                 addr,
-                what: "CTRL.RST did not clear within 1 s".into(),
+                what: "CTRL reads all ones: the NIC no longer answers (removed, or powered off)"
+                    .into(),
+            });
+        }
+        if c & ctrl::RST == 0 {
+            break;
+        }
+        if start.elapsed() > RESET_TIMEOUT {
+            return Err(Error::Device {
+                addr,
+                what: format!(
+                    "CTRL.RST did not clear within {RESET_TIMEOUT:?} of a reset (CTRL {c:#010x})"
+                ),
             });
         }
         std::thread::sleep(Duration::from_micros(100));
@@ -187,24 +238,52 @@ fn reset(bar: &Mmio, addr: PciAddress) -> Result<()> {
     Ok(())
 }
 
-/// The MAC from receive address 0, or from the EEPROM (words 0-2) when it is not valid.
-fn read_mac(bar: &Mmio) -> [u8; 6] {
+/// Stops the NIC's DMA and proves it: receive and transmit off, a reset that
+/// completes, and RCTL.EN and TCTL.EN read back clear.
+fn stop(bar: &Mmio, addr: PciAddress) -> Result<()> {
+    bar.write32(regs::RCTL, 0);
+    bar.write32(regs::TCTL, 0);
+    reset(bar, addr)?;
+    let (r, t) = (bar.read32(regs::RCTL), bar.read32(regs::TCTL));
+    if r & rctl::EN != 0 || t & tctl::EN != 0 {
+        return Err(Error::Device {
+            addr,
+            what: format!(
+                "receive or transmit still enabled after a reset (RCTL {r:#010x}, TCTL {t:#010x})"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The MAC from receive address 0, or from the EEPROM (words 0-2) when it is
+/// not valid; an error when an EEPROM read does not complete or the address
+/// is not one a NIC may have.
+fn read_mac(bar: &Mmio, addr: PciAddress) -> Result<[u8; 6]> {
+    let fail = |what: String| Error::Device { addr, what };
     let (ral, rah) = (bar.read32(regs::RAL0), bar.read32(regs::RAH0));
     if rah & rah::AV != 0 {
         let (l, h) = (ral.to_le_bytes(), rah.to_le_bytes());
-        return [l[0], l[1], l[2], l[3], h[0], h[1]];
+        return crate::check_mac([l[0], l[1], l[2], l[3], h[0], h[1]]).map_err(fail);
     }
     let mut mac = [0u8; 6];
     for word in 0..3u32 {
-        bar.write32(regs::EERD, 1 | word << 8);
+        bar.write32(regs::EERD, eerd::START | word << eerd::ADDR_SHIFT);
         let start = Instant::now();
         let mut v = bar.read32(regs::EERD);
-        while v & (1 << 4) == 0 && start.elapsed() < Duration::from_millis(100) {
+        while v & eerd::DONE == 0 {
+            if start.elapsed() > EEPROM_TIMEOUT {
+                return Err(fail(format!(
+                    "the EEPROM read of MAC word {word} did not complete within {EEPROM_TIMEOUT:?} \
+                     (EERD {v:#010x}, and receive address 0 is not valid): no MAC address"
+                )));
+            }
             v = bar.read32(regs::EERD);
         }
-        mac[2 * word as usize..2 * word as usize + 2]
-            .copy_from_slice(&((v >> 16) as u16).to_le_bytes());
+        let bytes = ((v >> eerd::DATA_SHIFT) as u16).to_le_bytes();
+        mac[2 * word as usize..2 * word as usize + 2].copy_from_slice(&bytes);
     }
+    let mac = crate::check_mac(mac).map_err(fail)?;
     bar.write32(
         regs::RAL0,
         u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
@@ -213,7 +292,7 @@ fn read_mac(bar: &Mmio) -> [u8; 6] {
         regs::RAH0,
         u16::from_le_bytes([mac[4], mac[5]]) as u32 | rah::AV,
     );
-    mac
+    Ok(mac)
 }
 
 /// CTRL.SLU with auto speed detection; link reset, PHY reset and ILOS cleared.
@@ -225,11 +304,11 @@ fn set_link_up(bar: &Mmio) {
     );
 }
 
-/// Waits (at most 3 s) for auto-negotiation to bring the link up; a link that
+/// Waits (at most [`LINK_TIMEOUT`]) for auto-negotiation to bring the link up; a link that
 /// stays down is not an error (transmit reports it).
 fn wait_for_link(bar: &Mmio) {
     let start = Instant::now();
-    while bar.read32(regs::STATUS) & status::LU == 0 && start.elapsed() < Duration::from_secs(3) {
+    while bar.read32(regs::STATUS) & status::LU == 0 && start.elapsed() < LINK_TIMEOUT {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -325,12 +404,14 @@ impl NetDevice for E1000 {
 }
 
 impl Drop for E1000 {
+    /// Stops the NIC's DMA before the rings hand their buffers back (see
+    /// [`crate::quiesce`]): receive and transmit off and a completed reset,
+    /// or bus mastering off; failing both, the rings' memory is leaked.
     fn drop(&mut self) {
-        // Stop DMA before the rings hand their buffers back to the pool.
-        self.bar.write32(regs::RCTL, 0);
-        self.bar.write32(regs::TCTL, 0);
-        if let Err(e) = reset(&self.bar, self.device.address()) {
-            log::warn!("{e}");
+        let (bar, addr) = (&self.bar, self.device.address());
+        if !quiesce::stop_dma(&self.device, "e1000", || stop(bar, addr)) {
+            let buffers = self.rx.leak() + self.tx.leak();
+            quiesce::log_leak(&self.device, "e1000", buffers, 2);
         }
     }
 }

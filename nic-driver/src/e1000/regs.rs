@@ -131,6 +131,15 @@ pub mod tctl {
     pub const COLD_FD: u32 = 0x40 << 12;
 }
 
+/// EERD bits (13.4.4): write START with the word address, poll for DONE;
+/// the word is then in bits 31:16.
+pub mod eerd {
+    pub const START: u32 = 1 << 0;
+    pub const DONE: u32 = 1 << 4;
+    pub const ADDR_SHIFT: u32 = 8;
+    pub const DATA_SHIFT: u32 = 16;
+}
+
 /// RAH bits (13.4.63).
 pub mod rah {
     /// Address Valid.

@@ -6,8 +6,18 @@
 //!
 //! Descriptors are device-written memory: each is read with volatile loads and
 //! checked (DD, EOP, no errors, a length that fits the buffer) before its
-//! buffer is handed out as a packet.
+//! buffer is handed out as a packet. One call reads at most the descriptors
+//! the NIC owns (all but the one at RDT), so a NIC that sets DD everywhere,
+//! again and again, cannot keep the driver in the loop.
+//!
+//! Ordering (the device reads what the CPU wrote, and the other way round):
+//! an acquire fence between reading DD and reading the rest of the descriptor
+//! and the frame, a release fence between re-arming descriptors and writing
+//! RDT. On x86-64 both are compiler barriers only (its loads are not
+//! reordered with loads, nor its stores with stores, and MMIO is uncached);
+//! they make the order the device needs explicit for any target.
 
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use vfio_core::dma::{Backing, Buffer, BufferPool, DmaMemory};
@@ -18,7 +28,7 @@ use super::regs::{rxd, RDBAH, RDBAL, RDH, RDLEN, RDT};
 use crate::{Packet, Result};
 
 /// What one call to [`RxRing::receive`] found besides packets.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RxCounts {
     pub errors: u64,
     pub no_buffer: u64,
@@ -37,10 +47,10 @@ pub(crate) struct RxRing {
 }
 
 impl RxRing {
-    /// A ring of `size` descriptors, each with a buffer, given to the NIC.
+    /// A ring of `size` descriptors, each armed with a buffer from `pool`;
+    /// not yet given to the NIC ([`RxRing::start`]).
     pub(crate) fn new(
         container: &Arc<Container>,
-        bar: &Mmio,
         pool: &Arc<BufferPool>,
         size: usize,
     ) -> Result<RxRing> {
@@ -55,12 +65,19 @@ impl RxRing {
             let buf = pool.try_alloc()?;
             ring.arm(i, buf);
         }
-        bar.write32(RDBAL, ring.desc.iova() as u32);
-        bar.write32(RDBAH, (ring.desc.iova() >> 32) as u32);
-        bar.write32(RDLEN, (size * rxd::SIZE) as u32);
-        bar.write32(RDH, 0);
-        bar.write32(RDT, (size - 1) as u32);
         Ok(ring)
+    }
+
+    /// Gives the ring to the NIC: base, length, head 0, tail at the last
+    /// descriptor (the NIC owns all but that one).
+    pub(crate) fn start(&self, bar: &Mmio) {
+        bar.write32(RDBAL, self.desc.iova() as u32);
+        bar.write32(RDBAH, (self.desc.iova() >> 32) as u32);
+        bar.write32(RDLEN, (self.size() * rxd::SIZE) as u32);
+        bar.write32(RDH, 0);
+        // The armed descriptors before the NIC may read them.
+        fence(Ordering::Release);
+        bar.write32(RDT, (self.size() - 1) as u32);
     }
 
     fn size(&self) -> usize {
@@ -82,7 +99,8 @@ impl RxRing {
 
     /// Takes up to `max` frames into `out`, refilling each descriptor from
     /// `pool` (or reusing its buffer, dropping the frame, when the pool is
-    /// empty); then gives the descriptors back with one RDT write.
+    /// empty); then gives the descriptors back with one RDT write. Reads at
+    /// most the `size - 1` descriptors the NIC owns.
     pub(crate) fn receive(
         &mut self,
         bar: &Mmio,
@@ -93,7 +111,12 @@ impl RxRing {
         let mut counts = RxCounts::default();
         let mut last = None;
         let mut taken = 0;
-        while taken < max && self.has_frame() {
+        for _ in 0..self.size() - 1 {
+            if taken == max || !self.has_frame() {
+                break;
+            }
+            // DD before the rest of the descriptor and the frame it describes.
+            fence(Ordering::Acquire);
             let i = self.next;
             let at = i * rxd::SIZE;
             let status = self.desc.read::<u8>(at + rxd::STATUS);
@@ -120,9 +143,20 @@ impl RxRing {
             self.next = (i + 1) % self.size();
         }
         if let Some(i) = last {
+            // The re-armed descriptors before the NIC may own them again.
+            fence(Ordering::Release);
             bar.write32(RDT, i as u32);
         }
         counts
+    }
+
+    /// Leaves the descriptor memory and every buffer the ring holds
+    /// allocated and mapped for good, for a NIC that could not be stopped.
+    /// Returns how many buffers.
+    pub(crate) fn leak(&mut self) -> usize {
+        self.desc.leak_on_drop();
+        let bufs = self.bufs.iter_mut().filter_map(Option::take);
+        bufs.map(crate::quiesce::leak).count()
     }
 }
 

@@ -1,8 +1,14 @@
 //! The transmit ring (8254x SDM section 3.3): one descriptor per segment (plus
 //! a context descriptor when the checksum offload changes), RS on every
 //! descriptor, TDT written once per batch, buffers held until DD.
+//!
+//! Ordering: a release fence between writing descriptors and writing TDT (the
+//! NIC reads them once it sees the tail), an acquire fence between reading DD
+//! and releasing the buffers the NIC read (compiler barriers on x86-64, where
+//! the hardware keeps this order; explicit for any target).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use vfio_core::dma::{Backing, DmaMemory};
@@ -27,18 +33,10 @@ pub(crate) struct TxRing {
 }
 
 impl TxRing {
-    pub(crate) fn new(
-        container: &Arc<Container>,
-        bar: &Mmio,
-        size: usize,
-        max_frame: usize,
-    ) -> Result<TxRing> {
+    /// A ring of `size` descriptors for frames of at most `max_frame` bytes;
+    /// not yet given to the NIC ([`TxRing::start`]).
+    pub(crate) fn new(container: &Arc<Container>, size: usize, max_frame: usize) -> Result<TxRing> {
         let desc = DmaMemory::new(container, size * txd::SIZE, Backing::Auto)?;
-        bar.write32(TDBAL, desc.iova() as u32);
-        bar.write32(TDBAH, (desc.iova() >> 32) as u32);
-        bar.write32(TDLEN, (size * txd::SIZE) as u32);
-        bar.write32(TDH, 0);
-        bar.write32(TDT, 0);
         let held = (0..size).map(|_| (None, false)).collect();
         Ok(TxRing {
             desc,
@@ -49,6 +47,15 @@ impl TxRing {
             context: None,
             max_frame,
         })
+    }
+
+    /// Gives the (empty) ring to the NIC: base, length, head and tail 0.
+    pub(crate) fn start(&self, bar: &Mmio) {
+        bar.write32(TDBAL, self.desc.iova() as u32);
+        bar.write32(TDBAH, (self.desc.iova() >> 32) as u32);
+        bar.write32(TDLEN, (self.size() * txd::SIZE) as u32);
+        bar.write32(TDH, 0);
+        bar.write32(TDT, 0);
     }
 
     fn size(&self) -> usize {
@@ -74,6 +81,8 @@ impl TxRing {
         while self.in_flight > 0
             && self.desc.read::<u8>(self.clean * txd::SIZE + txd::STATUS) & txd::DD != 0
         {
+            // DD before the buffers the NIC read go back (and may be rewritten).
+            fence(Ordering::Acquire);
             let (segment, end) = std::mem::take(&mut self.held[self.clean]);
             drop(segment);
             frames += end as usize;
@@ -108,9 +117,20 @@ impl TxRing {
             sent += 1;
         }
         if sent > 0 {
+            // The descriptors before the tail that tells the NIC to read them.
+            fence(Ordering::Release);
             bar.write32(TDT, self.tail as u32);
         }
         bad.map_or(Ok(sent), Err)
+    }
+
+    /// Leaves the descriptor memory and every segment the ring holds
+    /// allocated and mapped for good, for a NIC that could not be stopped.
+    /// Returns how many segments.
+    pub(crate) fn leak(&mut self) -> usize {
+        self.desc.leak_on_drop();
+        let held = self.held.iter_mut().filter_map(|(s, _)| s.take());
+        held.map(Segment::leak).count()
     }
 
     fn advance(&mut self) -> usize {
