@@ -32,6 +32,9 @@
 pub mod regs;
 mod virtqueue;
 
+#[doc(hidden)]
+pub use virtqueue::{Used, UsedError, Virtqueue, MAX_CHAIN};
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,10 +45,9 @@ use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Device, Interrupts, IrqKind};
 
 use self::regs::{cap, common, feature, hdr, net_config, pci, status};
-use self::virtqueue::Virtqueue;
 use crate::{
-    ChecksumOffload, Config, Error, Link, NetDevice, Packet, Result, Segment, Stats, TxFrame,
-    MAX_SEGMENTS,
+    quiesce, ChecksumOffload, Config, Error, Link, NetDevice, Packet, Result, Segment, Stats,
+    TxFrame, MAX_SEGMENTS,
 };
 
 pub use regs::DEVICE_IDS;
@@ -57,11 +59,14 @@ pub const RX_HEADROOM: usize = 2;
 const MAX_FRAME: usize = 1514;
 const MAX_JUMBO_FRAME: usize = 9014;
 
-/// Where a configuration structure lives: a BAR mapping and an offset in it.
+/// Where a configuration structure lives: a BAR mapping, an offset in it
+/// and the structure's length (checked to lie inside the BAR, at an offset
+/// aligned for the accesses the driver makes there).
 #[derive(Debug, Clone)]
 struct Region {
     bar: Arc<Mmio>,
     offset: usize,
+    len: usize,
 }
 
 impl Region {
@@ -118,10 +123,18 @@ pub struct VirtioNet {
     max_frame: usize,
     /// MSI-X vector 0 (receive) in interrupt mode.
     irqs: Option<Interrupts>,
+    /// A broken transmit queue was logged (by `tx_clean`, which returns no error).
+    tx_broken_logged: bool,
 }
 
 impl VirtioNet {
     /// Brings up an opened virtio-net device.
+    ///
+    /// Everything the device reports is checked before it is used (where its
+    /// structures lie and how they are aligned, the queue sizes, the
+    /// notification addresses, the MAC), and no memory is given to it before
+    /// the driver value exists: any error after that drops it, and `Drop`
+    /// resets the device before the memory goes (see [`crate::quiesce`]).
     pub fn new(device: Device, config: Config) -> Result<VirtioNet> {
         let addr = device.address();
         let fail = |what: String| Error::Device { addr, what };
@@ -133,7 +146,7 @@ impl VirtioNet {
             , regs::VENDOR)));
         }
 
-        let size = |n: usize| (n.clamp(8, 1024) as u16).next_power_of_two();
+        let want = |n: usize| (n.clamp(8, 1024) as u16).next_power_of_two();
         device.enable_bus_master()?;
         let caps = Caps::find(&device)?;
         let common = caps
@@ -144,12 +157,19 @@ impl VirtioNet {
             .device
             .clone()
             .ok_or_else(|| fail("no device configuration capability".into()))?;
-        let (notify_base, multiplier) = caps
+        let (notify_cap, multiplier) = caps
             .notify
             .clone()
             .ok_or_else(|| fail("no notification capability".into()))?;
 
-        reset(&common, addr)?;
+        if let Err(e) = reset(&common, addr) {
+            // None of our memory is in its hands, but what it was left doing
+            // is unknown: keep it from starting DMA.
+            if let Err(off) = device.disable_bus_master() {
+                log::error!("{addr}: after a failed reset, bus mastering stays on: {off}");
+            }
+            return Err(e);
+        }
         common.w8(common::DEVICE_STATUS, status::ACKNOWLEDGE | status::DRIVER);
         let offered = read_features(&common);
         let required = feature::VERSION_1 | feature::ACCESS_PLATFORM;
@@ -168,9 +188,37 @@ impl VirtioNet {
         if common.r8(common::DEVICE_STATUS) & status::FEATURES_OK == 0 {
             return Err(fail(format!("the device refused features {features:#x}")));
         }
-        if common.r16(common::NUM_QUEUES) < 2 {
-            return Err(fail("the device has fewer than 2 queues".into()));
+        let queues = common.r16(common::NUM_QUEUES);
+        if queues < 2 {
+            return Err(fail(format!(
+                "the device has {queues} queues; a network device has a receive and a transmit queue"
+            )));
         }
+        let config_end = if features & feature::STATUS != 0 {
+            net_config::STATUS_END
+        } else if features & feature::MAC != 0 {
+            net_config::MAC_END
+        } else {
+            0
+        };
+        if device_cfg.len < config_end {
+            return Err(fail(format!(
+                "the device configuration structure has {} bytes; the features {features:#x} need {config_end}",
+                device_cfg.len
+            )));
+        }
+        let mac = if features & feature::MAC != 0 {
+            read_mac(&common, &device_cfg).map_err(fail)?
+        } else {
+            [0x02, 0, 0, 0, 0, 0x01]
+        };
+        let rx_size = queue_size(&common, regs::RX_QUEUE, want(config.rx_ring), 1).map_err(fail)?;
+        let tx_size =
+            queue_size(&common, regs::TX_QUEUE, want(config.tx_ring), MAX_CHAIN).map_err(fail)?;
+        let notify = [
+            notify_region(&common, &notify_cap, multiplier, regs::RX_QUEUE).map_err(fail)?,
+            notify_region(&common, &notify_cap, multiplier, regs::TX_QUEUE).map_err(fail)?,
+        ];
         let container = Arc::clone(device.container());
         // Interrupt mode: MSI-X vector 0 for the receive queue, none else.
         let irqs = if config.interrupts {
@@ -178,52 +226,21 @@ impl VirtioNet {
         } else {
             None
         };
-        common.w16(common::MSIX_CONFIG, common::NO_VECTOR);
-        let rx_vector = if irqs.is_some() { 0 } else { common::NO_VECTOR };
-        let rx = setup_queue(
-            &common,
-            &container,
-            regs::RX_QUEUE,
-            size(config.rx_ring),
-            rx_vector,
-        )?;
-        let tx = setup_queue(
-            &common,
-            &container,
-            regs::TX_QUEUE,
-            size(config.tx_ring),
-            common::NO_VECTOR,
-        )?;
-        rx.set_interrupts(irqs.is_some());
-        let notify = [regs::RX_QUEUE, regs::TX_QUEUE].map(|q| {
-            common.w16(common::QUEUE_SELECT, q);
-            let off = common.r16(common::QUEUE_NOTIFY_OFF) as usize * multiplier as usize;
-            Region {
-                bar: Arc::clone(&notify_base.bar),
-                offset: notify_base.offset + off,
-            }
-        });
+        let rx = Virtqueue::new(&container, rx_size)?;
+        let tx = Virtqueue::new(&container, tx_size)?;
         let (buf_size, max_frame) = if config.jumbo {
             (16384, MAX_JUMBO_FRAME)
         } else {
             (2048, MAX_FRAME)
         };
+        let (rx_size, tx_size) = (rx_size as usize, tx_size as usize);
         let pool = BufferPool::new(
             &container,
             buf_size,
-            rx.free() * 2 + tx.free() + config.spare_buffers,
+            rx_size * 2 + tx_size + config.spare_buffers,
         )?;
-        let tx_hdrs = DmaMemory::new(&container, tx.free() * 16, Backing::Auto)?;
-        common.w8(
-            common::DEVICE_STATUS,
-            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
-        );
-        let mac = if features & feature::MAC != 0 {
-            std::array::from_fn(|i| device_cfg.r8(net_config::MAC + i))
-        } else {
-            [0x02, 0, 0, 0, 0, 0x01]
-        };
-        let (rx_size, tx_size) = (rx.free(), tx.free());
+        let tx_hdrs = DmaMemory::new(&container, tx_size * 16, Backing::Auto)?;
+        // From here on `Drop` resets the device before any of this memory goes.
         let mut nic = VirtioNet {
             rx,
             tx,
@@ -242,12 +259,37 @@ impl VirtioNet {
             tx_reclaimed: 0,
             max_frame,
             irqs,
+            tx_broken_logged: false,
         };
-        nic.refill()?;
-        if nic.common.r8(common::DEVICE_STATUS) & (status::NEEDS_RESET | status::FAILED) != 0 {
-            return Err(fail("the device failed during bring-up".into()));
-        }
+        nic.start()?;
         Ok(nic)
+    }
+
+    /// Gives the queues to the device, sets DRIVER_OK and fills the receive queue.
+    fn start(&mut self) -> Result<()> {
+        let addr = self.address();
+        let fail = |what: String| Error::Device { addr, what };
+        self.common.w16(common::MSIX_CONFIG, common::NO_VECTOR);
+        let rx_vector = if self.irqs.is_some() {
+            0
+        } else {
+            common::NO_VECTOR
+        };
+        program_queue(&self.common, regs::RX_QUEUE, &self.rx, rx_vector).map_err(fail)?;
+        program_queue(&self.common, regs::TX_QUEUE, &self.tx, common::NO_VECTOR).map_err(fail)?;
+        self.rx.set_interrupts(self.irqs.is_some());
+        self.common.w8(
+            common::DEVICE_STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+        );
+        self.refill()?;
+        let s = self.common.r8(common::DEVICE_STATUS);
+        if s & (status::NEEDS_RESET | status::FAILED) != 0 {
+            return Err(fail(format!(
+                "the device failed during bring-up (status {s:#04x})"
+            )));
+        }
+        Ok(())
     }
 
     /// The NIC's PCI address.
@@ -283,18 +325,26 @@ impl VirtioNet {
         self.rx_bufs[head as usize] = Some(buf);
     }
 
-    /// Releases the segments of frames the device has sent; how many frames.
-    fn reclaim(&mut self) -> usize {
-        let mut frames = 0;
+    /// Releases the segments of frames the device has sent, counting them
+    /// in `tx_reclaimed`; an error when the transmit queue is broken.
+    fn reclaim(&mut self) -> Result<()> {
         while let Some(used) = self.tx.pop_used() {
-            match used {
-                Ok((head, _)) => {
-                    frames += self.tx_held[head as usize].take().is_some() as usize;
+            let head = match used {
+                Ok(u) => u.head,
+                // Nothing is written on transmit, so the length means nothing;
+                // the chain is done all the same.
+                Err(UsedError::TooLong { head, .. }) => head,
+                Err(e @ UsedError::NotInFlight { .. }) => {
+                    log::warn!("{}: virtio-net transmit queue: {e}", self.address());
+                    continue;
                 }
-                Err(e) => log::warn!("{}: virtio-net transmit queue: {e}", self.address()),
-            }
+                Err(e @ UsedError::IndexJump { .. }) => {
+                    return Err(self.protocol(format!("transmit queue: {e}")));
+                }
+            };
+            self.tx_reclaimed += self.tx_held[head as usize].take().is_some() as usize;
         }
-        frames
+        Ok(())
     }
 
     fn protocol(&self, what: String) -> Error {
@@ -401,19 +451,40 @@ fn l4_checksum(frame: &mut TxFrame, o: ChecksumOffload) -> Result<()> {
     Ok(())
 }
 
+/// How long a reset may take to show (status reads 0). Short in unit tests,
+/// whose models may never finish one.
+const RESET_TIMEOUT: Duration = if cfg!(test) {
+    Duration::from_millis(20)
+} else {
+    Duration::from_secs(1)
+};
+
+/// Resets the device and proves it: device status reads 0 within
+/// [`RESET_TIMEOUT`] (then it uses no queue and writes no memory, 2.1.2).
 fn reset(common: &Region, addr: PciAddress) -> Result<()> {
     common.w8(common::DEVICE_STATUS, 0);
     let start = Instant::now();
-    while common.r8(common::DEVICE_STATUS) != 0 {
-        if start.elapsed() > Duration::from_secs(1) {
+    loop {
+        let s = common.r8(common::DEVICE_STATUS);
+        if s == 0 {
+            return Ok(());
+        }
+        if s == 0xff {
             return Err(Error::Device {
                 addr,
-                what: "virtio device status did not read 0 within 1 s of a reset".into(),
+                what: "virtio device status reads all ones: the device no longer answers".into(),
+            });
+        }
+        if start.elapsed() > RESET_TIMEOUT {
+            return Err(Error::Device {
+                addr,
+                what: format!(
+                    "virtio device status did not read 0 within {RESET_TIMEOUT:?} of a reset (reads {s:#04x})"
+                ),
             });
         }
         std::thread::sleep(Duration::from_micros(100));
     }
-    Ok(())
 }
 
 fn read_features(common: &Region) -> u64 {
@@ -430,30 +501,110 @@ fn write_features(common: &Region, features: u64) {
     }
 }
 
-/// Creates queue `q` with up to `want` entries and enables it; returns it.
-fn setup_queue(
+/// Reads of a configuration field wider than one access before giving up on
+/// a configuration generation that keeps changing.
+const CONFIG_READS: usize = 10;
+
+/// The MAC from the device configuration: read until the configuration
+/// generation is the same before and after (2.5.1; the six bytes are six
+/// accesses), and checked to be a station address.
+fn read_mac(common: &Region, device_cfg: &Region) -> std::result::Result<[u8; 6], String> {
+    for _ in 0..CONFIG_READS {
+        let before = common.r8(common::CONFIG_GENERATION);
+        let mac = std::array::from_fn(|i| device_cfg.r8(net_config::MAC + i));
+        if common.r8(common::CONFIG_GENERATION) == before {
+            return crate::check_mac(mac);
+        }
+    }
+    Err(format!(
+        "the configuration generation changed during each of {CONFIG_READS} reads of the MAC"
+    ))
+}
+
+/// The size for queue `q`: `want` (a power of two) or the device's maximum
+/// when smaller, which must be a power of two (2.7) and hold `min`
+/// descriptors (a transmitted frame's chain).
+fn queue_size(common: &Region, q: u16, want: u16, min: usize) -> std::result::Result<u16, String> {
+    common.w16(common::QUEUE_SELECT, q);
+    let max = common.r16(common::QUEUE_SIZE);
+    if max == 0 {
+        return Err(format!("queue {q} is not available (its size reads 0)"));
+    }
+    if !max.is_power_of_two() {
+        return Err(format!(
+            "queue {q} has size {max}, not a power of two as a split virtqueue's must be"
+        ));
+    }
+    let size = want.min(max);
+    if (size as usize) < min {
+        return Err(format!(
+            "queue {q} holds at most {max} descriptors; a frame needs {min} (the net header and up to {MAX_SEGMENTS} segments)"
+        ));
+    }
+    Ok(size)
+}
+
+/// Where the driver notifies queue `q`: `queue_notify_off` × the multiplier
+/// into the notification structure (4.1.4.4), which must hold the 16-bit
+/// write there.
+fn notify_region(
     common: &Region,
-    container: &Arc<vfio_core::vfio::Container>,
+    notify: &Region,
+    multiplier: u32,
     q: u16,
-    want: u16,
+) -> std::result::Result<Region, String> {
+    common.w16(common::QUEUE_SELECT, q);
+    let n = common.r16(common::QUEUE_NOTIFY_OFF);
+    // u16 × u32 fits a u64, and so does the sum with a BAR offset.
+    let off = n as u64 * multiplier as u64;
+    let at = notify.offset as u64 + off;
+    let inside = off + 2 <= notify.len as u64;
+    match usize::try_from(at) {
+        Ok(at) if inside && notify.bar.fits(at, 2) => Ok(Region {
+            bar: Arc::clone(&notify.bar),
+            offset: at,
+            len: 2,
+        }),
+        _ => Err(format!(
+            "queue {q}'s notification address, queue_notify_off {n} x notify_off_multiplier {multiplier} \
+             = {off:#x}, lies outside the {:#x}-byte notification structure at {:#x} (or is not 2-byte \
+             aligned) in a {:#x}-byte BAR",
+            notify.len,
+            notify.offset,
+            notify.bar.len()
+        )),
+    }
+}
+
+/// Gives queue `q` to the device: its MSI-X vector, size and ring addresses,
+/// each checked where the device answers, then enables it.
+fn program_queue(
+    common: &Region,
+    q: u16,
+    vq: &Virtqueue,
     vector: u16,
-) -> Result<Virtqueue> {
+) -> std::result::Result<(), String> {
     common.w16(common::QUEUE_SELECT, q);
     common.w16(common::QUEUE_MSIX_VECTOR, vector);
-    if common.r16(common::QUEUE_MSIX_VECTOR) != vector {
-        return Err(Error::InvalidFrame(format!(
-            "the device refused MSI-X vector {vector:#x} for queue {q}"
-        )));
+    let got = common.r16(common::QUEUE_MSIX_VECTOR);
+    if got != vector {
+        return Err(format!(
+            "the device refused MSI-X vector {vector:#x} for queue {q} (reads {got:#x})"
+        ));
     }
-    let max = common.r16(common::QUEUE_SIZE);
-    let size = want.min(max.max(1)).next_power_of_two().min(max.max(1));
-    common.w16(common::QUEUE_SIZE, size);
-    let vq = Virtqueue::new(container, size)?;
+    common.w16(common::QUEUE_SIZE, vq.size());
+    let size = common.r16(common::QUEUE_SIZE);
+    if size != vq.size() {
+        return Err(format!(
+            "queue {q}'s size reads {size} after the driver set {}: its rings would not match their memory",
+            vq.size()
+        ));
+    }
     common.w64(common::QUEUE_DESC, vq.desc_iova());
     common.w64(common::QUEUE_DRIVER, vq.driver_iova());
     common.w64(common::QUEUE_DEVICE, vq.device_iova());
     common.w16(common::QUEUE_ENABLE, 1);
-    Ok(vq)
+    Ok(())
 }
 
 /// The configuration structures found by walking the PCI capabilities.
@@ -467,8 +618,13 @@ struct Caps {
 impl Caps {
     /// Walks the capability list in config space (4.1.4), mapping the BARs
     /// the vendor capabilities point into. At most 48 capabilities are read,
-    /// so a looping list ends.
+    /// so a looping list ends. Each structure must lie inside its BAR, at an
+    /// offset aligned for the accesses made there (32-bit in the common
+    /// configuration, 16-bit in the device's), and the common configuration
+    /// must hold every field the driver uses.
     fn find(device: &Device) -> Result<Caps> {
+        let addr = device.address();
+        let fail = |what: String| Error::Device { addr, what };
         let mut caps = Caps::default();
         let status = u16::from_le_bytes(device.config_read::<2>(pci::STATUS)?);
         if status & pci::STATUS_CAP_LIST == 0 {
@@ -481,14 +637,28 @@ impl Caps {
                 break;
             }
             let [id, next] = device.config_read::<2>(at)?;
-            if id == pci::CAP_ID_VNDR {
-                let kind = device.config_read::<1>(at + cap::CFG_TYPE)?[0];
+            let kind = match id {
+                pci::CAP_ID_VNDR => device.config_read::<1>(at + cap::CFG_TYPE)?[0],
+                _ => 0,
+            };
+            if matches!(kind, cap::COMMON | cap::NOTIFY | cap::DEVICE) {
+                let cap_len = device.config_read::<1>(at + cap::CAP_LEN)?[0];
+                let need = if kind == cap::NOTIFY {
+                    cap::NOTIFY_SIZE
+                } else {
+                    cap::SIZE
+                };
+                if cap_len < need {
+                    return Err(fail(format!(
+                        "virtio capability {kind} at {at:#x} is {cap_len} bytes long, less than its {need}"
+                    )));
+                }
                 let bar = device.config_read::<1>(at + cap::BAR)?[0];
                 let offset =
                     u32::from_le_bytes(device.config_read::<4>(at + cap::OFFSET)?) as usize;
                 let length =
                     u32::from_le_bytes(device.config_read::<4>(at + cap::LENGTH)?) as usize;
-                if matches!(kind, cap::COMMON | cap::NOTIFY | cap::DEVICE) && bar < 6 {
+                if bar < 6 {
                     let mmio = match bars.iter().find(|(b, _)| *b == bar) {
                         Some((_, m)) => Arc::clone(m),
                         None => {
@@ -501,12 +671,27 @@ impl Caps {
                         .checked_add(length)
                         .is_none_or(|end| end > mmio.len())
                     {
-                        return Err(Error::Device {
-                            addr: device.address(),
-                            what: format!("virtio capability {kind} lies outside BAR {bar}"),
-                        });
+                        return Err(fail(format!(
+                            "virtio capability {kind}: {length:#x} bytes at {offset:#x} lie outside the {:#x}-byte BAR {bar}",
+                            mmio.len()
+                        )));
                     }
-                    let region = Region { bar: mmio, offset };
+                    let (align, min_len) = match kind {
+                        cap::COMMON => (4, common::SIZE),
+                        cap::DEVICE => (2, 0),
+                        _ => (1, 0),
+                    };
+                    if !offset.is_multiple_of(align) || length < min_len {
+                        return Err(fail(format!(
+                            "virtio capability {kind}: {length:#x} bytes at {offset:#x} in BAR {bar}; \
+                             the driver needs an offset aligned to {align} bytes and at least {min_len:#x} bytes"
+                        )));
+                    }
+                    let region = Region {
+                        bar: mmio,
+                        offset,
+                        len: length,
+                    };
                     match kind {
                         cap::COMMON => caps.common = caps.common.or(Some(region)),
                         cap::DEVICE => caps.device = caps.device.or(Some(region)),
@@ -533,21 +718,34 @@ impl NetDevice for VirtioNet {
     /// Takes used receive buffers; each descriptor gets a fresh buffer at
     /// once, or, when the pool is empty, its own buffer back and the frame is
     /// dropped and counted (so the device never runs dry, as on the e1000).
+    /// Reads at most one ring's worth of used entries per call.
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> Result<usize> {
         let before = out.len();
-        while out.len() - before < max {
-            let Some(used) = self.rx.pop_used() else {
+        let mut result = Ok(());
+        for _ in 0..self.rx.size() {
+            if out.len() - before == max {
+                break;
+            }
+            let (head, len) = match self.rx.pop_used() {
+                None => break,
+                Some(Ok(used)) => (used.head, Some(used.len as usize)),
+                // More than the buffer holds: its bytes are not a frame.
+                Some(Err(UsedError::TooLong { head, .. })) => (head, None),
+                Some(Err(e)) => {
+                    result = Err(self.protocol(format!("receive queue: {e}")));
+                    break;
+                }
+            };
+            let Some(buf) = self.rx_bufs[head as usize].take() else {
+                result = Err(self.protocol(format!("receive descriptor {head} had no buffer")));
                 break;
             };
-            let (head, len) = used.map_err(|e| self.protocol(e))?;
-            let buf = self.rx_bufs[head as usize]
-                .take()
-                .ok_or_else(|| self.protocol(format!("receive descriptor {head} had no buffer")))?;
-            let len = len as usize;
             let room = buf.capacity() - RX_HEADROOM - hdr::SIZE;
-            let good = len > hdr::SIZE + 14 && len - hdr::SIZE <= room.min(self.max_frame + 4);
+            let good = len.filter(|&len| {
+                len > hdr::SIZE + 14 && len - hdr::SIZE <= room.min(self.max_frame + 4)
+            });
             let fresh = match (good, self.pool.alloc()) {
-                (true, Some(fresh)) => {
+                (Some(len), Some(fresh)) => {
                     let p = Packet::at(buf, RX_HEADROOM + hdr::SIZE, len - hdr::SIZE);
                     if self.wanted(p.data()) {
                         self.stats.rx_packets += 1;
@@ -556,11 +754,11 @@ impl NetDevice for VirtioNet {
                     }
                     fresh
                 }
-                (true, None) => {
+                (Some(_), None) => {
                     self.stats.rx_dropped += 1;
                     buf
                 }
-                (false, _) => {
+                (None, _) => {
                     self.stats.rx_errors += 1;
                     buf
                 }
@@ -571,11 +769,11 @@ impl NetDevice for VirtioNet {
         if self.rx.wants_notify() {
             self.notify[0].w16(0, regs::RX_QUEUE);
         }
-        Ok(out.len() - before)
+        result.map(|()| out.len() - before)
     }
 
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
-        self.tx_reclaimed += self.reclaim();
+        self.reclaim()?;
         if self.tx.free() == 0 {
             let s = self.common.r8(common::DEVICE_STATUS);
             if s & (status::NEEDS_RESET | status::FAILED) != 0 {
@@ -638,7 +836,12 @@ impl NetDevice for VirtioNet {
     }
 
     fn tx_clean(&mut self) -> usize {
-        self.reclaim() + std::mem::take(&mut self.tx_reclaimed)
+        if let Err(e) = self.reclaim() {
+            if !std::mem::replace(&mut self.tx_broken_logged, true) {
+                log::error!("{e}");
+            }
+        }
+        std::mem::take(&mut self.tx_reclaimed)
     }
 
     fn tx_pending(&self) -> usize {
@@ -691,10 +894,22 @@ impl NetDevice for VirtioNet {
 }
 
 impl Drop for VirtioNet {
+    /// Stops the device's DMA before the rings give their buffers back (see
+    /// [`crate::quiesce`]): a reset that reads back 0, or bus mastering off;
+    /// failing both, the rings, the header area and every buffer they hold
+    /// are leaked.
     fn drop(&mut self) {
-        // A reset stops the device's DMA before the rings give their buffers back.
-        if let Err(e) = reset(&self.common, self.device.address()) {
-            log::warn!("{e}");
+        let (common, addr) = (&self.common, self.device.address());
+        if !quiesce::stop_dma(&self.device, "virtio-net", || reset(common, addr)) {
+            let bufs = self.rx_bufs.iter_mut().filter_map(Option::take);
+            let mut buffers = bufs.map(quiesce::leak).count();
+            for held in self.tx_held.iter_mut().filter_map(Option::take) {
+                buffers += held.into_iter().flatten().map(Segment::leak).count();
+            }
+            self.rx.leak();
+            self.tx.leak();
+            self.tx_hdrs.leak_on_drop();
+            quiesce::log_leak(&self.device, "virtio-net", buffers, 3);
         }
     }
 }

@@ -17,12 +17,17 @@ pub mod pci {
 
 /// A `virtio_pci_cap` (4.1.4): where a configuration structure lives.
 pub mod cap {
+    /// `cap_len`: bytes of the capability (16; 20 for the notification one).
+    pub const CAP_LEN: u16 = 2;
     pub const CFG_TYPE: u16 = 3;
     pub const BAR: u16 = 4;
     pub const OFFSET: u16 = 8;
     pub const LENGTH: u16 = 12;
     /// `notify_off_multiplier`, after the notification capability (4.1.4.4).
     pub const NOTIFY_OFF_MULTIPLIER: u16 = 16;
+    /// `cap_len` of a `virtio_pci_cap` and of a `virtio_pci_notify_cap`.
+    pub const SIZE: u8 = 16;
+    pub const NOTIFY_SIZE: u8 = 20;
     /// `cfg_type` values.
     pub const COMMON: u8 = 1;
     pub const NOTIFY: u8 = 2;
@@ -38,6 +43,8 @@ pub mod common {
     pub const MSIX_CONFIG: usize = 0x10;
     pub const NUM_QUEUES: usize = 0x12;
     pub const DEVICE_STATUS: usize = 0x14;
+    /// Changes whenever the device configuration changes (4.1.4.3, 2.5.1).
+    pub const CONFIG_GENERATION: usize = 0x15;
     pub const QUEUE_SELECT: usize = 0x16;
     pub const QUEUE_SIZE: usize = 0x18;
     pub const QUEUE_MSIX_VECTOR: usize = 0x1a;
@@ -48,6 +55,8 @@ pub mod common {
     pub const QUEUE_DESC: usize = 0x20;
     pub const QUEUE_DRIVER: usize = 0x28;
     pub const QUEUE_DEVICE: usize = 0x30;
+    /// Bytes of the structure up to the end of QUEUE_DEVICE.
+    pub const SIZE: usize = 0x38;
 }
 
 /// Device status bits (2.1).
@@ -79,6 +88,9 @@ pub mod net_config {
     pub const MAC: usize = 0;
     pub const STATUS: usize = 6;
     pub const LINK_UP: u16 = 1;
+    /// Bytes the driver reads: up to the end of MAC, and of STATUS.
+    pub const MAC_END: usize = 6;
+    pub const STATUS_END: usize = 8;
 }
 
 /// `virtio_net_hdr` in front of every frame (5.1.6), 12 bytes with VERSION_1.
