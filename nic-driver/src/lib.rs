@@ -17,6 +17,8 @@ pub mod e1000;
 mod error;
 mod frame;
 pub mod quiesce;
+#[cfg(test)]
+mod testing;
 pub mod virtio;
 
 use std::collections::VecDeque;

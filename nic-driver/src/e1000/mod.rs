@@ -415,3 +415,6 @@ impl Drop for E1000 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

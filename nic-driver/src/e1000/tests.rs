@@ -1,0 +1,840 @@
+//! Host tests: the whole driver on a software 8254x. The model answers the
+//! registers (CTRL.RST self-clears, EERD completes, STATUS says link up); the
+//! test plays the NIC's DMA engine, reading and writing descriptors and
+//! buffers by IOVA through the container.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use vfio_core::mmio::{RegisterFile, RegisterModel};
+use vfio_core::vfio::{Container, Device};
+
+use super::regs::{self, ctrl, eerd, rah, rctl, rxd, status, tctl, txd};
+use super::{E1000, RX_HEADROOM};
+use crate::testing::{self, dma, dma_u32, dma_u64, frame, ConfigSpace, MASTER, MEMORY};
+use crate::{ChecksumOffload, Config, Error, NetDevice, Packet, Segment, TxFrame};
+
+const BAR_LEN: usize = 0x20000;
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+/// The registers of an 82540EM, as far as the driver uses them.
+#[derive(Debug)]
+struct Nic {
+    regs: RegisterFile,
+    /// CTRL.RST clears itself (a working NIC).
+    reset_clears: bool,
+    /// EEPROM words 0-2; None: an EERD read never completes.
+    eeprom: Option<[u16; 3]>,
+    /// Every read returns all ones (a removed device).
+    gone: bool,
+    /// Every register write, in order.
+    writes: Vec<(usize, u32)>,
+    /// Reads of CTRL.
+    ctrl_reads: usize,
+}
+
+impl Nic {
+    fn new() -> Nic {
+        let mut regs = RegisterFile::new(BAR_LEN);
+        regs.set(
+            regs::STATUS,
+            4,
+            (status::LU | status::FD | 2 << status::SPEED_SHIFT) as u64,
+        );
+        let w = |i: usize| u16::from_le_bytes([MAC[2 * i], MAC[2 * i + 1]]);
+        Nic {
+            regs,
+            reset_clears: true,
+            eeprom: Some([w(0), w(1), w(2)]),
+            gone: false,
+            writes: Vec::new(),
+            ctrl_reads: 0,
+        }
+    }
+
+    fn reg(&self, r: usize) -> u32 {
+        self.regs.get(r, 4) as u32
+    }
+
+    fn writes_to(&self, r: usize) -> Vec<u32> {
+        self.writes
+            .iter()
+            .filter(|w| w.0 == r)
+            .map(|w| w.1)
+            .collect()
+    }
+
+    /// Position of the first write of `value` bits to `r` after write `from`.
+    fn write_index(&self, r: usize, bits: u32, from: usize) -> Option<usize> {
+        self.writes
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find(|(_, w)| w.0 == r && w.1 & bits == bits)
+            .map(|(i, _)| i)
+    }
+}
+
+impl RegisterModel for Nic {
+    fn read(&mut self, offset: usize, size: usize) -> u64 {
+        self.ctrl_reads += (offset == regs::CTRL) as usize;
+        if self.gone {
+            return u64::MAX >> (64 - 8 * size);
+        }
+        self.regs.get(offset, size)
+    }
+
+    fn write(&mut self, offset: usize, size: usize, value: u64) {
+        self.writes.push((offset, value as u32));
+        let v = value as u32;
+        match offset {
+            regs::CTRL if v & ctrl::RST != 0 && self.reset_clears => {
+                for r in [regs::RCTL, regs::TCTL, regs::RDT, regs::TDT] {
+                    self.regs.set(r, 4, 0);
+                }
+                self.regs.set(regs::CTRL, 4, (v & !ctrl::RST) as u64);
+            }
+            regs::EERD if v & eerd::START != 0 => {
+                let word = (v >> eerd::ADDR_SHIFT) as usize & 0xff;
+                let done = match self.eeprom {
+                    Some(words) => eerd::DONE | (words[word] as u32) << eerd::DATA_SHIFT,
+                    None => 0,
+                };
+                self.regs.set(offset, 4, (v | done) as u64);
+            }
+            _ => self.regs.set(offset, size, value),
+        }
+    }
+}
+
+/// A model NIC in its own container, and the handles the test keeps.
+struct Harness {
+    container: Arc<Container>,
+    nic: Arc<Mutex<Nic>>,
+    config: Arc<Mutex<ConfigSpace>>,
+}
+
+impl Harness {
+    fn new(nic: Nic) -> Harness {
+        Harness {
+            container: Container::unbacked(),
+            nic: Arc::new(Mutex::new(nic)),
+            config: ConfigSpace::new(0x8086, 0x100e),
+        }
+    }
+
+    fn device(&self) -> Device {
+        Device::from_models(
+            &self.container,
+            testing::addr(),
+            (256, self.config.clone()),
+            vec![(0, BAR_LEN, self.nic.clone())],
+        )
+        .unwrap()
+    }
+
+    fn open(&self, config: Config) -> crate::Result<E1000> {
+        E1000::new(self.device(), config)
+    }
+
+    fn nic(&self) -> MutexGuard<'_, Nic> {
+        self.nic.lock().unwrap()
+    }
+
+    fn command(&self) -> u64 {
+        self.config.lock().unwrap().command()
+    }
+
+    fn ring(&self, base_lo: usize, base_hi: usize) -> u64 {
+        let n = self.nic();
+        n.reg(base_lo) as u64 | (n.reg(base_hi) as u64) << 32
+    }
+
+    /// IOVA of receive descriptor `i`.
+    fn rxd(&self, i: usize) -> u64 {
+        self.ring(regs::RDBAL, regs::RDBAH) + (i * rxd::SIZE) as u64
+    }
+
+    /// IOVA of transmit descriptor `i`.
+    fn txd(&self, i: usize) -> u64 {
+        self.ring(regs::TDBAL, regs::TDBAH) + (i * txd::SIZE) as u64
+    }
+
+    /// The buffer address in receive descriptor `i`.
+    fn rx_buffer(&self, i: usize) -> u64 {
+        dma_u64(&self.container, self.rxd(i))
+    }
+
+    /// As the NIC: writes `bytes` into descriptor `i`'s buffer and writes the
+    /// descriptor back with `len`, `status` and `errors`.
+    fn write_back(&self, i: usize, bytes: &[u8], len: u16, status: u8, errors: u8) {
+        let c = &self.container;
+        c.dma_write(self.rx_buffer(i), bytes).unwrap();
+        let d = self.rxd(i);
+        c.dma_write(d + rxd::LENGTH as u64, &len.to_le_bytes())
+            .unwrap();
+        c.dma_write(d + rxd::ERRORS as u64, &[errors]).unwrap();
+        c.dma_write(d + rxd::STATUS as u64, &[status]).unwrap();
+    }
+
+    /// As the NIC: a whole good frame into descriptor `i`.
+    fn receive(&self, i: usize, bytes: &[u8]) {
+        self.write_back(i, bytes, bytes.len() as u16, rxd::DD | rxd::EOP, 0);
+    }
+
+    /// As the NIC: transmit descriptor `i` is done.
+    fn sent(&self, i: usize) {
+        let at = self.txd(i) + txd::STATUS as u64;
+        self.container.dma_write(at, &[txd::DD]).unwrap();
+    }
+}
+
+fn packet(nic: &E1000, bytes: &[u8]) -> Packet {
+    let mut p = nic.alloc_packet().unwrap();
+    p.buffer_mut()[..bytes.len()].copy_from_slice(bytes);
+    p.set_len(bytes.len());
+    p
+}
+
+// ---- bring-up ----
+
+#[test]
+fn bring_up_takes_the_mac_from_the_eeprom_and_gives_full_rings_to_the_nic() {
+    let h = Harness::new(Nic::new());
+    let nic = h.open(testing::config(8, 16)).unwrap();
+    assert_eq!(nic.mac(), MAC);
+    assert_eq!(h.command() & (MEMORY | MASTER), MEMORY | MASTER);
+    let n = h.nic();
+    assert_eq!(
+        n.reg(regs::RAL0),
+        u32::from_le_bytes([0x52, 0x54, 0x00, 0x12])
+    );
+    assert_eq!(n.reg(regs::RAH0), 0x5634 | rah::AV);
+    let reset = n.write_index(regs::CTRL, ctrl::RST, 0).expect("a reset");
+    let base = n.write_index(regs::RDBAL, 0, 0).unwrap();
+    assert!(reset < base, "reset before the ring is given");
+    assert_eq!(n.reg(regs::RDLEN), 8 * 16);
+    assert_eq!(n.reg(regs::TDLEN), 16 * 16);
+    assert_eq!(
+        n.writes_to(regs::RDT),
+        [7],
+        "all but one receive descriptor"
+    );
+    assert_eq!(n.writes_to(regs::TDT), [0]);
+    assert_eq!(n.reg(regs::RDH), 0);
+    let r = n.reg(regs::RCTL);
+    assert_eq!(
+        r & (rctl::EN | rctl::BAM | rctl::SECRC),
+        rctl::EN | rctl::BAM | rctl::SECRC
+    );
+    assert_eq!(n.reg(regs::TCTL) & tctl::EN, tctl::EN);
+    // The rings start after the reset and before receive is enabled.
+    let rctl_on = n.write_index(regs::RCTL, rctl::EN, 0).unwrap();
+    assert!(base < rctl_on);
+    drop(n);
+    let pool = nic.pool().clone();
+    let mut buffers: Vec<u64> = (0..8).map(|i| h.rx_buffer(i)).collect();
+    for (i, &b) in buffers.iter().enumerate() {
+        assert_eq!(
+            (b - pool.iova() - RX_HEADROOM as u64) % 2048,
+            0,
+            "descriptor {i}"
+        );
+        assert_eq!(
+            dma::<8>(&h.container, h.rxd(i) + 8),
+            [0; 8],
+            "status cleared"
+        );
+    }
+    buffers.sort();
+    buffers.dedup();
+    assert_eq!(buffers.len(), 8, "one buffer per descriptor");
+    assert_eq!(pool.free_count(), pool.capacity() - 8);
+}
+
+#[test]
+fn a_valid_receive_address_is_the_mac_and_the_eeprom_is_not_read() {
+    let mut model = Nic::new();
+    model.eeprom = None;
+    model.regs.set(regs::RAL0, 4, 0x1200_5402);
+    model.regs.set(regs::RAH0, 4, (0x5634 | rah::AV) as u64);
+    let h = Harness::new(model);
+    let nic = h.open(testing::config(8, 8)).unwrap();
+    assert_eq!(nic.mac(), [0x02, 0x54, 0x00, 0x12, 0x34, 0x56]);
+    assert!(h.nic().writes_to(regs::EERD).is_empty());
+}
+
+#[test]
+fn an_eeprom_that_never_answers_is_an_error_not_a_made_up_mac() {
+    let mut model = Nic::new();
+    model.eeprom = None;
+    let h = Harness::new(model);
+    let e = h.open(testing::config(8, 8)).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::Device { .. }), "{e:?}");
+    assert!(
+        text.contains("EEPROM read of MAC word 0") && text.contains("0000:00:04.0"),
+        "{text}"
+    );
+    assert_eq!(
+        h.nic().writes_to(regs::EERD),
+        [eerd::START],
+        "gave up at word 0"
+    );
+    assert_eq!(h.container.mapping_count(), 0, "nothing allocated");
+    assert!(
+        h.nic().writes_to(regs::RCTL).is_empty(),
+        "receive never enabled"
+    );
+}
+
+#[test]
+fn a_group_or_zero_mac_is_refused() {
+    for words in [[0x5453, 0x1200, 0x5634], [0, 0, 0]] {
+        let mut model = Nic::new();
+        model.eeprom = Some(words);
+        let h = Harness::new(model);
+        let e = h.open(testing::config(8, 8)).unwrap_err().to_string();
+        assert!(e.contains("group address"), "{e}");
+        assert_eq!(h.nic().reg(regs::RAH0) & rah::AV, 0, "not programmed");
+    }
+}
+
+#[test]
+fn a_reset_that_never_completes_fails_bring_up_with_bus_mastering_off() {
+    let mut model = Nic::new();
+    model.reset_clears = false;
+    let h = Harness::new(model);
+    let e = h.open(testing::config(8, 8)).unwrap_err().to_string();
+    assert!(e.contains("CTRL.RST did not clear"), "{e}");
+    assert_eq!(h.command() & (MEMORY | MASTER), MEMORY);
+    assert_eq!(h.container.mapping_count(), 0);
+}
+
+#[test]
+fn bad_ring_sizes_are_refused_before_the_device_is_touched() {
+    for (rx, tx) in [(4, 8), (8, 12), (8192, 8), (8, 0)] {
+        let h = Harness::new(Nic::new());
+        let e = h.open(testing::config(rx, tx)).unwrap_err().to_string();
+        assert!(e.contains("multiples of 8 from 8 to 4096"), "{e}");
+        assert!(h.nic().writes.is_empty());
+        assert_eq!(h.command(), 0);
+    }
+}
+
+#[test]
+fn a_device_that_is_not_an_8254x_is_refused() {
+    let h = Harness::new(Nic::new());
+    h.config.lock().unwrap().regs.set(2, 2, 0x10d3);
+    let e = h.open(testing::config(8, 8)).unwrap_err().to_string();
+    assert!(e.contains("8086:10d3 is not an 8254x"), "{e}");
+}
+
+// ---- receive ----
+
+#[test]
+fn frames_arrive_in_order_and_each_descriptor_gets_a_fresh_buffer() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let pool = nic.pool().clone();
+    let free = pool.free_count();
+    let mut out = Vec::with_capacity(8);
+    assert_eq!(nic.rx_batch(&mut out, 8).unwrap(), 0);
+    assert_eq!(
+        h.nic().writes_to(regs::RDT),
+        [7],
+        "no RDT write for nothing"
+    );
+    let old: Vec<u64> = (0..3).map(|i| h.rx_buffer(i)).collect();
+    let frames: Vec<Vec<u8>> = (0..3).map(|i| frame(i, 60 + 100 * i as usize)).collect();
+    for (i, f) in frames.iter().enumerate() {
+        h.receive(i, f);
+    }
+    assert!(nic.rx.has_frame());
+    assert_eq!(nic.rx_batch(&mut out, 8).unwrap(), 3);
+    for (p, f) in out.iter().zip(&frames) {
+        assert_eq!(p.data(), &f[..]);
+        assert_eq!(p.offset(), RX_HEADROOM);
+    }
+    assert_eq!(
+        out[0].iova(),
+        old[0],
+        "the packet is the buffer the NIC wrote"
+    );
+    assert_eq!(h.nic().writes_to(regs::RDT), [7, 2]);
+    for (i, &o) in old.iter().enumerate() {
+        assert_ne!(
+            h.rx_buffer(i),
+            o,
+            "descriptor {i} re-armed with a fresh buffer"
+        );
+        assert_eq!(
+            dma::<8>(&h.container, h.rxd(i) + 8),
+            [0; 8],
+            "status cleared"
+        );
+    }
+    assert!(!nic.rx.has_frame());
+    assert_eq!(pool.free_count(), free - 3);
+    out.clear();
+    assert_eq!(pool.free_count(), free, "each packet's buffer back once");
+    let s = nic.stats();
+    assert_eq!((s.rx_errors, s.rx_dropped), (0, 0));
+}
+
+#[test]
+fn max_limits_a_batch_and_the_next_call_goes_on_where_it_stopped() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    for i in 0..3 {
+        h.receive(i, &frame(i as u8, 64));
+    }
+    let mut out = Vec::new();
+    assert_eq!(nic.rx_batch(&mut out, 2).unwrap(), 2);
+    assert_eq!(h.nic().writes_to(regs::RDT), [7, 1]);
+    assert_eq!(nic.rx_batch(&mut out, 0).unwrap(), 0);
+    assert_eq!(nic.rx_batch(&mut out, 2).unwrap(), 1);
+    assert_eq!(out[2].data(), &frame(2, 64)[..]);
+    assert_eq!(h.nic().writes_to(regs::RDT), [7, 1, 2]);
+}
+
+#[test]
+fn the_ring_wraps_and_rdt_follows() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let mut out = Vec::new();
+    for n in 0..20u8 {
+        let i = n as usize % 8;
+        h.receive(i, &frame(n, 70));
+        assert_eq!(nic.rx_batch(&mut out, 4).unwrap(), 1, "frame {n}");
+        assert_eq!(out.pop().unwrap().data(), &frame(n, 70)[..]);
+        assert_eq!(*h.nic().writes_to(regs::RDT).last().unwrap(), i as u32);
+    }
+}
+
+#[test]
+fn bad_descriptors_are_counted_and_their_buffers_stay_in_the_ring() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(16, 8)).unwrap();
+    let pool = nic.pool().clone();
+    let free = pool.free_count();
+    let before: Vec<u64> = (0..8).map(|i| h.rx_buffer(i)).collect();
+    let f = frame(1, 100);
+    let good = rxd::DD | rxd::EOP;
+    h.write_back(0, &f, 100, good, 0x01); // CRC error
+    h.write_back(1, &f, 0, good, 0); // empty
+    h.write_back(2, &f, 2047, good, 0); // past the buffer after the headroom
+    h.write_back(3, &f, u16::MAX, good, 0);
+    h.write_back(4, &f, 100, rxd::DD, 0); // a frame spanning descriptors...
+    h.write_back(5, &f, 100, rxd::DD, 0);
+    h.write_back(6, &f, 100, good, 0); // ...ends here: dropped whole
+    h.write_back(7, &f, 2046, good, 0); // exactly fills the buffer: good
+    let mut out = Vec::new();
+    assert_eq!(nic.rx_batch(&mut out, 16).unwrap(), 1);
+    assert_eq!(out[0].len(), 2046);
+    assert_eq!(out[0].iova(), before[7]);
+    assert_eq!(nic.stats().rx_errors, 7);
+    for (i, &b) in before.iter().enumerate().take(7) {
+        assert_eq!(h.rx_buffer(i), b, "descriptor {i} keeps its buffer");
+        assert_eq!(dma::<1>(&h.container, h.rxd(i) + rxd::STATUS as u64), [0]);
+    }
+    assert_eq!(h.nic().writes_to(regs::RDT), [15, 7]);
+    drop(out);
+    assert_eq!(pool.free_count(), free);
+}
+
+#[test]
+fn a_batch_reads_only_the_descriptors_the_nic_owns() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    // DD on the descriptor at RDT, which the NIC was never given.
+    h.receive(7, &frame(7, 64));
+    let mut out = Vec::new();
+    assert_eq!(nic.rx_batch(&mut out, 8).unwrap(), 0);
+    // DD everywhere: one call takes the 7 the NIC owns, not the 8th.
+    for i in 0..8 {
+        h.receive(i, &frame(i as u8, 64));
+    }
+    assert_eq!(nic.rx_batch(&mut out, 100).unwrap(), 7);
+    assert_eq!(h.nic().writes_to(regs::RDT), [7, 6]);
+    assert!(nic.rx.has_frame(), "descriptor 7 is next, in the next call");
+}
+
+#[test]
+fn a_nic_that_sets_dd_on_everything_at_once_cannot_keep_the_driver_looping() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    for i in 0..8 {
+        h.write_back(i, &[], 0, rxd::DD | rxd::EOP, 0xff);
+    }
+    let mut out = Vec::new();
+    assert_eq!(nic.rx_batch(&mut out, 1).unwrap(), 0);
+    assert_eq!(
+        nic.stats().rx_errors,
+        7,
+        "one pass over the NIC's descriptors"
+    );
+}
+
+#[test]
+fn with_the_pool_empty_frames_are_dropped_and_counted_and_the_ring_stays_full() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let pool = nic.pool().clone();
+    let mut hoard = Vec::new();
+    pool.alloc_batch(pool.capacity(), &mut hoard);
+    let old = h.rx_buffer(0);
+    h.receive(0, &frame(1, 80));
+    h.receive(1, &frame(2, 80));
+    let mut out = Vec::new();
+    assert_eq!(nic.rx_batch(&mut out, 8).unwrap(), 0);
+    assert_eq!(nic.stats().rx_dropped, 2);
+    assert_eq!(h.rx_buffer(0), old, "the same buffer, armed again");
+    assert_eq!(dma::<1>(&h.container, h.rxd(0) + rxd::STATUS as u64), [0]);
+    assert_eq!(h.nic().writes_to(regs::RDT), [7, 1]);
+    hoard.clear();
+    h.receive(2, &frame(3, 80));
+    assert_eq!(nic.rx_batch(&mut out, 8).unwrap(), 1, "recovers");
+}
+
+// ---- transmit ----
+
+/// (address, command dword, option dword) of transmit descriptor `i`.
+fn tx_descriptor(h: &Harness, i: usize) -> (u64, u32, u32) {
+    let d = h.txd(i);
+    let c = &h.container;
+    (dma_u64(c, d), dma_u32(c, d + 8), dma_u32(c, d + 12))
+}
+
+#[test]
+fn frames_go_out_one_descriptor_per_segment_and_buffers_come_back_on_dd() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let pool = nic.pool().clone();
+    let free = pool.free_count();
+    let one = packet(&nic, &frame(1, 60));
+    let one_iova = one.iova();
+    let mut two = TxFrame::packet(packet(&nic, &frame(2, 14)));
+    let body = packet(&nic, &frame(3, 100)).into_buffer();
+    let body_iova = body.iova();
+    two.push(Segment::Slice {
+        buf: body,
+        offset: 10,
+        len: 90,
+    })
+    .unwrap();
+    let mut q = VecDeque::from([TxFrame::packet(one), two]);
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 2);
+    assert!(q.is_empty());
+    assert_eq!(
+        h.nic().writes_to(regs::TDT),
+        [0, 3],
+        "one TDT write per batch"
+    );
+    let (a0, c0, o0) = tx_descriptor(&h, 0);
+    assert_eq!(
+        (a0, c0, o0),
+        (one_iova, txd::CMD_EOP | txd::CMD_IFCS | txd::CMD_RS | 60, 0)
+    );
+    let (_, c1, _) = tx_descriptor(&h, 1);
+    assert_eq!(
+        c1,
+        txd::CMD_IFCS | txd::CMD_RS | 14,
+        "no EOP inside a frame"
+    );
+    let (a2, c2, _) = tx_descriptor(&h, 2);
+    assert_eq!(
+        (a2, c2),
+        (
+            body_iova + 10,
+            txd::CMD_EOP | txd::CMD_IFCS | txd::CMD_RS | 90
+        )
+    );
+    assert_eq!(nic.tx_pending(), 2);
+    assert_eq!(pool.free_count(), free - 3);
+    assert_eq!(nic.tx_clean(), 0, "nothing sent yet");
+    h.sent(0);
+    h.sent(1);
+    assert_eq!(nic.tx_clean(), 1, "the second frame is not done");
+    assert_eq!(pool.free_count(), free - 1, "its header segment is");
+    assert_eq!(nic.tx_pending(), 1);
+    h.sent(2);
+    assert_eq!(nic.tx_clean(), 1);
+    assert_eq!(nic.tx_clean(), 0, "each frame once");
+    assert_eq!(pool.free_count(), free);
+    assert_eq!(nic.tx_pending(), 0);
+}
+
+#[test]
+fn a_full_ring_keeps_the_frames_that_do_not_fit() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let mut q: VecDeque<TxFrame> = (0..10)
+        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 64))))
+        .collect();
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 7, "size - 1 descriptors");
+    assert_eq!(q.len(), 3);
+    assert_eq!(h.nic().writes_to(regs::TDT), [0, 7]);
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 0);
+    assert_eq!(
+        h.nic().writes_to(regs::TDT),
+        [0, 7],
+        "no TDT write for nothing"
+    );
+    for i in 0..3 {
+        h.sent(i);
+    }
+    // tx_batch reclaims first; tx_clean reports what it reclaimed.
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 3);
+    assert_eq!(nic.tx_clean(), 3);
+    assert_eq!(h.nic().writes_to(regs::TDT), [0, 7, 2], "wrapped");
+}
+
+#[test]
+fn dd_on_descriptors_not_in_flight_or_out_of_order_releases_nothing() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let pool = nic.pool().clone();
+    let mut q: VecDeque<TxFrame> = (0..2)
+        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 64))))
+        .collect();
+    nic.tx_batch(&mut q).unwrap();
+    let free = pool.free_count();
+    for i in 2..8 {
+        h.sent(i); // never given
+    }
+    h.sent(1); // after one that is not done
+    assert_eq!(nic.tx_clean(), 0);
+    assert_eq!(pool.free_count(), free);
+    h.sent(0);
+    assert_eq!(nic.tx_clean(), 2);
+    assert_eq!(pool.free_count(), free + 2);
+    assert_eq!(
+        nic.tx_clean(),
+        0,
+        "the stale DD bits past the tail count for nothing"
+    );
+}
+
+#[test]
+fn checksum_offload_writes_a_context_descriptor_only_when_it_changes() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let udp = ChecksumOffload {
+        ip_start: 14,
+        l4_start: 34,
+        tcp: false,
+    };
+    let mut q: VecDeque<TxFrame> = (0..3)
+        .map(|i| {
+            let mut f = TxFrame::packet(packet(&nic, &frame(i, 80)));
+            f.offload = Some(ChecksumOffload { tcp: i == 2, ..udp });
+            f
+        })
+        .collect();
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 3);
+    assert_eq!(
+        h.nic().writes_to(regs::TDT),
+        [0, 5],
+        "context, data, data, context, data"
+    );
+    let (lower, cmd, _) = tx_descriptor(&h, 0);
+    assert_eq!(lower, 14 | 24 << 8 | 33 << 16 | 34 << 32 | 40 << 40);
+    assert_eq!(
+        cmd,
+        txd::DTYP_CONTEXT | txd::CMD_DEXT | txd::CMD_RS | txd::TUCMD_IP
+    );
+    let (_, cmd, opts) = tx_descriptor(&h, 1);
+    let data = txd::CMD_DEXT | txd::DTYP_DATA | txd::CMD_EOP | txd::CMD_IFCS | txd::CMD_RS;
+    assert_eq!(cmd, data | 80);
+    assert_eq!(opts, ((txd::POPTS_IXSM | txd::POPTS_TXSM) as u32) << 8);
+    let (lower, cmd, _) = tx_descriptor(&h, 3);
+    assert_eq!(lower >> 40 & 0xff, 34 + 16, "TCP checksum field");
+    assert_eq!(cmd & txd::TUCMD_TCP, txd::TUCMD_TCP);
+    assert_eq!(nic.tx_pending(), 3, "context descriptors are no frames");
+    for i in 0..5 {
+        h.sent(i);
+    }
+    assert_eq!(nic.tx_clean(), 3);
+}
+
+#[test]
+fn malformed_frames_are_refused_after_the_good_ones_before_them_went_out() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let pool = nic.pool().clone();
+    let mut past_end = TxFrame::packet(packet(&nic, &frame(0, 14)));
+    let other = packet(&nic, &[0; 60]).into_buffer();
+    past_end
+        .push(Segment::Slice {
+            offset: other.capacity() - 10,
+            buf: other,
+            len: 100,
+        })
+        .unwrap();
+    let mut q = VecDeque::from([
+        TxFrame::packet(packet(&nic, &frame(1, 60))),
+        past_end,
+        TxFrame::packet(packet(&nic, &frame(2, 1515))),
+    ]);
+    let e = nic.tx_batch(&mut q).unwrap_err().to_string();
+    assert!(e.contains("past the end of its buffer"), "{e}");
+    assert_eq!(q.len(), 1, "the bad frame was taken off, the next kept");
+    assert_eq!(h.nic().writes_to(regs::TDT), [0, 1]);
+    let e = nic.tx_batch(&mut q).unwrap_err().to_string();
+    assert!(e.contains("1515 bytes"), "{e}");
+    assert_eq!(
+        pool.free_count(),
+        pool.capacity() - 8 - 1,
+        "refused frames' buffers back"
+    );
+}
+
+#[test]
+fn while_the_link_is_down_transmit_keeps_the_frames() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    h.nic().regs.set(regs::STATUS, 4, 0);
+    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &frame(0, 60)))]);
+    assert!(matches!(nic.tx_batch(&mut q), Err(Error::LinkDown { .. })));
+    assert_eq!(q.len(), 1);
+    assert_eq!(h.nic().writes_to(regs::TDT), [0]);
+    assert!(!nic.link().up);
+    h.nic().regs.set(
+        regs::STATUS,
+        4,
+        (status::LU | 1 << status::SPEED_SHIFT) as u64,
+    );
+    let link = nic.link();
+    assert_eq!(
+        (link.up, link.speed_mbps, link.full_duplex),
+        (true, 100, false)
+    );
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 1);
+}
+
+// ---- stopping ----
+
+/// Opens, receives and sends a little, so buffers are out in both rings.
+fn busy(h: &Harness) -> E1000 {
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let mut q: VecDeque<TxFrame> = (0..2)
+        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 64))))
+        .collect();
+    nic.tx_batch(&mut q).unwrap();
+    nic
+}
+
+#[test]
+fn drop_stops_receive_and_transmit_resets_and_only_then_frees_the_rings() {
+    let h = Harness::new(Nic::new());
+    let nic = busy(&h);
+    let pool = nic.pool().clone();
+    let start = h.nic().writes.len();
+    assert_eq!(h.container.mapping_count(), 3, "pool and two rings");
+    drop(nic);
+    let n = h.nic();
+    let rctl_off = n.writes[start..].iter().position(|w| *w == (regs::RCTL, 0));
+    let tctl_off = n.writes[start..].iter().position(|w| *w == (regs::TCTL, 0));
+    let reset = n
+        .write_index(regs::CTRL, ctrl::RST, start)
+        .map(|i| i - start);
+    assert!(rctl_off.unwrap() < reset.unwrap() && tctl_off.unwrap() < reset.unwrap());
+    drop(n);
+    assert_eq!(
+        h.command() & MASTER,
+        MASTER,
+        "a proven stop needs no fallback"
+    );
+    assert_eq!(pool.free_count(), pool.capacity(), "every buffer back once");
+    drop(pool);
+    assert_eq!(h.container.mapping_count(), 0);
+}
+
+#[test]
+fn an_error_after_the_rings_were_given_goes_through_the_same_stop() {
+    let h = Harness::new(Nic::new());
+    let mut config = testing::config(8, 8);
+    config.interrupts = true; // a model has no interrupts: fails after RCTL.EN
+    let e = h.open(config).unwrap_err().to_string();
+    assert!(e.contains("no Intx interrupts"), "{e}");
+    let n = h.nic();
+    let on = n
+        .write_index(regs::RCTL, rctl::EN, 0)
+        .expect("receive was enabled");
+    let reset = n
+        .write_index(regs::CTRL, ctrl::RST, on)
+        .expect("then a reset");
+    assert!(n.writes[on..reset].contains(&(regs::RCTL, 0)));
+    drop(n);
+    assert_eq!(h.container.mapping_count(), 0, "freed only after the stop");
+}
+
+#[test]
+fn drop_turns_bus_mastering_off_when_the_reset_never_completes() {
+    let h = Harness::new(Nic::new());
+    let nic = busy(&h);
+    let pool = nic.pool().clone();
+    h.nic().reset_clears = false;
+    drop(nic);
+    assert_eq!(
+        h.command() & (MEMORY | MASTER),
+        MEMORY,
+        "read from the model's config space"
+    );
+    assert_eq!(pool.free_count(), pool.capacity());
+}
+
+#[test]
+fn drop_does_not_trust_registers_while_memory_decoding_is_off() {
+    let h = Harness::new(Nic::new());
+    let nic = busy(&h);
+    h.config
+        .lock()
+        .unwrap()
+        .regs
+        .set(testing::COMMAND, 2, MASTER);
+    drop(nic);
+    assert_eq!(h.command() & MASTER, 0);
+}
+
+#[test]
+fn drop_of_a_removed_nic_turns_bus_mastering_off_at_once() {
+    let h = Harness::new(Nic::new());
+    let nic = busy(&h);
+    h.nic().gone = true;
+    let reads = h.nic().ctrl_reads;
+    drop(nic);
+    assert_eq!(h.command() & MASTER, 0);
+    assert_eq!(
+        h.nic().ctrl_reads - reads,
+        2,
+        "one to set RST, one that reads all ones"
+    );
+}
+
+#[test]
+fn drop_leaks_the_rings_when_the_nic_can_be_stopped_by_no_means() {
+    let h = Harness::new(Nic::new());
+    let nic = busy(&h);
+    let pool = nic.pool().clone();
+    h.nic().reset_clears = false;
+    h.config.lock().unwrap().keep_master = true;
+    let before = vfio_core::dma::leaked();
+    drop(nic);
+    assert!(
+        vfio_core::dma::leaked() >= before + 10 + 2,
+        "8 receive buffers, 2 frames, 2 rings"
+    );
+    assert_eq!(
+        pool.free_count(),
+        pool.capacity() - 10,
+        "never back in the pool"
+    );
+    drop(pool);
+    assert_eq!(
+        h.container.mapping_count(),
+        3,
+        "the pool and both rings stay mapped"
+    );
+}
