@@ -77,6 +77,10 @@ pub(crate) fn dma<const N: usize>(c: &Container, iova: u64) -> [u8; N] {
     b
 }
 
+pub(crate) fn dma_u16(c: &Container, iova: u64) -> u16 {
+    u16::from_le_bytes(dma(c, iova))
+}
+
 pub(crate) fn dma_u32(c: &Container, iova: u64) -> u32 {
     u32::from_le_bytes(dma(c, iova))
 }

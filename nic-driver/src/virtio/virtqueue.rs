@@ -292,3 +292,405 @@ impl Virtqueue {
         self.mem.leak_on_drop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{dma_u16, dma_u32, dma_u64};
+
+    /// The device's side of a queue: what it reads and writes by IOVA.
+    struct Dev {
+        c: Arc<Container>,
+        desc: u64,
+        avail: u64,
+        used: u64,
+        size: u16,
+        used_idx: u16,
+    }
+
+    impl Dev {
+        fn new(size: u16) -> (Virtqueue, Dev) {
+            let c = Container::unbacked();
+            let vq = Virtqueue::new(&c, size).unwrap();
+            let dev = Dev {
+                desc: vq.desc_iova(),
+                avail: vq.driver_iova(),
+                used: vq.device_iova(),
+                c,
+                size,
+                used_idx: 0,
+            };
+            (vq, dev)
+        }
+
+        fn avail_idx(&self) -> u16 {
+            dma_u16(&self.c, self.avail + 2)
+        }
+
+        fn avail_slot(&self, k: u16) -> u16 {
+            dma_u16(&self.c, self.avail + 4 + 2 * (k % self.size) as u64)
+        }
+
+        /// (address, length, flags, next) of descriptor `i`.
+        fn desc(&self, i: u16) -> (u64, u32, u16, u16) {
+            let at = self.desc + 16 * i as u64;
+            let c = &self.c;
+            (
+                dma_u64(c, at),
+                dma_u32(c, at + 8),
+                dma_u16(c, at + 12),
+                dma_u16(c, at + 14),
+            )
+        }
+
+        /// The descriptors of the chain at `head`, as the device follows it.
+        fn chain(&self, head: u16) -> Vec<u16> {
+            let mut ids = vec![head];
+            while self.desc(*ids.last().unwrap()).2 & ring::DESC_F_NEXT != 0 {
+                ids.push(self.desc(*ids.last().unwrap()).3);
+                assert!(ids.len() <= MAX_CHAIN);
+            }
+            ids
+        }
+
+        /// Writes a used entry at the device's next slot, without moving the index.
+        fn entry(&mut self, id: u32, len: u32) {
+            let at = self.used + 4 + 8 * (self.used_idx % self.size) as u64;
+            self.c.dma_write(at, &id.to_le_bytes()).unwrap();
+            self.c.dma_write(at + 4, &len.to_le_bytes()).unwrap();
+            self.used_idx = self.used_idx.wrapping_add(1);
+        }
+
+        fn set_idx(&self, idx: u16) {
+            self.c.dma_write(self.used + 2, &idx.to_le_bytes()).unwrap();
+        }
+
+        /// Uses `id` with `len` and shows it.
+        fn used(&mut self, id: u32, len: u32) {
+            self.entry(id, len);
+            self.set_idx(self.used_idx);
+        }
+    }
+
+    #[test]
+    fn a_chain_is_written_as_the_device_reads_it_and_shown_only_on_publish() {
+        let (mut vq, dev) = Dev::new(8);
+        assert_eq!(dma_u16(&dev.c, dev.avail), ring::AVAIL_F_NO_INTERRUPT);
+        let head = vq
+            .add(&[
+                (0x1000, 12, false),
+                (0x2000, 100, false),
+                (0x3000, 50, true),
+            ])
+            .unwrap();
+        assert_eq!(head, 0, "the free stack starts at 0");
+        assert_eq!(dev.avail_slot(0), head);
+        assert_eq!(dev.avail_idx(), 0, "not visible before publish");
+        vq.publish();
+        assert_eq!(dev.avail_idx(), 1);
+        let ids = dev.chain(head);
+        assert_eq!(ids, [0, 1, 2]);
+        assert_eq!(dev.desc(0), (0x1000, 12, ring::DESC_F_NEXT, 1));
+        assert_eq!(dev.desc(1), (0x2000, 100, ring::DESC_F_NEXT, 2));
+        assert_eq!(dev.desc(2), (0x3000, 50, ring::DESC_F_WRITE, 0));
+        assert_eq!((vq.free(), vq.in_flight(), vq.next_head()), (5, 1, Some(3)));
+        let second = vq.add(&[(0x4000, 64, true)]).unwrap();
+        assert_eq!((second, dev.avail_slot(1)), (3, 3));
+        vq.publish();
+        assert_eq!(dev.avail_idx(), 2);
+    }
+
+    #[test]
+    fn add_refuses_empty_chains_long_chains_and_chains_that_do_not_fit() {
+        let (mut vq, _dev) = Dev::new(8);
+        assert_eq!(vq.add(&[]), None);
+        assert_eq!(vq.add(&[(0x1000, 1, false); MAX_CHAIN + 1]), None);
+        assert!(vq.add(&[(0x1000, 1, false); MAX_CHAIN]).is_some());
+        assert_eq!(vq.add(&[(0x1000, 1, false); 4]), None, "3 free");
+        assert_eq!(vq.add(&[(0x1000, 1, false); 3]), Some(5));
+        assert_eq!((vq.free(), vq.next_head()), (0, None));
+        assert_eq!(vq.add(&[(0x1000, 1, false)]), None);
+    }
+
+    #[test]
+    fn used_chains_come_back_in_device_order_with_exactly_their_descriptors() {
+        let (mut vq, mut dev) = Dev::new(8);
+        let a = vq
+            .add(&[(0x1000, 12, false), (0x2000, 1000, true)])
+            .unwrap();
+        let b = vq.add(&[(0x3000, 2000, true)]).unwrap();
+        vq.publish();
+        assert!(!vq.has_used());
+        assert_eq!(vq.pop_used(), None);
+        dev.used(b as u32, 2000);
+        assert!(vq.has_used());
+        assert_eq!(vq.pop_used(), Some(Ok(Used { head: b, len: 2000 })));
+        assert!(!vq.has_used());
+        assert_eq!((vq.free(), vq.in_flight()), (6, 1));
+        assert_eq!(vq.next_head(), Some(b), "its descriptor is free again");
+        dev.used(a as u32, 7);
+        assert_eq!(vq.pop_used(), Some(Ok(Used { head: a, len: 7 })));
+        assert_eq!((vq.free(), vq.in_flight()), (8, 0));
+        assert_eq!(vq.pop_used(), None);
+        // Every descriptor is handed out once more before any repeats.
+        let mut heads: Vec<u16> = (0..8).map(|_| vq.add(&[(0, 1, true)]).unwrap()).collect();
+        heads.sort();
+        assert_eq!(heads, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn entries_for_descriptors_not_in_flight_are_refused_and_consumed() {
+        let (mut vq, mut dev) = Dev::new(8);
+        let a = vq
+            .add(&[(0x1000, 12, false), (0x2000, 100, false)])
+            .unwrap();
+        for i in 0..3 {
+            vq.add(&[(0x3000 + i, 100, false)]).unwrap();
+        }
+        vq.publish();
+        let free = vq.free();
+        for id in [8, u32::MAX, 1] {
+            // 8: past the table; 1: inside a chain, but no head.
+            dev.used(id, 0);
+            assert_eq!(vq.pop_used(), Some(Err(UsedError::NotInFlight { id })));
+            assert_eq!(vq.free(), free, "nothing freed for descriptor {id}");
+        }
+        assert_eq!(vq.pop_used(), None, "each bad entry consumed once");
+        dev.used(a as u32, 0);
+        assert_eq!(vq.pop_used(), Some(Ok(Used { head: a, len: 0 })));
+        assert_eq!(vq.free(), free + 2);
+        // Bad entries count against what was published (4 chains, 4 entries
+        // so far): one more entry runs past it.
+        dev.used(a as u32, 0);
+        assert!(matches!(
+            vq.pop_used(),
+            Some(Err(UsedError::IndexJump {
+                from: 4,
+                to: 5,
+                available: 0
+            }))
+        ));
+        assert_eq!(vq.free(), free + 2);
+    }
+
+    #[test]
+    fn a_duplicate_within_what_was_published_is_refused_and_frees_nothing() {
+        let (mut vq, mut dev) = Dev::new(8);
+        let heads: Vec<u16> = (0..4).map(|i| vq.add(&[(i, 1, false)]).unwrap()).collect();
+        vq.publish();
+        dev.used(heads[2] as u32, 0);
+        dev.used(heads[2] as u32, 0);
+        assert!(matches!(vq.pop_used(), Some(Ok(Used { head, .. })) if head == heads[2]));
+        let free = vq.free();
+        assert_eq!(
+            vq.pop_used(),
+            Some(Err(UsedError::NotInFlight {
+                id: heads[2] as u32
+            }))
+        );
+        assert_eq!(vq.free(), free);
+        assert_eq!(vq.in_flight(), 3);
+    }
+
+    #[test]
+    fn a_length_past_the_writable_buffers_is_refused_but_the_chain_is_done() {
+        let (mut vq, mut dev) = Dev::new(8);
+        let rx = vq.add(&[(0x1000, 12, true), (0x2000, 1000, true)]).unwrap();
+        let tx = vq.add(&[(0x3000, 1000, false)]).unwrap();
+        vq.publish();
+        dev.used(rx as u32, 1012);
+        assert_eq!(
+            vq.pop_used(),
+            Some(Ok(Used {
+                head: rx,
+                len: 1012
+            }))
+        );
+        let rx = vq.add(&[(0x1000, 12, true), (0x2000, 1000, true)]).unwrap();
+        vq.publish();
+        dev.used(rx as u32, 1013);
+        let e = UsedError::TooLong {
+            head: rx,
+            len: 1013,
+            max: 1012,
+        };
+        assert_eq!(vq.pop_used(), Some(Err(e)));
+        assert!(e.to_string().contains("1013 bytes were written into 1012"));
+        dev.used(tx as u32, 1);
+        assert!(matches!(
+            vq.pop_used(),
+            Some(Err(UsedError::TooLong { max: 0, .. }))
+        ));
+        assert_eq!((vq.free(), vq.in_flight()), (8, 0), "both chains freed");
+    }
+
+    #[test]
+    fn a_used_index_ahead_of_what_was_published_breaks_the_queue_for_good() {
+        let (mut vq, mut dev) = Dev::new(8);
+        let a = vq.add(&[(0x1000, 64, true)]).unwrap();
+        vq.publish();
+        let b = vq.add(&[(0x2000, 64, true)]).unwrap(); // added, never published
+        dev.entry(a as u32, 10);
+        dev.entry(b as u32, 10);
+        dev.set_idx(2);
+        let jump = UsedError::IndexJump {
+            from: 0,
+            to: 2,
+            available: 1,
+        };
+        assert_eq!(vq.pop_used(), Some(Err(jump)));
+        assert!(jump.to_string().contains("needs a device reset"));
+        assert_eq!(vq.broken(), Some(jump));
+        dev.set_idx(1); // even a sane index now: nothing more is trusted
+        assert_eq!(vq.pop_used(), Some(Err(jump)));
+        assert_eq!((vq.free(), vq.in_flight()), (6, 2), "nothing freed");
+
+        let (mut vq, dev) = Dev::new(8);
+        dev.set_idx(0x8000);
+        assert!(matches!(
+            vq.pop_used(),
+            Some(Err(UsedError::IndexJump { available: 0, .. }))
+        ));
+    }
+
+    #[test]
+    fn indices_wrap_past_65535() {
+        let (mut vq, mut dev) = Dev::new(4);
+        for n in 0..70_000u32 {
+            let head = vq.add(&[(n as u64, 100, true)]).unwrap();
+            vq.publish();
+            assert_eq!(dev.avail_idx(), (n + 1) as u16);
+            assert_eq!(dev.avail_slot(n as u16), head);
+            dev.used(head as u32, 50);
+            assert_eq!(vq.pop_used(), Some(Ok(Used { head, len: 50 })), "round {n}");
+        }
+        assert_eq!(vq.free(), 4);
+    }
+
+    #[test]
+    fn sizes_that_no_split_virtqueue_has_are_refused() {
+        let c = Container::unbacked();
+        for size in [0, 3, 100, 65535] {
+            let e = Virtqueue::new(&c, size).unwrap_err().to_string();
+            assert!(e.contains(&format!("not {size}")), "{e}");
+        }
+        assert_eq!(Virtqueue::new(&c, 1).unwrap().size(), 1);
+        assert_eq!(Virtqueue::new(&c, MAX_SIZE).unwrap().free(), 32768);
+    }
+
+    #[test]
+    fn the_rings_lie_where_the_spec_puts_them() {
+        let (vq, dev) = Dev::new(256);
+        assert_eq!(dev.avail - dev.desc, 256 * 16);
+        assert_eq!(
+            dev.used - dev.avail,
+            (4096 + 6 + 512usize).next_multiple_of(4) as u64 - 4096
+        );
+        assert_eq!(dev.used % 4, 0);
+        // The last used entry and avail_event fit the memory.
+        dev.c
+            .dma_write(dev.used + 4 + 8 * 255 + 8, &[0; 2])
+            .unwrap();
+        drop(vq);
+        assert_eq!(dev.c.mapping_count(), 0);
+    }
+
+    #[test]
+    fn notification_and_interrupt_flags() {
+        let (vq, dev) = Dev::new(8);
+        assert!(vq.wants_notify());
+        dev.c
+            .dma_write(dev.used, &ring::USED_F_NO_NOTIFY.to_le_bytes())
+            .unwrap();
+        assert!(!vq.wants_notify());
+        vq.set_interrupts(true);
+        assert_eq!(dma_u16(&dev.c, dev.avail), 0);
+        vq.set_interrupts(false);
+        assert_eq!(dma_u16(&dev.c, dev.avail), ring::AVAIL_F_NO_INTERRUPT);
+    }
+
+    #[test]
+    fn leak_keeps_the_ring_mapped() {
+        let (vq, dev) = Dev::new(8);
+        vq.leak();
+        drop(vq);
+        assert_eq!(dev.c.mapping_count(), 1);
+        assert_eq!(dev.avail_idx(), 0, "still readable by the device");
+    }
+
+    /// A device that answers with random, often hostile, used entries while
+    /// the driver adds and pops: no descriptor is in two chains in flight, a
+    /// chain comes back at most once, and only what was in flight is freed.
+    #[test]
+    fn a_random_hostile_device_never_makes_the_queue_hand_out_a_descriptor_twice() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..50 {
+            let (mut vq, mut dev) = Dev::new(8);
+            let mut flight: Vec<(u16, Vec<u16>)> = Vec::new();
+            for _ in 0..200 {
+                let r = rand();
+                match r % 4 {
+                    0 => {
+                        let n = 1 + (r >> 8) as usize % MAX_CHAIN;
+                        let bufs = vec![(r, 64, r & 1 << 20 != 0); n];
+                        let before = vq.free();
+                        match vq.add(&bufs) {
+                            Some(head) => {
+                                let chain = dev.chain(head);
+                                assert_eq!(chain.len(), n);
+                                for (_, other) in &flight {
+                                    assert!(chain.iter().all(|d| !other.contains(d)));
+                                }
+                                flight.push((head, chain));
+                                assert_eq!(vq.free(), before - n);
+                            }
+                            None => assert!(n > before),
+                        }
+                    }
+                    1 => vq.publish(),
+                    2 => {
+                        // Anything: a head in flight, a random id, a random length.
+                        let id = match flight.get((r >> 8) as usize % 8) {
+                            Some((head, _)) if r & 1 << 30 != 0 => *head as u32,
+                            _ => (r >> 32) as u32 % 12,
+                        };
+                        dev.entry(id, (r >> 40) as u32 % 200);
+                        let jump = (r >> 56) as u16 % 3;
+                        dev.set_idx(dev.used_idx.wrapping_add(jump / 2));
+                    }
+                    _ => {
+                        let before = vq.free();
+                        match vq.pop_used() {
+                            None => assert_eq!(vq.free(), before),
+                            Some(Ok(Used { head, .. }))
+                            | Some(Err(UsedError::TooLong { head, .. })) => {
+                                let k = flight.iter().position(|f| f.0 == head).expect("in flight");
+                                let (_, chain) = flight.swap_remove(k);
+                                assert_eq!(vq.free(), before + chain.len());
+                            }
+                            Some(Err(UsedError::NotInFlight { id })) => {
+                                assert!(flight.iter().all(|f| f.0 as u32 != id));
+                                assert_eq!(vq.free(), before);
+                            }
+                            Some(Err(UsedError::IndexJump { .. })) => {
+                                assert_eq!(vq.free(), before);
+                                assert!(vq.broken().is_some());
+                            }
+                        }
+                    }
+                }
+                assert_eq!(vq.in_flight(), flight.len());
+                assert_eq!(
+                    vq.free() + flight.iter().map(|f| f.1.len()).sum::<usize>(),
+                    8
+                );
+            }
+        }
+    }
+}
