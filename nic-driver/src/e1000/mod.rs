@@ -2,6 +2,19 @@
 //! it also offers. Bring-up follows the 8254x SDM chapter 14 "General
 //! Initialization and Reset Operation".
 //!
+//! What the NIC reports is checked before use: the MAC (an EEPROM read that
+//! does not complete, or an address that is zero or a group address, is an
+//! error), and every receive descriptor (see `rx.rs`).
+//!
+//! **Stopping.** No buffer goes back to the pool and no ring is unmapped
+//! while the NIC may still reach it: `Drop` turns receive and transmit off,
+//! resets the NIC and proves it stopped (CTRL.RST cleared within its bound,
+//! RCTL.EN and TCTL.EN read back clear); failing that it turns bus mastering
+//! off and reads it back; failing that it leaks the rings and their buffers
+//! on purpose ([`crate::quiesce`]). [`E1000::new`] builds
+//! the driver before the rings are given to the NIC, so its errors after
+//! that go through the same `Drop`.
+//!
 //! ```no_run
 //! use std::collections::VecDeque;
 //! use nic_driver::{e1000::{Config, E1000}, NetDevice, TxFrame};

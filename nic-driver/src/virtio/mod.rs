@@ -21,6 +21,21 @@
 //! device writes it into the buffer, 2 bytes into it so that a UDP payload
 //! after it is 4-byte aligned (as on the e1000).
 //!
+//! Nothing the device reports is trusted: capabilities (length, extent,
+//! alignment), queue sizes, notification offsets, the MAC (read under a
+//! stable configuration generation) and every used-ring entry (an id not in
+//! flight, a length past the buffers, an index ahead of what was made
+//! available) are checked before use, and a bad one is an error naming the
+//! device and the value.
+//!
+//! **Stopping.** `Drop` resets the device and proves it (status reads 0)
+//! before the queues give their buffers back; failing that it turns bus
+//! mastering off and reads it back; failing that it leaks the queues, the
+//! header area and every buffer on purpose ([`crate::quiesce`]).
+//! [`VirtioNet::new`] builds the driver before the first queue address is
+//! written to the device, so its errors after that go through the same
+//! `Drop`.
+//!
 //! ```no_run
 //! # fn main() -> nic_driver::Result<()> {
 //! let container = vfio_core::vfio::Container::new()?;
