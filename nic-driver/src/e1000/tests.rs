@@ -659,6 +659,58 @@ fn checksum_offload_writes_a_context_descriptor_only_when_it_changes() {
 }
 
 #[test]
+fn a_frame_whose_context_descriptor_does_not_fit_waits_and_a_context_frees_nothing() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let mut plain: VecDeque<TxFrame> = (0..6)
+        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 64))))
+        .collect();
+    assert_eq!(nic.tx_batch(&mut plain).unwrap(), 6);
+    let mut f = TxFrame::packet(packet(&nic, &frame(9, 80)));
+    f.offload = Some(ChecksumOffload {
+        ip_start: 14,
+        l4_start: 34,
+        tcp: false,
+    });
+    let mut q = VecDeque::from([f]);
+    assert_eq!(
+        nic.tx_batch(&mut q).unwrap(),
+        0,
+        "1 descriptor free, 2 needed"
+    );
+    assert_eq!(q.len(), 1);
+    assert_eq!(h.nic().writes_to(regs::TDT), [0, 6]);
+    h.sent(0);
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 1);
+    assert_eq!(
+        h.nic().writes_to(regs::TDT),
+        [0, 6, 0],
+        "context at 6, data at 7"
+    );
+
+    // Writing a context descriptor releases none of the frames in flight.
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let pool = nic.pool().clone();
+    let mut f = TxFrame::packet(packet(&nic, &frame(9, 80)));
+    f.offload = Some(ChecksumOffload {
+        ip_start: 14,
+        l4_start: 34,
+        tcp: false,
+    });
+    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &frame(1, 64))), f]);
+    let free = pool.free_count();
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 2);
+    assert_eq!(nic.tx_pending(), 2);
+    assert_eq!(pool.free_count(), free);
+    for i in 0..3 {
+        h.sent(i);
+    }
+    assert_eq!(nic.tx_clean(), 2);
+    assert_eq!(pool.free_count(), free + 2);
+}
+
+#[test]
 fn malformed_frames_are_refused_after_the_good_ones_before_them_went_out() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 8)).unwrap();
