@@ -23,14 +23,25 @@ struct Nic {
     regs: RegisterFile,
     /// CTRL.RST clears itself (a working NIC).
     reset_clears: bool,
+    /// RCTL.EN reads set after a reset (a NIC whose reset does not stop it).
+    receive_survives_reset: bool,
+    /// Reads a slow operation takes: CTRL.RST clearing, EERD.DONE.
+    slow: usize,
+    /// Reads of STATUS before the link comes up.
+    link_after: usize,
     /// EEPROM words 0-2; None: an EERD read never completes.
     eeprom: Option<[u16; 3]>,
     /// Every read returns all ones (a removed device).
     gone: bool,
     /// Every register write, in order.
     writes: Vec<(usize, u32)>,
-    /// Reads of CTRL.
+    /// Reads of CTRL and of STATUS.
     ctrl_reads: usize,
+    status_reads: usize,
+    /// Reads until the reset or the EEPROM read in progress completes, and
+    /// the EERD value it then shows.
+    reset_pending: usize,
+    eerd_pending: (usize, u32),
 }
 
 impl Nic {
@@ -45,10 +56,16 @@ impl Nic {
         Nic {
             regs,
             reset_clears: true,
+            receive_survives_reset: false,
+            slow: 0,
+            link_after: 0,
             eeprom: Some([w(0), w(1), w(2)]),
             gone: false,
             writes: Vec::new(),
             ctrl_reads: 0,
+            status_reads: 0,
+            reset_pending: 0,
+            eerd_pending: (0, 0),
         }
     }
 
@@ -75,11 +92,44 @@ impl Nic {
     }
 }
 
+/// Statistics registers: cleared when read.
+const STATS: std::ops::Range<usize> = 0x4000..0x4100;
+
 impl RegisterModel for Nic {
     fn read(&mut self, offset: usize, size: usize) -> u64 {
-        self.ctrl_reads += (offset == regs::CTRL) as usize;
         if self.gone {
+            self.ctrl_reads += (offset == regs::CTRL) as usize;
             return u64::MAX >> (64 - 8 * size);
+        }
+        match offset {
+            regs::CTRL => {
+                self.ctrl_reads += 1;
+                if self.reset_pending > 0 {
+                    self.reset_pending -= 1;
+                    if self.reset_pending == 0 {
+                        let c = self.reg(regs::CTRL) & !ctrl::RST;
+                        self.regs.set(regs::CTRL, 4, c as u64);
+                    }
+                }
+            }
+            regs::EERD if self.eerd_pending.0 > 0 => {
+                self.eerd_pending.0 -= 1;
+                if self.eerd_pending.0 == 0 {
+                    self.regs.set(regs::EERD, 4, self.eerd_pending.1 as u64);
+                }
+            }
+            regs::STATUS => {
+                self.status_reads += 1;
+                if self.status_reads <= self.link_after {
+                    return self.regs.get(offset, size) & !(status::LU as u64);
+                }
+            }
+            o if STATS.contains(&o) => {
+                let v = self.regs.get(offset, size);
+                self.regs.set(offset, size, 0);
+                return v;
+            }
+            _ => {}
         }
         self.regs.get(offset, size)
     }
@@ -89,10 +139,18 @@ impl RegisterModel for Nic {
         let v = value as u32;
         match offset {
             regs::CTRL if v & ctrl::RST != 0 && self.reset_clears => {
+                let rctl = if self.receive_survives_reset {
+                    rctl::EN
+                } else {
+                    0
+                };
                 for r in [regs::RCTL, regs::TCTL, regs::RDT, regs::TDT] {
                     self.regs.set(r, 4, 0);
                 }
-                self.regs.set(regs::CTRL, 4, (v & !ctrl::RST) as u64);
+                self.regs.set(regs::RCTL, 4, rctl as u64);
+                self.reset_pending = self.slow;
+                let c = if self.slow > 0 { v } else { v & !ctrl::RST };
+                self.regs.set(regs::CTRL, 4, c as u64);
             }
             regs::EERD if v & eerd::START != 0 => {
                 let word = (v >> eerd::ADDR_SHIFT) as usize & 0xff;
@@ -100,7 +158,12 @@ impl RegisterModel for Nic {
                     Some(words) => eerd::DONE | (words[word] as u32) << eerd::DATA_SHIFT,
                     None => 0,
                 };
-                self.regs.set(offset, 4, (v | done) as u64);
+                if self.slow > 0 && done != 0 {
+                    self.eerd_pending = (self.slow, v | done);
+                    self.regs.set(offset, 4, v as u64);
+                } else {
+                    self.regs.set(offset, 4, (v | done) as u64);
+                }
             }
             _ => self.regs.set(offset, size, value),
         }
@@ -889,4 +952,160 @@ fn drop_leaks_the_rings_when_the_nic_can_be_stopped_by_no_means() {
         3,
         "the pool and both rings stay mapped"
     );
+}
+
+// ---- registers the driver programs, counters, slow hardware ----
+
+#[test]
+fn receive_transmit_and_link_are_programmed_as_the_manual_says() {
+    let mut model = Nic::new();
+    // Left over from before: link reset, PHY reset and inverted loss of signal.
+    model.regs.set(
+        regs::CTRL,
+        4,
+        (ctrl::LRST | ctrl::PHY_RST | ctrl::ILOS | ctrl::FD) as u64,
+    );
+    let h = Harness::new(model);
+    let nic = h.open(testing::config(8, 8)).unwrap();
+    assert_eq!(nic.driver_name(), "e1000");
+    let n = h.nic();
+    assert_eq!(
+        n.reg(regs::CTRL),
+        ctrl::FD | ctrl::SLU | ctrl::ASDE,
+        "link set up, resets and ILOS cleared, the rest kept"
+    );
+    assert_eq!(
+        n.reg(regs::RCTL),
+        rctl::EN | rctl::BAM | rctl::SECRC | rctl::BSIZE_2048
+    );
+    assert_eq!(
+        n.reg(regs::TCTL),
+        tctl::EN | tctl::PSP | tctl::CT_15 | tctl::COLD_FD
+    );
+    assert_eq!(n.reg(regs::TIPG), 10 | 8 << 10 | 6 << 20);
+    assert_eq!(
+        n.writes_to(regs::MTA + 4 * 127),
+        [0],
+        "multicast table cleared"
+    );
+    drop(n);
+    drop(nic);
+    let h = Harness::new(Nic::new());
+    let mut config = testing::config(8, 8);
+    config.jumbo = true;
+    let nic = h.open(config).unwrap();
+    let r = h.nic().reg(regs::RCTL);
+    assert_eq!(
+        r,
+        rctl::EN | rctl::BAM | rctl::SECRC | rctl::BSIZE_16384 | rctl::LPE
+    );
+    assert_eq!(
+        nic.pool().buf_size(),
+        20480,
+        "16 KiB and the headroom, in 4 KiB pages"
+    );
+}
+
+#[test]
+fn promiscuous_mode_sets_and_clears_only_its_bits() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let base = h.nic().reg(regs::RCTL);
+    nic.set_promiscuous(true);
+    assert_eq!(h.nic().reg(regs::RCTL), base | rctl::UPE | rctl::MPE);
+    nic.set_promiscuous(true);
+    assert_eq!(h.nic().reg(regs::RCTL), base | rctl::UPE | rctl::MPE);
+    nic.set_promiscuous(false);
+    assert_eq!(h.nic().reg(regs::RCTL), base);
+}
+
+#[test]
+fn hardware_counters_are_added_once_and_those_from_before_bring_up_are_not() {
+    let set = |h: &Harness, r: usize, v: u32| h.nic().regs.set(r, 4, v as u64);
+    let mut model = Nic::new();
+    model.regs.set(regs::stats::GPRC, 4, 1000); // from an earlier user
+    let h = Harness::new(model);
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    assert_eq!(nic.stats(), crate::Stats::default());
+    use regs::stats as st;
+    for (r, v) in [
+        (st::GPRC, 5),
+        (st::GPTC, 3),
+        (st::GORCL, 0x10),
+        (st::GORCH, 1),
+        (st::GOTCL, 0x20),
+        (st::GOTCH, 2),
+        (st::MPC, 2),
+        (st::RNBC, 1),
+        (st::CRCERRS, 4),
+    ] {
+        set(&h, r, v);
+    }
+    let s = nic.stats();
+    assert_eq!((s.rx_packets, s.tx_packets), (5, 3));
+    assert_eq!((s.rx_bytes, s.tx_bytes), (1 << 32 | 0x10, 2 << 32 | 0x20));
+    assert_eq!((s.rx_dropped, s.rx_errors), (3, 4));
+    assert_eq!(nic.stats(), s, "cleared when read: not added twice");
+    set(&h, st::GPRC, 1);
+    assert_eq!(nic.stats().rx_packets, 6);
+}
+
+#[test]
+fn the_link_speed_and_duplex_come_from_status() {
+    let h = Harness::new(Nic::new());
+    let nic = h.open(testing::config(8, 8)).unwrap();
+    for (bits, speed) in [(0, 10), (1, 100), (2, 1000), (3, 1000)] {
+        let s = status::LU | status::FD | bits << status::SPEED_SHIFT;
+        h.nic().regs.set(regs::STATUS, 4, s as u64);
+        let link = nic.link();
+        assert_eq!(
+            (link.up, link.speed_mbps, link.full_duplex),
+            (true, speed, true)
+        );
+    }
+}
+
+#[test]
+fn slow_hardware_is_waited_for_reset_eeprom_and_link() {
+    let mut model = Nic::new();
+    model.slow = 5;
+    model.link_after = 5;
+    let h = Harness::new(model);
+    let nic = h.open(testing::config(8, 8)).unwrap();
+    assert_eq!(nic.mac(), MAC);
+    assert!(h.nic().status_reads > 5, "bring-up waited for the link");
+    assert!(nic.link().up);
+    // And Drop waits for a slow reset too: a proven stop, bus mastering stays.
+    drop(nic);
+    assert_eq!(h.command() & MASTER, MASTER);
+}
+
+#[test]
+fn a_link_that_stays_down_is_no_bring_up_error() {
+    let mut model = Nic::new();
+    model.link_after = usize::MAX;
+    let h = Harness::new(model);
+    let nic = h.open(testing::config(8, 8)).unwrap();
+    assert!(!nic.link().up);
+}
+
+#[test]
+fn a_reset_that_leaves_receive_enabled_is_no_proof_of_a_stop() {
+    let mut model = Nic::new();
+    model.receive_survives_reset = true;
+    let h = Harness::new(model);
+    let nic = h.open(testing::config(8, 8)).unwrap();
+    // RCTL.EN survives the reset in Drop: bus mastering must go off.
+    drop(nic);
+    assert_eq!(h.command() & MASTER, 0);
+}
+
+#[test]
+fn polling_mode_never_sleeps() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    h.receive(0, &frame(1, 60));
+    let t = std::time::Instant::now();
+    assert!(!nic.wait_rx(std::time::Duration::from_secs(5)).unwrap());
+    assert!(t.elapsed() < std::time::Duration::from_secs(1));
 }

@@ -755,10 +755,10 @@ impl NetDevice for VirtioNet {
                 result = Err(self.protocol(format!("receive descriptor {head} had no buffer")));
                 break;
             };
-            let room = buf.capacity() - RX_HEADROOM - hdr::SIZE;
-            let good = len.filter(|&len| {
-                len > hdr::SIZE + 14 && len - hdr::SIZE <= room.min(self.max_frame + 4)
-            });
+            // The virtqueue checked that `len` fits the buffer; a frame is
+            // more than an Ethernet header and at most a frame with a VLAN tag.
+            let good =
+                len.filter(|&len| len > hdr::SIZE + 14 && len - hdr::SIZE <= self.max_frame + 4);
             let fresh = match (good, self.pool.alloc()) {
                 (Some(len), Some(fresh)) => {
                     let p = Packet::at(buf, RX_HEADROOM + hdr::SIZE, len - hdr::SIZE);

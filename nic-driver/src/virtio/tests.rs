@@ -45,6 +45,8 @@ struct Queue {
 struct Net {
     status: u8,
     reset_works: bool,
+    /// Reads of device status that still show the old status after a reset.
+    reset_reads: usize,
     offered: u64,
     device_select: u32,
     driver_select: u32,
@@ -81,6 +83,7 @@ impl Net {
         Net {
             status: 0,
             reset_works: true,
+            reset_reads: 0,
             offered: OFFERED,
             device_select: 0,
             driver_select: 0,
@@ -120,6 +123,10 @@ impl Net {
             },
             common::DRIVER_FEATURE_SELECT => self.driver_select as u64,
             common::NUM_QUEUES => self.num_queues as u64,
+            common::DEVICE_STATUS if self.reset_reads > 0 => {
+                self.reset_reads -= 1;
+                status::DRIVER as u64
+            }
             common::DEVICE_STATUS => self.status as u64,
             common::CONFIG_GENERATION => {
                 self.generation = self.generation.wrapping_add(self.generation_step);
@@ -277,6 +284,8 @@ struct Harness {
     container: Arc<Container>,
     net: Arc<Mutex<Net>>,
     config: Arc<Mutex<ConfigSpace>>,
+    /// More BARs than the one the model serves.
+    bars: Vec<(u32, usize, vfio_core::mmio::SharedModel)>,
     rings: [Rings; 2],
 }
 
@@ -290,16 +299,23 @@ impl Harness {
             container: Container::unbacked(),
             net: Arc::new(Mutex::new(net)),
             config: config_space(caps, multiplier),
+            bars: Vec::new(),
             rings: Default::default(),
         }
     }
 
     fn open(&mut self, config: Config) -> crate::Result<VirtioNet> {
+        let mut bars = vec![(
+            BAR,
+            BAR_LEN,
+            self.net.clone() as vfio_core::mmio::SharedModel,
+        )];
+        bars.extend(self.bars.iter().cloned());
         let device = Device::from_models(
             &self.container,
             testing::addr(),
             (256, self.config.clone()),
-            vec![(BAR, BAR_LEN, self.net.clone())],
+            bars,
         )
         .unwrap();
         let nic = VirtioNet::new(device, config)?;
@@ -1068,6 +1084,12 @@ fn checksum_of_a_known_ipv4_header_and_of_a_stream_in_odd_pieces() {
         pieces.add(part);
     }
     assert_eq!(pieces.finish(), 0xb861);
+    // A sum of exactly 0xffff is folded already (and ends the loop).
+    let mut ones = super::Checksum::default();
+    ones.add(&[0xff, 0xff]);
+    assert_eq!(ones.finish(), 0);
+    ones.add(&[0, 1]);
+    assert_eq!(ones.finish(), 0xfffe, "0xffff + 1 folds to 1");
 }
 
 // ---- stopping ----
@@ -1141,4 +1163,155 @@ fn drop_leaks_everything_the_device_may_reach_when_it_cannot_be_stopped() {
         dma::<2>(&h.container, h.rings[0].avail + 2),
         8u16.to_le_bytes()
     );
+}
+
+// ---- more bring-up, transmit and checksum corners ----
+
+#[test]
+fn a_udp_checksum_that_comes_out_0_is_sent_as_ffff() {
+    let mut net = Net::new();
+    net.offered &= !feature::CSUM;
+    let (mut h, mut nic) = open(net);
+    // Choose the last two payload bytes so that the sum is 0xffff, so the
+    // complement is 0, which UDP spells 0xffff (0 means "no checksum").
+    let mut whole = udp_frame(&frame(3, 40));
+    let n = whole.len();
+    whole[n - 2..].copy_from_slice(&[0, 0]);
+    let s = ones_sum(words(&whole[34..]));
+    whole[n - 2..].copy_from_slice(&(0xffff - s).to_be_bytes());
+    assert_eq!(ones_sum(words(&whole[34..])), 0xffff);
+    let mut f = TxFrame::packet(packet(&nic, &whole));
+    f.offload = Some(UDP);
+    nic.tx_batch(&mut VecDeque::from([f])).unwrap();
+    let (_, _, bytes) = h.transmitted().remove(0);
+    assert_eq!(bytes[40..42], [0xff, 0xff]);
+}
+
+#[test]
+fn each_frame_in_flight_has_its_own_net_header() {
+    let (mut h, mut nic) = open(Net::new());
+    let tcp = ChecksumOffload { tcp: true, ..UDP };
+    let mut q: VecDeque<TxFrame> = [UDP, tcp, UDP]
+        .into_iter()
+        .map(|o| {
+            let mut f = TxFrame::packet(packet(&nic, &udp_frame(&frame(1, 30))));
+            f.offload = Some(o);
+            f
+        })
+        .collect();
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 3);
+    let sent = h.transmitted();
+    let offsets: Vec<u16> = sent
+        .iter()
+        .map(|(_, hd, _)| u16::from_le_bytes([hd[hdr::CSUM_OFFSET], hd[hdr::CSUM_OFFSET + 1]]))
+        .collect();
+    assert_eq!(offsets, [6, 16, 6]);
+    assert!(sent
+        .iter()
+        .all(|(_, hd, _)| hd[hdr::FLAGS] == hdr::NEEDS_CSUM));
+}
+
+#[test]
+fn a_frame_that_does_not_fit_the_descriptors_left_waits() {
+    let (mut h, mut nic) = open(Net::new());
+    let mut two = TxFrame::packet(packet(&nic, &frame(0, 14)));
+    two.push(Segment::Packet(packet(&nic, &frame(1, 50))))
+        .unwrap();
+    let mut q = VecDeque::from([two]);
+    q.extend((2..5).map(|i| TxFrame::packet(packet(&nic, &frame(i, 60)))));
+    // 3 + 2 + 2 descriptors of 8; the third single frame needs 2, 1 is left.
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 3);
+    assert_eq!(q.len(), 1);
+    let notifies = h.net().notifies.len();
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 0);
+    assert_eq!(nic.tx_batch(&mut VecDeque::new()).unwrap(), 0);
+    assert_eq!(
+        h.net().notifies.len(),
+        notifies,
+        "no notification for nothing"
+    );
+    assert_eq!(h.avail_idx(1), 3);
+    let sent = h.transmitted();
+    h.entry(1, sent[0].0 as u32, 0, true);
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 1);
+}
+
+#[test]
+fn a_full_queue_on_a_device_that_needs_a_reset_is_an_error() {
+    let (h, mut nic) = open(Net::new());
+    let mut q: VecDeque<TxFrame> = (0..5)
+        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 60))))
+        .collect();
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 4);
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 0, "full, the device is fine");
+    h.net().status |= status::NEEDS_RESET;
+    let e = nic.tx_batch(&mut q).unwrap_err().to_string();
+    assert!(e.contains("the device stopped (status 0x4f"), "{e}");
+    assert_eq!(q.len(), 1);
+}
+
+#[test]
+fn a_slow_reset_is_waited_for() {
+    let mut net = Net::new();
+    net.reset_reads = 5;
+    let mut h = Harness::new(net);
+    let nic = h.open(testing::config(8, 8)).unwrap();
+    assert_eq!(nic.driver_name(), "virtio-net");
+    h.net().reset_reads = 5;
+    drop(nic);
+    assert_eq!(h.command() & MASTER, MASTER, "proven after a few polls");
+}
+
+#[test]
+fn a_receive_queue_of_one_entry_works() {
+    let mut net = Net::new();
+    net.queues[0].max = 1;
+    let (mut h, mut nic) = open(net);
+    let mut out = Vec::new();
+    for i in 0..3 {
+        h.deliver(&frame_to(MAC, i, 60));
+        assert_eq!(nic.rx_batch(&mut out, 8).unwrap(), 1);
+    }
+}
+
+#[test]
+fn a_device_without_a_capability_list_has_no_common_configuration() {
+    let mut h = Harness::new(Net::new());
+    h.config
+        .lock()
+        .unwrap()
+        .regs
+        .set(regs::pci::STATUS as usize, 2, 0);
+    let e = h.open(testing::config(8, 8)).unwrap_err().to_string();
+    assert!(e.contains("no common configuration capability"), "{e}");
+}
+
+#[test]
+fn structures_in_two_bars_and_in_a_bar_number_past_5() {
+    // The device configuration in BAR 2, a common configuration of exactly
+    // the size the driver needs, and a capability naming BAR 6 (ignored).
+    let mut c = caps();
+    c[0].4 = common::SIZE as u32;
+    c[2] = (cap::DEVICE, 16, 2, 0x100, 8);
+    c.insert(0, (cap::COMMON, 16, 6, 0, 0x38));
+    let mut h = Harness::with_caps(Net::new(), &c, MULTIPLIER);
+    let mut bar2 = vfio_core::mmio::RegisterFile::new(0x1000);
+    let mac = [0x52, 0x54, 0, 0, 0, 0x22];
+    for (i, b) in mac.iter().enumerate() {
+        bar2.set(0x100 + i, 1, *b as u64);
+    }
+    bar2.set(0x100 + net_config::STATUS, 2, net_config::LINK_UP as u64);
+    h.bars.push((2, 0x1000, Arc::new(Mutex::new(bar2))));
+    let nic = h.open(testing::config(8, 8)).unwrap();
+    assert_eq!(nic.mac(), mac);
+    assert!(nic.link().up);
+}
+
+#[test]
+fn polling_mode_never_sleeps() {
+    let (mut h, mut nic) = open(Net::new());
+    h.deliver(&frame_to(MAC, 1, 60));
+    let t = std::time::Instant::now();
+    assert!(!nic.wait_rx(std::time::Duration::from_secs(5)).unwrap());
+    assert!(t.elapsed() < std::time::Duration::from_secs(1));
 }
