@@ -25,16 +25,12 @@ use vfio_core::vfio::Device;
 
 use crate::Result;
 
-/// PCI command register and its Memory Space Enable bit.
-const PCI_COMMAND: u16 = 0x04;
-const PCI_COMMAND_MEMORY: u16 = 1 << 1;
-
 /// Steps 1 and 2 of the rule: runs `stop` (which stops the NIC and proves it
 /// from its registers) and, when that fails or registers cannot be trusted,
 /// turns bus mastering off. True when the NIC's memory may be reused.
 pub(crate) fn stop_dma(device: &Device, driver: &str, stop: impl FnOnce() -> Result<()>) -> bool {
     let addr = device.address();
-    let why = match memory_decoding(device) {
+    let why = match device.memory_enabled() {
         Ok(true) => match stop() {
             Ok(()) => return true,
             Err(e) => e.to_string(),
@@ -73,10 +69,4 @@ pub(crate) fn log_leak(device: &Device, driver: &str, buffers: usize, regions: u
          to get them back)",
         device.address()
     );
-}
-
-/// Whether the device decodes memory, so that its registers answer.
-fn memory_decoding(device: &Device) -> Result<bool> {
-    let command = u16::from_le_bytes(device.config_read::<2>(PCI_COMMAND)?);
-    Ok(command & PCI_COMMAND_MEMORY != 0)
 }

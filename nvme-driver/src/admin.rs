@@ -163,13 +163,25 @@ impl Admin {
 
     /// Makes sure the controller moves no more data, for a caller whose
     /// memory it may still be writing: disable it; if it does not report
-    /// disabled within CAP.TO, turn its bus mastering off. False when
-    /// neither could be done (the memory must then never be reused).
+    /// disabled within CAP.TO (or its registers cannot be believed: memory
+    /// decoding off), turn its bus mastering off. False when neither could
+    /// be done (the memory must then never be reused).
     pub(crate) fn quiesce(&self) -> bool {
         let mut q = self.lock();
-        let Err(e) = self.disable(&mut q) else {
-            return true;
+        self.stop(&mut q)
+    }
+
+    fn stop(&self, q: &mut AdminQueue) -> bool {
+        // CSTS proves nothing from a BAR that does not decode (it reads 0).
+        let e = match self.device.memory_enabled() {
+            Ok(true) => match self.disable(q) {
+                Ok(()) => return true,
+                Err(e) => e,
+            },
+            Ok(false) => self.error("does not decode memory, so its registers prove nothing"),
+            Err(e) => e.into(),
         };
+        q.broken = Some("the controller could not be disabled");
         log::error!(
             "{}: could not disable the controller ({e}); turning bus mastering off",
             self.address()
@@ -344,14 +356,10 @@ impl Drop for Admin {
             log::warn!("{e}");
         }
         let mut q = self.lock();
-        if let Err(e) = self.disable(&mut q) {
-            log::warn!("{e}");
-            if let Err(e) = self.device.disable_bus_master() {
-                log::error!("{}: {e}", self.address());
-                // The admin rings may still be written: keep them.
-                q.qp.leak_on_drop();
-                q.scratch.leak_on_drop();
-            }
+        if !self.stop(&mut q) {
+            // The admin rings may still be written: keep them.
+            q.qp.leak_on_drop();
+            q.scratch.leak_on_drop();
         }
     }
 }

@@ -166,6 +166,53 @@ fn a_deletion_that_never_completes_disables_the_controller_first() {
     qp.read(1, 0, &mut mem, 0, 512).unwrap();
 }
 
+/// An NVMe function's config space as plain registers: IDs, and memory space
+/// and bus mastering enabled.
+fn nvme_config_space() -> RegisterFile {
+    let mut cfg = RegisterFile::new(256);
+    cfg.set(0, 2, 0x1b36);
+    cfg.set(2, 2, 0x0010);
+    cfg.set(4, 2, 0x0006);
+    cfg
+}
+
+/// A controller model whose device has `config` as its config space.
+fn with_config(
+    container: &Arc<Container>,
+    config: NvmeConfig,
+    space: SharedModel,
+) -> (Model, Device) {
+    let (model, _) = NvmeModel::new(container, config);
+    let bar: SharedModel = model.clone();
+    let addr = "0000:00:04.0".parse().unwrap();
+    let device = Device::from_models(container, addr, (256, space), vec![(0, 0x4000, bar)]);
+    (model, device.unwrap())
+}
+
+#[test]
+fn a_controller_that_does_not_decode_memory_is_not_believed_and_loses_bus_mastering() {
+    let container = Container::unbacked();
+    let space = Arc::new(Mutex::new(nvme_config_space()));
+    let (model, device) = with_config(&container, NvmeConfig::default(), space.clone());
+    let mut nvme = Controller::new(device).unwrap();
+    nvme.set_admin_timeout(Duration::from_millis(50));
+    let (pool, qp) = held_reads(&container, &model, &mut nvme, 4, 4);
+    lock(&model).ignore_delete_sq = true;
+    space.lock().unwrap().set(4, 2, 0x0004); // memory decoding off: CSTS would read 0
+    drop(qp);
+    assert_eq!(
+        space.lock().unwrap().get(4, 2) & 0x4,
+        0,
+        "bus mastering off"
+    );
+    assert_eq!(lock(&model).disables, 0, "its registers were not trusted");
+    assert_eq!(
+        pool.free_count(),
+        4,
+        "with bus mastering off the buffers are free"
+    );
+}
+
 /// Config space whose command register ignores writes: bus mastering cannot
 /// be turned off.
 #[derive(Debug)]
@@ -206,20 +253,8 @@ fn a_controller_that_will_not_stop_loses_bus_mastering_and_then_its_memory_is_le
     assert_eq!(vfio_core::dma::leaked(), leaked);
 
     // Neither stops nor lets go of bus mastering: nothing is reused.
-    let mut cfg = RegisterFile::new(256);
-    cfg.set(0, 2, 0x1b36);
-    cfg.set(2, 2, 0x0010);
-    cfg.set(4, 2, 0x0006); // memory space and bus master enabled, for good
-    let stuck: SharedModel = Arc::new(Mutex::new(StuckCommand(cfg)));
-    let (model, _) = NvmeModel::new(&container, config);
-    let bar: SharedModel = model.clone();
-    let device = Device::from_models(
-        &container,
-        "0000:00:04.0".parse().unwrap(),
-        (256, stuck),
-        vec![(0, 0x4000, bar)],
-    )
-    .unwrap();
+    let stuck: SharedModel = Arc::new(Mutex::new(StuckCommand(nvme_config_space())));
+    let (model, device) = with_config(&container, config, stuck);
     let mut nvme = Controller::new(device).unwrap();
     nvme.set_admin_timeout(Duration::from_millis(50));
     let (pool, qp) = held_reads(&container, &model, &mut nvme, 4, 4);

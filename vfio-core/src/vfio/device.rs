@@ -305,8 +305,7 @@ impl Device {
     /// Sets Memory Space Enable and Bus Master Enable in the command register,
     /// so the device may answer MMIO and do DMA.
     pub fn enable_bus_master(&self) -> Result<()> {
-        let command = u16::from_le_bytes(self.config_read::<2>(PCI_COMMAND)?);
-        let wanted = command | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
+        let wanted = self.command()? | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
         self.config_write(PCI_COMMAND, &wanted.to_le_bytes())
     }
 
@@ -315,7 +314,7 @@ impl Device {
     /// last resort of a driver that must stop a device it cannot reset;
     /// [`Device::enable_bus_master`] undoes it.
     pub fn disable_bus_master(&self) -> Result<()> {
-        let command = u16::from_le_bytes(self.config_read::<2>(PCI_COMMAND)?);
+        let command = self.command()?;
         self.config_write(PCI_COMMAND, &(command & !PCI_COMMAND_MASTER).to_le_bytes())?;
         if self.bus_master_enabled()? {
             return Err(self.unsupported("kept Bus Master Enable set after it was cleared".into()));
@@ -325,8 +324,19 @@ impl Device {
 
     /// Whether Bus Master Enable is set (the device may do DMA).
     pub fn bus_master_enabled(&self) -> Result<bool> {
-        let command = u16::from_le_bytes(self.config_read::<2>(PCI_COMMAND)?);
-        Ok(command & PCI_COMMAND_MASTER != 0)
+        Ok(self.command()? & PCI_COMMAND_MASTER != 0)
+    }
+
+    /// Whether Memory Space Enable is set: only then does the device answer
+    /// MMIO, and only then do its registers' values mean anything (a BAR that
+    /// does not decode reads 0, which looks like a finished reset).
+    pub fn memory_enabled(&self) -> Result<bool> {
+        Ok(self.command()? & PCI_COMMAND_MEMORY != 0)
+    }
+
+    /// The command register (config offset 0x04).
+    fn command(&self) -> Result<u16> {
+        self.config_read::<2>(PCI_COMMAND).map(u16::from_le_bytes)
     }
 
     /// Resets the device through VFIO_DEVICE_RESET (FLR, PM or bus reset,
