@@ -7,6 +7,8 @@
 //!   QEMU machine (emulator numbers: compare the ratios); `bench-copy` only
 //!   the copy-bench (the forwarder beside the kernel's copy paths).
 //! - `cargo xtask fuzz`: only the bounded fuzz runs (part of `test`).
+//! - `cargo xtask miri`: only the Miri run of the host tests that reach
+//!   `unsafe` code or DMA memory (part of `test`).
 //! - `cargo xtask setup`: only install/download what the machine needs.
 
 use std::process::{Command, ExitCode};
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
         "test" => test(),
         "demo" => demo(),
         "fuzz" => setup().and_then(|image| fuzz(&image)),
+        "miri" => miri(),
         "bench" => bench(),
         "bench-nvme" => setup().and_then(|_| bench_nvme()),
         "bench-nic" => setup()
@@ -29,9 +32,9 @@ fn main() -> ExitCode {
         "bench-copy" => setup()
             .and_then(|_| bench_copy("iommu=strict"))
             .and_then(|_| bench_copy("iommu=pt")),
-        _ => {
-            Err("usage: cargo xtask <demo|test|fuzz|bench|bench-nic|bench-copy|setup>".to_string())
-        }
+        _ => Err(
+            "usage: cargo xtask <demo|test|fuzz|miri|bench|bench-nic|bench-copy|setup>".to_string(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,6 +132,107 @@ fn fuzz(image: &image::GuestImage) -> Result<(), String> {
     Ok(())
 }
 
+/// The host tests that reach vfio-core's `unsafe` code or DMA memory, under
+/// Miri (nightly), which reports undefined behaviour on the paths they take:
+/// vfio-core's DMA memory, pool, MMIO and IOVA tests, and the drivers' tests
+/// on software devices (which reach driver memory through the container as a
+/// device would). The component is installed when missing; without the
+/// nightly toolchain this fails, it does not skip. Miri interprets one thread
+/// at a time, so the suites run in two processes side by side (one per core).
+fn miri() -> Result<(), String> {
+    let start = Instant::now();
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .map_err(|e| format!("run rustup: {e}"))?;
+    if !installed.status.success() {
+        return Err("Miri needs the nightly toolchain: `rustup toolchain install nightly --component miri,rust-src`".into());
+    }
+    if !String::from_utf8_lossy(&installed.stdout).contains("miri") {
+        run_rustup(&[
+            "component",
+            "add",
+            "--toolchain",
+            "nightly",
+            "miri",
+            "rust-src",
+        ])?;
+    }
+    // Two lanes of about equal length: the NIC tests; the NVMe model and
+    // vfio-core.
+    let suites: [&[&str]; 3] = [
+        &["-p", "nic-driver", "--lib"],
+        &["-p", "nvme-driver", "--test", "model"],
+        &[
+            "-p",
+            "vfio-core",
+            "--lib",
+            "--",
+            "dma::",
+            "mmio",
+            "vfio::container",
+        ],
+    ];
+    // Two cargos at once: the build directory's lock lets one build at a
+    // time, then both run.
+    let lanes = [&suites[..1], &suites[1..]];
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = lanes
+            .iter()
+            .map(|lane| scope.spawn(move || miri_lane(lane)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a Miri lane panicked".into()))
+            })
+            .collect()
+    });
+    results.into_iter().collect::<Result<(), String>>()?;
+    eprintln!("xtask: Miri found nothing, in {:.0?}", start.elapsed());
+    Ok(())
+}
+
+/// Runs `suites` one after the other under Miri, printing each one's output
+/// whole when it ends (the two lanes would interleave line by line).
+fn miri_lane(suites: &[&[&str]]) -> Result<(), String> {
+    for suite in suites {
+        let mut args = vec!["+nightly", "miri", "test"];
+        args.extend_from_slice(suite);
+        let line = format!("cargo {}", args.join(" "));
+        let out = miri_cargo(&args)
+            .output()
+            .map_err(|e| format!("start {line}: {e}"))?;
+        eprintln!(
+            "xtask: {line}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            return Err(format!("{line} failed"));
+        }
+    }
+    Ok(())
+}
+
+/// `cargo` from PATH (rustup's proxy), so that `+nightly` picks the toolchain.
+fn miri_cargo(args: &[&str]) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.args(args).current_dir(workspace_root());
+    cmd
+}
+
+fn run_rustup(args: &[&str]) -> Result<(), String> {
+    eprintln!("xtask: rustup {}", args.join(" "));
+    let ok = Command::new("rustup")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(())
+        .ok_or_else(|| format!("rustup {} failed", args.join(" ")))
+}
+
 fn test() -> Result<(), String> {
     let start = Instant::now();
     let image = setup()?;
@@ -151,6 +255,7 @@ fn test() -> Result<(), String> {
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     fuzz(&image)?;
+    miri()?;
     cargo(&["test", "--workspace", "--", "--test-threads=2"], &image)?;
     eprintln!("xtask test: everything passed in {:.0?}", start.elapsed());
     Ok(())

@@ -554,6 +554,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "70,000 rounds take many minutes under Miri; every other virtqueue test runs the same code there"
+    )]
     fn indices_wrap_past_65535() {
         let (mut vq, mut dev) = Dev::new(4);
         for n in 0..70_000u32 {
@@ -630,7 +634,8 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        for _ in 0..50 {
+        // Fewer rounds under Miri, which interprets every step.
+        for _ in 0..if cfg!(miri) { 5 } else { 50 } {
             let (mut vq, mut dev) = Dev::new(8);
             let mut flight: Vec<(u16, Vec<u16>)> = Vec::new();
             for _ in 0..200 {

@@ -53,14 +53,16 @@
 //! fn try_it(b: &mut vfio_core::dma::Buffer) { device_writes(b) }
 //! ```
 
+use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 pub mod iova;
 mod memory;
 mod pool;
 
 pub use iova::IovaAllocator;
+pub(crate) use memory::MappedPtr;
 pub use memory::{Backing, DmaMemory, DmaWord, PageKind, RawDma};
 pub use pool::{Buffer, BufferPool, SharedBuffer};
 
@@ -74,8 +76,10 @@ mod sealed {
 /// Memory a device may read: an IOVA in a container and a length. Drivers
 /// take any of these as the source of a transfer, so data goes out from where
 /// the caller has it (a pool buffer another device filled, a large region)
-/// with no copy. Sealed: see the [module docs](self).
-pub trait DmaTarget: sealed::Sealed {
+/// with no copy. Sealed: see the [module docs](self). `Send + 'static`, so
+/// that memory a driver must give up on can be moved to [`leaked`]'s
+/// quarantine.
+pub trait DmaTarget: sealed::Sealed + Send + 'static {
     /// IOVA of byte 0.
     fn iova(&self) -> u64;
     /// Length in bytes.
@@ -108,17 +112,25 @@ pub trait DmaTarget: sealed::Sealed {
     /// Leaves the memory allocated, mapped and out of its pool for the rest
     /// of the process: what a driver does with memory a device may still
     /// write when it cannot prove the device idle. Counted in [`leaked`] and
-    /// logged.
+    /// logged. The value is kept, never dropped, in a process-wide
+    /// quarantine (not `mem::forget`): what it owns stays reachable, so a
+    /// leak checker such as Miri's tells this from an accidental leak.
     fn leak(self)
     where
         Self: Sized,
     {
         note_leak(self.iova(), self.dma_len());
-        std::mem::forget(self);
+        QUARANTINE
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::new(self));
     }
 }
 
 static LEAKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Everything leaked through [`DmaTarget::leak`], never dropped.
+static QUARANTINE: Mutex<Vec<Box<dyn Any + Send>>> = Mutex::new(Vec::new());
 
 /// How many DMA regions and buffers were leaked on purpose
 /// ([`DmaTarget::leak`], [`DmaMemory::leak_on_drop`]) because a device might

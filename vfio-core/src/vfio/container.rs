@@ -12,7 +12,7 @@ use vfio_bindings::bindings::vfio::{VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION};
 
 use super::group::Group;
 use super::{ioctl, Device};
-use crate::dma::IovaAllocator;
+use crate::dma::{IovaAllocator, MappedPtr};
 use crate::pci::{PciAddress, Sysfs};
 use crate::{Error, Result};
 
@@ -53,7 +53,7 @@ struct State {
     groups: HashMap<u32, Arc<Group>>,
     iommu: Option<Iommu>,
     /// Every mapping: IOVA -> (virtual address, length).
-    mapped: BTreeMap<u64, (usize, u64)>,
+    mapped: BTreeMap<u64, (MappedPtr, u64)>,
 }
 
 /// The IOMMU's set-up, known once the first group is attached.
@@ -223,7 +223,7 @@ impl Container {
     }
 
     /// Pins `size` bytes at `vaddr` and maps them at a newly allocated IOVA.
-    pub(crate) fn map_dma(&self, vaddr: usize, size: usize) -> Result<u64> {
+    pub(crate) fn map_dma(&self, vaddr: MappedPtr, size: usize) -> Result<u64> {
         let mut state = self.lock();
         let iommu = state.iommu.as_mut().ok_or_else(|| {
             Error::InvalidArgument(
@@ -233,7 +233,7 @@ impl Container {
         let size = size as u64;
         let iova = iommu.iova.alloc(size, iova_alignment(size))?;
         if let Some(fd) = &self.fd {
-            if let Err(e) = ioctl::map_dma(fd.as_fd(), vaddr as u64, iova, size) {
+            if let Err(e) = ioctl::map_dma(fd.as_fd(), vaddr.addr() as u64, iova, size) {
                 iommu.iova.free(iova, size);
                 return Err(map_error(e, size, iommu));
             }
@@ -275,7 +275,7 @@ impl Container {
         let state = self.lock();
         let (&start, &(vaddr, size)) = state.mapped.range(..=iova).next_back()?;
         let end = iova.checked_add(len as u64)?;
-        (end <= start + size).then(|| f((vaddr + (iova - start) as usize) as *mut u8))
+        (end <= start + size).then(|| f(vaddr.at((iova - start) as usize)))
     }
 }
 
