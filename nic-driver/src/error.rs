@@ -25,4 +25,9 @@ pub enum Error {
     /// A frame the driver cannot send as given.
     #[error("invalid frame: {0}")]
     InvalidFrame(String),
+
+    /// A [`Config`](crate::Config) value this driver cannot use; the
+    /// message names the value and the range it must be in.
+    #[error("invalid NIC configuration: {0}")]
+    InvalidConfig(String),
 }

@@ -101,7 +101,7 @@ impl E1000 {
             || !config.rx_ring.is_multiple_of(8)
             || !config.tx_ring.is_multiple_of(8)
         {
-            return Err(Error::InvalidFrame(format!(
+            return Err(Error::InvalidConfig(format!(
                 "ring sizes must be multiples of 8 from 8 to 4096 (asked rx {}, tx {})",
                 config.rx_ring, config.tx_ring
             )));

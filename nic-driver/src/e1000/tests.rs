@@ -378,7 +378,9 @@ fn a_reset_that_never_completes_fails_bring_up_with_bus_mastering_off() {
 fn bad_ring_sizes_are_refused_before_the_device_is_touched() {
     for (rx, tx) in [(4, 8), (8, 12), (8192, 8), (8, 0)] {
         let h = Harness::new(Nic::new());
-        let e = h.open(testing::config(rx, tx)).unwrap_err().to_string();
+        let e = h.open(testing::config(rx, tx)).unwrap_err();
+        assert!(matches!(e, crate::Error::InvalidConfig(_)), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("multiples of 8 from 8 to 4096"), "{e}");
         assert!(h.nic().writes.is_empty());
         assert_eq!(h.command(), 0);
