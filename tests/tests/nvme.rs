@@ -197,7 +197,7 @@ fn boot() -> vfio_tests::Result<(Outcome, Images)> {
     m.step("vanish", &format!("guest-check nvme-vanish {A}"));
     m.step(
         "confine",
-        &format!("guest-check nvme-confine {A}; rc=$?; dmesg | grep -i dmar | tail -20; exit $rc"),
+        &format!("guest-check nvme-confine {A}; rc=$?; dmesg | grep -i dmar | tail -40; exit $rc"),
     );
     m.step("unbind", &format!("devbind unbind {A}"));
     let kernel_reads: Vec<String> = A_WRITES

@@ -651,20 +651,27 @@ fn nvme_confine(bdf: &str) -> Result<()> {
         ("low", 0x1000),
     ];
     for (name, iova) in targets {
-        let r = qp.read(1, 0, &mut unmapped(&container, iova), 0, 4096);
         println!("confine.{name}.iova={iova:#x}");
-        println!(
-            "confine.{name}={}",
-            r.err().map_or("ok".to_string(), |e| e.to_string())
-        );
-        if qp.is_failed() {
-            nvme.reset().map_err(nvme_err)?;
-            nvme.recreate_io_queue_pair(&mut qp, |_| {})
-                .map_err(nvme_err)?;
+        // The emulated IOMMU records one fault at a time and drops one that
+        // arrives while the last is still pending: wait for the guest
+        // kernel to log this one before the next, and try again (the same
+        // write to the same unmapped IOVA) if it never shows.
+        for attempt in 1..=3 {
+            let r = qp.read(1, 0, &mut unmapped(&container, iova), 0, 4096);
+            println!(
+                "confine.{name}={}",
+                r.err().map_or("ok".to_string(), |e| e.to_string())
+            );
+            if qp.is_failed() {
+                nvme.reset().map_err(nvme_err)?;
+                nvme.recreate_io_queue_pair(&mut qp, |_| {})
+                    .map_err(nvme_err)?;
+            }
+            if dmar_fault_logged(iova) {
+                println!("confine.{name}.attempts={attempt}");
+                break;
+            }
         }
-        // The emulated IOMMU records one fault at a time: give the guest
-        // kernel time to log and clear this one before the next.
-        std::thread::sleep(Duration::from_millis(300));
     }
     let mut back = vec![0u8; 64 << 10];
     canary.read_bytes(0, &mut back);
@@ -677,6 +684,23 @@ fn nvme_confine(bdf: &str) -> Result<()> {
         heap.iter().all(|&b| b == 0x5a)
     );
     reset_and_read(&container, &mut nvme, &mut qp, "confine")
+}
+
+/// Waits up to 2 s for the kernel's log to show an IOMMU (DMAR) fault at
+/// `iova`.
+fn dmar_fault_logged(iova: u64) -> bool {
+    let want = format!("fault addr {iova:#x} ");
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        if let Ok(out) = std::process::Command::new("dmesg").output() {
+            let log = String::from_utf8_lossy(&out.stdout);
+            if log.lines().any(|l| l.contains("DMAR") && l.contains(&want)) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 /// The controller at `bdf` in a fresh container, with one 16-entry queue
