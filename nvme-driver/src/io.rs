@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vfio_core::dma::{Buffer, DmaMemory, DmaTarget, DmaTargetMut};
+use vfio_core::dma::{Buffer, BytesByWriter, DmaMemory, DmaTarget, DmaTargetMut};
 
 use crate::admin::Admin;
 use crate::prp::{self, Prp2};
@@ -58,6 +58,31 @@ struct Slot<B> {
     name: &'static str,
     tag: u64,
     buf: Option<B>,
+    /// For a read into `buf`: how to record the bytes the controller wrote
+    /// ([`DmaTargetMut::device_wrote`]), and which.
+    wrote: Option<DeviceWrote<B>>,
+}
+
+/// [`DmaTargetMut::device_wrote`] of a buffer type (only reads, which need
+/// `B: DmaTargetMut`, have one) and the range the command writes.
+#[derive(Debug)]
+struct DeviceWrote<B> {
+    record: fn(&mut B, usize, usize),
+    offset: usize,
+    bytes: usize,
+}
+
+impl<B> Slot<B> {
+    /// The buffer back from a finished command: a read's bytes recorded as
+    /// the controller's when it succeeded, as nobody's when it did not.
+    fn finish(self, ok: bool) -> (u64, Option<B>) {
+        let mut buf = self.buf;
+        if let (Some(w), Some(b)) = (self.wrote, buf.as_mut()) {
+            let bytes = if ok { w.bytes } else { 0 };
+            (w.record)(b, w.offset, bytes);
+        }
+        (self.tag, buf)
+    }
 }
 
 /// An I/O submission/completion queue pair of one controller.
@@ -136,6 +161,8 @@ pub struct IoQueuePair<B: DmaTarget = Buffer> {
     generation: u64,
     /// Deleted at the controller (or gone with a reset), memory settled.
     stopped: bool,
+    /// Bytes given to Write commands, by who wrote them.
+    written_from: BytesByWriter,
 }
 
 impl<B: DmaTarget> IoQueuePair<B> {
@@ -164,6 +191,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
             admin,
             generation,
             stopped: false,
+            written_from: BytesByWriter::default(),
         }
     }
 
@@ -217,11 +245,8 @@ impl<B: DmaTarget> IoQueuePair<B> {
     pub(crate) fn abort_all(&mut self, mut f: impl FnMut(IoCompletion<B>)) {
         for slot in self.slots.iter_mut().filter_map(Option::take) {
             let result = Err(Error::Aborted { command: slot.name });
-            f(IoCompletion {
-                tag: slot.tag,
-                buf: slot.buf,
-                result,
-            });
+            let (tag, buf) = slot.finish(false);
+            f(IoCompletion { tag, buf, result });
         }
         self.qp.reset();
         self.failed = false;
@@ -229,6 +254,14 @@ impl<B: DmaTarget> IoQueuePair<B> {
 
     pub(crate) fn queue(&self) -> &QueuePair {
         &self.qp
+    }
+
+    /// Bytes this queue pair's Write commands took from memory, by who
+    /// wrote that memory ([`DmaTarget::writer`]: a device by DMA, such as a
+    /// NIC's receive buffer, or the CPU), counted as each command is
+    /// submitted. What a program reports as written to disk without a copy.
+    pub fn written_from(&self) -> BytesByWriter {
+        self.written_from
     }
 
     /// The largest transfer of one command in bytes.
@@ -347,7 +380,14 @@ impl<B: DmaTarget> IoQueuePair<B> {
         self.lists.iova() + base as u64
     }
 
-    fn submit_rw(&mut self, op: u8, span: Span, buf: B, tag: u64) -> Result<(), (Error, B)> {
+    fn submit_rw(
+        &mut self,
+        op: u8,
+        span: Span,
+        buf: B,
+        tag: u64,
+        wrote: Option<fn(&mut B, usize, usize)>,
+    ) -> Result<(), (Error, B)> {
         let (bs, iova) = match self.usable().and_then(|_| self.check(span, &buf)) {
             Ok(r) => r,
             Err(e) => return Err((e, buf)),
@@ -368,11 +408,20 @@ impl<B: DmaTarget> IoQueuePair<B> {
         }
         let blocks = (span.bytes / bs) as u32;
         let name = if op == nvm::READ { "Read" } else { "Write" };
+        if op == nvm::WRITE {
+            let writer = buf.writer(span.offset, span.bytes);
+            self.written_from.add(writer, span.bytes);
+        }
         let cmd = Command::read_write(op, span.nsid, span.lba, blocks);
         let slot = Slot {
             name,
             tag,
             buf: Some(buf),
+            wrote: wrote.map(|record| DeviceWrote {
+                record,
+                offset: span.offset,
+                bytes: span.bytes,
+            }),
         };
         self.submit_data(cmd, Some((iova, span.bytes)), slot)
             .expect("a free command ID was checked");
@@ -398,7 +447,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
             offset,
             bytes,
         };
-        self.submit_rw(nvm::WRITE, span, buf, tag)
+        self.submit_rw(nvm::WRITE, span, buf, tag, None)
     }
 
     /// Rings the doorbell once for everything submitted since the last ring.
@@ -446,11 +495,8 @@ impl<B: DmaTarget> IoQueuePair<B> {
                     status: c.status,
                 })
             };
-            f(IoCompletion {
-                tag: slot.tag,
-                buf: slot.buf,
-                result,
-            });
+            let (tag, buf) = slot.finish(result.is_ok());
+            f(IoCompletion { tag, buf, result });
         });
         if taken.is_err() {
             self.failed = true;
@@ -553,6 +599,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
                     name,
                     tag: 0,
                     buf: None,
+                    wrote: None,
                 };
                 match self.submit_data(cmd, data, slot) {
                     Ok(()) => break,
@@ -605,7 +652,10 @@ impl<B: DmaTarget> IoQueuePair<B> {
         };
         let (bs, iova) = self.check(span, &*mem)?;
         let commands = self.rw_commands(nvm::READ, span, bs, iova);
-        self.blocking("Read", commands)
+        let result = self.blocking("Read", commands);
+        let wrote = if result.is_ok() { bytes } else { 0 };
+        mem.device_wrote(offset, wrote);
+        result
     }
 
     /// Writes `bytes` from `mem` at `offset` to `lba`, by DMA, and waits.
@@ -625,6 +675,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
             bytes,
         };
         let (bs, iova) = self.check(span, mem)?;
+        self.written_from.add(mem.writer(offset, bytes), bytes);
         let commands = self.rw_commands(nvm::WRITE, span, bs, iova);
         self.blocking("Write", commands)
     }
@@ -747,7 +798,7 @@ impl<B: DmaTargetMut> IoQueuePair<B> {
             offset,
             bytes,
         };
-        self.submit_rw(nvm::READ, span, buf, tag)
+        self.submit_rw(nvm::READ, span, buf, tag, Some(B::device_wrote))
     }
 }
 

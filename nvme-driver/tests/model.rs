@@ -559,3 +559,89 @@ fn unusable_namespaces_are_skipped_and_usable_ones_served() {
         assert!(nvme.namespace(nsid).is_err());
     }
 }
+
+#[test]
+fn reads_record_what_the_controller_wrote_and_writes_count_their_source() {
+    use vfio_core::dma::{BytesByWriter, Writer};
+    let (container, model, mut nvme) = standard();
+    let pool = BufferPool::new(&container, 8192, 4).unwrap();
+    let mut qp = nvme.create_io_queue_pair::<Buffer>(8).unwrap();
+    // Asynchronous: the read's range is the controller's once it completes.
+    let buf = pool.alloc().unwrap();
+    qp.submit_read(1, 2, buf, 512, 4096, 1)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    qp.ring();
+    let mut back = None;
+    while back.is_none() {
+        qp.poll(1, |c| back = c.buf).unwrap();
+    }
+    let mut buf = back.unwrap();
+    assert_eq!(buf.writer(512, 4096), Writer::Device);
+    assert_eq!(buf.writer(0, 513), Writer::Cpu, "byte 0 was not read into");
+    assert_eq!(
+        buf.writer(512, 4097),
+        Writer::Cpu,
+        "nor the byte after the read"
+    );
+    // Writing it back sends device-written bytes; a header the CPU wrote
+    // in another buffer is counted as the CPU's.
+    qp.submit_write(1, 50, buf, 512, 4096, 2)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let mut header = pool.alloc().unwrap();
+    header.as_mut_slice()[..512].fill(7);
+    qp.submit_write(1, 60, header, 0, 512, 3)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    qp.ring();
+    let mut done = 0;
+    while done < 2 {
+        done += qp.poll(2, |c| c.result.unwrap()).unwrap();
+    }
+    assert_eq!(
+        qp.written_from(),
+        BytesByWriter {
+            device: 4096,
+            cpu: 512
+        }
+    );
+    let ns = lock(&model).namespace(1).to_vec();
+    assert!(
+        ns[50 * 512..58 * 512] == ns[2 * 512..10 * 512],
+        "the device-written bytes went back to disk"
+    );
+    // Blocking: the same record; the CPU writing the buffer ends it.
+    let mut buf = pool.alloc().unwrap();
+    qp.read(1, 0, &mut buf, 0, 8192).unwrap();
+    assert_eq!(buf.writer(0, 8192), Writer::Device);
+    qp.write(1, 70, &buf, 0, 1024).unwrap();
+    buf.as_mut_slice()[0] = 1;
+    qp.write(1, 80, &buf, 0, 1024).unwrap();
+    assert_eq!(
+        qp.written_from(),
+        BytesByWriter {
+            device: 4096 + 1024,
+            cpu: 512 + 1024
+        }
+    );
+    // A failed read records nothing, whatever the buffer held before.
+    qp.read(1, 0, &mut buf, 0, 8192).unwrap();
+    lock(&model).media_errors.insert(3);
+    assert!(qp.read(1, 0, &mut buf, 0, 8192).is_err());
+    assert_eq!(buf.writer(0, 512), Writer::Cpu);
+    let failed = pool.alloc().unwrap();
+    qp.submit_read(1, 0, failed, 0, 4096, 9)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    qp.ring();
+    let mut back = None;
+    while back.is_none() {
+        qp.poll(1, |c| {
+            assert!(c.result.is_err());
+            back = c.buf;
+        })
+        .unwrap();
+    }
+    assert_eq!(back.unwrap().writer(0, 512), Writer::Cpu);
+}

@@ -60,11 +60,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub mod iova;
 mod memory;
 mod pool;
+mod provenance;
 
 pub use iova::IovaAllocator;
 pub(crate) use memory::MappedPtr;
 pub use memory::{Backing, DmaMemory, DmaWord, PageKind, RawDma};
 pub use pool::{Buffer, BufferPool, SharedBuffer};
+pub use provenance::{BytesByWriter, Writer};
 
 use crate::vfio::Container;
 use crate::{Error, Result};
@@ -86,6 +88,18 @@ pub trait DmaTarget: sealed::Sealed + Send + 'static {
     fn dma_len(&self) -> usize;
     /// The container whose IOMMU maps it.
     fn container(&self) -> &Arc<Container>;
+
+    /// Who last wrote `len` bytes at `offset`: [`Writer::Device`] only if a
+    /// driver recorded a device writing all of them
+    /// ([`DmaTargetMut::device_wrote`]) and the CPU has not written the
+    /// memory since. Pool buffers keep that record; other memory always
+    /// answers [`Writer::Cpu`] (see [`Writer`]'s module notes). Drivers count
+    /// what they hand to a device with this, so a copy shows up in their
+    /// figures.
+    fn writer(&self, offset: usize, len: usize) -> Writer {
+        let _ = (offset, len);
+        Writer::Cpu
+    }
 
     /// The IOVA of `len` bytes at `offset`, for a device of `container`:
     /// an error when the memory lives in another container or the bytes
@@ -149,10 +163,17 @@ pub(crate) fn note_leak(iova: u64, len: usize) {
 /// Memory a device may also write. Implemented only by types whose owner has
 /// it exclusively ([`DmaMemory`], [`Buffer`]), never by shared or borrowed
 /// ones: a queue that keeps it until the device is done owns it.
-pub trait DmaTargetMut: DmaTarget {}
+pub trait DmaTargetMut: DmaTarget {
+    /// Records that a device wrote `len` bytes at `offset` (replacing any
+    /// earlier record): a driver calls it when the command or descriptor
+    /// that wrote the memory completed successfully, and with `len` 0 when
+    /// it failed (then no byte is known to be the device's). Memory that
+    /// keeps no record ignores it.
+    fn device_wrote(&mut self, offset: usize, len: usize);
+}
 
 macro_rules! dma_target {
-    ($($t:ty: $iova:expr, $len:expr;)*) => {$(
+    ($($t:ty: $iova:expr, $len:expr $(, $writer:expr)?;)*) => {$(
         impl sealed::Sealed for $t {}
         impl DmaTarget for $t {
             fn iova(&self) -> u64 {
@@ -164,17 +185,31 @@ macro_rules! dma_target {
             fn container(&self) -> &Arc<Container> {
                 self.container()
             }
+            $(fn writer(&self, offset: usize, len: usize) -> Writer {
+                $writer(self, offset, len)
+            })?
         }
     )*};
 }
 
 dma_target! {
     DmaMemory: DmaMemory::iova, DmaMemory::len;
-    Buffer: Buffer::iova, Buffer::capacity;
-    SharedBuffer: SharedBuffer::iova, SharedBuffer::capacity;
+    Buffer: Buffer::iova, Buffer::capacity, Buffer::writer;
+    SharedBuffer: SharedBuffer::iova, SharedBuffer::capacity, SharedBuffer::writer;
     RawDma: RawDma::iova, RawDma::len;
 }
 
-impl DmaTargetMut for DmaMemory {}
-impl DmaTargetMut for Buffer {}
-impl DmaTargetMut for RawDma {}
+/// Keeps no record of device writes (its owner writes it through `&self`,
+/// e.g. descriptor rings): always [`Writer::Cpu`].
+impl DmaTargetMut for DmaMemory {
+    fn device_wrote(&mut self, _offset: usize, _len: usize) {}
+}
+impl DmaTargetMut for Buffer {
+    fn device_wrote(&mut self, offset: usize, len: usize) {
+        Buffer::device_wrote(self, offset, len)
+    }
+}
+/// Keeps no record: always [`Writer::Cpu`].
+impl DmaTargetMut for RawDma {
+    fn device_wrote(&mut self, _offset: usize, _len: usize) {}
+}

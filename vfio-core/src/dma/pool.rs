@@ -9,7 +9,8 @@ use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Backing, DmaMemory, DmaWord};
+use super::provenance::DeviceWritten;
+use super::{Backing, DmaMemory, DmaWord, Writer};
 use crate::vfio::Container;
 use crate::{Error, Result};
 
@@ -44,6 +45,8 @@ pub struct BufferPool {
 pub struct Buffer {
     pool: Arc<BufferPool>,
     index: u32,
+    /// The bytes a device wrote since the CPU last wrote through `&mut`.
+    written: DeviceWritten,
 }
 
 impl BufferPool {
@@ -88,6 +91,7 @@ impl BufferPool {
         Some(Buffer {
             pool: Arc::clone(self),
             index,
+            written: DeviceWritten::NONE,
         })
     }
 
@@ -108,6 +112,7 @@ impl BufferPool {
             out.push(Buffer {
                 pool: Arc::clone(self),
                 index,
+                written: DeviceWritten::NONE,
             });
         }
         take
@@ -185,8 +190,10 @@ impl Buffer {
         unsafe { self.pool.memory.slice(self.offset(), self.pool.buf_size) }
     }
 
-    /// The buffer's bytes, writable.
+    /// The buffer's bytes, writable. Forgets which bytes a device wrote
+    /// ([`Buffer::writer`] says [`Writer::Cpu`] for all of them afterwards).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.written = DeviceWritten::NONE;
         // SAFETY: as in `as_slice`, and `&mut self` makes this the only slice.
         unsafe {
             self.pool
@@ -201,9 +208,11 @@ impl Buffer {
         self.pool.memory.read(self.offset() + offset)
     }
 
-    /// Volatile write of a word at `offset` in the buffer.
+    /// Volatile write of a word at `offset` in the buffer. Forgets which
+    /// bytes a device wrote, as [`Buffer::as_mut_slice`] does.
     pub fn write<T: DmaWord>(&mut self, offset: usize, value: T) {
         self.check(offset, size_of::<T>());
+        self.written = DeviceWritten::NONE;
         self.pool.memory.write(self.offset() + offset, value)
     }
 
@@ -215,6 +224,21 @@ impl Buffer {
             "access at {offset:#x} beyond a {}-byte buffer",
             self.capacity()
         );
+    }
+
+    /// Who last wrote `len` bytes at `offset`: [`Writer::Device`] if a
+    /// driver recorded a device writing all of them
+    /// ([`Buffer::device_wrote`]) and the CPU has not written the buffer
+    /// since; else [`Writer::Cpu`] (a fresh buffer is the CPU's).
+    pub fn writer(&self, offset: usize, len: usize) -> Writer {
+        self.written.writer(offset, len)
+    }
+
+    /// Records that a device wrote `len` bytes at `offset` (replacing any
+    /// earlier record; `len` 0, or a range outside the buffer, records
+    /// none). Drivers call it when the device's write completed.
+    pub fn device_wrote(&mut self, offset: usize, len: usize) {
+        self.written = DeviceWritten::new(offset, len, self.capacity());
     }
 
     /// The pool this buffer belongs to.
@@ -238,6 +262,7 @@ impl Buffer {
         SharedBuffer {
             pool,
             index: this.index,
+            written: this.written,
         }
     }
 }
@@ -248,6 +273,8 @@ impl Buffer {
 pub struct SharedBuffer {
     pool: Arc<BufferPool>,
     index: u32,
+    /// What a device wrote before the buffer was shared (no owner writes it).
+    written: DeviceWritten,
 }
 
 impl SharedBuffer {
@@ -270,6 +297,12 @@ impl SharedBuffer {
         self.pool.container()
     }
 
+    /// Who last wrote `len` bytes at `offset`, as [`Buffer::writer`] said
+    /// when the buffer was shared (no owner can write it since).
+    pub fn writer(&self, offset: usize, len: usize) -> Writer {
+        self.written.writer(offset, len)
+    }
+
     /// The bytes (read-only: no owner can write them).
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the buffer was a Buffer's, consumed by `into_shared`; no
@@ -287,6 +320,7 @@ impl Clone for SharedBuffer {
         SharedBuffer {
             pool: Arc::clone(&self.pool),
             index: self.index,
+            written: self.written,
         }
     }
 }
@@ -395,6 +429,70 @@ mod tests {
         let again = p.alloc().unwrap().into_shared();
         drop(again);
         assert_eq!(p.free_count(), 2);
+    }
+
+    #[test]
+    fn a_device_write_is_remembered_until_the_cpu_writes() {
+        use crate::dma::{DmaTarget, DmaTargetMut};
+        let p = pool(4096, 2);
+        let mut b = p.alloc().unwrap();
+        assert_eq!(b.writer(0, 1), Writer::Cpu, "a fresh buffer is the CPU's");
+        DmaTargetMut::device_wrote(&mut b, 512, 1024);
+        assert_eq!(b.writer(512, 1024), Writer::Device);
+        assert_eq!(DmaTarget::writer(&b, 600, 10), Writer::Device);
+        assert_eq!(b.writer(511, 2), Writer::Cpu, "a byte before the write");
+        assert_eq!(b.writer(1535, 2), Writer::Cpu, "a byte after it");
+        let _: u8 = b.read(600);
+        let _ = b.as_slice();
+        assert_eq!(b.writer(512, 1024), Writer::Device, "reads change nothing");
+        b.write::<u16>(0, 7);
+        assert_eq!(
+            b.writer(512, 1024),
+            Writer::Cpu,
+            "a word written by the CPU"
+        );
+        b.device_wrote(0, 4096);
+        b.as_mut_slice();
+        assert_eq!(
+            b.writer(0, 1),
+            Writer::Cpu,
+            "a &mut slice may write any byte"
+        );
+        b.device_wrote(0, 100);
+        let shared = b.into_shared();
+        assert_eq!(shared.writer(0, 100), Writer::Device);
+        assert_eq!(DmaTarget::writer(&shared.clone(), 50, 50), Writer::Device);
+        assert_eq!(shared.writer(0, 101), Writer::Cpu);
+        drop(shared);
+        let mut again = p.alloc().unwrap();
+        let mut other = p.alloc().unwrap();
+        assert_eq!(
+            (again.writer(0, 1), other.writer(0, 1)),
+            (Writer::Cpu, Writer::Cpu),
+            "no record survives the pool"
+        );
+        again.device_wrote(0, 10);
+        again.device_wrote(0, 0);
+        assert_eq!(
+            again.writer(0, 10),
+            Writer::Cpu,
+            "a failed command records none"
+        );
+        other.device_wrote(4000, 200);
+        assert_eq!(
+            other.writer(4000, 96),
+            Writer::Cpu,
+            "a range past the buffer records none"
+        );
+    }
+
+    #[test]
+    fn memory_without_a_record_is_always_the_cpus() {
+        use crate::dma::{DmaTarget, DmaTargetMut};
+        let c = Container::unbacked();
+        let mut m = DmaMemory::new(&c, 4096, Backing::Auto).unwrap();
+        m.device_wrote(0, 4096);
+        assert_eq!(DmaTarget::writer(&m, 0, 4096), Writer::Cpu);
     }
 
     #[test]

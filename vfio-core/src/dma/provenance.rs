@@ -1,0 +1,143 @@
+//! Who wrote the bytes a device is given: the basis for counting copies.
+//!
+//! A program that claims zero copy should measure it: a NIC driver counts
+//! every segment it hands to the NIC by who last wrote its bytes, and an
+//! NVMe driver every write's source. That needs a record per buffer of the
+//! bytes a device wrote, kept where the buffer is:
+//!
+//! - a driver calls [`DmaTargetMut::device_wrote`](super::DmaTargetMut::device_wrote)
+//!   when a device's command or descriptor that wrote the memory completes
+//!   successfully (with the range it wrote), and with an empty range when
+//!   the command failed;
+//! - every write by the CPU through a pool [`Buffer`](super::Buffer)'s
+//!   `&mut` accessors forgets the record (the CPU may have written any byte);
+//! - a fresh buffer from a pool has none.
+//!
+//! [`DmaTarget::writer`](super::DmaTarget::writer) then tells, for any range,
+//! whether a device wrote all of it since the CPU last wrote the buffer.
+//! Pool buffers ([`Buffer`](super::Buffer), [`SharedBuffer`](super::SharedBuffer))
+//! keep the record; [`DmaMemory`](super::DmaMemory) and
+//! [`RawDma`](super::RawDma) keep none and always answer [`Writer::Cpu`]: a
+//! count can understate device-written bytes, never overstate them.
+
+/// Who last wrote a range of DMA memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writer {
+    /// A device, by DMA, as recorded by the driver whose command wrote it;
+    /// the CPU has not written the buffer since.
+    Device,
+    /// The CPU (or nobody known): anything not recorded as a device's.
+    Cpu,
+}
+
+/// Bytes counted by who wrote them, e.g. what a NIC was given to send.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BytesByWriter {
+    /// Bytes a device wrote by DMA (not copied by the CPU since).
+    pub device: u64,
+    /// Bytes the CPU wrote (copies, headers, anything not recorded as a device's).
+    pub cpu: u64,
+}
+
+impl BytesByWriter {
+    /// Adds `bytes` to the count of `writer`.
+    pub fn add(&mut self, writer: Writer, bytes: usize) {
+        match writer {
+            Writer::Device => self.device += bytes as u64,
+            Writer::Cpu => self.cpu += bytes as u64,
+        }
+    }
+
+    /// Both counts together.
+    pub fn total(&self) -> u64 {
+        self.device + self.cpu
+    }
+}
+
+/// The range of a buffer a device wrote last (empty: none), kept in two
+/// `u32`s beside the buffer (pool buffers are at most 4 GiB).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DeviceWritten {
+    start: u32,
+    end: u32,
+}
+
+impl DeviceWritten {
+    /// No byte is known to be a device's.
+    pub(crate) const NONE: DeviceWritten = DeviceWritten { start: 0, end: 0 };
+
+    /// `len` bytes at `offset` of a buffer of `capacity` bytes; empty when
+    /// the range is empty or does not lie inside the buffer.
+    pub(crate) fn new(offset: usize, len: usize, capacity: usize) -> DeviceWritten {
+        match offset.checked_add(len) {
+            Some(end) if len > 0 && end <= capacity && end <= u32::MAX as usize => DeviceWritten {
+                start: offset as u32,
+                end: end as u32,
+            },
+            _ => DeviceWritten::NONE,
+        }
+    }
+
+    /// Who wrote `len` bytes at `offset`: the device only if it wrote every
+    /// one of them (an empty range has no device bytes: the CPU's).
+    pub(crate) fn writer(self, offset: usize, len: usize) -> Writer {
+        let inside = len > 0
+            && offset >= self.start as usize
+            && offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.end as usize);
+        if inside {
+            Writer::Device
+        } else {
+            Writer::Cpu
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_is_the_devices_only_when_the_device_wrote_all_of_it() {
+        let w = DeviceWritten::new(100, 50, 4096);
+        assert_eq!(w.writer(100, 50), Writer::Device);
+        assert_eq!(w.writer(120, 30), Writer::Device);
+        assert_eq!(w.writer(100, 1), Writer::Device);
+        assert_eq!(w.writer(149, 1), Writer::Device);
+        assert_eq!(w.writer(99, 2), Writer::Cpu);
+        assert_eq!(w.writer(149, 2), Writer::Cpu);
+        assert_eq!(w.writer(150, 1), Writer::Cpu);
+        assert_eq!(w.writer(0, 4096), Writer::Cpu);
+        assert_eq!(w.writer(120, 0), Writer::Cpu, "no bytes are no device's");
+        assert_eq!(w.writer(usize::MAX, 2), Writer::Cpu);
+    }
+
+    #[test]
+    fn ranges_outside_the_buffer_or_empty_record_nothing() {
+        assert_eq!(DeviceWritten::new(0, 0, 4096), DeviceWritten::NONE);
+        assert_eq!(DeviceWritten::new(4000, 97, 4096), DeviceWritten::NONE);
+        assert_eq!(DeviceWritten::new(usize::MAX, 2, 4096), DeviceWritten::NONE);
+        assert_eq!(
+            DeviceWritten::new(0, 4096, 4096).writer(0, 4096),
+            Writer::Device
+        );
+        assert_eq!(DeviceWritten::NONE.writer(0, 1), Writer::Cpu);
+    }
+
+    #[test]
+    fn counts_add_by_writer() {
+        let mut c = BytesByWriter::default();
+        c.add(Writer::Device, 1456);
+        c.add(Writer::Cpu, 42);
+        c.add(Writer::Device, 4);
+        assert_eq!(
+            c,
+            BytesByWriter {
+                device: 1460,
+                cpu: 42
+            }
+        );
+        assert_eq!(c.total(), 1502);
+    }
+}
