@@ -7,8 +7,8 @@
 //! - [`vfio`]: the VFIO container (one IOMMU context shared by several devices),
 //!   groups, devices (config space, BARs, reset) and interrupts delivered to eventfds.
 //! - [`mmio`]: a mapped BAR with bounds-checked volatile register access.
-//! - [`dma`]: pinned (hugepage) memory mapped into the IOMMU, an IOVA allocator,
-//!   and a fixed-size buffer pool whose buffers carry a virtual address and an IOVA.
+//! - [`dma`]: pinned (hugepage) memory mapped into the IOMMU, and a
+//!   fixed-size buffer pool whose buffers carry a virtual address and an IOVA.
 //!
 //! Drivers built on this crate need no `unsafe` for MMIO or DMA: the few places
 //! that talk to the kernel or to raw memory are `vfio::ioctl`, [`mmio`],

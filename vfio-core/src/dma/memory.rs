@@ -22,6 +22,7 @@ const HUGE_1G: usize = 1 << 30;
 
 /// Which pages back DMA memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Backing {
     /// Hugepages (1 GiB where the size and the system allow, else 2 MiB);
     /// ordinary pages with a logged warning when none are free.
@@ -34,6 +35,7 @@ pub enum Backing {
 
 /// The pages actually used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PageKind {
     Huge1G,
     Huge2M,

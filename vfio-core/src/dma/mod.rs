@@ -1,4 +1,5 @@
-//! DMA memory: pinned host memory mapped into the IOMMU, the IOVA allocator, and buffer pools.
+//! DMA memory: pinned host memory mapped into the IOMMU at IOVAs the
+//! container allocates, and buffer pools cut from it.
 //!
 //! # Who may touch DMA memory, and when
 //!
@@ -57,11 +58,11 @@ use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub mod iova;
+mod iova;
 mod memory;
 mod pool;
 
-pub use iova::IovaAllocator;
+pub(crate) use iova::IovaAllocator;
 pub(crate) use memory::MappedPtr;
 pub use memory::{Backing, DmaMemory, DmaWord, PageKind, RawDma};
 pub use pool::{Buffer, BufferPool, SharedBuffer};

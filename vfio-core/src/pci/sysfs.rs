@@ -8,6 +8,7 @@ use crate::{Error, Result};
 
 /// What sysfs says about one PCI function.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PciDevice {
     pub address: PciAddress,
     pub vendor_id: u16,
@@ -20,8 +21,9 @@ pub struct PciDevice {
     pub iommu_group: Option<u32>,
 }
 
-/// A view of sysfs below a root directory (`/` on a real system, a temporary
-/// tree in tests). Binding and unbinding: [`Sysfs::bind_vfio`], [`Sysfs::unbind_vfio`].
+/// The PCI devices in sysfs (`/sys/bus/pci`, `/sys/kernel/iommu_groups`):
+/// discovery, and binding to vfio-pci and back ([`Sysfs::bind_vfio`],
+/// [`Sysfs::unbind_vfio`]).
 ///
 /// ```no_run
 /// use vfio_core::pci::Sysfs;
@@ -49,7 +51,7 @@ impl Sysfs {
     }
 
     /// A sysfs tree rooted elsewhere (for tests).
-    pub fn with_root(root: impl Into<PathBuf>) -> Sysfs {
+    pub(crate) fn with_root(root: impl Into<PathBuf>) -> Sysfs {
         Sysfs { root: root.into() }
     }
 

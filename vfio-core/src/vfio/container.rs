@@ -121,8 +121,8 @@ impl Container {
         })
     }
 
-    /// True for a container of device models ([`Container::unbacked`]).
-    pub fn is_unbacked(&self) -> bool {
+    /// True for a container of device models (`Container::unbacked`).
+    pub(crate) fn is_unbacked(&self) -> bool {
         self.fd.is_none()
     }
 

@@ -25,6 +25,7 @@ const PCI_COMMAND_MASTER: u16 = 1 << 2;
 
 /// One region of a device (a BAR, config space, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RegionInfo {
     pub index: u32,
     pub size: u64,
