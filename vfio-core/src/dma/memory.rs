@@ -73,9 +73,9 @@ dma_word!(u8, u16, u32, u64);
 /// Pinned memory mapped into a container's IOMMU at an IOVA, readable and
 /// writable by every device open in that container.
 ///
-/// A device may write it at any time, so it is never reached through a Rust
-/// reference: [`DmaMemory::read`], [`DmaMemory::write`] and the byte copies
-/// are volatile accesses, which the compiler never caches or leaves out.
+/// A device may write it at any time, so `DmaMemory` hands out no reference
+/// to it: [`DmaMemory::read`], [`DmaMemory::write`] and the byte copies are
+/// volatile accesses, which the compiler never caches or leaves out.
 ///
 /// Dropping it unmaps it from the IOMMU and then frees it; when the unmap
 /// fails (a device may still reach it) or [`DmaMemory::leak_on_drop`] was
