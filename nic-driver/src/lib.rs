@@ -27,10 +27,7 @@
 //! # fn main() -> nic_driver::Result<()> {
 //! // The NIC at 0000:00:04.0, bound to vfio-pci: e1000 or virtio-net.
 //! let container = vfio_core::vfio::Container::new()?;
-//! let config = Config {
-//!     rx_ring: 512,
-//!     ..Config::default()
-//! };
+//! let config = Config::default().rx_ring(512).spare_buffers(256);
 //! let mut nic = nic_driver::open(&container, "0000:00:04.0".parse()?, config)?;
 //! println!("{} {:02x?} {:?}", nic.driver_name(), nic.mac(), nic.link());
 //!
@@ -139,11 +136,19 @@ pub fn open(
 }
 pub use frame::{ChecksumOffload, Packet, Segment, TxFrame, MAX_SEGMENTS};
 
-/// How a NIC is set up (every driver takes the same settings).
+/// How a NIC is set up (every driver takes the same settings). Start from
+/// [`Config::default`] and change what you need with the methods of the
+/// same names as the fields:
+///
+/// ```
+/// let config = nic_driver::Config::default().rx_ring(512).interrupts(true);
+/// assert_eq!((config.rx_ring, config.tx_ring, config.interrupts), (512, 256, true));
+/// ```
 ///
 /// The driver allocates one buffer pool of 2 × `rx_ring` + `tx_ring` +
 /// `spare_buffers` buffers (with the ring sizes it uses).
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Receive descriptors (default 256). The e1000 takes a multiple of 8
     /// from 8 to 4096; virtio-net uses the next power of two within 8 to
@@ -165,6 +170,43 @@ pub struct Config {
     pub spare_buffers: usize,
 }
 
+impl Config {
+    /// Sets the receive descriptors (see the field `rx_ring`).
+    #[must_use]
+    pub fn rx_ring(mut self, descriptors: usize) -> Config {
+        self.rx_ring = descriptors;
+        self
+    }
+
+    /// Sets the transmit descriptors (see the field `tx_ring`).
+    #[must_use]
+    pub fn tx_ring(mut self, descriptors: usize) -> Config {
+        self.tx_ring = descriptors;
+        self
+    }
+
+    /// Turns jumbo frames on or off (see the field `jumbo`).
+    #[must_use]
+    pub fn jumbo(mut self, on: bool) -> Config {
+        self.jumbo = on;
+        self
+    }
+
+    /// Turns interrupt mode on or off (see the field `interrupts`).
+    #[must_use]
+    pub fn interrupts(mut self, on: bool) -> Config {
+        self.interrupts = on;
+        self
+    }
+
+    /// Sets the extra pool buffers (see the field `spare_buffers`).
+    #[must_use]
+    pub fn spare_buffers(mut self, buffers: usize) -> Config {
+        self.spare_buffers = buffers;
+        self
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -177,8 +219,10 @@ impl Default for Config {
     }
 }
 
-/// Link state, as [`NetDevice::link`] reads it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Link state, as [`NetDevice::link`] reads it. More fields may be added;
+/// [`Link::default`] is a link that is down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Link {
     /// The link is up: frames can be sent.
     pub up: bool,
@@ -189,8 +233,9 @@ pub struct Link {
 }
 
 /// Counters since the device was opened, as [`NetDevice::stats`] returns
-/// them.
+/// them. More counters may be added; [`Stats::default`] is all zeros.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Frames received (e1000: good frames the NIC counted; virtio-net:
     /// frames handed out by [`NetDevice::rx_batch`]).
