@@ -7,22 +7,30 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// From vfio-core: opening, mapping, DMA memory.
+    /// From vfio-core: opening the device, mapping a BAR, allocating or
+    /// mapping DMA memory, PCI configuration space, interrupts.
     #[error(transparent)]
     Vfio(#[from] vfio_core::Error),
 
-    /// The device is not one this driver knows, or misbehaves.
+    /// The device is not one this driver knows, or misbehaves (a reset that
+    /// does not complete, registers that read all ones, a value no correct
+    /// device reports).
     #[error("NIC {addr}: {what}")]
     Device {
+        /// The NIC's PCI address.
         addr: vfio_core::pci::PciAddress,
+        /// What is wrong, in words.
         what: String,
     },
 
     /// The link is down; frames were left with the caller.
     #[error("link is down on {addr}: frames are kept until it is up again")]
-    LinkDown { addr: vfio_core::pci::PciAddress },
+    LinkDown {
+        /// The NIC's PCI address.
+        addr: vfio_core::pci::PciAddress,
+    },
 
-    /// A frame the driver cannot send as given.
+    /// A frame the driver cannot send as given; the message says why.
     #[error("invalid frame: {0}")]
     InvalidFrame(String),
 

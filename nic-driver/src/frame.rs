@@ -7,6 +7,9 @@ pub const MAX_SEGMENTS: usize = 4;
 
 /// A frame in one pool buffer: the buffer, where in it the frame starts (a
 /// receive ring may leave headroom), and how many bytes the frame has.
+///
+/// The packet owns its buffer: no device reaches it while the caller holds
+/// the packet, and dropping the packet returns the buffer to its pool.
 #[derive(Debug)]
 pub struct Packet {
     buf: Buffer,
@@ -66,22 +69,30 @@ impl Packet {
     }
 }
 
-/// One piece of a frame to transmit.
+/// One piece of a frame to transmit. It owns (or, for `Shared`, shares) its
+/// buffer; a device that takes the frame holds the segment until the NIC
+/// has read it, then drops it.
 #[derive(Debug)]
 pub enum Segment {
     /// A whole packet's bytes.
     Packet(Packet),
     /// `len` bytes at `offset` of a buffer (e.g. data another device wrote).
     Slice {
+        /// The buffer; back to its pool when the segment is dropped.
         buf: Buffer,
+        /// Where the bytes start in it.
         offset: usize,
+        /// How many bytes.
         len: usize,
     },
     /// `len` bytes at `offset` of a buffer several frames send slices of; it
     /// goes back to its pool once the NIC has sent the last of them.
     Shared {
+        /// One owner of the shared buffer.
         buf: SharedBuffer,
+        /// Where the bytes start in it.
         offset: usize,
+        /// How many bytes.
         len: usize,
     },
 }
@@ -101,6 +112,10 @@ impl Segment {
     }
 
     /// The bytes this segment sends, as the CPU sees them.
+    ///
+    /// # Panics
+    ///
+    /// When they do not lie inside the buffer (see [`Segment::in_bounds`]).
     pub fn bytes(&self) -> &[u8] {
         match self {
             Segment::Packet(p) => p.data(),
@@ -119,7 +134,8 @@ impl Segment {
         }
     }
 
-    /// IOVA and length of the bytes this segment sends.
+    /// IOVA and length of the bytes this segment sends (not checked against
+    /// the buffer: see [`Segment::in_bounds`]).
     pub fn dma(&self) -> (u64, usize) {
         match self {
             Segment::Packet(p) => (p.iova(), p.len()),
@@ -153,16 +169,19 @@ impl ChecksumOffload {
 }
 
 /// A frame to transmit: up to [`MAX_SEGMENTS`] segments sent back to back,
-/// with optional checksum offload. Building one allocates nothing.
+/// with optional checksum offload. Building one allocates nothing. Dropping
+/// it drops its segments (their buffers back to their pools).
 #[derive(Debug)]
 pub struct TxFrame {
     segments: [Option<Segment>; MAX_SEGMENTS],
     count: usize,
+    /// Checksums for the NIC (or the driver) to insert; None to send the
+    /// frame as it is.
     pub offload: Option<ChecksumOffload>,
 }
 
 impl TxFrame {
-    /// A frame of one packet.
+    /// A frame of one packet, without offload.
     pub fn packet(p: Packet) -> TxFrame {
         let mut f = TxFrame {
             segments: Default::default(),
@@ -194,7 +213,8 @@ impl TxFrame {
         self.count
     }
 
-    /// Total length in bytes.
+    /// Total length in bytes (the segments' lengths, not checked against
+    /// their buffers).
     pub fn len(&self) -> usize {
         self.segments().map(|s| s.dma().1).sum()
     }

@@ -9,14 +9,77 @@
 //! out as one frame, with no copy). Every buffer goes back to its pool when
 //! the device is done with it, on every path, including dropping the device.
 //!
+//! - [`open`]: opens a NIC with the driver its PCI ID calls for, set up by a
+//!   [`Config`].
 //! - [`e1000`]: Intel 8254x (QEMU's `e1000`, 82540EM; also 82545EM, 82544GC).
 //! - [`virtio`]: virtio-net over modern virtio-pci (QEMU's `virtio-net-pci`
 //!   with `disable-legacy=on,iommu_platform=on`).
+//!
+//! # Example
+//!
+//! Open a NIC, receive a batch, build and send a frame, and take its buffer
+//! back:
+//!
+//! ```no_run
+//! use std::collections::VecDeque;
+//! use nic_driver::{Config, NetDevice, TxFrame};
+//!
+//! # fn main() -> nic_driver::Result<()> {
+//! // The NIC at 0000:00:04.0, bound to vfio-pci: e1000 or virtio-net.
+//! let container = vfio_core::vfio::Container::new()?;
+//! let config = Config::default().rx_ring(512).spare_buffers(256);
+//! let mut nic = nic_driver::open(&container, "0000:00:04.0".parse()?, config)?;
+//! println!("{} {:02x?} {:?}", nic.driver_name(), nic.mac(), nic.link());
+//!
+//! // Receive: each packet is the pool buffer the NIC wrote, now ours;
+//! // dropping it returns the buffer to the pool.
+//! let mut rx = Vec::with_capacity(32);
+//! let n = nic.rx_batch(&mut rx, 32)?;
+//! for p in rx.drain(..) {
+//!     println!("{} bytes at IOVA {:#x}", p.len(), p.iova());
+//! }
+//! println!("{n} frames");
+//!
+//! // Build a broadcast frame in a fresh pool buffer.
+//! let mac = nic.mac();
+//! let mut p = nic.alloc_packet().expect("a free buffer");
+//! let b = p.buffer_mut();
+//! b[..6].copy_from_slice(&[0xff; 6]); // destination
+//! b[6..12].copy_from_slice(&mac); // source
+//! b[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // EtherType
+//! b[14..60].fill(0);
+//! p.set_len(60);
+//!
+//! // Send it: the NIC owns its buffer until it has sent it; `tx_clean`
+//! // then returns the buffer to the pool.
+//! let mut tx = VecDeque::from([TxFrame::packet(p)]);
+//! while !tx.is_empty() {
+//!     nic.tx_batch(&mut tx)?; // takes what fits in the ring
+//! }
+//! while nic.tx_pending() > 0 {
+//!     nic.tx_clean();
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Stopping
+//!
+//! No receive buffer goes back to its pool, no transmit segment is released
+//! and no ring memory is unmapped while the NIC may still reach it. A
+//! driver's `Drop`, and every error return of its constructor after a ring
+//! was given to the NIC, first stops the NIC and proves it from its
+//! registers (e1000: receive and transmit off and a completed reset;
+//! virtio: device status reads 0 after a reset); when that fails, it turns
+//! bus mastering off and reads it back; when even that fails, it leaks the
+//! rings and every buffer they hold on purpose, allocated and mapped for the
+//! rest of the process, so nothing else is ever placed there (counted in
+//! [`vfio_core::dma::leaked`] and logged with `log::error!`).
+#![deny(missing_docs)]
 
 pub mod e1000;
 mod error;
 mod frame;
-pub mod quiesce;
+mod quiesce;
 #[cfg(test)]
 mod testing;
 pub mod virtio;
@@ -31,7 +94,16 @@ use std::sync::Arc;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
-/// Opens the NIC at `addr` with the driver its PCI ID calls for.
+/// Opens the NIC at `addr` (bound to vfio-pci) in `container` with the
+/// driver its PCI ID calls for ([`e1000::E1000`] for the IDs in
+/// [`e1000::DEVICE_IDS`], [`virtio::VirtioNet`] for [`virtio::DEVICE_IDS`])
+/// and brings it up.
+///
+/// # Errors
+///
+/// [`Error::Vfio`] when the device cannot be opened or its IDs read;
+/// [`Error::Device`] when no driver here knows its PCI ID; then those of
+/// [`e1000::E1000::new`] or [`virtio::VirtioNet::new`].
 ///
 /// ```no_run
 /// # fn main() -> nic_driver::Result<()> {
@@ -64,17 +136,75 @@ pub fn open(
 }
 pub use frame::{ChecksumOffload, Packet, Segment, TxFrame, MAX_SEGMENTS};
 
-/// How a NIC is set up (every driver takes the same settings).
+/// How a NIC is set up (every driver takes the same settings). Start from
+/// [`Config::default`] and change what you need with the methods of the
+/// same names as the fields:
+///
+/// ```
+/// let config = nic_driver::Config::default().rx_ring(512).interrupts(true);
+/// assert_eq!((config.rx_ring, config.tx_ring, config.interrupts), (512, 256, true));
+/// ```
+///
+/// The driver allocates one buffer pool of 2 × `rx_ring` + `tx_ring` +
+/// `spare_buffers` buffers (with the ring sizes it uses).
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct Config {
+    /// Receive descriptors (default 256). The e1000 takes a multiple of 8
+    /// from 8 to 4096; virtio-net uses the next power of two within 8 to
+    /// 1024, or the device's queue size when that is smaller.
     pub rx_ring: usize,
+    /// Transmit descriptors (default 256), as for `rx_ring`. A frame takes
+    /// one per segment (e1000: one more when its checksum offload changes;
+    /// virtio-net: one more for its net header).
     pub tx_ring: usize,
-    /// Frames up to 9018 bytes (16 KiB receive buffers); else up to 1518.
+    /// Jumbo frames (default off): frames up to 9014 bytes (9018 received
+    /// with a VLAN tag) in 16 KiB buffers; else up to 1514 (1518) in 2 KiB
+    /// buffers.
     pub jumbo: bool,
-    /// Sleep in [`NetDevice::wait_rx`] until the NIC interrupts, instead of returning at once.
+    /// Sleep in [`NetDevice::wait_rx`] until the NIC interrupts, instead of
+    /// returning at once (default off: polling).
     pub interrupts: bool,
-    /// Extra pool buffers beyond those the rings hold, for frames being built or held.
+    /// Extra pool buffers beyond those the rings hold, for frames being
+    /// built or held (default 1024).
     pub spare_buffers: usize,
+}
+
+impl Config {
+    /// Sets the receive descriptors (see the field `rx_ring`).
+    #[must_use]
+    pub fn rx_ring(mut self, descriptors: usize) -> Config {
+        self.rx_ring = descriptors;
+        self
+    }
+
+    /// Sets the transmit descriptors (see the field `tx_ring`).
+    #[must_use]
+    pub fn tx_ring(mut self, descriptors: usize) -> Config {
+        self.tx_ring = descriptors;
+        self
+    }
+
+    /// Turns jumbo frames on or off (see the field `jumbo`).
+    #[must_use]
+    pub fn jumbo(mut self, on: bool) -> Config {
+        self.jumbo = on;
+        self
+    }
+
+    /// Turns interrupt mode on or off (see the field `interrupts`).
+    #[must_use]
+    pub fn interrupts(mut self, on: bool) -> Config {
+        self.interrupts = on;
+        self
+    }
+
+    /// Sets the extra pool buffers (see the field `spare_buffers`).
+    #[must_use]
+    pub fn spare_buffers(mut self, buffers: usize) -> Config {
+        self.spare_buffers = buffers;
+        self
+    }
 }
 
 impl Default for Config {
@@ -89,21 +219,32 @@ impl Default for Config {
     }
 }
 
-/// Link state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Link state, as [`NetDevice::link`] reads it. More fields may be added;
+/// [`Link::default`] is a link that is down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Link {
+    /// The link is up: frames can be sent.
     pub up: bool,
-    /// Mb/s, when up.
+    /// Mb/s, when up (virtio-net always reports 10000).
     pub speed_mbps: u32,
+    /// Full duplex (virtio-net always reports it).
     pub full_duplex: bool,
 }
 
-/// Counters since the device was opened.
+/// Counters since the device was opened, as [`NetDevice::stats`] returns
+/// them. More counters may be added; [`Stats::default`] is all zeros.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
+    /// Frames received (e1000: good frames the NIC counted; virtio-net:
+    /// frames handed out by [`NetDevice::rx_batch`]).
     pub rx_packets: u64,
+    /// Bytes of those frames.
     pub rx_bytes: u64,
+    /// Frames sent (e1000: counted by the NIC; virtio-net: given to the device).
     pub tx_packets: u64,
+    /// Bytes of those frames.
     pub tx_bytes: u64,
     /// Frames the NIC dropped for lack of receive buffers or ring space.
     pub rx_dropped: u64,
@@ -112,45 +253,87 @@ pub struct Stats {
 }
 
 /// A network device driven from user space.
+///
+/// The device's rings own the buffers the NIC may reach: a receive
+/// descriptor's buffer until [`NetDevice::rx_batch`] hands it out as a
+/// [`Packet`], a transmitted frame's segments until the NIC has sent them
+/// and [`NetDevice::tx_clean`] (or the next [`NetDevice::tx_batch`]) lets
+/// them go. Dropping the device stops the NIC before the rings give their
+/// buffers back (see [Stopping](crate#stopping)).
 pub trait NetDevice {
     /// The driver's name, e.g. "e1000".
     fn driver_name(&self) -> &'static str;
 
     /// Moves up to `max` received frames into `out` (give it the capacity, so
-    /// nothing is allocated); returns how many.
+    /// nothing is allocated); returns how many. Each [`Packet`] is the buffer
+    /// the NIC wrote, now the caller's; its descriptor gets a fresh buffer
+    /// from the pool. When the pool is empty, the frame is dropped (counted
+    /// in [`Stats::rx_dropped`]) and the descriptor keeps its buffer, so the
+    /// ring never runs dry. Bad frames are dropped and counted
+    /// in [`Stats::rx_errors`].
+    ///
+    /// # Errors
+    ///
+    /// virtio-net: [`Error::Device`] when the device wrote a used-ring entry
+    /// no correct device writes; the frames before it are in `out`. The
+    /// e1000 returns no error.
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> Result<usize>;
 
     /// Sends frames from the front of `frames` until it is empty or the ring is
-    /// full; returns how many were queued. While the link is down nothing is
-    /// taken and the error says so, so no frame is lost silently.
+    /// full; returns how many were queued. A queued frame's segments belong
+    /// to the device until the NIC has sent them.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::LinkDown`]: nothing is taken, so no frame is lost silently.
+    /// - [`Error::InvalidFrame`]: the first frame the driver cannot send
+    ///   (empty, a segment outside its buffer, too long, bad offload
+    ///   offsets; virtio-net: offload headers not in a first packet
+    ///   segment) is taken off `frames` and dropped, its buffers back to
+    ///   their pools; the frames before it were queued.
+    /// - virtio-net: [`Error::Device`] when the device needs a reset or
+    ///   wrote a used-ring index no correct device writes.
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize>;
 
-    /// Reclaims buffers of frames the NIC has sent; returns how many frames.
+    /// Releases the segments of frames the NIC has sent, each buffer back to
+    /// its pool; returns how many frames (including those released inside
+    /// [`NetDevice::tx_batch`] since the last call).
     fn tx_clean(&mut self) -> usize;
 
-    /// Frames queued for transmission and not yet sent.
+    /// Frames queued for transmission and not yet released.
     fn tx_pending(&self) -> usize;
 
-    /// A fresh buffer from the device's pool, for building a frame.
+    /// A fresh buffer from the device's pool as a packet of length 0, for
+    /// building a frame ([`Packet::buffer_mut`], [`Packet::set_len`]); None
+    /// when every buffer is in use.
     fn alloc_packet(&self) -> Option<Packet>;
 
     /// The pool the device's buffers come from (to count what is out).
     fn pool(&self) -> &Arc<vfio_core::dma::BufferPool>;
 
-    /// The MAC address.
+    /// The MAC address the device reported, checked at bring-up to be a
+    /// station address (not zero, not a group address); a virtio-net device
+    /// that reports none gets 02:00:00:00:00:01.
     fn mac(&self) -> [u8; 6];
 
     /// Link state now.
     fn link(&self) -> Link;
 
-    /// Receive every frame, whatever its destination.
+    /// Receive every frame, whatever its destination (on), or only frames
+    /// for the NIC's MAC and broadcast frames (off, the default; virtio-net:
+    /// every group address).
     fn set_promiscuous(&mut self, on: bool);
 
-    /// Counters (hardware counters accumulated in software).
+    /// Counters since the device was opened (e1000: the NIC's counters,
+    /// accumulated in software; virtio-net: counted by the driver).
     fn stats(&mut self) -> Stats;
 
     /// Sleeps until a frame may have arrived or `timeout` passes (interrupt
     /// mode); in polling mode returns at once. True if woken by the device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vfio`] when waiting on or unmasking the interrupt fails.
     fn wait_rx(&mut self, timeout: Duration) -> Result<bool>;
 }
 

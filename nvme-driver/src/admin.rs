@@ -26,7 +26,8 @@ use crate::{Error, Result};
 
 /// Admin queue entries.
 const ADMIN_ENTRIES: u16 = 32;
-/// How long an admin command may take unless set otherwise (QEMU under TCG is slow).
+/// How long an admin command may take unless set otherwise with
+/// [`crate::Controller::set_admin_timeout`] (generous: QEMU under TCG is slow).
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The registers, the admin queue and the generation of one controller.

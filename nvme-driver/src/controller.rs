@@ -18,6 +18,24 @@ use crate::{Error, Result};
 /// (CC.SHN, then disabled) once it and every I/O queue pair made from it are
 /// dropped; queue pairs may outlive this value.
 ///
+/// # Memory
+///
+/// The admin queue's rings and a scratch page for identify data and log
+/// pages are DMA memory of the controller's container, owned by what this
+/// value and its queue pairs share. When the last of them is dropped, the
+/// controller is shut down and disabled (or, when it does not report
+/// disabled, its bus mastering is turned off) before that memory is freed;
+/// when neither works, the memory is leaked on purpose and never reused
+/// (counted in [`vfio_core::dma::leaked`]).
+///
+/// # Admin command errors
+///
+/// Every method that runs admin commands fails, besides its own errors, with
+/// [`Error::Command`] (an error status), [`Error::Timeout`] (no completion
+/// within [`Controller::set_admin_timeout`]; every later admin command fails
+/// with [`Error::InvalidArgument`] until [`Controller::reset`]), or
+/// [`Error::Protocol`] (a completion no correct controller writes).
+///
 /// ```no_run
 /// use nvme_driver::Controller;
 /// use vfio_core::dma::{Backing, DmaMemory};
@@ -41,13 +59,36 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Opens the controller at `addr` (bound to vfio-pci) in `container` and brings it up.
+    /// Opens the controller at `addr` (bound to vfio-pci) in `container` and
+    /// brings it up, as [`Controller::new`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vfio`] when the device cannot be opened (not bound to
+    /// vfio-pci, in another container's IOMMU group, no permission); then
+    /// those of [`Controller::new`].
     pub fn open(container: &Arc<Container>, addr: PciAddress) -> Result<Controller> {
         Controller::new(container.open_device(addr)?)
     }
 
-    /// Brings up an opened device: disable, admin queue, enable, identify,
-    /// and ask for as many I/O queues as the controller grants.
+    /// Brings up an opened device: bus mastering on, disable, admin queue,
+    /// enable, Identify Controller, and Set Features (Number of Queues)
+    /// asking for as many I/O queues as the controller grants.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Vfio`]: mapping BAR0, allocating the admin queue's DMA
+    ///   memory, or the PCI command register.
+    /// - [`Error::Controller`]: CAP reads all ones, or lacks the NVM command
+    ///   set, a 4 KiB page size or queues of 2 entries; CSTS reads all ones,
+    ///   or reports a fatal status while enabling.
+    /// - [`Error::NotReady`]: the controller did not disable or become ready
+    ///   within CAP.TO.
+    /// - [`Error::Protocol`]: the admin queue's doorbells lie outside BAR0.
+    /// - The [admin command errors](Controller#admin-command-errors).
+    ///
+    /// On an error after the admin queue was given to the controller, the
+    /// controller is shut down and stopped as when a `Controller` is dropped.
     pub fn new(device: Device) -> Result<Controller> {
         let admin = Admin::new(device)?;
         admin.restart()?;
@@ -72,6 +113,7 @@ impl Controller {
     /// How long an admin command may take before it counts as failed
     /// (default [`crate::ADMIN_TIMEOUT`]); also bounds how long dropping a
     /// queue pair waits for its deletion before disabling the controller.
+    /// Applies to this controller and all its queue pairs.
     pub fn set_admin_timeout(&mut self, timeout: std::time::Duration) {
         self.admin.lock().set_timeout(timeout);
     }
@@ -86,7 +128,7 @@ impl Controller {
         &self.info
     }
 
-    /// The CAP register read at bring-up.
+    /// The CAP register (Controller Capabilities) read at bring-up.
     pub fn capabilities(&self) -> u64 {
         self.admin.cap()
     }
@@ -97,7 +139,9 @@ impl Controller {
         self.io_queues
     }
 
-    /// The largest transfer of one command in bytes (MDTS, and one PRP list page).
+    /// The largest transfer of one command in bytes: MDTS, and at most what
+    /// one PRP list page describes (2 MiB). [`IoQueuePair::read`] and
+    /// [`IoQueuePair::write`] split larger transfers.
     pub fn max_transfer(&self) -> usize {
         let mdts = match self.info.mdts {
             0 => usize::MAX,
@@ -120,15 +164,26 @@ impl Controller {
         Ok(ControllerInfo::parse(&page))
     }
 
-    /// The active namespace IDs.
+    /// The active namespace IDs (Identify, Active Namespace ID list: the
+    /// first 1024).
+    ///
+    /// # Errors
+    ///
+    /// The [admin command errors](Controller#admin-command-errors).
     pub fn active_namespaces(&mut self) -> Result<Vec<u32>> {
         let page = self.identify("Identify Active Namespace List", cns::ACTIVE_NAMESPACES, 0)?;
         Ok(spec::parse_namespace_list(&page))
     }
 
-    /// Size and block format of namespace `nsid`; an error names what this
-    /// driver cannot use in it (metadata, an unknown format, blocks larger
-    /// than one command can move).
+    /// Size and block format of namespace `nsid`.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidArgument`]: `nsid` is not an active namespace.
+    /// - [`Error::Controller`]: the namespace is one this driver cannot use,
+    ///   and the error says why (metadata, an invalid LBA format, blocks
+    ///   larger than one command can move).
+    /// - The [admin command errors](Controller#admin-command-errors).
     pub fn namespace(&mut self, nsid: u32) -> Result<NamespaceInfo> {
         let active = self.active_namespaces()?;
         if nsid == 0 || !active.contains(&nsid) {
@@ -184,10 +239,26 @@ impl Controller {
         Ok(granted.min(fit))
     }
 
-    /// Creates an I/O queue pair of `entries` (2 up to CAP.MQES + 1), for one
-    /// thread to own: its I/O path takes no lock. The namespaces it serves
-    /// are the active ones this driver supports; the others are skipped with
-    /// a warning.
+    /// Creates an I/O queue pair of `entries` (2 up to CAP.MQES + 1, at most
+    /// 4096), for one thread to own: its I/O path takes no lock. It holds
+    /// up to `entries - 1` commands in flight. The namespaces it serves are
+    /// the active ones this driver supports; the others are skipped with a
+    /// warning. `B` is the buffer type its asynchronous commands take (a
+    /// pool [`Buffer`] by default).
+    ///
+    /// Its rings and PRP list pages are fresh DMA memory that the queue
+    /// pair owns; see [`IoQueuePair`] for when they and its buffers are
+    /// freed.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidArgument`]: `entries` out of range, or every I/O
+    ///   queue ID the controller granted is in use.
+    /// - [`Error::Vfio`]: allocating or mapping the DMA memory.
+    /// - The [admin command errors](Controller#admin-command-errors) of
+    ///   identifying the namespaces and of Create I/O Completion / Submission
+    ///   Queue (when the second fails, the first is deleted again). The
+    ///   queue ID is free again after an error.
     pub fn create_io_queue_pair<B: DmaTarget>(&mut self, entries: u16) -> Result<IoQueuePair<B>> {
         let max = (cap::mqes(self.admin.cap()) as u32 + 1).min(4096);
         if entries < 2 || entries as u32 > max {
@@ -280,7 +351,17 @@ impl Controller {
     /// Resets the controller (CC.EN 1 -> 0, which drops every queue and stops
     /// all DMA) and brings it up again with an empty admin queue. I/O queue
     /// pairs created before must each be given to
-    /// [`Controller::recreate_io_queue_pair`] before use.
+    /// [`Controller::recreate_io_queue_pair`] before use; until then they
+    /// keep the buffers of their commands in flight.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotReady`] (the controller did not disable or become ready
+    /// within CAP.TO), [`Error::Controller`] (CSTS reads all ones, or a
+    /// fatal status while enabling), [`Error::Vfio`] (turning bus mastering back on), and
+    /// the [admin command errors](Controller#admin-command-errors) of Set
+    /// Features (Number of Queues). Once the controller reported disabled,
+    /// queue pairs count as reset even when a later step fails.
     pub fn reset(&mut self) -> Result<()> {
         log::warn!("{}: resetting the controller", self.address());
         self.admin.restart()?;
@@ -294,6 +375,16 @@ impl Controller {
     /// Refused (and nothing handed back) unless the controller was reset
     /// after the queue pair was created or last re-created: before that, its
     /// commands may still be moving data.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidArgument`]: `qp` belongs to another controller, or
+    ///   the controller was not reset since `qp` was (re-)created. Nothing
+    ///   is handed back.
+    /// - [`Error::Controller`]: the controller is disabled (a reset failed).
+    /// - The [admin command errors](Controller#admin-command-errors) of
+    ///   Create I/O Completion / Submission Queue. The commands in flight
+    ///   were handed back already; `qp` stays failed.
     pub fn recreate_io_queue_pair<B: DmaTarget>(
         &mut self,
         qp: &mut IoQueuePair<B>,
@@ -325,11 +416,30 @@ impl Controller {
 
     /// Deletes an I/O queue pair at the controller (its SQ, then its CQ) and
     /// frees its memory. Dropping it does the same, logging what fails.
+    ///
+    /// The controller completes the deletion only once every command of the
+    /// queue is done; then the buffers of asynchronous commands still held
+    /// go back to their pools (they are not handed to the caller). A queue
+    /// pair whose controller was reset since it was (re-)created is not
+    /// deleted at the controller: its queues are gone already.
+    ///
+    /// # Errors
+    ///
+    /// The [admin command errors](Controller#admin-command-errors) of Delete
+    /// I/O Submission / Completion Queue. The controller is then disabled
+    /// (or its bus mastering turned off) before the memory is freed, which
+    /// makes every queue pair of the controller unusable until
+    /// [`Controller::reset`]; when even that fails, the rings and buffers
+    /// are leaked on purpose.
     pub fn delete_io_queue_pair<B: DmaTarget>(&mut self, qp: IoQueuePair<B>) -> Result<()> {
         qp.delete()
     }
 
     /// The SMART / Health Information log page (global).
+    ///
+    /// # Errors
+    ///
+    /// The [admin command errors](Controller#admin-command-errors).
     pub fn smart_log(&mut self) -> Result<SmartLog> {
         let page = self.log_page("Get Log Page (SMART / Health)", log_page::SMART_HEALTH, 512)?;
         Ok(SmartLog::parse(&page))
@@ -337,6 +447,10 @@ impl Controller {
 
     /// The number of entries in the Error Information log page the controller
     /// has logged since bring-up (the newest entry's Error Count).
+    ///
+    /// # Errors
+    ///
+    /// The [admin command errors](Controller#admin-command-errors).
     pub fn error_count(&mut self) -> Result<u64> {
         let page = self.log_page(
             "Get Log Page (Error Information)",
@@ -355,19 +469,30 @@ impl Controller {
     }
 }
 
-/// The SMART / Health Information log page (base spec figure 207), in part.
+/// The SMART / Health Information log page (base spec figure 207), in part
+/// (more fields may be added).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SmartLog {
+    /// Critical Warning bits (byte 0): spare below threshold, temperature,
+    /// reliability degraded, read only, volatile memory backup failed.
     pub critical_warning: u8,
     /// Composite temperature in kelvins.
     pub temperature_kelvin: u16,
+    /// Available Spare, as a percentage of the spare capacity.
     pub available_spare_percent: u8,
+    /// Percentage Used: the vendor's estimate of the life used (may
+    /// exceed 100).
     pub percentage_used: u8,
-    /// Thousands of 512-byte units read / written.
+    /// Data Units Read: thousands of 512-byte units read.
     pub data_units_read: u128,
+    /// Data Units Written: thousands of 512-byte units written.
     pub data_units_written: u128,
+    /// Host Read Commands completed.
     pub host_read_commands: u128,
+    /// Host Write Commands completed.
     pub host_write_commands: u128,
+    /// Media and Data Integrity Errors: unrecovered data integrity errors.
     pub media_errors: u128,
 }
 

@@ -24,7 +24,9 @@ use crate::queue::QueuePair;
 use crate::spec::{nvm, Command, ControllerInfo, NamespaceInfo, PAGE_SIZE};
 use crate::{Error, Result};
 
-/// How long a blocking call waits for its commands, unless set otherwise.
+/// How long a queue pair waits for its commands unless set otherwise with
+/// [`IoQueuePair::set_timeout`]: a blocking call for all of its commands,
+/// [`IoQueuePair::poll`] for the next completion while commands are in flight.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most blocks one Read, Write or Write Zeroes command moves (NLB is 16 bits, 0-based).
@@ -32,13 +34,20 @@ const MAX_BLOCKS_PER_COMMAND: u64 = 1 << 16;
 /// Most range entries of one Dataset Management command (base spec 7.3: NR is 8 bits, 0-based).
 const MAX_DSM_RANGES: usize = 256;
 
-/// A finished asynchronous command.
+/// A finished command, handed to the callback of [`IoQueuePair::poll`] or
+/// [`crate::Controller::recreate_io_queue_pair`]. The controller no longer
+/// reaches its buffer: dropping the buffer returns it to its pool.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct IoCompletion<B> {
-    /// The tag given at submission.
+    /// The tag given at submission (0 for a command of a blocking call).
     pub tag: u64,
-    /// The buffer given at submission, back to the caller.
+    /// The buffer given at submission, back to the caller. None only for a
+    /// command of a blocking call that returned early (a timeout or a
+    /// protocol error), handed back by [`crate::Controller::recreate_io_queue_pair`].
     pub buf: Option<B>,
+    /// Ok when the command succeeded; else [`Error::Command`] with the
+    /// controller's status, or [`Error::Aborted`] after a reset.
     pub result: Result<()>,
 }
 
@@ -85,7 +94,11 @@ impl<B> Slot<B> {
     }
 }
 
-/// An I/O submission/completion queue pair of one controller.
+/// An I/O submission/completion queue pair of one controller, made by
+/// [`crate::Controller::create_io_queue_pair`], for one thread: its I/O
+/// path takes no lock. `B` is the
+/// type of buffer its asynchronous commands take (any [`DmaTarget`]; reads
+/// need a [`DmaTargetMut`]).
 ///
 /// # Memory the controller writes
 ///
@@ -99,7 +112,8 @@ impl<B> Slot<B> {
 /// - [`IoQueuePair::read`] borrows its target `&mut` and returns only once
 ///   the controller is done with it: on a timeout or an error with commands
 ///   still in flight it first disables the controller (or turns its bus
-///   mastering off), so none of them moves data any more.
+///   mastering off), so none of them moves data any more; if neither can be
+///   done, the process aborts.
 /// - Dropping the queue pair (or leaving a scope by `?`) deletes its queues
 ///   at the controller, which completes only when every command of them is
 ///   done, before any buffer it holds goes back to its pool; if that fails,
@@ -200,28 +214,31 @@ impl<B: DmaTarget> IoQueuePair<B> {
         depth * PAGE_SIZE + PAGE_SIZE
     }
 
-    /// The queue ID.
+    /// The queue ID (1 or more; 0 is the admin queue).
     pub fn qid(&self) -> u16 {
         self.qp.qid()
     }
 
-    /// Most commands in flight at once.
+    /// Most commands in flight at once (the entries, less one).
     pub fn depth(&self) -> usize {
         self.qp.depth()
     }
 
-    /// Commands submitted and not yet returned by `poll`.
+    /// Commands submitted and not yet returned by [`IoQueuePair::poll`]
+    /// (the queue pair holds their buffers).
     pub fn in_flight(&self) -> usize {
         self.qp.in_flight()
     }
 
-    /// How long the blocking calls wait for their commands (default [`IO_TIMEOUT`]).
+    /// How long the blocking calls wait for their commands, and
+    /// [`IoQueuePair::poll`] for the next completion (default [`IO_TIMEOUT`]).
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
 
-    /// True after a command timed out, or the controller was reset or
-    /// disabled since the queue pair was created: it refuses work until
+    /// True after a command timed out, the controller vanished or wrote a
+    /// completion no correct controller writes, or the controller was reset
+    /// or disabled since the queue pair was (re-)created: it refuses work until
     /// [`crate::Controller::recreate_io_queue_pair`] after a controller reset.
     pub fn is_failed(&self) -> bool {
         self.failed || self.generation != self.admin.generation()
@@ -264,12 +281,19 @@ impl<B: DmaTarget> IoQueuePair<B> {
         self.written_from
     }
 
-    /// The largest transfer of one command in bytes.
+    /// The largest transfer of one command in bytes (see
+    /// [`crate::Controller::max_transfer`]): the limit of
+    /// [`IoQueuePair::submit_read`] and [`IoQueuePair::submit_write`].
     pub fn max_transfer(&self) -> usize {
         self.max_transfer
     }
 
     /// The namespace `nsid` as identified when this queue pair was created.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when this queue pair does not serve
+    /// `nsid` (not active, or not usable by this driver, when it was created).
     pub fn namespace(&self, nsid: u32) -> Result<&NamespaceInfo> {
         self.namespaces
             .iter()
@@ -429,9 +453,14 @@ impl<B: DmaTarget> IoQueuePair<B> {
     }
 
     /// Queues a write of `bytes` from `buf` at `offset` to `lba` of namespace
-    /// `nsid`. The buffer comes back from [`IoQueuePair::poll`] with `tag`
+    /// `nsid`, sent at the next [`IoQueuePair::ring`]. The queue pair owns
+    /// the buffer until it comes back from [`IoQueuePair::poll`] with `tag`
     /// once the controller has read it; on error it comes back at once and
     /// nothing was sent.
+    ///
+    /// # Errors
+    ///
+    /// See [`IoQueuePair::submit_read`].
     pub fn submit_write(
         &mut self,
         nsid: u32,
@@ -450,7 +479,9 @@ impl<B: DmaTarget> IoQueuePair<B> {
         self.submit_rw(nvm::WRITE, span, buf, tag, None)
     }
 
-    /// Rings the doorbell once for everything submitted since the last ring.
+    /// Rings the doorbell once for everything submitted since the last ring:
+    /// only then may the controller start on it. Does nothing when nothing
+    /// was submitted.
     pub fn ring(&mut self) {
         self.qp.ring();
     }
@@ -461,7 +492,20 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// controller reads as all ones, else [`Error::Timeout`]; the queue pair
     /// is then unusable until the controller is reset, and keeps the buffers
     /// of the commands in flight until then. So a vanished device never makes
-    /// a polling loop spin forever.
+    /// a polling loop spin forever. Returns how many commands were handed
+    /// to `f`.
+    ///
+    /// Each [`IoCompletion`] carries the buffer of an asynchronous command:
+    /// the controller is done with it.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Timeout`] or [`Error::Removed`], as above.
+    /// - [`Error::Protocol`]: the controller wrote a completion no correct
+    ///   controller writes (a command ID not in flight, another SQ, an SQ
+    ///   head out of range). The valid completions before it were handed to
+    ///   `f`; the queue pair is unusable until the controller is reset and
+    ///   the queue pair re-created.
     pub fn poll(&mut self, max: usize, f: impl FnMut(IoCompletion<B>)) -> Result<usize> {
         let n = self.take(max, f)?;
         if n > 0 {
@@ -633,8 +677,33 @@ impl<B: DmaTarget> IoQueuePair<B> {
         })
     }
 
-    /// Reads `bytes` at `lba` into `mem` at `offset`, by DMA, and waits: `mem`
-    /// is borrowed exclusively until the controller is done with it.
+    /// Reads `bytes` (a whole number of blocks) at `lba` of namespace `nsid`
+    /// into `mem` at `offset`, by DMA, and waits: `mem` is borrowed
+    /// exclusively until the controller is done with it. Transfers larger
+    /// than [`IoQueuePair::max_transfer`] are split into several commands,
+    /// as many in flight at once as the queue holds.
+    ///
+    /// It never returns while one of its commands may still write `mem`:
+    /// when it must return early with commands in flight (a timeout, a
+    /// protocol error), it first disables the controller, or turns its bus
+    /// mastering off, which leaves every queue pair of the controller
+    /// unusable until [`crate::Controller::reset`]; if neither is possible,
+    /// the process aborts.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidArgument`] (nothing sent): a namespace this queue
+    ///   pair does not serve, a length that is zero or not a whole number of
+    ///   blocks, blocks past the end of the namespace, `mem` too small or of
+    ///   another container, data not 4-byte aligned, or asynchronous
+    ///   commands in flight on the queue pair.
+    /// - [`Error::QueueGone`]: the controller was reset since the queue pair
+    ///   was (re-)created; [`Error::Timeout`] for "an earlier command" when a
+    ///   command timed out before.
+    /// - [`Error::Command`]: a command failed (the first error). None of the
+    ///   call's commands is in flight any more; part of `mem` may hold data.
+    /// - [`Error::Timeout`], [`Error::Removed`], [`Error::Protocol`]: as for
+    ///   [`IoQueuePair::poll`].
     pub fn read(
         &mut self,
         nsid: u32,
@@ -658,7 +727,14 @@ impl<B: DmaTarget> IoQueuePair<B> {
         result
     }
 
-    /// Writes `bytes` from `mem` at `offset` to `lba`, by DMA, and waits.
+    /// Writes `bytes` (a whole number of blocks) from `mem` at `offset` to
+    /// `lba` of namespace `nsid`, by DMA, and waits. `mem` is borrowed until
+    /// the controller is done reading it, as for [`IoQueuePair::read`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`IoQueuePair::read`]; after an [`Error::Command`] some of the
+    /// blocks may have been written.
     pub fn write(
         &mut self,
         nsid: u32,
@@ -680,7 +756,13 @@ impl<B: DmaTarget> IoQueuePair<B> {
         self.blocking("Write", commands)
     }
 
-    /// Flush: everything written is on non-volatile media when this returns.
+    /// Flush: everything written is on non-volatile media when this returns
+    /// successfully.
+    ///
+    /// # Errors
+    ///
+    /// As for [`IoQueuePair::read`] (the namespace is checked; no memory is
+    /// involved).
     pub fn flush(&mut self, nsid: u32) -> Result<()> {
         self.namespace(nsid)?;
         self.blocking("Flush", [(Command::new(nvm::FLUSH, nsid), None)])
@@ -688,6 +770,13 @@ impl<B: DmaTarget> IoQueuePair<B> {
 
     /// Write Zeroes on `blocks` blocks at `lba`, where the controller supports
     /// it; as many commands as the count needs (one holds 65,536 blocks).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the controller does not support Write
+    /// Zeroes (ONCS bit 3), for a namespace not served, a count of zero or
+    /// blocks past the end;
+    /// otherwise as for [`IoQueuePair::read`] (no memory is involved).
     pub fn write_zeroes(&mut self, nsid: u32, lba: u64, blocks: u64) -> Result<()> {
         if !self.controller.supports_write_zeroes() {
             return Err(Error::InvalidArgument(
@@ -704,7 +793,15 @@ impl<B: DmaTarget> IoQueuePair<B> {
 
     /// Dataset Management, deallocate (trim) `blocks` blocks at `lba`, where
     /// the controller supports it: ranges of up to 2^32 - 1 blocks, up to 256
-    /// of them per command.
+    /// of them per command, one command at a time (the range list lives in
+    /// the queue pair's own DMA memory).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the controller does not support
+    /// Dataset Management (ONCS bit 2), for a namespace not served, a count
+    /// of zero or blocks past the end; otherwise as for [`IoQueuePair::read`]. After an error, the
+    /// ranges of earlier commands may already be deallocated.
     pub fn deallocate(&mut self, nsid: u32, lba: u64, blocks: u64) -> Result<()> {
         if !self.controller.supports_deallocate() {
             return Err(Error::InvalidArgument(
@@ -780,9 +877,23 @@ impl<B: DmaTarget> IoQueuePair<B> {
 
 impl<B: DmaTargetMut> IoQueuePair<B> {
     /// Queues a read of `bytes` at `lba` of namespace `nsid` into `buf` at
-    /// `offset`. The queue owns the buffer until it comes back from
-    /// [`IoQueuePair::poll`] with `tag`, the data in it; on error it comes
-    /// back at once and nothing was sent.
+    /// `offset`, sent at the next [`IoQueuePair::ring`]. The queue pair owns
+    /// the buffer until it comes back from [`IoQueuePair::poll`] with `tag`,
+    /// the data in it (or from [`crate::Controller::recreate_io_queue_pair`]
+    /// after a reset); on error it comes back at once and nothing was sent.
+    ///
+    /// # Errors
+    ///
+    /// With the buffer:
+    /// - [`Error::InvalidArgument`]: a namespace this queue pair does not
+    ///   serve, a length that is zero, not a whole number of blocks or more
+    ///   than [`IoQueuePair::max_transfer`], blocks past the end of the
+    ///   namespace, a buffer too small or of another container, data not
+    ///   4-byte aligned.
+    /// - [`Error::QueueFull`]: [`IoQueuePair::depth`] commands are in
+    ///   flight; poll and submit again.
+    /// - [`Error::QueueGone`]: the controller was reset since the queue pair
+    ///   was (re-)created; [`Error::Timeout`] when a command timed out before.
     pub fn submit_read(
         &mut self,
         nsid: u32,

@@ -1,17 +1,20 @@
-//! NVMe data structures: submission and completion queue entries, opcodes,
-//! status codes and the identify data this driver reads. Sections refer to the
-//! NVM Express Base Specification 2.0 and the NVM Command Set Specification 1.0.
+//! NVMe data structures: what a controller reports ([`ControllerInfo`],
+//! [`NamespaceInfo`], the [`Status`] of a failed command), and, inside the
+//! driver, submission and completion queue entries and opcodes. Sections
+//! refer to the NVM Express Base Specification 2.0 and the NVM Command Set
+//! Specification 1.0.
 
 use std::fmt;
 
-/// Submission queue entry size (64 bytes) and completion queue entry size (16 bytes).
-pub const SQE_SIZE: usize = 64;
-pub const CQE_SIZE: usize = 16;
+/// Submission queue entry size (64 bytes).
+pub(crate) const SQE_SIZE: usize = 64;
+/// Completion queue entry size (16 bytes).
+pub(crate) const CQE_SIZE: usize = 16;
 /// The memory page size this driver configures (CC.MPS = 0).
-pub const PAGE_SIZE: usize = 4096;
+pub(crate) const PAGE_SIZE: usize = 4096;
 
-/// Admin command opcodes (base spec figure 138).
-pub mod admin {
+/// Admin command opcodes (base spec figure 138), those this driver sends.
+pub(crate) mod admin {
     pub const DELETE_IO_SQ: u8 = 0x00;
     pub const CREATE_IO_SQ: u8 = 0x01;
     pub const GET_LOG_PAGE: u8 = 0x02;
@@ -19,11 +22,10 @@ pub mod admin {
     pub const CREATE_IO_CQ: u8 = 0x05;
     pub const IDENTIFY: u8 = 0x06;
     pub const SET_FEATURES: u8 = 0x09;
-    pub const GET_FEATURES: u8 = 0x0a;
 }
 
 /// NVM command set opcodes (NVM command set spec figure 18).
-pub mod nvm {
+pub(crate) mod nvm {
     pub const FLUSH: u8 = 0x00;
     pub const WRITE: u8 = 0x01;
     pub const READ: u8 = 0x02;
@@ -32,26 +34,26 @@ pub mod nvm {
 }
 
 /// Identify CNS values (base spec figure 273).
-pub mod cns {
+pub(crate) mod cns {
     pub const NAMESPACE: u32 = 0x00;
     pub const CONTROLLER: u32 = 0x01;
     pub const ACTIVE_NAMESPACES: u32 = 0x02;
 }
 
 /// Feature identifiers (base spec figure 317).
-pub mod feature {
+pub(crate) mod feature {
     pub const NUMBER_OF_QUEUES: u32 = 0x07;
 }
 
 /// Log page identifiers (base spec figure 202).
-pub mod log_page {
+pub(crate) mod log_page {
     pub const ERROR_INFORMATION: u8 = 0x01;
     pub const SMART_HEALTH: u8 = 0x02;
 }
 
 /// A 64-byte submission queue entry, as sixteen command dwords (section 4.2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Command {
+pub(crate) struct Command {
     pub cdw: [u32; 16],
 }
 
@@ -62,11 +64,6 @@ impl Command {
         c.cdw[0] = opcode as u32;
         c.cdw[1] = nsid;
         c
-    }
-
-    /// The opcode (CDW0 bits 7:0).
-    pub fn opcode(&self) -> u8 {
-        self.cdw[0] as u8
     }
 
     /// Sets the command identifier (CDW0 bits 31:16).
@@ -156,12 +153,18 @@ impl Command {
 }
 
 /// A completion queue entry (section 4.6).
+// Public but hidden: the fuzz target `nvme_completion` parses and validates
+// entries as a controller might write them. Not part of the API.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Completion {
     /// Command specific (DW0).
     pub result: u32,
+    /// SQ Head Pointer: the controller's head of the submission queue.
     pub sq_head: u16,
+    /// SQ Identifier: the submission queue of the command.
     pub sq_id: u16,
+    /// Command Identifier.
     pub cid: u16,
     /// Status field, DW3 bits 31:17 (the phase bit removed).
     pub status: Status,
@@ -203,23 +206,32 @@ impl Completion {
     }
 }
 
-/// The 15-bit status field of a completion (section 4.6.1.2).
+/// The 15-bit status field of a completion (section 4.6.1.2): the status
+/// code (bits 7:0), its type (bits 10:8), More (bit 13) and Do Not Retry
+/// (bit 14). Displayed with its name in the specification, e.g. "LBA Out of
+/// Range (Generic status 0x80)".
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Status(pub u16);
 
-/// Status Code Type (SCT).
+/// Status Code Type (SCT, bits 10:8 of the status field).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatusType {
+    /// 0: Generic Command Status.
     Generic,
+    /// 1: Command Specific Status.
     CommandSpecific,
+    /// 2: Media and Data Integrity Errors.
     MediaAndDataIntegrity,
+    /// 3: Path Related Status.
     Path,
+    /// 7: Vendor Specific.
     Vendor,
+    /// 4 to 6, reserved: the value.
     Reserved(u8),
 }
 
 impl Status {
-    /// Successful completion.
+    /// Successful completion (status code and type both 0).
     pub fn is_success(self) -> bool {
         self.0 & 0x7ff == 0
     }
@@ -238,7 +250,7 @@ impl Status {
             t => StatusType::Reserved(t as u8),
         }
     }
-    /// Do Not Retry.
+    /// Do Not Retry (DNR): the same command would fail again.
     pub fn do_not_retry(self) -> bool {
         self.0 >> 14 & 1 == 1
     }
@@ -297,15 +309,23 @@ impl fmt::Display for Status {
     }
 }
 
-/// What Identify Controller says that this driver uses (figure 275).
+/// What Identify Controller says that this driver uses (figure 275), as
+/// [`crate::Controller::info`] returns it. More fields may be added.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ControllerInfo {
+    /// PCI Vendor ID (VID).
     pub vendor_id: u16,
+    /// Serial Number (SN): ASCII, spaces trimmed (and bytes that are not
+    /// printable ASCII at the end); other such bytes read as `?`.
     pub serial: String,
+    /// Model Number (MN), trimmed as the serial number.
     pub model: String,
+    /// Firmware Revision (FR), trimmed as the serial number.
     pub firmware: String,
     /// Maximum Data Transfer Size as a power of two of the minimum page size; 0 = no limit.
     pub mdts: u8,
+    /// Controller ID (CNTLID).
     pub controller_id: u16,
     /// Optional NVM Command Support (bit 2: Dataset Management, bit 3: Write Zeroes).
     pub oncs: u16,
@@ -319,6 +339,8 @@ pub struct ControllerInfo {
 
 impl ControllerInfo {
     /// Parses the 4096-byte Identify Controller data structure.
+    // Public but hidden: the fuzz target `nvme_identify` feeds it any bytes.
+    #[doc(hidden)]
     pub fn parse(d: &[u8; 4096]) -> ControllerInfo {
         ControllerInfo {
             vendor_id: le16(d, 0),
@@ -343,9 +365,13 @@ impl ControllerInfo {
     }
 }
 
-/// What Identify Namespace says that this driver uses (NVM command set spec figure 97).
+/// What Identify Namespace says that this driver uses (NVM command set spec
+/// figure 97), as [`crate::Controller::namespace`] returns it. More fields
+/// may be added.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NamespaceInfo {
+    /// The namespace ID.
     pub nsid: u32,
     /// Namespace Size in logical blocks.
     pub blocks: u64,
@@ -358,6 +384,8 @@ pub struct NamespaceInfo {
 impl NamespaceInfo {
     /// Parses the 4096-byte Identify Namespace data structure. None if the
     /// LBA format in use is invalid (a block size under 512 bytes or over 64 KiB).
+    // Public but hidden: the fuzz target `nvme_identify` feeds it any bytes.
+    #[doc(hidden)]
     pub fn parse(nsid: u32, d: &[u8; 4096]) -> Option<NamespaceInfo> {
         let flbas = d[26];
         let format = ((flbas & 0x0f) | ((flbas >> 1) & 0x30)) as usize;
@@ -380,6 +408,8 @@ impl NamespaceInfo {
 }
 
 /// Parses an Active Namespace ID list (up to 1024 NSIDs, ended by 0).
+// Public but hidden: the fuzz target `nvme_identify` feeds it any bytes.
+#[doc(hidden)]
 pub fn parse_namespace_list(d: &[u8; 4096]) -> Vec<u32> {
     (0..1024)
         .map(|i| le32(d, i * 4))

@@ -5,30 +5,85 @@
 //!
 //! - [`pci`]: PCI addresses, device discovery in sysfs, binding to vfio-pci and back.
 //! - [`vfio`]: the VFIO container (one IOMMU context shared by several devices),
-//!   groups, devices (config space, BARs, reset) and interrupts delivered to eventfds.
+//!   devices (config space, BARs, bus mastering, reset) and interrupts
+//!   delivered to eventfds.
 //! - [`mmio`]: a mapped BAR with bounds-checked volatile register access.
-//! - [`dma`]: pinned (hugepage) memory mapped into the IOMMU, an IOVA allocator,
-//!   and a fixed-size buffer pool whose buffers carry a virtual address and an IOVA.
+//! - [`dma`]: pinned (hugepage) memory mapped into the IOMMU, and a
+//!   fixed-size buffer pool whose buffers carry a virtual address and an IOVA.
+//! - [`error`]: the one [`Error`] type, whose messages say what to do.
 //!
 //! Drivers built on this crate need no `unsafe` for MMIO or DMA: the few places
 //! that talk to the kernel or to raw memory are `vfio::ioctl`, [`mmio`],
 //! `dma::memory` and the pool's slice accessors, each block with a `// SAFETY:`
-//! comment.
+//! comment. The one `unsafe` function, [`dma::RawDma::new`], names an IOVA
+//! range of the caller's choosing.
+//!
+//! # Memory a device may touch
+//!
+//! A device reaches only memory mapped in its container: the IOMMU faults any
+//! other IOVA. This crate maps memory only as [`dma::DmaMemory`] (a buffer
+//! pool is one), which stays mapped while a handle to it lives. What a device
+//! may write is read with volatile accesses; slices are given out only of pool
+//! buffers that no device has. Drivers take memory as [`dma::DmaTarget`]
+//! (device reads) or [`dma::DmaTargetMut`] (device writes), which safe code
+//! cannot implement; the [`dma`] module has the rules and what checks them.
+//!
+//! # Example
+//!
+//! Bind a device, open it, map its BAR, and give it a buffer to read. The
+//! device is made up: a ring of 16-byte descriptors (a 64-bit address, a
+//! 32-bit length, a 32-bit flag the device sets when done), whose base goes
+//! in a register at 0x10, with a doorbell at 0x18.
 //!
 //! ```no_run
-//! use std::sync::Arc;
-//! use vfio_core::{dma::BufferPool, pci::PciAddress, vfio::Container};
+//! use vfio_core::dma::{Backing, BufferPool, DmaMemory, DmaTarget};
+//! use vfio_core::pci::{PciAddress, Sysfs};
+//! use vfio_core::vfio::Container;
 //!
 //! # fn main() -> vfio_core::Result<()> {
+//! let addr: PciAddress = "0000:01:00.0".parse()?;
+//! // Take the device from its kernel driver (as root; `devbind bind` does it too).
+//! Sysfs::new().bind_vfio(addr)?;
+//!
+//! // One IOMMU context; opening the device attaches its IOMMU group to it.
 //! let container = Container::new()?;
-//! let nvme = container.open_device("0000:00:03.0".parse::<PciAddress>()?)?;
-//! let bar0 = nvme.map_bar(0)?;
-//! println!("NVMe CAP = {:#x}", bar0.read64(0));
-//! let pool = BufferPool::new(&container, 4096, 256)?;
-//! let buf = pool.alloc().expect("a fresh pool has free buffers");
-//! println!("buffer at {:p} is IOVA {:#x}", buf.as_ptr(), buf.iova());
+//! let device = container.open_device(addr)?;
+//! device.enable_bus_master()?;
+//! let bar0 = device.map_bar(0)?;
+//! println!("{addr}: {:04x}:{:04x}", device.vendor_id()?, device.device_id()?);
+//!
+//! // A descriptor ring and a pool of 2 KiB buffers, both mapped in the container.
+//! let ring = DmaMemory::new(&container, 4096, Backing::Auto)?;
+//! let pool = BufferPool::new(&container, 2048, 256)?;
+//! let mut buf = pool.try_alloc()?;
+//! buf.as_mut_slice()[..5].copy_from_slice(b"hello");
+//!
+//! // Hand the buffer's IOVA to the device: checked against its container.
+//! let iova = buf.dma_range(device.container(), 0, 5)?;
+//! ring.write::<u64>(0, iova);
+//! ring.write::<u32>(8, 5);
+//! bar0.write64(0x10, ring.iova());
+//! bar0.write32(0x18, 1);
+//! // Until the device marks the descriptor done, nothing touches `buf`.
+//! while ring.read::<u32>(12) == 0 {
+//!     std::hint::spin_loop();
+//! }
+//!
+//! // Stop the device before the memory it was given is freed or reused.
+//! device.disable_bus_master()?;
+//! drop(buf); // back to the pool
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//!
+//! - `testing`: software device models for host tests, with no kernel and no
+//!   hardware: `Container::unbacked`, `Device::from_model`,
+//!   `Mmio::from_model`, `Container::dma_read`/`dma_write` and the
+//!   `mmio::RegisterModel` trait. For dev-dependencies only, never in a
+//!   driver's build.
+
+#![deny(missing_docs)]
 
 pub mod dma;
 pub mod error;

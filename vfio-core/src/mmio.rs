@@ -20,7 +20,14 @@ use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
 use crate::{Error, Result};
 
-/// A BAR of a device mapped into this process. Unmapped on drop.
+/// A BAR of a device mapped into this process
+/// ([`Device::map_bar`](crate::vfio::Device::map_bar)). Unmapped on drop.
+///
+/// This is device memory, not RAM: each accessor is one aligned volatile
+/// access of its width, which the compiler neither leaves out nor reorders
+/// with other volatile accesses, and no reference into the BAR is ever
+/// handed out. Values are in the CPU's byte order (little-endian on x86_64,
+/// as PCI registers are).
 ///
 /// Register accessors panic on an offset that is out of range or not aligned
 /// to the access size: offsets are driver constants, so that is a driver bug,
@@ -68,12 +75,14 @@ impl RegisterFile {
         }
     }
 
-    /// Sets the little-endian bytes of `value` at `offset` (`size` of them).
+    /// Sets the little-endian bytes of `value` at `offset` (`size` of them,
+    /// at most 8). Panics when they are not inside the file.
     pub fn set(&mut self, offset: usize, size: usize, value: u64) {
         self.bytes[offset..offset + size].copy_from_slice(&value.to_le_bytes()[..size]);
     }
 
-    /// The `size` little-endian bytes at `offset`.
+    /// The `size` little-endian bytes at `offset` (at most 8). Panics when
+    /// they are not inside the file.
     pub fn get(&self, offset: usize, size: usize) -> u64 {
         let mut b = [0u8; 8];
         b[..size].copy_from_slice(&self.bytes[offset..offset + size]);
@@ -145,7 +154,12 @@ impl Drop for Mmio {
 /// One read and one write accessor per register width.
 macro_rules! accessors {
     ($($read:ident $write:ident $t:ty, $bits:literal;)*) => {$(
-        #[doc = concat!("Reads a ", $bits, "-bit register.")]
+        #[doc = concat!("Reads the ", $bits, "-bit register at byte `offset`.")]
+        ///
+        /// # Panics
+        ///
+        /// When the register is not inside the BAR or `offset` is not a
+        /// multiple of its size (see [`Mmio::fits`]).
         pub fn $read(&self, offset: usize) -> $t {
             self.check::<$t>(offset);
             #[cfg(any(test, feature = "testing"))]
@@ -157,7 +171,12 @@ macro_rules! accessors {
             unsafe { self.ptr.as_ptr().add(offset).cast::<$t>().read_volatile() }
         }
 
-        #[doc = concat!("Writes a ", $bits, "-bit register.")]
+        #[doc = concat!("Writes `value` to the ", $bits, "-bit register at byte `offset`.")]
+        ///
+        /// # Panics
+        ///
+        /// When the register is not inside the BAR or `offset` is not a
+        /// multiple of its size (see [`Mmio::fits`]).
         pub fn $write(&self, offset: usize, value: $t) {
             self.check::<$t>(offset);
             #[cfg(any(test, feature = "testing"))]

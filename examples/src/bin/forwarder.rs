@@ -221,12 +221,10 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
     let qp = nvme.create_io_queue_pair::<Buffer>(cli.queue_depth as u16 + 1)?;
     let chunk = CHUNK.min(qp.max_transfer()) / bs as usize * bs as usize;
     let chunks = BufferPool::new(&container, chunk, cli.queue_depth * 4)?;
-    let config = Config {
-        jumbo: cli.mtu == 9000,
-        tx_ring: 512,
-        spare_buffers: 2048,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .jumbo(cli.mtu == 9000)
+        .tx_ring(512)
+        .spare_buffers(2048);
     let nic = nic_driver::open(&container, nic_addr, config)?;
     let ends = Endpoints {
         src_mac: nic.mac(),

@@ -58,10 +58,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<()> {
     examples::cli::require_devices(&[cli.device]).map_err(Error::Vfio)?;
     let container = Container::new()?;
-    let config = Config {
-        interrupts: cli.interrupts,
-        ..Config::default()
-    };
+    let config = Config::default().interrupts(cli.interrupts);
     let mut nic = nic_driver::open(&container, cli.device, config)?;
     println!(
         "echo.ready mac={:02x?} driver={}",

@@ -104,11 +104,9 @@ fn udp_frame(src: [u8; 6], dst: [u8; 6], size: usize) -> Vec<u8> {
 
 fn userspace(cli: &Cli, addr: PciAddress, dst: [u8; 6]) -> Result<(Run, [u8; 6])> {
     let container = Container::new()?;
-    let config = Config {
-        tx_ring: 512,
-        spare_buffers: 2 * cli.batch.max(512),
-        ..Config::default()
-    };
+    let config = Config::default()
+        .tx_ring(512)
+        .spare_buffers(2 * cli.batch.max(512));
     let mut nic = nic_driver::open(&container, addr, config)?;
     let frame = udp_frame(nic.mac(), dst, cli.size);
     let mut queue = VecDeque::with_capacity(cli.batch);

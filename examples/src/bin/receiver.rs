@@ -182,11 +182,7 @@ fn run(cli: &Cli) -> Result<(Summary, Stopped), Error> {
     let nic = nic_driver::open(
         &container,
         nic_addr,
-        Config {
-            rx_ring: 1024,
-            spare_buffers: 1024,
-            ..Config::default()
-        },
+        Config::default().rx_ring(1024).spare_buffers(1024),
     )?;
     let mut r = Receiver {
         nic,

@@ -34,7 +34,9 @@ pub(crate) struct RxCounts {
     pub no_buffer: u64,
 }
 
-/// Bytes before each received frame in its buffer.
+/// Bytes before each received frame in its buffer (the [`Packet::offset`]
+/// of every received packet): they make what follows a 14-byte Ethernet
+/// header 4-byte aligned.
 pub const RX_HEADROOM: usize = 2;
 
 #[derive(Debug)]

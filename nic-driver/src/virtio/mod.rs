@@ -31,7 +31,7 @@
 //! **Stopping.** `Drop` resets the device and proves it (status reads 0)
 //! before the queues give their buffers back; failing that it turns bus
 //! mastering off and reads it back; failing that it leaks the queues, the
-//! header area and every buffer on purpose ([`crate::quiesce`]).
+//! header area and every buffer on purpose (see [Stopping](crate#stopping)).
 //! [`VirtioNet::new`] builds the driver before the first queue address is
 //! written to the device, so its errors after that go through the same
 //! `Drop`.
@@ -44,9 +44,11 @@
 //! # Ok(()) }
 //! ```
 
-pub mod regs;
+pub(crate) mod regs;
 mod virtqueue;
 
+// Public but hidden: the fuzz target `virtqueue_used_ring` plays the device
+// against the split virtqueue. Not part of the API.
 #[doc(hidden)]
 pub use virtqueue::{Used, UsedError, Virtqueue, MAX_CHAIN};
 
@@ -67,7 +69,8 @@ use crate::{
 
 pub use regs::DEVICE_IDS;
 
-/// Bytes before the net header in each receive buffer.
+/// Bytes before the net header in each receive buffer; a received frame
+/// starts after both, at [`Packet::offset`] = `RX_HEADROOM` + 12.
 pub const RX_HEADROOM: usize = 2;
 /// Largest frame sent or received: 1514 bytes, or 9014 with jumbo frames
 /// (receive buffers of 16 KiB then hold a whole frame: no mergeable buffers).
@@ -112,7 +115,16 @@ impl Region {
 /// The segments of a frame being sent, held until the device is done.
 type Held = [Option<Segment>; MAX_SEGMENTS];
 
-/// A virtio network device.
+/// A virtio network device (virtio-net over modern virtio-pci), brought up,
+/// with one receive and one transmit split virtqueue in DMA memory, a net
+/// header area for transmit and a buffer pool (see [`Config`] for the
+/// sizes). Drive it through [`NetDevice`]; open it with
+/// [`crate::open`] or [`VirtioNet::new`].
+///
+/// Each receive descriptor holds a pool buffer the device may write until
+/// [`NetDevice::rx_batch`] takes it out; each transmitted frame's segments
+/// are held until the device has used its chain. `Drop` resets the device
+/// before the queues give their buffers back (see the [module docs](self)).
 #[derive(Debug)]
 pub struct VirtioNet {
     // Field order is drop order: the device is reset in `Drop` first, then
@@ -149,7 +161,22 @@ impl VirtioNet {
     /// structures lie and how they are aligned, the queue sizes, the
     /// notification addresses, the MAC), and no memory is given to it before
     /// the driver value exists: any error after that drops it, and `Drop`
-    /// resets the device before the memory goes (see [`crate::quiesce`]).
+    /// resets the device before the memory goes (see
+    /// [Stopping](crate#stopping)).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Device`]: not a modern virtio-net device ([`DEVICE_IDS`]);
+    ///   a missing or malformed capability (outside its BAR, misaligned, too
+    ///   short); a reset that does not read back 0 within 1 s (bus
+    ///   mastering is then turned off); VERSION_1 or ACCESS_PLATFORM not
+    ///   offered, or the features refused; fewer than 2 queues; queue sizes
+    ///   that are 0, not a power of two, too small for a frame's chain, or
+    ///   that do not read back; notification addresses outside their
+    ///   structure; an MSI-X vector refused; no valid MAC; a device that
+    ///   fails during bring-up.
+    /// - [`Error::Vfio`]: PCI configuration space, mapping a BAR, enabling
+    ///   MSI-X, allocating the pool, the queues or the header area.
     pub fn new(device: Device, config: Config) -> Result<VirtioNet> {
         let addr = device.address();
         let fail = |what: String| Error::Device { addr, what };
@@ -910,7 +937,7 @@ impl NetDevice for VirtioNet {
 
 impl Drop for VirtioNet {
     /// Stops the device's DMA before the rings give their buffers back (see
-    /// [`crate::quiesce`]): a reset that reads back 0, or bus mastering off;
+    /// [Stopping](crate#stopping)): a reset that reads back 0, or bus mastering off;
     /// failing both, the rings, the header area and every buffer they hold
     /// are leaked.
     fn drop(&mut self) {

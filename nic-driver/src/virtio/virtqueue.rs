@@ -34,7 +34,9 @@ pub const MAX_SIZE: u16 = 32768;
 /// (at most the chain's writable length).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Used {
+    /// The chain's head descriptor, as [`Virtqueue::add`] returned it.
     pub head: u16,
+    /// Bytes the device wrote into the chain's writable buffers.
     pub len: u32,
 }
 
@@ -44,15 +46,32 @@ pub enum UsedError {
     /// The entry names descriptor `id`, which heads no chain in flight (out of
     /// range, never given, or already used). The entry is consumed; nothing
     /// is freed.
-    NotInFlight { id: u32 },
+    NotInFlight {
+        /// The descriptor the entry names.
+        id: u32,
+    },
     /// The device says it wrote `len` bytes into the chain at `head`, whose
     /// writable buffers hold `max`. The chain is freed (the device is done
     /// with it); its bytes must not be used.
-    TooLong { head: u16, len: u32, max: u32 },
+    TooLong {
+        /// The chain's head descriptor.
+        head: u16,
+        /// The length the device wrote.
+        len: u32,
+        /// The bytes the chain's writable buffers hold.
+        max: u32,
+    },
     /// The used index moved from `from` to `to`, past the `available` chains
     /// the device was given: nothing in the ring can be trusted. The queue
     /// stays broken (every later call returns this) until the device is reset.
-    IndexJump { from: u16, to: u16, available: u16 },
+    IndexJump {
+        /// The used index the driver had read up to.
+        from: u16,
+        /// The used index the device wrote.
+        to: u16,
+        /// Chains published and not yet used.
+        available: u16,
+    },
 }
 
 impl fmt::Display for UsedError {

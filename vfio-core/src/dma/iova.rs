@@ -6,20 +6,10 @@ use std::ops::RangeInclusive;
 use crate::{Error, Result};
 
 /// Hands out aligned IOVA ranges from a set of valid ranges (first fit);
-/// freed ranges are coalesced with their free neighbours and reused.
-///
-/// ```
-/// use vfio_core::dma::IovaAllocator;
-///
-/// // x86's valid IOVAs skip the MSI window at 0xfee00000.
-/// let mut a = IovaAllocator::new(&[0x10_0000..=0xfedf_ffff, 0xfef0_0000..=0xffff_ffff_ffff]);
-/// let iova = a.alloc(2 << 20, 2 << 20)?;
-/// assert_eq!(iova % (2 << 20), 0);
-/// a.free(iova, 2 << 20);
-/// # Ok::<(), vfio_core::Error>(())
-/// ```
+/// freed ranges are coalesced with their free neighbours and reused. The
+/// container's: on x86 its valid ranges skip the MSI window at 0xfee00000.
 #[derive(Debug, Default)]
-pub struct IovaAllocator {
+pub(crate) struct IovaAllocator {
     /// Free ranges: start -> inclusive end; disjoint and never adjacent.
     free: BTreeMap<u64, u64>,
     allocated: u64,
@@ -28,7 +18,7 @@ pub struct IovaAllocator {
 impl IovaAllocator {
     /// An allocator over `ranges` (inclusive, as VFIO reports them; may be
     /// unsorted or overlap).
-    pub fn new(ranges: &[RangeInclusive<u64>]) -> IovaAllocator {
+    pub(crate) fn new(ranges: &[RangeInclusive<u64>]) -> IovaAllocator {
         let mut a = IovaAllocator::default();
         for r in ranges.iter().filter(|r| !r.is_empty()) {
             a.insert_free(*r.start(), *r.end());
@@ -37,7 +27,7 @@ impl IovaAllocator {
     }
 
     /// Allocates `size` bytes aligned to `align` (a power of two).
-    pub fn alloc(&mut self, size: u64, align: u64) -> Result<u64> {
+    pub(crate) fn alloc(&mut self, size: u64, align: u64) -> Result<u64> {
         if size == 0 || !align.is_power_of_two() {
             return Err(Error::InvalidArgument(format!("IOVA allocation of {size} bytes aligned to {align}: size must be > 0, alignment a power of two")));
         }
@@ -60,7 +50,7 @@ impl IovaAllocator {
 
     /// Returns a range given by [`IovaAllocator::alloc`]. A range that is not
     /// allocated (a double free) is ignored with a warning.
-    pub fn free(&mut self, iova: u64, size: u64) {
+    pub(crate) fn free(&mut self, iova: u64, size: u64) {
         let Some(last) = size.checked_sub(1).and_then(|s| iova.checked_add(s)) else {
             log::warn!("IOVA free of {size} bytes at {iova:#x} ignored: empty or past the end of the address space");
             return;
@@ -74,12 +64,14 @@ impl IovaAllocator {
     }
 
     /// Bytes allocated now.
-    pub fn allocated_bytes(&self) -> u64 {
+    #[cfg(test)]
+    fn allocated_bytes(&self) -> u64 {
         self.allocated
     }
 
     /// The free ranges, in order.
-    pub fn free_ranges(&self) -> Vec<RangeInclusive<u64>> {
+    #[cfg(test)]
+    fn free_ranges(&self) -> Vec<RangeInclusive<u64>> {
         self.free.iter().map(|(&s, &e)| s..=e).collect()
     }
 

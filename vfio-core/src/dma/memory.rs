@@ -20,23 +20,30 @@ const PAGE: usize = 4096;
 const HUGE_2M: usize = 2 << 20;
 const HUGE_1G: usize = 1 << 30;
 
-/// Which pages back DMA memory.
+/// Which pages back DMA memory ([`DmaMemory::new`]). Hugepages mean fewer
+/// IOMMU and TLB entries for the same memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Backing {
-    /// Hugepages (1 GiB where the size and the system allow, else 2 MiB);
-    /// ordinary pages with a logged warning when none are free.
+    /// Hugepages (1 GiB where the size is a multiple of 1 GiB and enough are
+    /// free, else 2 MiB); ordinary pages with a logged warning when none can
+    /// be had.
     Auto,
-    /// Hugepages or [`Error::HugepagesExhausted`].
+    /// Hugepages as for `Auto`, or [`Error::HugepagesExhausted`].
     Hugepages,
     /// Ordinary 4 KiB pages (the IOMMU makes them look contiguous to devices).
     Pages,
 }
 
-/// The pages actually used.
+/// The pages actually used ([`DmaMemory::page_kind`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PageKind {
+    /// 1 GiB hugepages.
     Huge1G,
+    /// 2 MiB hugepages.
     Huge2M,
+    /// Ordinary 4 KiB pages.
     Normal,
 }
 
@@ -51,7 +58,9 @@ impl PageKind {
     }
 }
 
-/// Plain integer types that may be read from device-written memory with any bit pattern.
+/// Plain integer types that may be read from device-written memory with any
+/// bit pattern: `u8`, `u16`, `u32` and `u64` (sealed). Read and written in the
+/// CPU's byte order.
 pub trait DmaWord: Copy + sealed::Sealed {}
 mod sealed {
     pub trait Sealed {}
@@ -61,8 +70,18 @@ macro_rules! dma_word {
 }
 dma_word!(u8, u16, u32, u64);
 
-/// Pinned memory mapped into a container's IOMMU at an IOVA. Unmapped from the
-/// IOMMU and freed on drop.
+/// Pinned memory mapped into a container's IOMMU at an IOVA, readable and
+/// writable by every device open in that container.
+///
+/// A device may write it at any time, so `DmaMemory` hands out no reference
+/// to it: [`DmaMemory::read`], [`DmaMemory::write`] and the byte copies are
+/// volatile accesses, which the compiler never caches or leaves out.
+///
+/// Dropping it unmaps it from the IOMMU and then frees it; when the unmap
+/// fails (a device may still reach it) or [`DmaMemory::leak_on_drop`] was
+/// called, it stays allocated instead, so nothing else is ever placed where a
+/// device may write. Every [`DmaMemory`] holds its container, so the IOMMU
+/// context outlives its mappings.
 ///
 /// ```no_run
 /// use vfio_core::dma::{Backing, DmaMemory};
@@ -96,6 +115,23 @@ unsafe impl Sync for DmaMemory {}
 impl DmaMemory {
     /// Allocates `size` bytes (rounded up to the page size), pins them and maps
     /// them for DMA in `container` (which must have a device open).
+    ///
+    /// The memory starts zeroed (fresh anonymous pages), populated, and kept
+    /// out of forked children with `MADV_DONTFORK` (their copy-on-write would
+    /// move the pages the IOMMU maps). Its length is a multiple of its page size
+    /// ([`DmaMemory::len`], [`DmaMemory::page_kind`]); its IOVA is at least
+    /// 1 MiB, inside the IOMMU's valid ranges, and aligned to 1 GiB or 2 MiB
+    /// when the length is a multiple of that, else to 4 KiB.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidArgument`]: `size` is 0 or too large, or no device is
+    ///   open in the container yet.
+    /// - [`Error::HugepagesExhausted`]: [`Backing::Hugepages`] and none free.
+    /// - [`Error::IovaExhausted`]: no free IOVA range of that length.
+    /// - [`Error::MemlockLimit`], [`Error::DmaMappingLimit`], [`Error::Ioctl`]:
+    ///   the kernel refused the mapping.
+    /// - [`Error::Io`]: ordinary pages could not be mapped.
     pub fn new(container: &Arc<Container>, size: usize, backing: Backing) -> Result<DmaMemory> {
         let (ptr, len, kind) = allocate(size, backing)?;
         let iova = match container.map_dma(MappedPtr(ptr), len) {
@@ -134,7 +170,7 @@ impl DmaMemory {
         self.iova
     }
 
-    /// Length in bytes.
+    /// Length in bytes: the size asked for, rounded up to the page size.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -149,7 +185,8 @@ impl DmaMemory {
         self.kind
     }
 
-    /// The virtual address of byte 0.
+    /// The virtual address of byte 0. Reading through it needs `unsafe`, and
+    /// volatile reads: a device may write the memory at any time.
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
     }
@@ -165,21 +202,35 @@ impl DmaMemory {
         unsafe { self.ptr.as_ptr().add(offset) }
     }
 
-    /// Volatile read of a word at `offset` (aligned). Panics when out of range.
+    /// Volatile read of the word at byte `offset`.
+    ///
+    /// # Panics
+    ///
+    /// When the word is not inside the region or `offset` is not a multiple
+    /// of its size.
     pub fn read<T: DmaWord>(&self, offset: usize) -> T {
         let p = self.at(offset, size_of::<T>(), align_of::<T>()).cast::<T>();
         // SAFETY: in bounds and aligned (`at`); T is a plain integer, valid for any bits.
         unsafe { p.read_volatile() }
     }
 
-    /// Volatile write of a word at `offset` (aligned). Panics when out of range.
+    /// Volatile write of `value` at byte `offset`.
+    ///
+    /// # Panics
+    ///
+    /// When the word is not inside the region or `offset` is not a multiple
+    /// of its size.
     pub fn write<T: DmaWord>(&self, offset: usize, value: T) {
         let p = self.at(offset, size_of::<T>(), align_of::<T>()).cast::<T>();
         // SAFETY: in bounds and aligned (`at`); the memory is ours and writable.
         unsafe { p.write_volatile(value) }
     }
 
-    /// Volatile copy out of the memory. Panics when out of range.
+    /// Copies `out.len()` bytes at `offset` into `out`, with volatile reads.
+    ///
+    /// # Panics
+    ///
+    /// When the bytes are not inside the region.
     pub fn read_bytes(&self, offset: usize, out: &mut [u8]) {
         let p = self.at(offset, out.len(), 1);
         // SAFETY: p..p+len is inside the range `at` checked; `out` is a
@@ -187,7 +238,11 @@ impl DmaMemory {
         unsafe { copy_from_device(p, out) }
     }
 
-    /// Volatile copy into the memory. Panics when out of range.
+    /// Copies `data` to `offset`, with volatile writes.
+    ///
+    /// # Panics
+    ///
+    /// When the bytes are not inside the region.
     pub fn write_bytes(&self, offset: usize, data: &[u8]) {
         let p = self.at(offset, data.len(), 1);
         // SAFETY: as in `read_bytes`.
@@ -265,7 +320,8 @@ impl MappedPtr {
 
 /// An IOVA range that a caller vouches for, given to a device as it is: for
 /// memory mapped by other means, and for tests that aim a device at an IOVA
-/// on purpose (the IOMMU must then block it).
+/// on purpose (the IOMMU must then block it). It maps, owns and frees
+/// nothing: dropping it leaves the range as it was.
 #[derive(Debug)]
 pub struct RawDma {
     container: Arc<Container>,
@@ -317,6 +373,11 @@ impl RawDma {
 impl Container {
     /// Copies `out.len()` bytes at `iova` out of the memory mapped there
     /// (volatile reads, as a device's DMA would see them).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the bytes do not all lie in one
+    /// mapping of this container (where an IOMMU would fault).
     pub fn dma_read(&self, iova: u64, out: &mut [u8]) -> Result<()> {
         self.with_translation(iova, out.len(), |p| {
             // SAFETY: the container's mapping table holds p..p+len (and is
@@ -327,6 +388,11 @@ impl Container {
     }
 
     /// Copies `data` into the memory mapped at `iova` (volatile writes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the bytes do not all lie in one
+    /// mapping of this container (where an IOMMU would fault).
     pub fn dma_write(&self, iova: u64, data: &[u8]) -> Result<()> {
         self.with_translation(iova, data.len(), |p| {
             // SAFETY: as in `dma_read`.

@@ -1,4 +1,17 @@
-//! DMA memory: pinned host memory mapped into the IOMMU, the IOVA allocator, and buffer pools.
+//! DMA memory: pinned host memory mapped into the IOMMU at IOVAs the
+//! container allocates, and buffer pools cut from it.
+//!
+//! - [`DmaMemory`]: one region (a descriptor ring, a large transfer), read
+//!   and written with volatile word and byte copies.
+//! - [`BufferPool`]: one region cut into equal [`Buffer`]s (packets, blocks);
+//!   a buffer can become a read-only [`SharedBuffer`] with several owners.
+//! - [`RawDma`]: an IOVA range that `unsafe` code vouches for.
+//! - [`DmaTarget`], [`DmaTargetMut`]: what a driver takes to give any of
+//!   these to a device.
+//!
+//! Every mapping of a container is readable and writable by every device
+//! open in it: the IOMMU keeps devices out of other memory, not out of one
+//! another's buffers in the same container.
 //!
 //! # Who may touch DMA memory, and when
 //!
@@ -57,12 +70,12 @@ use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub mod iova;
+mod iova;
 mod memory;
 mod pool;
 mod provenance;
 
-pub use iova::IovaAllocator;
+pub(crate) use iova::IovaAllocator;
 pub(crate) use memory::MappedPtr;
 pub use memory::{Backing, DmaMemory, DmaWord, PageKind, RawDma};
 pub use pool::{Buffer, BufferPool, SharedBuffer};
@@ -102,8 +115,27 @@ pub trait DmaTarget: sealed::Sealed + Send + 'static {
     }
 
     /// The IOVA of `len` bytes at `offset`, for a device of `container`:
-    /// an error when the memory lives in another container or the bytes
-    /// reach past its end.
+    /// what a driver writes into a descriptor or register, checked.
+    ///
+    /// ```no_run
+    /// use vfio_core::dma::{BufferPool, DmaTarget};
+    ///
+    /// # fn main() -> vfio_core::Result<()> {
+    /// # let container = vfio_core::vfio::Container::new()?;
+    /// let nic = container.open_device("0000:00:04.0".parse()?)?;
+    /// let pool = BufferPool::new(&container, 2048, 64)?;
+    /// let buf = pool.try_alloc()?;
+    /// // Where the device is to put a 1500-byte payload after a 14-byte header:
+    /// let iova = buf.dma_range(nic.container(), 14, 1500)?;
+    /// assert_eq!(iova, buf.iova() + 14);
+    /// assert!(buf.dma_range(nic.container(), 0, 4096).is_err()); // past the end
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the memory lives in another container
+    /// (`Arc::ptr_eq` fails) or `offset + len` reaches past its end.
     fn dma_range(&self, container: &Arc<Container>, offset: usize, len: usize) -> Result<u64> {
         if !Arc::ptr_eq(self.container(), container) {
             return Err(Error::InvalidArgument(format!(

@@ -17,6 +17,14 @@ use crate::{Error, Result};
 /// `count` buffers of `buf_size` bytes in one DMA region; alloc and free are
 /// O(1) with no system call (an uncontended lock) and no heap allocation.
 ///
+/// Buffer `i` is bytes `i * buf_size ..` of the region, at IOVA
+/// `pool.iova() + i * buf_size`; a buffer of at most 4 KiB is
+/// aligned to its size. Each buffer has one owner at a time: a [`Buffer`], or
+/// the [`SharedBuffer`]s it became. Buffers are not cleared when they come
+/// back: a new one holds what its last user or device left in it. The region
+/// stays mapped while the pool or any of its buffers lives (each holds the
+/// pool), and is freed as [`DmaMemory`] is.
+///
 /// ```no_run
 /// use vfio_core::dma::BufferPool;
 ///
@@ -40,7 +48,15 @@ pub struct BufferPool {
     shares: Box<[AtomicU32]>,
 }
 
-/// One buffer of a pool. Goes back to its pool when dropped.
+/// One buffer of a pool, owned exclusively: no other `Buffer` or
+/// [`SharedBuffer`] covers its bytes. Goes back to its pool when dropped.
+///
+/// Its bytes are reached through slices ([`Buffer::as_slice`],
+/// [`Buffer::as_mut_slice`]), which is sound because a device gets a buffer
+/// only by value ([`DmaTargetMut`](super::DmaTargetMut)): while a `Buffer` can
+/// be borrowed here, no driver has it posted to a device. Writing
+/// [`Buffer::iova`] into a device register or descriptor yourself bypasses
+/// that: then leave the buffer untouched until the device is done with it.
 #[derive(Debug)]
 pub struct Buffer {
     pool: Arc<BufferPool>,
@@ -50,9 +66,21 @@ pub struct Buffer {
 }
 
 impl BufferPool {
-    /// Allocates the pool's memory (hugepages where there are any) and maps it
-    /// for DMA. `buf_size` is rounded up: to a power of two (at least 64) up to
-    /// 4 KiB, so that no buffer crosses a 4 KiB page; to a multiple of 4 KiB above.
+    /// Allocates the pool's memory (hugepages where there are any,
+    /// [`Backing::Auto`]) and maps it for DMA in `container`, which must have
+    /// a device open. `buf_size` is rounded up: to a power of two (at least 64)
+    /// up to 4 KiB, so that no buffer crosses a 4 KiB page; to a multiple of
+    /// 4 KiB above. All buffers start free.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when `buf_size` or `count` is 0 or the pool
+    /// would be too large; otherwise the errors of [`DmaMemory::new`].
+    ///
+    /// # Panics
+    ///
+    /// When `count` exceeds `u32::MAX` (and the memory for that many buffers
+    /// could be mapped).
     pub fn new(
         container: &Arc<Container>,
         buf_size: usize,
@@ -85,7 +113,7 @@ impl BufferPool {
         self.free.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes a free buffer, or None when all are in use.
+    /// Takes a free buffer (not cleared), or None when all are in use.
     pub fn alloc(self: &Arc<Self>) -> Option<Buffer> {
         let index = self.free_list().pop()?;
         Some(Buffer {
@@ -95,7 +123,11 @@ impl BufferPool {
         })
     }
 
-    /// Takes a free buffer, or [`Error::PoolExhausted`].
+    /// Takes a free buffer (not cleared).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolExhausted`] when all are in use.
     pub fn try_alloc(self: &Arc<Self>) -> Result<Buffer> {
         self.alloc().ok_or(Error::PoolExhausted {
             capacity: self.count,
@@ -118,22 +150,22 @@ impl BufferPool {
         take
     }
 
-    /// Free buffers now.
+    /// Free buffers now (others may take or return some at any time).
     pub fn free_count(&self) -> usize {
         self.free_list().len()
     }
 
-    /// Total buffers.
+    /// Total buffers (`count`).
     pub fn capacity(&self) -> usize {
         self.count
     }
 
-    /// Bytes per buffer.
+    /// Bytes per buffer: `buf_size` as rounded by [`BufferPool::new`].
     pub fn buf_size(&self) -> usize {
         self.buf_size
     }
 
-    /// IOVA of the first buffer.
+    /// IOVA of the first buffer (byte 0 of the pool's region).
     pub fn iova(&self) -> u64 {
         self.memory.iova()
     }
@@ -177,12 +209,12 @@ impl Buffer {
         self.pool.memory.as_ptr().wrapping_add(self.offset())
     }
 
-    /// Size of the buffer in bytes.
+    /// Size of the buffer in bytes (the pool's [`BufferPool::buf_size`]).
     pub fn capacity(&self) -> usize {
         self.pool.buf_size
     }
 
-    /// The buffer's bytes.
+    /// The buffer's bytes, all of [`Buffer::capacity`].
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: this Buffer is the only owner of its index, so no other
         // slice covers these bytes, and while `self` is borrowed here the
@@ -202,14 +234,25 @@ impl Buffer {
         }
     }
 
-    /// Volatile read of a word at `offset` in the buffer (for device-written data).
+    /// Volatile read of the word at byte `offset` in the buffer (for
+    /// device-written data).
+    ///
+    /// # Panics
+    ///
+    /// When the word is not inside the buffer or `offset` is not a multiple of
+    /// its size.
     pub fn read<T: DmaWord>(&self, offset: usize) -> T {
         self.check(offset, size_of::<T>());
         self.pool.memory.read(self.offset() + offset)
     }
 
-    /// Volatile write of a word at `offset` in the buffer. Forgets which
-    /// bytes a device wrote, as [`Buffer::as_mut_slice`] does.
+    /// Volatile write of `value` at byte `offset` in the buffer. Forgets
+    /// which bytes a device wrote, as [`Buffer::as_mut_slice`] does.
+    ///
+    /// # Panics
+    ///
+    /// When the word is not inside the buffer or `offset` is not a multiple of
+    /// its size.
     pub fn write<T: DmaWord>(&mut self, offset: usize, value: T) {
         self.check(offset, size_of::<T>());
         self.written = DeviceWritten::NONE;
@@ -268,7 +311,27 @@ impl Buffer {
 }
 
 /// A pool buffer with several owners, read-only; back to the pool when the
-/// last owner drops it. Cloning is an atomic increment.
+/// last owner drops it. Cloning is an atomic increment (the process aborts
+/// rather than let the count overflow, as `Arc` does). A device may be given
+/// it to read ([`DmaTarget`](super::DmaTarget)), never to write.
+///
+/// ```no_run
+/// use vfio_core::dma::BufferPool;
+///
+/// # fn main() -> vfio_core::Result<()> {
+/// # let container = vfio_core::vfio::Container::new()?;
+/// # let _nic = container.open_device("0000:00:04.0".parse()?)?;
+/// let pool = BufferPool::new(&container, 2048, 64)?;
+/// let mut buf = pool.try_alloc()?;
+/// buf.as_mut_slice()[..4].copy_from_slice(b"ping");
+/// let frame = buf.into_shared(); // e.g. sent on two ports
+/// let again = frame.clone();
+/// assert_eq!((frame.iova(), &again.as_slice()[..4]), (again.iova(), &b"ping"[..]));
+/// drop(frame);
+/// drop(again); // the last owner: back to the pool
+/// assert_eq!(pool.free_count(), pool.capacity());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct SharedBuffer {
     pool: Arc<BufferPool>,
@@ -287,7 +350,7 @@ impl SharedBuffer {
         self.pool.memory.iova() + self.offset() as u64
     }
 
-    /// Size of the buffer.
+    /// Size of the buffer in bytes.
     pub fn capacity(&self) -> usize {
         self.pool.buf_size
     }

@@ -6,6 +6,9 @@ use std::str::FromStr;
 use crate::Error;
 
 /// A PCI function address: domain, bus, device (0..32) and function (0..8).
+/// Parsed from `DDDD:BB:DD.F` or `BB:DD.F` (hex, domain 0), displayed as
+/// `DDDD:BB:DD.F` (the name sysfs and VFIO use). Parsing checks the ranges; a
+/// value built from its fields is not checked.
 ///
 /// ```
 /// use vfio_core::pci::PciAddress;
@@ -18,12 +21,19 @@ use crate::Error;
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PciAddress {
+    /// PCI domain (segment).
     pub domain: u16,
+    /// Bus number.
     pub bus: u8,
+    /// Device number, 0 to 0x1f.
     pub device: u8,
+    /// Function number, 0 to 7.
     pub function: u8,
 }
 
+/// Parses `DDDD:BB:DD.F` or `BB:DD.F`: exactly 4, 2, 2 and 1 hex digits (either
+/// case), device at most 0x1f, function at most 7. Any other input is
+/// [`Error::InvalidPciAddress`], saying what is wrong.
 impl FromStr for PciAddress {
     type Err = Error;
 

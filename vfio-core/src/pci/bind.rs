@@ -26,7 +26,8 @@ pub struct UnbindOutcome {
 /// What [`Sysfs::bind_vfio`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BindOutcome {
-    /// The driver the device had before (None if it had none).
+    /// The driver the device had before (None if it had none; `vfio-pci`
+    /// when nothing changed).
     pub previous_driver: Option<String>,
     /// The device's IOMMU group (/dev/vfio/N).
     pub iommu_group: u32,
@@ -37,7 +38,20 @@ pub struct BindOutcome {
 impl Sysfs {
     /// Binds `addr` to vfio-pci, remembering the driver it had. Checks first
     /// (device exists, IOMMU on, vfio-pci loaded) and changes nothing when a
-    /// check fails.
+    /// check fails. A device on vfio-pci already is left as it is. When
+    /// vfio-pci is not registered, runs `modprobe vfio-pci` once. Needs root
+    /// (it writes sysfs and `/run/vfio-rs`). Other devices of the IOMMU group
+    /// are not touched: they must be bound too before the device can be
+    /// opened ([`Error::GroupNotViable`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceNotFound`], [`Error::NoIommuGroup`] or
+    /// [`Error::VfioNotLoaded`] when a check fails; [`Error::Io`] or
+    /// [`Error::PermissionDenied`] when a sysfs file or the record in
+    /// `/run/vfio-rs` cannot be written; [`Error::Unsupported`] when the device
+    /// is not on vfio-pci afterwards (its `driver_override` then stays
+    /// `vfio-pci`).
     ///
     /// ```no_run
     /// # fn main() -> vfio_core::Result<()> {
@@ -79,7 +93,12 @@ impl Sysfs {
 
     /// Hands `addr` back to the driver it had before [`Sysfs::bind_vfio`] (or to
     /// the kernel's default driver). A device that is not on vfio-pci is left
-    /// as it is, and the outcome says nothing changed.
+    /// as it is, and the outcome says nothing changed. Needs root.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceNotFound`] when there is no such device; [`Error::Io`]
+    /// or [`Error::PermissionDenied`] when a sysfs file cannot be written.
     pub fn unbind_vfio(&self, addr: PciAddress) -> Result<UnbindOutcome> {
         let dev = self.device(addr)?;
         if dev.driver.as_deref() != Some(VFIO_PCI) {
@@ -109,8 +128,15 @@ impl Sysfs {
         })
     }
 
-    /// Gives user `uid` (group `gid`) the VFIO group's character device, so
-    /// that user can open the devices in it without root.
+    /// Gives user `uid` (group `gid`) the VFIO group's character device
+    /// (`/dev/vfio/<group>`), so that user can open the devices in it without
+    /// root. The user also needs a locked-memory limit large enough for its
+    /// DMA memory ([`Error::MemlockLimit`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] (or [`Error::PermissionDenied`]) when the `chown` fails,
+    /// e.g. because the group is on no vfio-pci device yet.
     pub fn give_group_to_user(&self, group: u32, uid: u32, gid: u32) -> Result<()> {
         let path = self.path(format!("dev/vfio/{group}"));
         nix::unistd::chown(&path, Some(uid.into()), Some(gid.into()))

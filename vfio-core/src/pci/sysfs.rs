@@ -6,22 +6,28 @@ use std::path::{Path, PathBuf};
 use super::PciAddress;
 use crate::{Error, Result};
 
-/// What sysfs says about one PCI function.
+/// What sysfs says about one PCI function, read once by [`Sysfs::device`]
+/// (it does not follow later changes, such as a new driver).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PciDevice {
+    /// The device's address.
     pub address: PciAddress,
+    /// PCI vendor ID (`vendor`).
     pub vendor_id: u16,
+    /// PCI device ID (`device`).
     pub device_id: u16,
     /// 24-bit class code (class, subclass, programming interface), e.g. 0x010802 for NVMe.
     pub class: u32,
     /// The kernel driver bound now, if any.
     pub driver: Option<String>,
-    /// The IOMMU group, if the IOMMU is on.
+    /// The IOMMU group (`/dev/vfio/N` on vfio-pci), if the IOMMU is on.
     pub iommu_group: Option<u32>,
 }
 
-/// A view of sysfs below a root directory (`/` on a real system, a temporary
-/// tree in tests). Binding and unbinding: [`Sysfs::bind_vfio`], [`Sysfs::unbind_vfio`].
+/// The PCI devices in sysfs (`/sys/bus/pci`, `/sys/kernel/iommu_groups`):
+/// discovery, and binding to vfio-pci and back ([`Sysfs::bind_vfio`],
+/// [`Sysfs::unbind_vfio`]).
 ///
 /// ```no_run
 /// use vfio_core::pci::Sysfs;
@@ -43,13 +49,13 @@ impl Default for Sysfs {
 }
 
 impl Sysfs {
-    /// The system's sysfs, rooted at `/`.
+    /// The system's sysfs, rooted at `/`. Nothing is read until a method asks.
     pub fn new() -> Sysfs {
         Sysfs::with_root("/")
     }
 
     /// A sysfs tree rooted elsewhere (for tests).
-    pub fn with_root(root: impl Into<PathBuf>) -> Sysfs {
+    pub(crate) fn with_root(root: impl Into<PathBuf>) -> Sysfs {
         Sysfs { root: root.into() }
     }
 
@@ -62,7 +68,13 @@ impl Sysfs {
         self.path(format!("sys/bus/pci/devices/{addr}"))
     }
 
-    /// One device; [`Error::DeviceNotFound`] if it does not exist.
+    /// What sysfs says about the device at `addr` now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceNotFound`] when there is no such device;
+    /// [`Error::Io`] (or [`Error::PermissionDenied`]) when its `vendor`,
+    /// `device` or `class` file cannot be read or holds no hex number.
     pub fn device(&self, addr: PciAddress) -> Result<PciDevice> {
         let dir = self.device_dir(addr);
         if !dir.exists() {
@@ -79,11 +91,24 @@ impl Sysfs {
     }
 
     /// Every PCI device, sorted by address.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when `/sys/bus/pci/devices` cannot be listed, and the
+    /// errors of [`Sysfs::device`] for any device in it.
     pub fn devices(&self) -> Result<Vec<PciDevice>> {
         self.devices_in(&self.path("sys/bus/pci/devices"))
     }
 
-    /// The members of IOMMU group `group`.
+    /// The members of IOMMU group `group`, sorted by address: the devices
+    /// whose drivers decide whether the group can be used
+    /// ([`Error::GroupNotViable`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the group's directory in
+    /// `/sys/kernel/iommu_groups` cannot be listed (no such group), and the
+    /// errors of [`Sysfs::device`] for any member.
     pub fn group_members(&self, group: u32) -> Result<Vec<PciDevice>> {
         self.devices_in(&self.path(format!("sys/kernel/iommu_groups/{group}/devices")))
     }

@@ -39,6 +39,11 @@ const LOWEST_IOVA: u64 = 1 << 20;
 /// The container keeps every group it attached until it is dropped itself, and
 /// DMA memory keeps the container: so no mapping outlives the IOMMU context it
 /// lives in (closing a container's last group tears that context down).
+///
+/// Every DMA mapping is readable and writable by every device of the
+/// container, at IOVAs of at least 1 MiB inside the ranges the IOMMU reports
+/// valid ([`Container::iova_ranges`]); a device that reaches for an IOVA
+/// where nothing is mapped faults in the IOMMU.
 #[derive(Debug)]
 pub struct Container {
     // Field order is drop order: groups detach before the container fd closes.
@@ -68,6 +73,15 @@ struct Iommu {
 
 impl Container {
     /// Opens /dev/vfio/vfio and checks the API version and TYPE1v2 support.
+    /// The IOMMU is set up when the first device is opened.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::VfioNotLoaded`] when /dev/vfio/vfio does not exist;
+    /// [`Error::PermissionDenied`] or [`Error::Io`] when it cannot be opened;
+    /// [`Error::Ioctl`] when it does not answer the checks;
+    /// [`Error::InvalidArgument`] for another VFIO API version or no TYPE1v2
+    /// IOMMU.
     pub fn new() -> Result<Arc<Container>> {
         let fd = open_rw(Path::new(CONTAINER_PATH)).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::VfioNotLoaded {
@@ -121,13 +135,32 @@ impl Container {
         })
     }
 
-    /// True for a container of device models ([`Container::unbacked`]).
-    pub fn is_unbacked(&self) -> bool {
+    /// True for a container of device models (`Container::unbacked`).
+    pub(crate) fn is_unbacked(&self) -> bool {
         self.fd.is_none()
     }
 
     /// Opens a device bound to vfio-pci, attaching its group to this container
-    /// (and setting up the IOMMU when it is the first group).
+    /// (and setting up the IOMMU when it is the first group). The group stays
+    /// attached until the container is dropped. The device does DMA only once
+    /// bus mastering is on ([`Device::enable_bus_master`]).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::DeviceNotFound`]: no such device in sysfs.
+    /// - [`Error::Io`]: reading sysfs, or opening the group's `/dev/vfio/N`
+    ///   (busy while another process has it open).
+    /// - [`Error::BoundToOtherDriver`], [`Error::NotBoundToVfio`]: it is not on
+    ///   vfio-pci ([`Sysfs::bind_vfio`](crate::pci::Sysfs::bind_vfio)).
+    /// - [`Error::NoIommuGroup`]: the IOMMU is off.
+    /// - [`Error::VfioNotLoaded`], [`Error::PermissionDenied`]: the group's
+    ///   `/dev/vfio/N` is missing or not this user's.
+    /// - [`Error::GroupNotViable`]: another device of the group is on a host
+    ///   driver.
+    /// - [`Error::Ioctl`]: the kernel refused to attach the group, set up the
+    ///   IOMMU or hand out the device.
+    /// - [`Error::InvalidArgument`]: a container of device models (the
+    ///   `testing` feature).
     pub fn open_device(self: &Arc<Self>, addr: PciAddress) -> Result<Device> {
         if self.is_unbacked() {
             return Err(Error::InvalidArgument(format!(
@@ -198,7 +231,8 @@ impl Container {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The IOVA ranges handed out (the IOMMU's valid ranges above 1 MiB); empty
+    /// The IOVA ranges handed out (the IOMMU's valid ranges above 1 MiB, or
+    /// all 48-bit IOVAs above 1 MiB when the kernel reports none); empty
     /// until a device is open.
     pub fn iova_ranges(&self) -> Vec<RangeInclusive<u64>> {
         self.lock()
@@ -208,7 +242,10 @@ impl Container {
             .unwrap_or_default()
     }
 
-    /// How many more DMA mappings the IOMMU allows, when the kernel says.
+    /// How many more DMA mappings the IOMMU allows, when the kernel says
+    /// (its count when the first device was opened, less the mappings this
+    /// container holds). Each [`DmaMemory`](crate::dma::DmaMemory) and each
+    /// pool is one mapping.
     pub fn dma_mappings_available(&self) -> Option<u32> {
         let state = self.lock();
         let iommu = state.iommu.as_ref()?;
@@ -217,7 +254,9 @@ impl Container {
             .map(|a| a.saturating_sub(iommu.mappings as u32))
     }
 
-    /// Number of DMA mappings this container holds now.
+    /// Number of DMA mappings this container holds now (one per live
+    /// [`DmaMemory`](crate::dma::DmaMemory) or pool, and per region leaked on
+    /// purpose).
     pub fn mapping_count(&self) -> usize {
         self.lock().iommu.as_ref().map_or(0, |i| i.mappings)
     }

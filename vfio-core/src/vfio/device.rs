@@ -23,21 +23,35 @@ const PCI_COMMAND: u16 = 0x04;
 const PCI_COMMAND_MEMORY: u16 = 1 << 1;
 const PCI_COMMAND_MASTER: u16 = 1 << 2;
 
-/// One region of a device (a BAR, config space, ...).
+/// One region of a device (a BAR, config space, ...), as VFIO reports it
+/// ([`Device::region`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RegionInfo {
+    /// The region's index: BAR0 to BAR5 are 0 to 5, the expansion ROM 6,
+    /// config space 7.
     pub index: u32,
+    /// Size in bytes; 0 for a BAR the device does not implement.
     pub size: u64,
     /// Offset of the region in the device file.
     pub offset: u64,
+    /// The region can be read through the device file.
     pub readable: bool,
+    /// The region can be written through the device file.
     pub writable: bool,
     /// The region can be mmap()ed (a memory BAR).
     pub mappable: bool,
 }
 
-/// A PCI device opened through VFIO. Owns its file descriptor; the device is
-/// released (and its group detached with the last device) on drop.
+/// A PCI device opened through VFIO ([`Container::open_device`]). Owns the
+/// VFIO device file, closed when this value and every [`Interrupts`] made
+/// from it are dropped; its group stays attached to the container. BARs
+/// mapped from it ([`Device::map_bar`]) are separate values.
+///
+/// The device reaches only memory mapped in its container (the IOMMU), and
+/// does DMA only while bus mastering is on. Dropping a `Device` sends the
+/// device nothing: a driver stops its device (reset, or
+/// [`Device::disable_bus_master`]) before the memory it was given goes.
 ///
 /// ```no_run
 /// # fn main() -> vfio_core::Result<()> {
@@ -84,6 +98,37 @@ impl Device {
     /// unchanged: MMIO goes to the models, DMA to the container's memory,
     /// which the models reach with `Container::dma_read` / `dma_write`. It has
     /// no interrupts and no reset.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use vfio_core::dma::{Backing, DmaMemory};
+    /// use vfio_core::mmio::{RegisterFile, SharedModel};
+    /// use vfio_core::vfio::{Container, Device};
+    ///
+    /// # fn main() -> vfio_core::Result<()> {
+    /// let container = Container::unbacked();
+    /// let mut config = vec![0u8; 256];
+    /// config[..4].copy_from_slice(&[0x86, 0x80, 0x0e, 0x10]); // 8086:100e
+    /// let regs = Arc::new(Mutex::new(RegisterFile::new(0x1000)));
+    /// let bar0: SharedModel = regs.clone();
+    /// let device = Device::from_model(&container, "00:04.0".parse()?, config, vec![(0, 0x1000, bar0)])?;
+    /// assert_eq!((device.vendor_id()?, device.device_id()?), (0x8086, 0x100e));
+    ///
+    /// let bar0 = device.map_bar(0)?;
+    /// bar0.write32(0x10, 7); // what the driver does...
+    /// assert_eq!(regs.lock().unwrap().get(0x10, 4), 7); // ...the model sees
+    ///
+    /// // A model reaches DMA memory by IOVA, as a device does:
+    /// let ring = DmaMemory::new(&container, 4096, Backing::Pages)?;
+    /// container.dma_write(ring.iova() + 8, &[1, 2, 3, 4])?;
+    /// assert_eq!(ring.read::<u32>(8), 0x0403_0201);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when `container` is not a container of
+    /// device models.
     #[cfg(any(test, feature = "testing"))]
     pub fn from_model(
         container: &Arc<Container>,
@@ -104,6 +149,11 @@ impl Device {
     /// bytes, accessed a byte at a time): for a device whose config space
     /// does not behave like memory (e.g. a command register that ignores
     /// writes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when `container` is not a container of
+    /// device models.
     #[cfg(any(test, feature = "testing"))]
     pub fn from_models(
         container: &Arc<Container>,
@@ -178,6 +228,11 @@ impl Device {
     }
 
     /// Information about region `index` (BAR0..5 are 0..5, config space is 7).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] when the device has no region `index`;
+    /// [`Error::Ioctl`] when VFIO_DEVICE_GET_REGION_INFO fails.
     pub fn region(&self, index: u32) -> Result<RegionInfo> {
         if index >= self.num_regions {
             return Err(self.unsupported(format!(
@@ -192,7 +247,13 @@ impl Device {
         region_info(self.fd()?, self.addr, index)
     }
 
-    /// Reads `N` bytes of config space at `offset`.
+    /// Reads `N` bytes of config space at `offset` (VFIO virtualizes some
+    /// registers).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the bytes reach past config space;
+    /// [`Error::Ioctl`] when the read fails or is short.
     pub fn config_read<const N: usize>(&self, offset: u16) -> Result<[u8; N]> {
         let mut buf = [0u8; N];
         let at = self.config_offset(offset, N)?;
@@ -212,7 +273,13 @@ impl Device {
         Ok(buf)
     }
 
-    /// Writes bytes of config space at `offset`.
+    /// Writes `bytes` to config space at `offset` (VFIO may filter or
+    /// virtualize what is written).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the bytes reach past config space;
+    /// [`Error::Ioctl`] when the write fails or is short.
     pub fn config_write(&self, offset: u16, bytes: &[u8]) -> Result<()> {
         let at = self.config_offset(offset, bytes.len())?;
         #[cfg(any(test, feature = "testing"))]
@@ -252,22 +319,43 @@ impl Device {
     }
 
     /// Vendor ID from config space.
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::config_read`].
     pub fn vendor_id(&self) -> Result<u16> {
         self.config_read::<2>(0x00).map(u16::from_le_bytes)
     }
 
     /// Device ID from config space.
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::config_read`].
     pub fn device_id(&self) -> Result<u16> {
         self.config_read::<2>(0x02).map(u16::from_le_bytes)
     }
 
     /// 24-bit class code from config space (0x010802 for NVMe).
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::config_read`].
     pub fn class_code(&self) -> Result<u32> {
         let [prog_if, subclass, class] = self.config_read::<3>(0x09)?;
         Ok(u32::from_be_bytes([0, class, subclass, prog_if]))
     }
 
-    /// Maps memory BAR `bar` (0..=5) for MMIO.
+    /// Maps memory BAR `bar` (0..=5) for MMIO, all of it. The device answers
+    /// MMIO only once Memory Space Enable is set ([`Device::enable_bus_master`]
+    /// sets it).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidArgument`]: `bar` is above 5.
+    /// - [`Error::Unsupported`]: the BAR is not implemented, cannot be mapped
+    ///   (an I/O-port BAR) or is too large for this process.
+    /// - [`Error::Ioctl`]: VFIO_DEVICE_GET_REGION_INFO or the `mmap` failed.
     pub fn map_bar(&self, bar: u32) -> Result<Mmio> {
         if bar > 5 {
             return Err(Error::InvalidArgument(format!(
@@ -303,7 +391,12 @@ impl Device {
     }
 
     /// Sets Memory Space Enable and Bus Master Enable in the command register,
-    /// so the device may answer MMIO and do DMA.
+    /// so the device may answer MMIO and do DMA (into memory mapped in its
+    /// container only).
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::config_read`] and [`Device::config_write`].
     pub fn enable_bus_master(&self) -> Result<()> {
         let wanted = self.command()? | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
         self.config_write(PCI_COMMAND, &wanted.to_le_bytes())
@@ -313,6 +406,11 @@ impl Device {
     /// then on the device may start no DMA (PCI base spec 7.5.1.1.3). The
     /// last resort of a driver that must stop a device it cannot reset;
     /// [`Device::enable_bus_master`] undoes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] when the bit reads back set; otherwise as
+    /// [`Device::config_read`] and [`Device::config_write`].
     pub fn disable_bus_master(&self) -> Result<()> {
         let command = self.command()?;
         self.config_write(PCI_COMMAND, &(command & !PCI_COMMAND_MASTER).to_le_bytes())?;
@@ -323,6 +421,10 @@ impl Device {
     }
 
     /// Whether Bus Master Enable is set (the device may do DMA).
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::config_read`].
     pub fn bus_master_enabled(&self) -> Result<bool> {
         Ok(self.command()? & PCI_COMMAND_MASTER != 0)
     }
@@ -330,6 +432,10 @@ impl Device {
     /// Whether Memory Space Enable is set: only then does the device answer
     /// MMIO, and only then do its registers' values mean anything (a BAR that
     /// does not decode reads 0, which looks like a finished reset).
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::config_read`].
     pub fn memory_enabled(&self) -> Result<bool> {
         Ok(self.command()? & PCI_COMMAND_MEMORY != 0)
     }
@@ -341,6 +447,11 @@ impl Device {
 
     /// Resets the device through VFIO_DEVICE_RESET (FLR, PM or bus reset,
     /// whichever the kernel has for it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] when VFIO has no reset for the device (nor does
+    /// a software model); [`Error::Ioctl`] when the reset fails.
     pub fn reset(&self) -> Result<()> {
         if self.flags & VFIO_DEVICE_FLAGS_RESET == 0 {
             return Err(self
@@ -351,6 +462,10 @@ impl Device {
     }
 
     /// How many vectors of `kind` the device has (0 if none).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ioctl`] when VFIO_DEVICE_GET_IRQ_INFO fails.
     pub fn irq_count(&self, kind: IrqKind) -> Result<u32> {
         let index = kind.index();
         if index >= self.num_irqs {
@@ -361,8 +476,16 @@ impl Device {
         Ok(info.count)
     }
 
-    /// Routes `count` vectors of `kind` to fresh eventfds. Disabled again when
-    /// the returned [`Interrupts`] is dropped.
+    /// Routes vectors `0..count` of `kind` to fresh eventfds. Disabled again
+    /// when the returned [`Interrupts`] is dropped. The device must also be
+    /// told to raise them (its own registers, and for MSI and MSI-X, bus
+    /// mastering: an MSI is a DMA write).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] when the device has no interrupts of `kind`;
+    /// [`Error::InvalidArgument`] when `count` is 0 or more than it has;
+    /// [`Error::Ioctl`] when making an eventfd or VFIO_DEVICE_SET_IRQS fails.
     pub fn enable_irqs(&self, kind: IrqKind, count: u32) -> Result<Interrupts> {
         let available = self.irq_count(kind)?;
         if available == 0 {

@@ -17,12 +17,15 @@ use super::ioctl;
 use crate::pci::PciAddress;
 use crate::{Error, Result};
 
-/// The three PCI interrupt mechanisms.
+/// The three PCI interrupt mechanisms. A device uses one at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IrqKind {
-    /// The legacy interrupt pin; VFIO masks it each time it fires ([`Interrupts::unmask`]).
+    /// The legacy interrupt pin (one vector, possibly shared with other
+    /// devices); VFIO masks it each time it fires ([`Interrupts::unmask`]).
     Intx,
+    /// Message Signalled Interrupts: up to 32 vectors.
     Msi,
+    /// MSI-X: up to 2048 vectors.
     Msix,
 }
 
@@ -36,7 +39,9 @@ impl IrqKind {
     }
 }
 
-/// Enabled interrupt vectors, each signalling an eventfd. Disabled on drop.
+/// Enabled interrupt vectors, each signalling an eventfd
+/// ([`Device::enable_irqs`](super::Device::enable_irqs)). All vectors of the
+/// kind are disabled on drop. Keeps the device file open.
 ///
 /// ```no_run
 /// # fn main() -> vfio_core::Result<()> {
@@ -78,7 +83,7 @@ impl Interrupts {
         self.kind
     }
 
-    /// Number of vectors.
+    /// Number of vectors enabled.
     pub fn len(&self) -> usize {
         self.eventfds.len()
     }
@@ -88,13 +93,20 @@ impl Interrupts {
         self.len() == 0
     }
 
-    /// The eventfd of `vector`, to add to an epoll set or an event loop.
+    /// The eventfd of `vector`, to add to an epoll set or an event loop
+    /// (non-blocking; reading it returns and clears the count of interrupts);
+    /// None for a vector that is not enabled.
     pub fn eventfd(&self, vector: usize) -> Option<BorrowedFd<'_>> {
         self.eventfds.get(vector).map(|e| e.as_fd())
     }
 
     /// Waits up to `timeout` for vector `vector`; returns how many interrupts
-    /// arrived since the last wait, or 0 on timeout.
+    /// arrived since the last wait, or 0 on timeout. A zero timeout only polls.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when `vector` is not enabled;
+    /// [`Error::Ioctl`] when polling or reading the eventfd fails.
     pub fn wait(&self, vector: usize, timeout: Duration) -> Result<u64> {
         let eventfd = self.eventfds.get(vector).ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -132,6 +144,12 @@ impl Interrupts {
 
     /// Unmasks INTx after it fired (VFIO masks the pin until the driver has
     /// quieted the device and calls this).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for MSI or MSI-X, which VFIO does not mask
+    /// when they fire;
+    /// [`Error::Ioctl`] when VFIO_DEVICE_SET_IRQS fails.
     pub fn unmask(&self) -> Result<()> {
         if self.kind != IrqKind::Intx {
             return Err(Error::InvalidArgument(format!(

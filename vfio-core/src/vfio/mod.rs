@@ -1,4 +1,6 @@
-//! VFIO: container, groups, devices and interrupts.
+//! VFIO: the container (one IOMMU context), devices opened in it, and their
+//! interrupts. IOMMU groups are opened and attached by the container as its
+//! devices need them.
 
 mod container;
 mod device;

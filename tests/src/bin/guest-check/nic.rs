@@ -233,13 +233,7 @@ pub fn rx(bdf: &str, phase: &str, n: &str) -> Result<()> {
 /// reaches the driver is intact. Then, with every pool buffer held, frames
 /// cannot be refilled and are dropped and counted; then the driver recovers.
 pub fn rx_burst(bdf: &str) -> Result<()> {
-    let (_c, mut nic) = open(
-        bdf,
-        Config {
-            rx_ring: 64,
-            ..Config::default()
-        },
-    )?;
+    let (_c, mut nic) = open(bdf, Config::default().rx_ring(64))?;
     println!("burst.ready");
     std::thread::sleep(Duration::from_secs(4));
     let got = receive(&mut nic, 4, 200, Duration::from_secs(5))?;
@@ -299,13 +293,7 @@ pub fn link(bdf: &str) -> Result<()> {
 
 /// Jumbo frames (the NIC opened with jumbo on): 9014, 5000 and 1514 bytes.
 pub fn tx_jumbo(bdf: &str, n: &str) -> Result<()> {
-    let (_c, mut nic) = open(
-        bdf,
-        Config {
-            jumbo: true,
-            ..Config::default()
-        },
-    )?;
+    let (_c, mut nic) = open(bdf, Config::default().jumbo(true))?;
     let mac = nic.mac();
     let mut queue = VecDeque::new();
     for seq in 0..count(n)? {
