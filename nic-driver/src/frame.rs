@@ -1,6 +1,6 @@
 //! Frames: received packets and frames to transmit.
 
-use vfio_core::dma::{Buffer, SharedBuffer};
+use vfio_core::dma::{Buffer, BytesByWriter, SharedBuffer, Writer};
 
 /// Most buffers one transmitted frame may span.
 pub const MAX_SEGMENTS: usize = 4;
@@ -27,6 +27,19 @@ impl Packet {
         let offset = offset.min(buf.capacity());
         let len = len.min(buf.capacity() - offset);
         Packet { buf, offset, len }
+    }
+    /// A frame of `len` bytes at `offset` that the NIC wrote into `buf` (a
+    /// received frame): clamped as [`Packet::at`], and recorded as the
+    /// device's bytes ([`Buffer::device_wrote`]) until the CPU writes them.
+    pub(crate) fn received(buf: Buffer, offset: usize, len: usize) -> Packet {
+        let mut p = Packet::at(buf, offset, len);
+        p.buf.device_wrote(p.offset, p.len);
+        p
+    }
+    /// Who last wrote the frame's bytes ([`Buffer::writer`]): the NIC for a
+    /// received frame the CPU has not written since.
+    pub fn writer(&self) -> Writer {
+        self.buf.writer(self.offset, self.len)
     }
     /// The frame's bytes.
     pub fn data(&self) -> &[u8] {
@@ -131,6 +144,16 @@ impl Segment {
             Segment::Packet(p) => crate::quiesce::leak(p.into_buffer()),
             Segment::Slice { buf, .. } => crate::quiesce::leak(buf),
             Segment::Shared { buf, .. } => crate::quiesce::leak(buf),
+        }
+    }
+
+    /// Who last wrote the bytes this segment sends (see
+    /// [`vfio_core::dma::DmaTarget::writer`]).
+    pub fn writer(&self) -> Writer {
+        match self {
+            Segment::Packet(p) => p.writer(),
+            Segment::Slice { buf, offset, len } => buf.writer(*offset, *len),
+            Segment::Shared { buf, offset, len } => buf.writer(*offset, *len),
         }
     }
 
@@ -260,6 +283,14 @@ impl TxFrame {
             }
         }
         Ok(())
+    }
+
+    /// Adds the frame's bytes to `counts` by who wrote each segment: what
+    /// a driver does for every frame it gives the NIC ([`crate::Stats::tx_from`]).
+    pub(crate) fn count_writers(&self, counts: &mut BytesByWriter) {
+        for s in self.segments() {
+            counts.add(s.writer(), s.dma().1);
+        }
     }
 
     /// Takes the segments out (to hold until the NIC has sent them).

@@ -250,6 +250,13 @@ pub struct Stats {
     pub rx_dropped: u64,
     /// Frames received with errors, or that the driver refused (bad length, no EOP).
     pub rx_errors: u64,
+    /// Bytes of the frames the driver handed to the NIC to send, by who
+    /// last wrote them ([`vfio_core::dma::DmaTarget::writer`]), counted per
+    /// segment as its descriptor is written: bytes another device wrote by
+    /// DMA (an NVMe read, a received frame) in `device`, bytes the CPU wrote
+    /// (headers, copies, anything the CPU touched since) in `cpu`. What a
+    /// program reports as sent with or without a copy.
+    pub tx_from: vfio_core::dma::BytesByWriter,
 }
 
 /// A network device driven from user space.

@@ -433,6 +433,7 @@ impl NetDevice for E1000 {
 
     fn stats(&mut self) -> Stats {
         self.read_counters();
+        self.stats.tx_from = self.tx.from;
         self.stats
     }
 

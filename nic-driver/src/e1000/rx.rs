@@ -131,7 +131,7 @@ impl RxRing {
             counts.errors += !good as u64;
             match (good, pool.alloc()) {
                 (true, Some(fresh)) => {
-                    out.push(Packet::at(old, RX_HEADROOM, len));
+                    out.push(Packet::received(old, RX_HEADROOM, len));
                     taken += 1;
                     self.arm(i, fresh);
                 }

@@ -631,6 +631,52 @@ fn frames_go_out_one_descriptor_per_segment_and_buffers_come_back_on_dd() {
 }
 
 #[test]
+fn sent_bytes_are_counted_by_who_wrote_them_a_copy_shows_as_the_cpus() {
+    use vfio_core::dma::{BytesByWriter, Writer};
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let (a, b) = (frame(1, 300), frame(2, 200));
+    h.receive(0, &a);
+    h.receive(1, &b);
+    let mut out = Vec::with_capacity(2);
+    assert_eq!(nic.rx_batch(&mut out, 2).unwrap(), 2);
+    let mut rx = out.drain(..);
+    let (first, second) = (rx.next().unwrap(), rx.next().unwrap());
+    assert_eq!(
+        first.writer(),
+        Writer::Device,
+        "the NIC wrote a received frame"
+    );
+    // Zero copy: a CPU-written header, then a slice of the received frame.
+    let mut fwd = TxFrame::packet(packet(&nic, &frame(3, 14)));
+    let shared = first.into_buffer().into_shared();
+    let slice = |offset, len| Segment::Shared {
+        buf: shared.clone(),
+        offset,
+        len,
+    };
+    fwd.push(slice(RX_HEADROOM + 14, 286)).unwrap();
+    // A slice reaching one byte before the frame the NIC wrote is the CPU's.
+    let mut before = TxFrame::packet(packet(&nic, &frame(4, 14)));
+    before.push(slice(RX_HEADROOM - 1, 100)).unwrap();
+    // The copy a forwarder could have made instead: all the CPU's.
+    let copy = TxFrame::packet(packet(&nic, second.data()));
+    // And the received frame itself, once the CPU has written one byte of it.
+    let mut touched = second;
+    touched.data_mut()[0] ^= 1;
+    assert_eq!(touched.writer(), Writer::Cpu);
+    let mut q = VecDeque::from([fwd, before, copy, TxFrame::packet(touched)]);
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 4);
+    assert_eq!(
+        nic.stats().tx_from,
+        BytesByWriter {
+            device: 286,
+            cpu: 14 + 14 + 100 + 200 + 200
+        }
+    );
+}
+
+#[test]
 fn a_full_ring_keeps_the_frames_that_do_not_fit() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 8)).unwrap();

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
-use vfio_core::dma::{Backing, DmaMemory};
+use vfio_core::dma::{Backing, BytesByWriter, DmaMemory};
 use vfio_core::mmio::Mmio;
 use vfio_core::vfio::Container;
 
@@ -30,6 +30,8 @@ pub(crate) struct TxRing {
     /// The checksum context the NIC has now.
     context: Option<ChecksumOffload>,
     max_frame: usize,
+    /// Bytes given to the NIC, by who wrote them ([`crate::Stats::tx_from`]).
+    pub(crate) from: BytesByWriter,
 }
 
 impl TxRing {
@@ -45,6 +47,7 @@ impl TxRing {
             clean: 0,
             in_flight: 0,
             context: None,
+            from: BytesByWriter::default(),
             max_frame,
         })
     }
@@ -113,6 +116,7 @@ impl TxRing {
                 let offload = frame.offload.expect("checked above");
                 self.put_context(offload);
             }
+            frame.count_writers(&mut self.from);
             self.put_frame(&mut frame);
             sent += 1;
         }

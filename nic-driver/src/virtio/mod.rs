@@ -788,7 +788,7 @@ impl NetDevice for VirtioNet {
                 len.filter(|&len| len > hdr::SIZE + 14 && len - hdr::SIZE <= self.max_frame + 4);
             let fresh = match (good, self.pool.alloc()) {
                 (Some(len), Some(fresh)) => {
-                    let p = Packet::at(buf, RX_HEADROOM + hdr::SIZE, len - hdr::SIZE);
+                    let p = Packet::received(buf, RX_HEADROOM + hdr::SIZE, len - hdr::SIZE);
                     if self.wanted(p.data()) {
                         self.stats.rx_packets += 1;
                         self.stats.rx_bytes += p.len() as u64;
@@ -853,6 +853,7 @@ impl NetDevice for VirtioNet {
                     break;
                 }
             };
+            frame.count_writers(&mut self.stats.tx_from);
             let segments = frame.take_segments();
             let mut chain = [(hdr_iova, hdr::SIZE as u32, false); virtqueue::MAX_CHAIN];
             let mut n = 1;

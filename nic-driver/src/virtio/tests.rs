@@ -894,6 +894,51 @@ fn frames_go_out_behind_a_net_header_and_come_back_when_used() {
 }
 
 #[test]
+fn sent_bytes_are_counted_by_who_wrote_them_and_the_net_header_is_not_a_frame_byte() {
+    use vfio_core::dma::{BytesByWriter, Writer};
+    let (mut h, mut nic) = open(Net::new());
+    let received = frame_to(MAC, 1, 400);
+    h.deliver(&received);
+    let mut out = Vec::new();
+    assert_eq!(nic.rx_batch(&mut out, 1).unwrap(), 1);
+    let p = out.pop().unwrap();
+    assert_eq!(
+        p.writer(),
+        Writer::Device,
+        "the device wrote the received frame"
+    );
+    let offset = p.offset();
+    let shared = p.into_buffer().into_shared();
+    let mut fwd = TxFrame::packet(packet(&nic, &frame(2, 14)));
+    fwd.push(Segment::Shared {
+        buf: shared.clone(),
+        offset: offset + 14,
+        len: 386,
+    })
+    .unwrap();
+    // Bytes of the receive buffer the device did not write (its net header
+    // area is the driver's, zeroed here by the test as the device): the CPU's.
+    let mut header_area = TxFrame::packet(packet(&nic, &frame(3, 14)));
+    header_area
+        .push(Segment::Shared {
+            buf: shared,
+            offset: offset - 4,
+            len: 50,
+        })
+        .unwrap();
+    let mut q = VecDeque::from([fwd, header_area]);
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 2);
+    assert_eq!(h.transmitted()[0].2[14..], received[14..]);
+    assert_eq!(
+        nic.stats().tx_from,
+        BytesByWriter {
+            device: 386,
+            cpu: 14 + 14 + 50
+        }
+    );
+}
+
+#[test]
 fn a_full_queue_keeps_the_frames_and_notifies_only_when_asked() {
     let (mut h, mut nic) = open(Net::new());
     let mut q: VecDeque<TxFrame> = (0..6)
