@@ -205,8 +205,9 @@ fn tracepoint_id(roots: &[PathBuf]) -> Result<u64, String> {
             }
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 return Err(format!(
-                    "{}: permission denied (tracefs is readable by root only)",
-                    path.display()
+                    "{}: permission denied (tracefs is root's; {})",
+                    path.display(),
+                    privilege()
                 ))
             }
             Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -238,19 +239,7 @@ fn parse_id(text: &str, path: &Path) -> Result<u64, String> {
 fn refused(e: &io::Error, id: u64) -> String {
     match e.raw_os_error() {
         Some(libc::EACCES) | Some(libc::EPERM) => {
-            let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-                .map_or("unknown".into(), |s| s.trim().to_string());
-            let caps = std::fs::read_to_string("/proc/self/status")
-                .ok()
-                .and_then(|s| effective_caps(&s));
-            let privilege = match caps {
-                Some(c) if has_cap(c, CAP_PERFMON) || has_cap(c, CAP_SYS_ADMIN) => {
-                    "with CAP_PERFMON or CAP_SYS_ADMIN (a seccomp filter or LSM refused it?)"
-                }
-                Some(_) => "and no CAP_PERFMON",
-                None => "and capabilities unknown",
-            };
-            format!("perf_event_open: {e}: perf_event_paranoid={paranoid} {privilege}")
+            format!("perf_event_open: {e}: {}", privilege())
         }
         Some(libc::ENOENT) => {
             format!("perf_event_open: the kernel has no tracepoint with id {id}: {e}")
@@ -258,6 +247,24 @@ fn refused(e: &io::Error, id: u64) -> String {
         Some(libc::ENOSYS) => format!("perf_event_open: no perf events in this kernel: {e}"),
         _ => format!("perf_event_open: {e}"),
     }
+}
+
+/// What the kernel's perf permission rests on here: "perf_event_paranoid=3
+/// and no CAP_PERFMON", or with it.
+fn privilege() -> String {
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map_or("unknown".into(), |s| s.trim().to_string());
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| effective_caps(&s));
+    let caps = match caps {
+        Some(c) if has_cap(c, CAP_PERFMON) || has_cap(c, CAP_SYS_ADMIN) => {
+            "with CAP_PERFMON or CAP_SYS_ADMIN (a seccomp filter or LSM refusing?)"
+        }
+        Some(_) => "and no CAP_PERFMON",
+        None => "and capabilities unknown",
+    };
+    format!("perf_event_paranoid={paranoid} {caps}")
 }
 
 /// The `CapEff` mask of a /proc/PID/status text.
