@@ -14,5 +14,6 @@ pub mod progress;
 pub mod signals;
 pub mod stream;
 pub mod sys;
+pub mod syscount;
 pub mod uring;
 pub mod usage;

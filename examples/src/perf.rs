@@ -5,6 +5,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::syscount::Syscalls;
+
 /// An I/O pattern, as in SPDK's perf and fio.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,6 +74,9 @@ pub struct QueueStats {
     pub latency: Histogram<u64>,
     /// Heap allocations made by this queue's thread in the measured window.
     pub allocations: u64,
+    /// System calls this queue's thread made in the measured window, measured
+    /// (`syscount`).
+    pub syscalls: Syscalls,
 }
 
 impl QueueStats {
@@ -84,6 +89,7 @@ impl QueueStats {
             latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)
                 .expect("valid histogram bounds"),
             allocations: 0,
+            syscalls: Syscalls::default(),
         }
     }
 
@@ -115,6 +121,9 @@ pub struct Summary {
     pub p99_us: f64,
     pub p999_us: f64,
     pub allocations: u64,
+    /// `null` and `syscalls_not_measured` where not measured.
+    #[serde(flatten)]
+    pub syscalls: Syscalls,
 }
 
 /// Summaries of each queue and of all of them together (the last).
@@ -129,6 +138,11 @@ pub fn summarize(queues: &[QueueStats]) -> Vec<Summary> {
         all.allocations += q.allocations;
         let _ = all.latency.add(&q.latency);
     }
+    all.syscalls = queues
+        .iter()
+        .map(|q| q.syscalls.clone())
+        .reduce(|a, b| a.add(&b))
+        .unwrap_or_default();
     out.push(summary("total", &all));
     out
 }
@@ -149,6 +163,7 @@ fn summary(name: &str, q: &QueueStats) -> Summary {
         p99_us: us(h.value_at_quantile(0.99)),
         p999_us: us(h.value_at_quantile(0.999)),
         allocations: q.allocations,
+        syscalls: q.syscalls.clone(),
     }
 }
 

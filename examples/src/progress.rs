@@ -45,20 +45,15 @@ impl Progress {
         }
     }
 
-    /// `done` bytes are done now. Cheap: call it every loop. True when it
-    /// printed a line (a system call).
-    pub fn update(&mut self, done: u64) -> bool {
+    /// `done` bytes are done now. Cheap: call it every loop.
+    pub fn update(&mut self, done: u64) {
         match &self.bar {
-            Some(bar) => {
-                bar.set_position(done);
-                false
-            }
+            Some(bar) => bar.set_position(done),
             None if self.last_line.elapsed() >= Duration::from_secs(1) => {
                 eprintln!("{}: {done} of {} bytes", self.what, self.total);
                 self.last_line = Instant::now();
-                true
             }
-            None => false,
+            None => {}
         }
     }
 

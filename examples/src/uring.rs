@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::perf::{QueueStats, Workload};
 use crate::sys::UringSlots;
+use crate::syscount::{self, Counting};
 
 /// One thread's io_uring run: `depth` I/Os of `io_size` bytes kept in flight
 /// on `dev` for `warmup` then `run`; returns only when none is in flight.
@@ -34,15 +35,18 @@ pub fn run(
         submit(&mut ring, slot, &mut workload, &mut started, io_size)?;
     }
     let (mut measuring_since, mut stopped, mut failure) = (None, false, None);
+    let mut counting: Option<Counting> = None;
     while ring.in_flight() > 0 {
         ring.submit_and_wait()?;
         let now = Instant::now();
         if measuring_since.is_none() && now - begin >= warmup {
             measuring_since = Some(now);
+            counting = Some(syscount::start());
         }
         if let Some(t) = measuring_since.filter(|t| !stopped && now - *t >= run) {
             stopped = true;
             stats.elapsed = now - t;
+            stats.syscalls = counting.take().map(Counting::finish).unwrap_or_default();
         }
         done.clear();
         ring.complete(&mut done);

@@ -288,13 +288,16 @@ pub(crate) fn chmod_x(path: &Path) -> Result<()> {
         .map_err(|e| HarnessError::io("chmod", path, e))
 }
 
-/// The guest's /init: mounts, modules, then /run.sh with its output on the
-/// results port (ttyS1), then power off. The kernel log stays on ttyS0.
+/// The guest's /init: mounts (tracefs too, for the tools' system call
+/// counts), modules, then /run.sh with its output on the results port
+/// (ttyS1), then power off. The kernel log stays on ttyS0.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+# The tools count their system calls on the raw_syscalls:sys_enter tracepoint.
+mount -t tracefs nodev /sys/kernel/tracing
 mount -t devtmpfs devtmpfs /dev
 exec < /dev/console > /dev/console 2>&1
 mkdir -p /dev/hugepages && mount -t hugetlbfs none /dev/hugepages

@@ -85,6 +85,30 @@ fn every_route_delivers_the_same_bytes_and_is_reported() {
             "{name}: every datagram the route counted arrived once"
         );
     }
+    // System calls, measured (copy-bench and the forwarder run as root): the
+    // kernel routes make at least one per datagram (sendfile two: the header
+    // with MSG_MORE, then the data) plus one read per 64 KiB chunk for
+    // read+send and O_DIRECT; the forwarder's loop none per datagram (see
+    // the forwarder test: about one per hundred, its passes' clock reads).
+    let syscalls = |row: &serde_json::Value| {
+        row["syscalls"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("system calls not measured as root: {row}"))
+    };
+    let chunks = (BYTES as u64).div_ceil(64 << 10);
+    for (name, row) in ROUTES.iter().zip(&rows) {
+        let (n, datagrams) = (syscalls(row), row["datagrams"].as_u64().unwrap_or(0));
+        let least = match *name {
+            "read+send" | "O_DIRECT read+send" => datagrams + chunks,
+            "mmap+send" => datagrams,
+            "sendfile" => 2 * datagrams - 1,
+            _ => 0,
+        };
+        assert!(n >= least, "{n} system calls, at least {least}: {row}");
+        if *name == "forwarder" {
+            assert!(n < datagrams, "the forwarder: {row}");
+        }
+    }
     assert_eq!(rows[4]["payload_bytes_copied_by_cpu"].as_u64(), Some(0));
     assert_eq!(
         rows[0]["payload_bytes_copied_by_cpu"].as_u64(),

@@ -531,6 +531,18 @@ fn pktgen_sends_valid_frames_on_both_drivers_without_allocating(r: &'static Run)
         Some(PKTGEN_COUNT),
         "the kernel baseline sent them all: {json}"
     );
+    // System calls of the send loops, counted by the kernel (as root): one
+    // sendmmsg per batch of at most 32 frames for AF_PACKET; the userspace
+    // driver's loop makes none per frame or batch (descriptor writes and a
+    // doorbell), fewer than one per batch all told.
+    let syscalls = |side: &str| {
+        json[side]["syscalls"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{side}: system calls not measured as root: {json}"))
+    };
+    let batches = PKTGEN_COUNT.div_ceil(32);
+    assert!(syscalls("kernel") >= batches, "{json}");
+    assert!(syscalls("userspace") < batches, "{json}");
     assert!(json["ratio"].as_f64().is_some());
     let frame = r
         .frames

@@ -528,6 +528,22 @@ fn perf_runs_both_drivers_and_the_io_path_does_not_allocate() {
         Some(0),
         "no heap allocation on the I/O path after warm-up: {json}"
     );
+    // System calls in the measured window, counted by the kernel (as root).
+    // io_uring: each io_uring_enter waits for completions of at most the
+    // queue depth (8), so at least ios / 8 of them. The userspace driver
+    // makes none per I/O, but its latency timestamps are clock reads, each a
+    // system call in this TCG guest (hpet clocksource): no bound holds here.
+    let syscalls = |row: &serde_json::Value| {
+        row["syscalls"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("system calls not measured as root: {json}"))
+    };
+    syscalls(&user);
+    let kernel_ios = kernel["ios"].as_u64().unwrap_or(0);
+    assert!(
+        syscalls(&kernel) * 8 >= kernel_ios,
+        "one io_uring_enter per at most 8 I/Os: {json}"
+    );
     assert!(json["iops_ratio"].as_f64().is_some());
 }
 

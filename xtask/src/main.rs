@@ -423,7 +423,15 @@ fn bench_copy(iommu: &'static str) -> Result<(), String> {
             r["route"].as_str().unwrap_or("?"),
             r["mb_per_s"].as_f64().unwrap_or(0.0),
             r["cpu_seconds_per_gb"].as_f64().unwrap_or(0.0),
-            r["syscalls"],
+            r["syscalls"].as_u64().map_or_else(
+                || format!(
+                    "not measured ({})",
+                    r["syscalls_not_measured"]
+                        .as_str()
+                        .unwrap_or("no reason given")
+                ),
+                |n| n.to_string()
+            ),
             r["context_switches"],
             r["payload_bytes_copied_by_cpu"],
             r["forwarder_speedup"].as_f64().unwrap_or(0.0),

@@ -22,6 +22,7 @@ use clap::Parser;
 use examples::cli;
 use examples::dmaf;
 use examples::kernel_copy::{self, Route};
+use examples::syscount::Syscalls;
 
 #[derive(Parser)]
 #[command(
@@ -58,7 +59,10 @@ struct Row {
     seconds: f64,
     mb_per_s: f64,
     cpu_seconds_per_gb: f64,
-    syscalls: u64,
+    /// Measured (`syscount`); `null` and `syscalls_not_measured` where the
+    /// kernel did not permit it.
+    #[serde(flatten)]
+    syscalls: Syscalls,
     context_switches: u64,
     payload_bytes_copied_by_cpu: u64,
     /// The forwarder's MB/s over this route's.
@@ -92,7 +96,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
             seconds: r.seconds,
             mb_per_s: r.bytes as f64 / r.seconds / 1e6,
             cpu_seconds_per_gb: r.usage.cpu_seconds / (r.bytes as f64 / 1e9),
-            syscalls: r.syscalls,
+            syscalls: r.syscalls.clone(),
             context_switches: r.usage.context_switches,
             payload_bytes_copied_by_cpu: r.bytes * route.copies_per_byte(),
             forwarder_speedup: None,
@@ -149,7 +153,7 @@ fn forwarder(args: &str, bytes: u64, port: u16) -> Result<Row, Error> {
         seconds: num("seconds"),
         mb_per_s: num("mb_per_s"),
         cpu_seconds_per_gb: num("cpu_seconds") / (num("bytes") / 1e9),
-        syscalls: num("syscalls") as u64,
+        syscalls: Syscalls::from_json(&v),
         context_switches: num("context_switches") as u64,
         payload_bytes_copied_by_cpu: num("payload_bytes_copied_by_cpu") as u64,
         forwarder_speedup: None,
@@ -175,7 +179,9 @@ fn print_table(cli: &Cli, rows: &[Row]) {
             r.route,
             r.mb_per_s,
             r.cpu_seconds_per_gb,
-            r.syscalls,
+            r.syscalls
+                .measured()
+                .map_or("n/m".into(), |n| n.to_string()),
             r.context_switches,
             copies(r),
             r.forwarder_speedup
@@ -183,6 +189,12 @@ fn print_table(cli: &Cli, rows: &[Row]) {
         );
     }
     println!("CPU copies: payload bytes the CPU copied, by each kernel route's design (read+send 2 per byte; mmap and O_DIRECT 1; sendfile 0 with a scatter-gather NIC); counted by the forwarder.");
+    println!("syscalls: measured by a perf counter on raw_syscalls:sys_enter over each route's run (the forwarder: its transfer loop).");
+    for r in rows {
+        if let Some(why) = r.syscalls.not_measured() {
+            println!("syscalls of {}: not measured ({why})", r.route);
+        }
+    }
 }
 
 fn copies(r: &Row) -> String {

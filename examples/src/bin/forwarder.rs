@@ -22,6 +22,7 @@ use examples::dmaf::{self, Endpoints, FRAME_OVERHEAD};
 use examples::perf::print_json;
 use examples::progress::Progress;
 use examples::signals;
+use examples::syscount::{self, Syscalls};
 use examples::usage::Usage;
 use nic_driver::{e1000::Config, ChecksumOffload, NetDevice, Segment, TxFrame};
 use nvme_driver::{Controller, IoQueuePair};
@@ -113,9 +114,10 @@ struct Summary {
     mb_per_s: f64,
     cpu_seconds: f64,
     payload_bytes_copied_by_cpu: u64,
-    /// System calls the transfer loop made (progress lines and sleeps: the
-    /// drivers make none).
-    syscalls: u64,
+    /// System calls the transfer loop made, measured (`syscount`; null and
+    /// `syscalls_not_measured` where the kernel does not permit it).
+    #[serde(flatten)]
+    syscalls: Syscalls,
     context_switches: u64,
     link_down_waits: u64,
     /// Datagrams sent again because the link went down around their transmission.
@@ -252,7 +254,9 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
     };
     let start = Instant::now();
     let usage = Usage::now();
+    let counting = syscount::start();
     let finished = f.forward(cli.lba, total, cli.queue_depth)?;
+    f.summary.syscalls = counting.finish();
     let s = &mut f.summary;
     s.seconds = start.elapsed().as_secs_f64();
     s.mb_per_s = s.bytes as f64 / s.seconds.max(1e-9) / 1e6;
@@ -336,9 +340,8 @@ impl Forwarder {
             if self.pace.is_some() && !ready.is_empty() && self.tx.is_empty() {
                 // Held back by --max-mbps: give the CPU away rather than spin.
                 std::thread::sleep(Duration::from_micros(500));
-                self.summary.syscalls += 1;
             }
-            self.summary.syscalls += progress.update(self.summary.bytes) as u64;
+            progress.update(self.summary.bytes);
         }
         progress.finish();
         self.queue(Sent {
@@ -429,7 +432,6 @@ impl Forwarder {
         if self.link_lost {
             if !self.nic.link().up {
                 self.summary.link_down_waits += 1;
-                self.summary.syscalls += 1;
                 std::thread::sleep(Duration::from_millis(10));
                 return Ok(());
             }
@@ -440,7 +442,6 @@ impl Forwarder {
             Err(nic_driver::Error::LinkDown { .. }) => {
                 if !self.link_lost {
                     eprintln!("forwarder: link down, waiting for it");
-                    self.summary.syscalls += 1;
                 }
                 self.link_lost = true;
                 return Ok(());
@@ -507,4 +508,5 @@ fn report(cli: &Cli, s: &Summary) {
         "payload bytes copied by the CPU: {}",
         s.payload_bytes_copied_by_cpu
     );
+    println!("system calls of the transfer loop: {}", s.syscalls);
 }

@@ -15,6 +15,7 @@ use clap::Parser;
 use examples::cli::{self, MacAddress};
 use examples::packet::PacketSocket;
 use examples::perf::machine_label;
+use examples::syscount::{self, Syscalls};
 use nic_driver::{e1000::Config, Error, NetDevice, Result, TxFrame};
 use vfio_core::pci::{PciAddress, Sysfs};
 use vfio_core::vfio::Container;
@@ -56,6 +57,10 @@ struct Run {
     allocations: Option<u64>,
     /// Frames the NIC itself counted as sent (its good-packets-transmitted counter).
     nic_tx_packets: u64,
+    /// System calls of the send loop, measured (`syscount`; null and
+    /// `syscalls_not_measured` where the kernel does not permit it).
+    #[serde(flatten)]
+    syscalls: Syscalls,
 }
 
 fn main() -> ExitCode {
@@ -113,9 +118,11 @@ fn userspace(cli: &Cli, addr: PciAddress, dst: [u8; 6]) -> Result<(Run, [u8; 6])
     let mut sent = 0u64;
     let start = Instant::now();
     let mut result = Ok(());
+    let counting = syscount::start();
     let info = allocation_counter::measure(|| {
         result = send_loop(nic.as_mut(), &frame, cli, &mut queue, &mut sent)
     });
+    let syscalls = counting.finish();
     result?;
     while nic.tx_pending() > 0 {
         nic.tx_clean();
@@ -123,6 +130,7 @@ fn userspace(cli: &Cli, addr: PciAddress, dst: [u8; 6]) -> Result<(Run, [u8; 6])
     let seconds = start.elapsed().as_secs_f64();
     let mut run = rates(sent, cli.size, seconds, Some(info.count_total));
     run.nic_tx_packets = nic.stats().tx_packets;
+    run.syscalls = syscalls;
     Ok((run, nic.mac()))
 }
 
@@ -160,6 +168,7 @@ fn rates(sent: u64, size: usize, seconds: f64, allocations: Option<u64>) -> Run 
         gbit_per_s: sent as f64 * size as f64 * 8.0 / s / 1e9,
         allocations,
         nic_tx_packets: sent,
+        syscalls: Syscalls::default(),
     }
 }
 
@@ -194,10 +203,12 @@ fn kernel_send(cli: &Cli, addr: PciAddress, frame: &[u8]) -> Result<Run> {
     let sent_before = read_u64(&stat);
     let start = Instant::now();
     let mut queued = 0u64;
+    let counting = syscount::start();
     while queued < cli.count {
         let n = (cli.count - queued).min(cli.batch as u64) as usize;
         queued += sock.send_batch(frame, n).map_err(|e| io("sendmmsg", e))? as u64;
     }
+    let syscalls = counting.finish();
     let deadline = Instant::now() + Duration::from_secs(60);
     while read_u64(&stat).saturating_sub(sent_before) < queued && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(200));
@@ -208,6 +219,7 @@ fn kernel_send(cli: &Cli, addr: PciAddress, frame: &[u8]) -> Result<Run> {
     // the NIC counted.
     let mut run = rates(queued, cli.size, seconds, None);
     run.nic_tx_packets = read_u64(&stat).saturating_sub(sent_before);
+    run.syscalls = syscalls;
     Ok(run)
 }
 
@@ -291,4 +303,11 @@ fn report(cli: &Cli, user: &Run, kernel: Option<&Run>) {
         "heap allocations on the userspace send path: {}",
         user.allocations.unwrap_or(0)
     );
+    println!("system calls of the send loop: userspace {}", user.syscalls);
+    if let Some(k) = kernel {
+        println!(
+            "system calls of the send loop: kernel AF_PACKET {}",
+            k.syscalls
+        );
+    }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use clap::{CommandFactory, Parser};
 use examples::cli;
 use examples::perf::{self, Pattern, QueueStats, Summary, Workload};
+use examples::syscount;
 use nvme_driver::{Controller, Error, IoQueuePair, Result};
 use vfio_core::dma::{Buffer, BufferPool};
 use vfio_core::pci::{PciAddress, Sysfs};
@@ -169,6 +170,7 @@ fn user_worker(
     )?;
     let start = Instant::now();
     let mut result = Ok(());
+    let counting = syscount::start();
     let info = allocation_counter::measure(|| {
         result = drive(
             &mut qp,
@@ -180,6 +182,7 @@ fn user_worker(
             &mut stats,
         );
     });
+    stats.syscalls = counting.finish();
     stats.elapsed = start.elapsed();
     stats.allocations = info.count_total;
     result?;
@@ -323,4 +326,14 @@ fn report(cli: &Cli, user: &[Summary], kernel: Option<&[Summary]>) {
         "heap allocations on the userspace I/O path after warm-up: {}",
         u.allocations
     );
+    println!(
+        "system calls in the measured window, all queues: userspace driver {}",
+        u.syscalls
+    );
+    if let Some(k) = k {
+        println!(
+            "system calls in the measured window, all queues: kernel io_uring {}",
+            k.syscalls
+        );
+    }
 }

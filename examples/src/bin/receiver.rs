@@ -38,6 +38,7 @@ use examples::dmaf::{self, Datagram};
 use examples::perf::print_json;
 use examples::signals;
 use examples::stream::{Tracker, Verdict};
+use examples::syscount::Syscalls;
 use nic_driver::{e1000::Config, NetDevice, Packet};
 use nvme_driver::{Controller, IoQueuePair};
 use vfio_core::dma::{Buffer, BufferPool, SharedBuffer};
@@ -119,6 +120,10 @@ struct Summary {
     first_missing: Vec<u32>,
     seconds: f64,
     mb_per_s: f64,
+    /// System calls of the receive loop, measured (`syscount`; null and
+    /// `syscalls_not_measured` where the kernel does not permit it).
+    #[serde(flatten)]
+    syscalls: Syscalls,
     /// Peak address space of this process, KiB.
     vm_peak_kib: Option<u64>,
 }
@@ -199,8 +204,10 @@ fn run(cli: &Cli) -> Result<(Summary, Stopped), Error> {
     };
     println!("receiver: listening on port {}", cli.port);
     let start = Instant::now();
-    r.receive(cli.idle_seconds)?;
+    let (received, syscalls) = Syscalls::count(|| r.receive(cli.idle_seconds));
+    received?;
     let mut s = r.finish()?;
+    s.syscalls = syscalls;
     s.seconds = start.elapsed().as_secs_f64();
     s.mb_per_s = s.total.unwrap_or(0) as f64 / s.seconds.max(1e-9) / 1e6;
     Ok((
@@ -553,6 +560,7 @@ fn report(cli: &Cli, s: &Summary) {
         "written by DMA from receive buffers: {} bytes; copied by the CPU into staging buffers: {} bytes",
         s.direct_bytes, s.staged_bytes
     );
+    println!("system calls of the receive loop: {}", s.syscalls);
 }
 
 #[cfg(test)]
