@@ -576,7 +576,7 @@ fn reads_record_what_the_controller_wrote_and_writes_count_their_source() {
     while back.is_none() {
         qp.poll(1, |c| back = c.buf).unwrap();
     }
-    let mut buf = back.unwrap();
+    let buf = back.unwrap();
     assert_eq!(buf.writer(512, 4096), Writer::Device);
     assert_eq!(buf.writer(0, 513), Writer::Cpu, "byte 0 was not read into");
     assert_eq!(

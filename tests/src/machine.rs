@@ -94,6 +94,20 @@ impl Machine {
         self
     }
 
+    /// Records QEMU trace events matching `pattern` (e.g. `vtd_iotlb_page_*`,
+    /// the IOMMU's translation of every DMA) into `trace.log` in the run's
+    /// directory: a witness of what the devices did from outside the guest.
+    pub fn trace(&mut self, pattern: &str) -> &mut Self {
+        let log = self.dir.join("trace.log").display().to_string();
+        self.args.extend([
+            "-trace".into(),
+            format!("enable={pattern}"),
+            "-D".into(),
+            log,
+        ]);
+        self
+    }
+
     /// Time the guest gets before it is killed.
     pub fn timeout(&mut self, t: Duration) -> &mut Self {
         self.timeout = t;

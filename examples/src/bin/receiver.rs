@@ -110,10 +110,13 @@ struct Summary {
     /// Data for a region when as many regions as the staging memory holds
     /// were in progress (the datagram stays missing: a resend is accepted).
     no_staging_room: u64,
-    /// Payload bytes written by DMA from the receive buffers.
-    direct_bytes: u64,
-    /// Payload bytes the CPU copied into staging buffers.
-    staged_bytes: u64,
+    /// Bytes written to the namespace from memory a device wrote (the NIC's
+    /// receive buffers, by DMA), counted per Write command by the NVMe
+    /// driver from the buffers it was given (`IoQueuePair::written_from`).
+    written_from_device_memory: u64,
+    /// Bytes written from memory the CPU wrote: the staging buffers the
+    /// payload was copied into (whole blocks).
+    written_from_cpu_memory: u64,
     /// Staging buffers not back in their pool after the run (a leak if not 0).
     staging_buffers_outstanding: usize,
     missing: u64,
@@ -329,7 +332,6 @@ impl Receiver {
         let at = p.offset() + d.at;
         let buf = p.into_buffer().into_shared();
         self.write(d.offset, buf, at, d.len)?;
-        self.summary.direct_bytes += d.len as u64;
         self.flush_regions(d.offset, d.len)
     }
 
@@ -346,7 +348,6 @@ impl Receiver {
             buf.as_mut_slice()[within..within + n].copy_from_slice(&data[from..from + n]);
         }
         self.mark(offset, data.len(), false);
-        self.summary.staged_bytes += data.len() as u64;
         self.flush_regions(offset, data.len())
     }
 
@@ -482,6 +483,9 @@ impl Receiver {
         s.complete = self.stream.complete() && self.stages.is_empty();
         s.vm_peak_kib = examples::usage::vm_peak_kib();
         s.staging_buffers_outstanding = self.staging.capacity() - self.staging.free_count();
+        let from = self.qp.written_from();
+        s.written_from_device_memory = from.device;
+        s.written_from_cpu_memory = from.cpu;
         Ok(s)
     }
 }
@@ -557,8 +561,8 @@ fn report(cli: &Cli, s: &Summary) {
         s.malformed, s.out_of_range, s.no_staging_room
     );
     println!(
-        "written by DMA from receive buffers: {} bytes; copied by the CPU into staging buffers: {} bytes",
-        s.direct_bytes, s.staged_bytes
+        "written to disk from memory the NIC wrote (receive buffers): {} bytes; from memory the CPU wrote (staging copies): {} bytes",
+        s.written_from_device_memory, s.written_from_cpu_memory
     );
     println!("system calls of the receive loop: {}", s.syscalls);
 }
