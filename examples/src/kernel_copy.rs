@@ -51,15 +51,18 @@ impl Route {
         }
     }
 
-    /// CPU copies of each payload byte, by the path's design: page cache to
-    /// user and user to socket buffer for read+send; one of them for mmap and
-    /// O_DIRECT; none for sendfile when the NIC does scatter-gather (the
-    /// kernel's e1000 does: the page-cache pages become fragments of the skb).
-    pub fn copies_per_byte(self) -> u64 {
+    /// CPU copies of each payload byte as the route is built (a design
+    /// statement, not a measurement: the copies happen inside the kernel):
+    /// page cache to user and user to socket buffer for read+send; one of
+    /// them for mmap and O_DIRECT; none for sendfile when the NIC does
+    /// scatter-gather (the kernel's e1000 does: the page-cache pages become
+    /// fragments of the skb).
+    pub fn copies_by_design(self) -> &'static str {
         match self {
-            Route::ReadSend => 2,
-            Route::MmapSend | Route::DirectSend => 1,
-            Route::Sendfile => 0,
+            Route::ReadSend => "2 CPU copies per byte by construction: page cache -> user, user -> socket buffer",
+            Route::MmapSend => "1 CPU copy per byte by construction: mapped page cache -> socket buffer",
+            Route::DirectSend => "1 CPU copy per byte by construction: (device DMA to user) user -> socket buffer",
+            Route::Sendfile => "0 CPU copies by construction with a scatter-gather NIC: page-cache pages become skb fragments",
         }
     }
 }
