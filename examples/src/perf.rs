@@ -72,8 +72,9 @@ pub struct QueueStats {
     pub elapsed: Duration,
     /// Completion latencies in nanoseconds.
     pub latency: Histogram<u64>,
-    /// Heap allocations made by this queue's thread in the measured window.
-    pub allocations: u64,
+    /// Heap allocations made by this queue's thread in the measured window,
+    /// where counted (`None`: not measured, e.g. the kernel baseline).
+    pub allocations: Option<u64>,
     /// System calls this queue's thread made in the measured window, measured
     /// (`syscount`).
     pub syscalls: Syscalls,
@@ -88,7 +89,7 @@ impl QueueStats {
             elapsed: Duration::ZERO,
             latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)
                 .expect("valid histogram bounds"),
-            allocations: 0,
+            allocations: None,
             syscalls: Syscalls::default(),
         }
     }
@@ -120,7 +121,9 @@ pub struct Summary {
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
-    pub allocations: u64,
+    /// `null` where not measured (the kernel baseline's allocations happen
+    /// in io_uring's setup and the kernel, which nothing here counts).
+    pub allocations: Option<u64>,
     /// `null` and `syscalls_not_measured` where not measured.
     #[serde(flatten)]
     pub syscalls: Syscalls,
@@ -135,7 +138,11 @@ pub fn summarize(queues: &[QueueStats]) -> Vec<Summary> {
         all.ios += q.ios;
         all.bytes += q.bytes;
         all.elapsed = all.elapsed.max(q.elapsed);
-        all.allocations += q.allocations;
+        all.allocations = if i == 0 {
+            q.allocations
+        } else {
+            all.allocations.zip(q.allocations).map(|(a, b)| a + b)
+        };
         let _ = all.latency.add(&q.latency);
     }
     all.syscalls = queues
@@ -186,7 +193,7 @@ pub fn print_table(title: &str, rows: &[Summary]) {
             r.p50_us,
             r.p99_us,
             r.p999_us,
-            r.allocations
+            r.allocations.map_or("n/m".into(), |n| n.to_string())
         );
     }
 }

@@ -528,6 +528,10 @@ fn perf_runs_both_drivers_and_the_io_path_does_not_allocate() {
         Some(0),
         "no heap allocation on the I/O path after warm-up: {json}"
     );
+    assert!(
+        kernel["allocations"].is_null(),
+        "the kernel baseline's allocations are not counted, and say so: {json}"
+    );
     // System calls in the measured window, counted by the kernel (as root).
     // io_uring: each io_uring_enter waits for completions of at most the
     // queue depth (8), so at least ios / 8 of them. The userspace driver

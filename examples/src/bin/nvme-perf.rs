@@ -184,7 +184,7 @@ fn user_worker(
     });
     stats.syscalls = counting.finish();
     stats.elapsed = start.elapsed();
-    stats.allocations = info.count_total;
+    stats.allocations = Some(info.count_total);
     result?;
     while qp.in_flight() > 0 {
         qp.poll(usize::MAX, |_| {})?;
@@ -325,6 +325,7 @@ fn report(cli: &Cli, user: &[Summary], kernel: Option<&[Summary]>) {
     println!(
         "heap allocations on the userspace I/O path after warm-up: {}",
         u.allocations
+            .map_or("not measured".into(), |n| n.to_string())
     );
     println!(
         "system calls in the measured window, all queues: userspace driver {}",

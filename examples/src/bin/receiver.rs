@@ -212,7 +212,10 @@ fn run(cli: &Cli) -> Result<(Summary, Stopped), Error> {
     let mut s = r.finish()?;
     s.syscalls = syscalls;
     s.seconds = start.elapsed().as_secs_f64();
-    s.mb_per_s = s.total.unwrap_or(0) as f64 / s.seconds.max(1e-9) / 1e6;
+    // Bytes the NVMe controller was given to write, not the total the
+    // peer's end marker claims.
+    let written = s.written_from_device_memory + s.written_from_cpu_memory;
+    s.mb_per_s = written as f64 / s.seconds.max(1e-9) / 1e6;
     Ok((
         s,
         signals::requested().map(|sig| (sig, signals::exit_code())),
