@@ -329,8 +329,12 @@ impl Machine {
         } else {
             &["-accel", "tcg", "-cpu", "max"]
         };
+        // clocksource=tsc: the TSC, which the vDSO reads without a system
+        // call, as on a server; the emulated machine would otherwise pick
+        // hpet, where every clock read is a clock_gettime system call.
+        // tsc=reliable: no watchdog (under TCG the TSC follows host time).
         let append = format!(
-            "console=ttyS0 intel_iommu=on {} quiet loglevel=4 panic=-1 hugepages={}",
+            "console=ttyS0 intel_iommu=on {} clocksource=tsc tsc=reliable quiet loglevel=4 panic=-1 hugepages={}",
             self.kernel_iommu, self.hugepages
         );
         let mut args: Vec<String> = accel.iter().map(|s| s.to_string()).collect();

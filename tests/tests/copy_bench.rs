@@ -88,8 +88,8 @@ fn every_route_delivers_the_same_bytes_and_is_reported() {
     // System calls, measured (copy-bench and the forwarder run as root): the
     // kernel routes make at least one per datagram (sendfile two: the header
     // with MSG_MORE, then the data) plus one read per 64 KiB chunk for
-    // read+send and O_DIRECT; the forwarder's loop none per datagram (see
-    // the forwarder test: about one per hundred, its passes' clock reads).
+    // read+send and O_DIRECT; the forwarder's loop none per datagram (a
+    // handful in all: the guest's TSC clock is read through the vDSO).
     let syscalls = |row: &serde_json::Value| {
         row["syscalls"]
             .as_u64()
@@ -106,7 +106,7 @@ fn every_route_delivers_the_same_bytes_and_is_reported() {
         };
         assert!(n >= least, "{n} system calls, at least {least}: {row}");
         if *name == "forwarder" {
-            assert!(n < datagrams, "the forwarder: {row}");
+            assert!(n < 32, "the forwarder: a handful, none per datagram: {row}");
         }
     }
     // Copies: measured for the forwarder (0: it sent every payload byte

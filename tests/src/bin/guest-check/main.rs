@@ -653,10 +653,13 @@ fn nvme_confine(bdf: &str) -> Result<()> {
     for (name, iova) in targets {
         println!("confine.{name}.iova={iova:#x}");
         // The emulated IOMMU records one fault at a time and drops one that
-        // arrives while the last is still pending: wait for the guest
-        // kernel to log this one before the next, and try again (the same
-        // write to the same unmapped IOVA) if it never shows.
-        for attempt in 1..=3 {
+        // arrives while the last is still pending, and the kernel prints
+        // DMAR faults rate-limited (10 lines per 5 s, two per fault, and a
+        // 4 KiB write may fault twice): wait for the guest kernel to log
+        // this one before the next, and try again (the same write to the
+        // same unmapped IOVA) if it never shows, for longer than one
+        // rate-limit window (2 s per attempt).
+        for attempt in 1..=5 {
             let r = qp.read(1, 0, &mut unmapped(&container, iova), 0, 4096);
             println!(
                 "confine.{name}={}",
