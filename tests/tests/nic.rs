@@ -516,6 +516,16 @@ fn pktgen_sends_valid_frames_on_both_drivers_without_allocating(r: &'static Run)
         Some(PKTGEN_COUNT),
         "{json}"
     );
+    // The driver took PKTGEN_COUNT frames by construction (the loop stops
+    // there); what shows they went out: the driver's completions (e1000:
+    // descriptors the NIC marked done; virtio-net: chains the device gave
+    // back), the NIC's counter (e1000: GPTC; virtio-net: the same
+    // completions, counted in the driver) and the frames the host received.
+    assert_eq!(
+        json["userspace"]["completed"].as_u64(),
+        Some(PKTGEN_COUNT),
+        "the driver reported every frame sent: {json}"
+    );
     assert_eq!(
         json["userspace"]["nic_tx_packets"].as_u64(),
         Some(PKTGEN_COUNT),
@@ -530,6 +540,33 @@ fn pktgen_sends_valid_frames_on_both_drivers_without_allocating(r: &'static Run)
         json["kernel"]["sent"].as_u64(),
         Some(PKTGEN_COUNT),
         "the kernel baseline sent them all: {json}"
+    );
+    assert!(
+        json["kernel"]["nic_tx_packets"].as_u64() >= Some(PKTGEN_COUNT),
+        "the kernel's interface counted them (and any frames of its own): {json}"
+    );
+    // On the wire: nic-pktgen's frames, from UDP port 4000 (the userspace
+    // driver) or 4001 (the kernel's), each side's exactly once.
+    let on_wire = |port: u16| {
+        r.frames
+            .iter()
+            .filter(|f| {
+                f.len() == 60
+                    && f[12..14] == [0x08, 0x00]
+                    && f[30..34] == [198, 51, 100, 2]
+                    && f[34..36] == port.to_be_bytes()
+            })
+            .count() as u64
+    };
+    assert_eq!(
+        on_wire(4000),
+        PKTGEN_COUNT,
+        "frames from the userspace driver the host received: {json}"
+    );
+    assert_eq!(
+        on_wire(4001),
+        PKTGEN_COUNT,
+        "frames from the kernel's driver the host received: {json}"
     );
     // System calls of the send loops, counted by the kernel (as root): one
     // sendmmsg per batch of at most 32 frames for AF_PACKET; the userspace
