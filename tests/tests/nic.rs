@@ -248,13 +248,18 @@ fn checksum_offload_gives_correct_ipv4_and_udp_checksums(r: &'static Run) {
     }
 }
 
-fn received(out: &str, phase: u8) -> BTreeMap<u32, String> {
+/// The frames of `phase` the guest printed, in the order it received them.
+fn received_lines(out: &str, phase: u8) -> Vec<(u32, String)> {
     let prefix = format!("rx.{phase}.");
     out.lines()
         .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|l| l.split_once(".sha256="))
         .map(|(seq, sha)| (seq.parse().expect("a sequence number"), sha.to_string()))
         .collect()
+}
+
+fn received(out: &str, phase: u8) -> BTreeMap<u32, String> {
+    received_lines(out, phase).into_iter().collect()
 }
 
 fn sha(b: &[u8]) -> String {
@@ -282,16 +287,24 @@ fn a_burst_larger_than_the_ring_is_not_corrupted_drops_are_counted_and_the_drive
     // QEMU's e1000 takes no frame from its backend while its ring is full
     // (backpressure), so the overflow shows as frames held back, not as drops
     // by the device; every frame that reached the driver must be intact.
-    let got = received(out, 4);
+    let got = received_lines(out, 4);
     assert!(!got.is_empty(), "{out}");
     for (seq, digest) in &got {
+        assert!(*seq < BURST, "burst frame {seq} was never sent");
         assert_eq!(
             *digest,
             sha(&test_frame(4, *seq, 1000, HOST_MAC, r.mac)),
             "burst frame {seq} corrupt"
         );
     }
-    assert_eq!(kv_num(out, "burst.received") as usize, got.len());
+    let mut seqs: Vec<u32> = got.iter().map(|(seq, _)| *seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        got.len(),
+        "a burst frame was delivered twice: {out}"
+    );
     // With every pool buffer held, no descriptor can be refilled: frames are
     // dropped, counted, and none is delivered.
     assert!(kv_num(out, "starve.held") > 0);
