@@ -13,6 +13,8 @@ use crate::syscount::{self, Counting};
 
 /// One thread's io_uring run: `depth` I/Os of `io_size` bytes kept in flight
 /// on `dev` for `warmup` then `run`; returns only when none is in flight.
+/// Only an I/O that completed with all `io_size` bytes is counted; a failed
+/// or short one stops the run, which then returns an error.
 pub fn run(
     dev: &Path,
     mut workload: Workload,
@@ -51,8 +53,8 @@ pub fn run(
         done.clear();
         ring.complete(&mut done);
         for &(slot, result) in &done {
-            if result < 0 {
-                failure.get_or_insert(io::Error::from_raw_os_error(-result));
+            if let Err(e) = check(result, io_size) {
+                failure.get_or_insert(e);
                 stopped = true;
             }
             if measuring_since.is_some() && !stopped {
@@ -66,6 +68,19 @@ pub fn run(
     failure.map_or(Ok(stats), Err)
 }
 
+/// A completion's result: the bytes transferred, or a negative errno. An
+/// error unless it is all `io_size` bytes.
+fn check(result: i32, io_size: usize) -> io::Result<()> {
+    match usize::try_from(result) {
+        Err(_) => Err(io::Error::from_raw_os_error(-result)),
+        Ok(n) if n == io_size => Ok(()),
+        Ok(n) => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("a short I/O: {n} of {io_size} bytes"),
+        )),
+    }
+}
+
 /// Queues the workload's next I/O into `slot`, noting when.
 fn submit(
     ring: &mut UringSlots,
@@ -77,4 +92,25 @@ fn submit(
     let (unit, read) = workload.next_io();
     started[slot] = Instant::now();
     ring.push(slot, read, unit * io_size as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check;
+
+    #[test]
+    fn only_a_full_length_completion_counts() {
+        assert!(check(4096, 4096).is_ok());
+        let short = check(512, 4096).unwrap_err();
+        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(short.to_string().contains("512 of 4096"), "{short}");
+        assert!(
+            check(0, 4096).is_err(),
+            "end of device: nothing transferred"
+        );
+        assert_eq!(
+            check(-libc::EIO, 4096).unwrap_err().raw_os_error(),
+            Some(libc::EIO)
+        );
+    }
 }

@@ -242,9 +242,12 @@ pub struct Stats {
     pub rx_packets: u64,
     /// Bytes of those frames.
     pub rx_bytes: u64,
-    /// Frames sent (e1000: counted by the NIC; virtio-net: given to the device).
+    /// Frames sent (e1000: counted by the NIC; virtio-net: frames whose
+    /// descriptor chain the device gave back as used, counted when the
+    /// driver reclaims them in [`NetDevice::tx_clean`] or
+    /// [`NetDevice::tx_batch`], not when they are queued).
     pub tx_packets: u64,
-    /// Bytes of those frames.
+    /// Bytes of those frames (without the virtio-net header).
     pub tx_bytes: u64,
     /// Frames the NIC dropped for lack of receive buffers or ring space.
     pub rx_dropped: u64,

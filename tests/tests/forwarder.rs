@@ -440,6 +440,14 @@ fn killed_mid_transfer_and_started_again_it_runs_to_completion() {
 fn the_link_goes_down_mid_transfer_and_the_stream_completes_with_nothing_missing() {
     let s = summary("link");
     assert!(
+        s["link_down_events"].as_u64() >= Some(1),
+        "the forwarder saw the link go down and come back: {s}"
+    );
+    assert!(
+        s["link_down_seconds"].as_f64() > Some(0.0),
+        "and measured how long it waited: {s}"
+    );
+    assert!(
         s["link_down_waits"].as_u64() > Some(0),
         "the forwarder saw the link down and waited: {s}"
     );
@@ -699,6 +707,14 @@ fn on_virtio_net_a_64_mib_image_arrives_whole_and_survives_the_link_going_down()
     assert_eq!(s["bytes"].as_u64(), Some(IMAGE_BYTES as u64));
     sent_without_a_copy(&s, IMAGE_BYTES as u64);
     let link = summary("virtio-link");
+    assert!(
+        link["link_down_events"].as_u64() >= Some(1),
+        "the forwarder saw the virtio link go down and come back: {link}"
+    );
+    assert!(
+        link["link_down_seconds"].as_f64() > Some(0.0),
+        "and measured how long it waited: {link}"
+    );
     assert!(
         link["link_down_waits"].as_u64() > Some(0),
         "the forwarder saw the virtio link down and waited: {link}"

@@ -272,11 +272,23 @@ fn async_reads_land_in_pool_buffers() {
     let out = &outcome().ok("async").output;
     let image = random_bytes(A_BYTES, 0xa);
     assert_eq!(kv(out, "async.sha256"), sha(&image[..1 << 20]));
-    assert_eq!(kv_num(out, "async.commands"), 256);
     assert_eq!(
-        kv_num(out, "async.max_in_flight"),
-        32,
-        "32 commands were in flight at once"
+        kv_num(out, "async.completions"),
+        256,
+        "poll handed back a completion for each of the 256 reads: {out}"
+    );
+    assert_eq!(
+        kv_num(out, "async.distinct_tags"),
+        256,
+        "each read's tag came back: {out}"
+    );
+    // Up to 32 reads are submitted before each poll; a poll that hands back
+    // more than one shows the controller had several done at once.
+    // (`async.max_in_flight` is what the driver counted after each refill,
+    // 32 by the refill loop's bound: printed, no proof of concurrency.)
+    assert!(
+        kv_num(out, "async.largest_poll") > 1,
+        "one poll handed back several completions: {out}"
     );
     assert_eq!(
         kv_num(out, "async.pool_free_after"),

@@ -135,7 +135,12 @@ struct Summary {
     #[serde(flatten)]
     syscalls: Syscalls,
     context_switches: u64,
+    /// 10 ms sleeps while waiting for the link to come back.
     link_down_waits: u64,
+    /// Times the forwarder saw the link down and then up again.
+    link_down_events: u64,
+    /// Time from seeing the link down to seeing it up again, summed.
+    link_down_seconds: f64,
     /// Datagrams sent again because the link went down around their transmission.
     resent: u64,
     /// Chunk buffers not back in their pool after the run (a leak if not 0).
@@ -160,6 +165,8 @@ struct Forwarder {
     /// Frames of `window` (from its front) the NIC reported done.
     window_done: usize,
     link_lost: bool,
+    /// When the link was first seen down, until it is seen up again.
+    link_down_since: Option<Instant>,
     summary: Summary,
     /// --max-mbps.
     pace: Option<Pacer>,
@@ -267,6 +274,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         window: VecDeque::with_capacity(1024),
         window_done: 0,
         link_lost: false,
+        link_down_since: None,
         summary: Summary::default(),
         pace: cli.max_mbps.map(|m| Pacer::new(m * 1e6, PACING_BURST)),
         copy_payload: cli.copy_payload,
@@ -461,9 +469,14 @@ impl Forwarder {
     fn send(&mut self) -> Result<(), Error> {
         if self.link_lost {
             if !self.nic.link().up {
+                self.saw_link_down();
                 self.summary.link_down_waits += 1;
                 std::thread::sleep(Duration::from_millis(10));
                 return Ok(());
+            }
+            if let Some(since) = self.link_down_since.take() {
+                self.summary.link_down_events += 1;
+                self.summary.link_down_seconds += since.elapsed().as_secs_f64();
             }
             self.resend();
         }
@@ -476,6 +489,7 @@ impl Forwarder {
                 if !self.link_lost {
                     eprintln!("forwarder: link down, waiting for it");
                 }
+                self.saw_link_down();
                 self.link_lost = true;
                 return Ok(());
             }
@@ -487,9 +501,15 @@ impl Forwarder {
             self.window.drain(..n);
             self.window_done -= n;
         } else {
+            self.saw_link_down();
             self.link_lost = true;
         }
         Ok(())
+    }
+
+    /// Notes when the link was first seen down (not again while it stays down).
+    fn saw_link_down(&mut self) {
+        self.link_down_since.get_or_insert_with(Instant::now);
     }
 
     /// Puts every datagram of the window back at the front of the queue
@@ -545,4 +565,10 @@ fn report(cli: &Cli, s: &Summary) {
         s.payload_bytes_copied_by_cpu
     );
     println!("system calls of the transfer loop: {}", s.syscalls);
+    if s.link_down_events > 0 {
+        println!(
+            "link down {} times, {:.2} s in all ({} waits of 10 ms)",
+            s.link_down_events, s.link_down_seconds, s.link_down_waits
+        );
+    }
 }

@@ -2,6 +2,15 @@
 //! packets/s and Gbit/s; with `--baseline`, the same frames through the
 //! kernel's driver by an AF_PACKET socket (sendmmsg) in the same run, and the ratio.
 //!
+//! The userspace driver's rates are from the frames the driver reported
+//! sent ([`NetDevice::tx_clean`]'s counts: descriptors the NIC marked done,
+//! chains the device gave back), over the time until the last of them was;
+//! the kernel's from the frames sendmmsg took (no more than the interface's
+//! `tx_packets` counter grew by), over the time until that counter had
+//! grown by as many (or 60 s had passed). The userspace
+//! frames leave from UDP port 4000, the kernel's from 4001, so a capture of
+//! the wire tells them apart.
+//!
 //! ```text
 //! nic-pktgen --device BDF --size 60 --count 100000 --batch 32 [--dst-mac MAC] [--baseline] [--json]
 //! ```
@@ -49,13 +58,20 @@ struct Cli {
 /// One side's result.
 #[derive(serde::Serialize)]
 struct Run {
+    /// Frames the driver took (`tx_batch`) or sendmmsg accepted.
     sent: u64,
+    /// Frames the userspace driver reported sent (the sum of `tx_clean`'s
+    /// counts); null for the kernel.
+    completed: Option<u64>,
     seconds: f64,
     packets_per_s: f64,
     gbit_per_s: f64,
     /// Heap allocations on the send path (userspace only).
     allocations: Option<u64>,
-    /// Frames the NIC itself counted as sent (its good-packets-transmitted counter).
+    /// Frames the NIC counted as sent: the driver's [`nic_driver::Stats::tx_packets`]
+    /// (e1000: the NIC's good-packets-transmitted counter; virtio-net: chains
+    /// the device gave back), or the kernel interface's `tx_packets`, which
+    /// also counts frames the kernel sends on its own.
     nic_tx_packets: u64,
     /// System calls of the send loop, measured (`syscount`; null and
     /// `syscalls_not_measured` where the kernel does not permit it).
@@ -85,7 +101,11 @@ fn run(cli: &Cli) -> Result<()> {
     examples::cli::require_devices(&[addr]).map_err(Error::Vfio)?;
     let (user, src) = userspace(cli, addr, dst)?;
     let kernel = if cli.baseline {
-        Some(kernel(cli, addr, &udp_frame(src, dst, cli.size))?)
+        Some(kernel(
+            cli,
+            addr,
+            &udp_frame(src, dst, cli.size, KERNEL_PORT),
+        )?)
     } else {
         None
     };
@@ -93,13 +113,18 @@ fn run(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+/// The UDP source port of the userspace driver's frames.
+const USER_PORT: u16 = 4000;
+/// The UDP source port of the kernel baseline's frames.
+const KERNEL_PORT: u16 = 4001;
+
 /// An Ethernet + IPv4 + UDP frame of `size` bytes with correct checksums
-/// (198.51.100.1:4000 -> 198.51.100.2:5000), from etherparse.
-fn udp_frame(src: [u8; 6], dst: [u8; 6], size: usize) -> Vec<u8> {
+/// (198.51.100.1:`port` -> 198.51.100.2:5000), from etherparse.
+fn udp_frame(src: [u8; 6], dst: [u8; 6], size: usize, port: u16) -> Vec<u8> {
     let payload = vec![0x5a; size - 42];
     let builder = etherparse::PacketBuilder::ethernet2(src, dst)
         .ipv4([198, 51, 100, 1], [198, 51, 100, 2], 64)
-        .udp(4000, 5000);
+        .udp(port, 5000);
     let mut frame = Vec::with_capacity(size);
     builder
         .write(&mut frame, &payload)
@@ -113,34 +138,52 @@ fn userspace(cli: &Cli, addr: PciAddress, dst: [u8; 6]) -> Result<(Run, [u8; 6])
         .tx_ring(512)
         .spare_buffers(2 * cli.batch.max(512));
     let mut nic = nic_driver::open(&container, addr, config)?;
-    let frame = udp_frame(nic.mac(), dst, cli.size);
+    let frame = udp_frame(nic.mac(), dst, cli.size, USER_PORT);
     let mut queue = VecDeque::with_capacity(cli.batch);
-    let mut sent = 0u64;
+    let (mut sent, mut completed) = (0u64, 0u64);
     let start = Instant::now();
     let mut result = Ok(());
     let counting = syscount::start();
     let info = allocation_counter::measure(|| {
-        result = send_loop(nic.as_mut(), &frame, cli, &mut queue, &mut sent)
+        result = send_loop(
+            nic.as_mut(),
+            &frame,
+            cli,
+            &mut queue,
+            &mut sent,
+            &mut completed,
+        )
     });
     let syscalls = counting.finish();
     result?;
+    let deadline = Instant::now() + Duration::from_secs(10);
     while nic.tx_pending() > 0 {
-        nic.tx_clean();
+        completed += nic.tx_clean() as u64;
+        if Instant::now() > deadline {
+            return Err(Error::InvalidFrame(format!(
+                "{} of {sent} frames not sent back by the NIC within 10 s",
+                nic.tx_pending()
+            )));
+        }
     }
+    completed += nic.tx_clean() as u64;
     let seconds = start.elapsed().as_secs_f64();
-    let mut run = rates(sent, cli.size, seconds, Some(info.count_total));
-    run.nic_tx_packets = nic.stats().tx_packets;
+    let mut run = rates(sent, completed, cli.size, seconds, nic.stats().tx_packets);
+    run.completed = Some(completed);
+    run.allocations = Some(info.count_total);
     run.syscalls = syscalls;
     Ok((run, nic.mac()))
 }
 
-/// Fills batches from the pool and sends them until `count` are queued.
+/// Fills batches from the pool and sends them until `count` are queued;
+/// adds the frames the driver reports sent to `completed`.
 fn send_loop(
     nic: &mut (dyn NetDevice + Send),
     frame: &[u8],
     cli: &Cli,
     queue: &mut VecDeque<TxFrame>,
     sent: &mut u64,
+    completed: &mut u64,
 ) -> Result<()> {
     while *sent < cli.count && examples::signals::requested().is_none() {
         while queue.len() < cli.batch && *sent + (queue.len() as u64) < cli.count {
@@ -154,20 +197,23 @@ fn send_loop(
         let before = queue.len();
         nic.tx_batch(queue)?;
         *sent += (before - queue.len()) as u64;
-        nic.tx_clean();
+        *completed += nic.tx_clean() as u64;
     }
     Ok(())
 }
 
-fn rates(sent: u64, size: usize, seconds: f64, allocations: Option<u64>) -> Run {
+/// A run that sent `frames` of `size` bytes in `seconds` (the rates are of
+/// `frames`), of which the driver took `sent`.
+fn rates(sent: u64, frames: u64, size: usize, seconds: f64, nic_tx_packets: u64) -> Run {
     let s = seconds.max(1e-9);
     Run {
         sent,
+        completed: None,
         seconds,
-        packets_per_s: sent as f64 / s,
-        gbit_per_s: sent as f64 * size as f64 * 8.0 / s / 1e9,
-        allocations,
-        nic_tx_packets: sent,
+        packets_per_s: frames as f64 / s,
+        gbit_per_s: frames as f64 * size as f64 * 8.0 / s / 1e9,
+        allocations: None,
+        nic_tx_packets,
         syscalls: Syscalls::default(),
     }
 }
@@ -217,8 +263,8 @@ fn kernel_send(cli: &Cli, addr: PciAddress, frame: &[u8]) -> Result<Run> {
     // The NIC's counter also counts frames the kernel sends on its own (e.g.
     // IPv6 router solicitations once the link is up): report ours, and what
     // the NIC counted.
-    let mut run = rates(queued, cli.size, seconds, None);
-    run.nic_tx_packets = read_u64(&stat).saturating_sub(sent_before);
+    let counted = read_u64(&stat).saturating_sub(sent_before);
+    let mut run = rates(queued, queued.min(counted), cli.size, seconds, counted);
     run.syscalls = syscalls;
     Ok(run)
 }
@@ -287,8 +333,14 @@ fn report(cli: &Cli, user: &Run, kernel: Option<&Run>) {
     );
     let line = |name: &str, r: &Run| {
         println!(
-            "  {name:<28} {:>12.0} packets/s {:>8.3} Gbit/s  ({} sent in {:.2} s)",
-            r.packets_per_s, r.gbit_per_s, r.sent, r.seconds
+            "  {name:<28} {:>12.0} packets/s {:>8.3} Gbit/s  ({} sent in {:.2} s{})",
+            r.packets_per_s,
+            r.gbit_per_s,
+            r.sent,
+            r.seconds,
+            r.completed.map_or(String::new(), |c| format!(
+                ", {c} reported sent by the driver"
+            ))
         )
     };
     line("userspace driver (vfio)", user);

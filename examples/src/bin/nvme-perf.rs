@@ -186,10 +186,17 @@ fn user_worker(
     stats.elapsed = start.elapsed();
     stats.allocations = Some(info.count_total);
     result?;
+    // The commands still in flight after the measurement are not counted,
+    // but a failed one is still an error.
+    let mut failure = None;
     while qp.in_flight() > 0 {
-        qp.poll(usize::MAX, |_| {})?;
+        qp.poll(usize::MAX, |c| {
+            if let Err(e) = c.result {
+                failure.get_or_insert(e);
+            }
+        })?;
     }
-    Ok(stats)
+    failure.map_or(Ok(stats), Err)
 }
 
 /// Keeps the queue full until `until`, recording completions into `stats`.
@@ -220,14 +227,16 @@ fn drive(
             submitted.map_err(|(e, _)| e)?;
         }
         qp.ring();
-        qp.poll(cli.queue_depth, |c| {
-            if let Err(e) = c.result {
-                failure.get_or_insert(e);
-            }
-            stats.record(
+        // An NVMe command moves all its blocks or fails: only a successful
+        // one is counted.
+        qp.poll(cli.queue_depth, |c| match c.result {
+            Ok(()) => stats.record(
                 cli.io_size,
                 (epoch.elapsed().as_nanos() as u64).saturating_sub(c.tag),
-            );
+            ),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
         })?;
     }
     failure.map_or(Ok(()), Err)

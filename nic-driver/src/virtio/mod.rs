@@ -368,7 +368,9 @@ impl VirtioNet {
     }
 
     /// Releases the segments of frames the device has sent, counting them
-    /// in `tx_reclaimed`; an error when the transmit queue is broken.
+    /// in `tx_reclaimed` and in [`Stats::tx_packets`] and
+    /// [`Stats::tx_bytes`] (a frame is sent when the device gives its chain
+    /// back, not when it is queued); an error when the transmit queue is broken.
     fn reclaim(&mut self) -> Result<()> {
         while let Some(used) = self.tx.pop_used() {
             let head = match used {
@@ -384,7 +386,11 @@ impl VirtioNet {
                     return Err(self.protocol(format!("transmit queue: {e}")));
                 }
             };
-            self.tx_reclaimed += self.tx_held[head as usize].take().is_some() as usize;
+            if let Some(held) = self.tx_held[head as usize].take() {
+                self.tx_reclaimed += 1;
+                self.stats.tx_packets += 1;
+                self.stats.tx_bytes += held.iter().flatten().map(|s| s.dma().1 as u64).sum::<u64>();
+            }
         }
         Ok(())
     }
@@ -864,8 +870,6 @@ impl NetDevice for VirtioNet {
             }
             let got = self.tx.add(&chain[..n]).expect("free descriptors counted");
             debug_assert_eq!(got, head);
-            self.stats.tx_packets += 1;
-            self.stats.tx_bytes += chain[1..n].iter().map(|c| c.1 as u64).sum::<u64>();
             self.tx_held[head as usize] = Some(segments);
             sent += 1;
         }

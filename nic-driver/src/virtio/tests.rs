@@ -881,9 +881,17 @@ fn frames_go_out_behind_a_net_header_and_come_back_when_used() {
     assert_eq!(nic.tx_pending(), 2);
     assert_eq!(pool.free_count(), free - 3);
     assert_eq!(nic.tx_clean(), 0);
+    let s = nic.stats();
+    assert_eq!(
+        (s.tx_packets, s.tx_bytes),
+        (0, 0),
+        "queued is not sent: nothing counted before the device gives a chain back"
+    );
     h.entry(1, sent[1].0 as u32, 0, true);
     assert_eq!(nic.tx_clean(), 1);
     assert_eq!(pool.free_count(), free - 1);
+    let s = nic.stats();
+    assert_eq!((s.tx_packets, s.tx_bytes), (1, 14 + 90), "the used frame");
     h.entry(1, sent[0].0 as u32, 0, true);
     assert_eq!(nic.tx_clean(), 1);
     assert_eq!(nic.tx_clean(), 0);
@@ -958,8 +966,15 @@ fn a_full_queue_keeps_the_frames_and_notifies_only_when_asked() {
     for (head, _, _) in &sent[..2] {
         h.entry(1, *head as u32, 0, true);
     }
+    assert_eq!(nic.stats().tx_packets, 0, "4 queued, none used yet");
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 2, "reclaimed first");
+    assert_eq!(
+        nic.stats().tx_packets,
+        2,
+        "the 2 used chains, reclaimed inside tx_batch; not the 6 queued"
+    );
     assert_eq!(nic.tx_clean(), 2);
+    assert_eq!(nic.stats().tx_packets, 2, "counted once");
 }
 
 #[test]
@@ -979,6 +994,12 @@ fn hostile_transmit_used_entries_free_only_what_was_in_flight() {
     h.entry(1, sent[0].0 as u32, 60, true);
     assert_eq!(nic.tx_clean(), 1);
     assert_eq!(pool.free_count(), free + 1);
+    let s = nic.stats();
+    assert_eq!(
+        (s.tx_packets, s.tx_bytes),
+        (1, 60),
+        "only the chain in flight"
+    );
     // An index far ahead: transmit stops with an error, nothing is freed.
     h.set_used_idx(1, 40);
     let mut more = VecDeque::from([TxFrame::packet(packet(&nic, &frame(5, 60)))]);
@@ -989,6 +1010,7 @@ fn hostile_transmit_used_entries_free_only_what_was_in_flight() {
     assert_eq!(nic.tx_clean(), 0);
     assert!(nic.tx_broken_logged);
     assert_eq!(nic.tx_pending(), 1);
+    assert_eq!(nic.stats().tx_packets, 1, "nothing used past the jump");
 }
 
 #[test]

@@ -384,8 +384,11 @@ fn nvme_async(bdf: &str, bytes: &str) -> Result<()> {
     let pool = BufferPool::new(&container, 4096, 64)?;
     let chunks = total / 4096;
     let mut data = vec![0u8; total];
-    let (mut next, mut done, mut max_in_flight) = (0, 0, 0);
-    while done < chunks {
+    // Counted from what `poll` hands back: completions, the distinct tags
+    // among them, and the most one `poll` returned.
+    let (mut completions, mut seen, mut largest_poll) = (0usize, vec![false; chunks], 0);
+    let (mut next, mut max_in_flight) = (0, 0);
+    while completions < chunks {
         while next < chunks && qp.in_flight() < 32 {
             let buf = pool.try_alloc()?;
             qp.submit_read(1, (next * 8) as u64, buf, 0, 4096, next as u64)
@@ -394,24 +397,45 @@ fn nvme_async(bdf: &str, bytes: &str) -> Result<()> {
         }
         max_in_flight = max_in_flight.max(qp.in_flight());
         qp.ring();
-        let mut failed = None;
+        let (mut failed, mut bad_tag) = (None, None);
+        let mut this_poll = 0;
         qp.poll(usize::MAX, |c| {
+            this_poll += 1;
             if let Err(e) = c.result {
                 failed.get_or_insert(e);
             }
             let buf = c.buf.expect("reads carry their buffer");
+            let Some(first) = seen.get_mut(c.tag as usize) else {
+                bad_tag.get_or_insert(c.tag);
+                return;
+            };
+            *first = true;
             let at = c.tag as usize * 4096;
             data[at..at + 4096].copy_from_slice(&buf.as_slice()[..4096]);
-            done += 1;
         })
         .map_err(nvme_err)?;
+        completions += this_poll;
+        largest_poll = largest_poll.max(this_poll);
         if let Some(e) = failed {
             return Err(nvme_err(e));
+        }
+        if let Some(tag) = bad_tag {
+            return Err(vfio_core::Error::InvalidArgument(format!(
+                "a completion with tag {tag}; tags 0..{chunks} were submitted"
+            )));
         }
     }
     use sha2::Digest;
     println!("async.sha256={:x}", sha2::Sha256::digest(&data));
-    println!("async.commands={chunks}");
+    println!("async.completions={completions}");
+    println!(
+        "async.distinct_tags={}",
+        seen.iter().filter(|&&s| s).count()
+    );
+    println!("async.largest_poll={largest_poll}");
+    // What the driver counted in flight after each refill; the refill loop
+    // stops at 32, so this shows the queue was filled, not that the
+    // controller worked on several commands at once.
     println!("async.max_in_flight={max_in_flight}");
     println!("async.pool_free_after={}", pool.free_count());
     Ok(())

@@ -62,6 +62,8 @@ fn send_all(nic: &mut Nic, frames: &mut VecDeque<TxFrame>) -> Result<()> {
 /// as two segments (a 14-byte header packet and the rest from another buffer).
 pub fn tx(bdf: &str, n: &str) -> Result<()> {
     let (_c, mut nic) = open(bdf, Config::default())?;
+    // Before anything is sent, only the receive ring holds buffers.
+    println!("tx.pool_free_idle={}", nic.pool().free_count());
     let mac = nic.mac();
     let mut queue = VecDeque::with_capacity(8);
     for seq in 0..count(n)? {
@@ -111,7 +113,6 @@ pub fn tx(bdf: &str, n: &str) -> Result<()> {
     println!("tx.sent={}", stats.tx_packets);
     println!("tx.pool_free={}", nic.pool().free_count());
     println!("tx.pool_capacity={}", nic.pool().capacity());
-    println!("tx.rx_ring={}", Config::default().rx_ring);
     Ok(())
 }
 
