@@ -110,6 +110,11 @@ impl Dma {
         self.faults += !ok as u64;
         ok
     }
+
+    pub(crate) fn read_u16(&mut self, iova: u64) -> Option<u16> {
+        let mut b = [0u8; 2];
+        self.read(iova, &mut b).then(|| u16::from_le_bytes(b))
+    }
 }
 
 /// The Internet checksum (RFC 1071) of `bytes`, added to the 16-bit
@@ -154,7 +159,8 @@ pub(crate) trait Engine: Send + 'static {
     fn set_threaded(&mut self, on: bool);
 }
 
-/// A model's DMA engine on its own thread ([`crate::e1000::E1000Model::spawn`]): it polls the model every
+/// A model's DMA engine on its own thread ([`crate::e1000::E1000Model::spawn`],
+/// [`crate::virtio_net::VirtioNetModel::spawn`]): it polls the model every
 /// 20 µs, so the driver sees descriptors completed some time after it gave
 /// them, as on hardware. Dropping it stops and joins the thread, and the
 /// model is synchronous again.

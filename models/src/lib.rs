@@ -11,6 +11,9 @@
 //! - [`e1000`]: an Intel 82540EM with its descriptor rings, checksum
 //!   insertion, address filter, statistics and link state, and hostile
 //!   write-backs.
+//! - [`virtio_net`]: a modern virtio-pci network device with split
+//!   virtqueues, feature negotiation, checksum completion, and hostile
+//!   used-ring entries.
 //!
 //! The NIC models carry frames between the driver and the test: frames the
 //! test delivers are received into the driver's buffers, frames the driver
@@ -22,5 +25,6 @@
 mod common;
 pub mod e1000;
 pub mod nvme;
+pub mod virtio_net;
 
 pub use common::ModelThread;
