@@ -412,7 +412,7 @@ fn callgrind(
     specs: &[String],
     mode: Mode,
 ) -> Result<Counted, String> {
-    let out = dir.join(format!("{name}-{mode:?}.callgrind").to_lowercase());
+    let out = dir.join(format!("{name}.{mode:?}.callgrind").to_lowercase());
     clear_dumps(&out, specs.len())?;
     let mut cmd = Command::new(valgrind);
     cmd.args([
