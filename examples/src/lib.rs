@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod dmaf;
+pub mod forward;
 pub mod kernel_copy;
 pub mod packet;
 pub mod perf;

@@ -372,7 +372,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
         data: Option<(u64, usize)>,
         slot: Slot<B>,
     ) -> Result<()> {
-        let cid = self.qp.next_cid().ok_or(Error::QueueFull {
+        let cid = self.qp.next_cid().ok_or_else(|| Error::QueueFull {
             qid: self.qid(),
             depth: self.in_flight(),
         })?;

@@ -7,6 +7,9 @@
 //! - `cargo xtask bench`: the benchmarks beside their kernel baselines, in the
 //!   QEMU machine (emulator numbers: compare the ratios); `bench-copy` only
 //!   the copy-bench (the forwarder beside the kernel's copy paths).
+//! - `cargo xtask bench-host`: instructions per I/O of the drivers on the
+//!   host, on the software device models, under callgrind (no QEMU):
+//!   `target/bench-host.json` and the plot `target/bench-host.svg`.
 //! - `cargo xtask fuzz`: only the bounded fuzz runs (part of `test`).
 //! - `cargo xtask package`: only the packaging check (part of `test`):
 //!   `cargo package` of vfio-core, nvme-driver and nic-driver, each built
@@ -17,6 +20,8 @@
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
+
+mod bench_host;
 
 use vfio_tests::{check, image, machine::Machine, provision, wire, workspace_root};
 
@@ -37,8 +42,9 @@ fn main() -> ExitCode {
         "bench-copy" => setup()
             .and_then(|_| bench_copy("iommu=strict"))
             .and_then(|_| bench_copy("iommu=pt")),
+        "bench-host" => bench_host::bench_host(),
         _ => Err(
-            "usage: cargo xtask <demo|test|fuzz|miri|package|bench|bench-nvme|bench-nic|bench-copy|setup>"
+            "usage: cargo xtask <demo|test|fuzz|miri|package|bench|bench-nvme|bench-nic|bench-copy|bench-host|setup>"
                 .to_string(),
         ),
     };

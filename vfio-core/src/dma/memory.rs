@@ -192,6 +192,9 @@ impl DmaMemory {
     }
 
     /// Pointer to `len` bytes at `offset`, aligned to `align`; panics otherwise.
+    /// Inlined: for the word accesses of descriptor rings the check is a
+    /// compare and a branch, not a call (about 23 instructions a call).
+    #[inline]
     fn at(&self, offset: usize, len: usize, align: usize) -> *mut u8 {
         assert!(
             offset.checked_add(len).is_some_and(|end| end <= self.len) && offset.is_multiple_of(align),
