@@ -164,10 +164,8 @@ impl QueuePair {
         }
         let cid = self.free_cids.pop().expect("is_full checked");
         cmd.set_cid(cid);
-        let base = self.sq_tail as usize * SQE_SIZE;
-        for (i, dw) in cmd.cdw.iter().enumerate() {
-            self.sq.write::<u32>(base + 4 * i, *dw);
-        }
+        self.sq
+            .write_words::<u32>(self.sq_tail as usize * SQE_SIZE, &cmd.cdw);
         self.in_flight[cid as usize] = true;
         self.sq_tail = (self.sq_tail + 1) % self.entries;
         self.unrung = true;

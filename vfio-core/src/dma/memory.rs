@@ -229,6 +229,25 @@ impl DmaMemory {
         unsafe { p.write_volatile(value) }
     }
 
+    /// Volatile writes of `values`, one word after the other from byte
+    /// `offset`, in order, with one bounds check for all of them: for an
+    /// entry a device reads as a whole (an NVMe command, a descriptor)
+    /// before the doorbell that hands it over.
+    ///
+    /// # Panics
+    ///
+    /// When the words are not inside the region or `offset` is not a
+    /// multiple of the word size.
+    pub fn write_words<T: DmaWord>(&self, offset: usize, values: &[T]) {
+        let len = size_of_val(values);
+        let p = self.at(offset, len, align_of::<T>()).cast::<T>();
+        for (i, v) in values.iter().enumerate() {
+            // SAFETY: all `values.len()` words are in bounds and aligned
+            // (`at` checked the whole range); the memory is ours and writable.
+            unsafe { p.add(i).write_volatile(*v) }
+        }
+    }
+
     /// Copies `out.len()` bytes at `offset` into `out`, with volatile reads.
     ///
     /// # Panics
@@ -643,6 +662,41 @@ mod tests {
         let mut out = [0u8; 5];
         m.read_bytes(100, &mut out);
         assert_eq!(&out, b"hello");
+    }
+
+    #[test]
+    fn words_written_in_a_row_land_in_order_and_nothing_beside_them() {
+        let m = memory(4096);
+        m.write_bytes(0, &[0xee; 4096]);
+        let words: Vec<u32> = (1..=16).map(|i| i * 0x0101_0101).collect();
+        m.write_words::<u32>(4096 - 64, &words);
+        for (i, w) in words.iter().enumerate() {
+            assert_eq!(m.read::<u32>(4096 - 64 + 4 * i), *w);
+        }
+        assert_eq!(
+            m.read::<u32>(4096 - 68),
+            0xeeee_eeee,
+            "the word before is untouched"
+        );
+        m.write_words::<u64>(8, &[]);
+        assert_eq!(
+            m.read::<u64>(8),
+            0xeeee_eeee_eeee_eeee,
+            "no words, no write"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
+    fn words_past_the_end_panic_before_any_is_written() {
+        let m = memory(4096);
+        m.write_words::<u32>(4096 - 60, &[1; 16]);
+    }
+
+    #[test]
+    #[should_panic(expected = "misaligned")]
+    fn misaligned_words_panic() {
+        memory(4096).write_words::<u32>(2, &[1]);
     }
 
     /// Every alignment of start and length, on both sides of a copy: the
