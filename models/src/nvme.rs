@@ -3,7 +3,8 @@
 //! phase-tagged completions, PRP data pointers and (when configured,
 //! [`NvmeConfig::sgl`]) Scatter Gather Lists for I/O data, RAM namespaces;
 //! and the faults a test needs: commands held in flight, hostile completion
-//! fields, a controller that never becomes ready or never stops.
+//! fields and phase tags, a controller that never becomes ready or never
+//! stops.
 //!
 //! Commands run synchronously when the driver writes a submission queue's
 //! doorbell (the driver's MMIO write calls [`NvmeModel`]), so a test is one
@@ -125,6 +126,11 @@ pub enum Injection {
     Status(u16),
     /// Post the completion twice.
     Twice,
+    /// Post the completion with its phase tag inverted: it reads as an
+    /// entry left from the ring's previous pass, which a host must not take
+    /// (base spec 2.0, Completion Queue Entry, Phase Tag). The CQ tail moves
+    /// on as for any entry.
+    Phase,
 }
 
 /// An I/O command the controller ran (or held, or aborted).
@@ -630,7 +636,7 @@ impl NvmeModel {
         };
         let (mut cid, mut sq_id, mut head, mut status) =
             ((cmd[0] >> 16) as u16, sqid, q.head, status);
-        let mut times = 1;
+        let (mut times, mut stale) = (1, false);
         if io {
             match self.inject.pop_front() {
                 Some(Injection::Cid(c)) => cid = c,
@@ -638,6 +644,7 @@ impl NvmeModel {
                 Some(Injection::SqHead(h)) => head = h,
                 Some(Injection::Status(s)) => status = s,
                 Some(Injection::Twice) => times = 2,
+                Some(Injection::Phase) => stale = true,
                 None => {}
             }
         }
@@ -649,7 +656,7 @@ impl NvmeModel {
                 result,
                 0,
                 head as u32 | (sq_id as u32) << 16,
-                cid as u32 | (c.phase as u32) << 16 | (status as u32 & 0x7fff) << 17,
+                cid as u32 | ((c.phase != stale) as u32) << 16 | (status as u32 & 0x7fff) << 17,
             ];
             let bytes: Vec<u8> = entry.iter().flat_map(|d| d.to_le_bytes()).collect();
             let at = c.base + c.tail as u64 * 16;
