@@ -55,6 +55,7 @@ fn config(input: &mut Input) -> NvmeConfig {
             Readiness::Fatal,
             Readiness::Gone,
         ][input.u8() as usize % 4],
+        sgl: false,
     }
 }
 

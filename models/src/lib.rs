@@ -6,8 +6,8 @@
 //! test fails.
 //!
 //! - [`nvme`]: an NVMe controller with RAM namespaces, admin and I/O queues,
-//!   PRPs, and injected faults (held commands, hostile completions, a
-//!   controller that does not stop).
+//!   PRPs, SGLs (when configured), and injected faults (held commands,
+//!   hostile completions, a controller that does not stop).
 //! - [`e1000`]: an Intel 82540EM with its descriptor rings, checksum
 //!   insertion, address filter, statistics and link state, and hostile
 //!   write-backs.
@@ -25,6 +25,7 @@
 mod common;
 pub mod e1000;
 pub mod nvme;
+mod nvme_sgl;
 pub mod virtio_net;
 
 pub use common::ModelThread;

@@ -1,8 +1,10 @@
 //! An NVMe controller in software (NVM Express Base Specification 2.0, NVM
 //! Command Set 1.0): the BAR0 registers, the admin queue, I/O queues with
-//! phase-tagged completions, PRP data pointers, RAM namespaces; and the
-//! faults a test needs: commands held in flight, hostile completion fields,
-//! a controller that never becomes ready or never stops.
+//! phase-tagged completions, PRP data pointers and (when configured,
+//! [`NvmeConfig::sgl`]) Scatter Gather Lists for I/O data, RAM namespaces;
+//! and the faults a test needs: commands held in flight, hostile completion
+//! fields and phase tags, a controller that never becomes ready or never
+//! stops.
 //!
 //! Commands run synchronously when the driver writes a submission queue's
 //! doorbell (the driver's MMIO write calls [`NvmeModel`]), so a test is one
@@ -22,6 +24,8 @@ use std::sync::{Arc, Mutex};
 use vfio_core::mmio::RegisterModel;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Container, Device};
+
+use crate::nvme_sgl::{self, Piece, DATA_TRANSFER_ERROR};
 
 const PAGE: usize = 4096;
 
@@ -82,6 +86,16 @@ pub struct NvmeConfig {
     pub io_queues: u16,
     pub namespaces: Vec<Namespace>,
     pub readiness: Readiness,
+    /// Accept SGLs for I/O command data (PSDT 01b or 10b) and report them in
+    /// Identify Controller SGLS (bytes 539:536): bits 1:0 01b (supported,
+    /// no alignment or granularity requirement) and bit 16 (Bit Bucket
+    /// descriptors). Data Block, Bit Bucket, Segment and Last Segment
+    /// descriptors are walked, a malformed list is refused with its SGL
+    /// status (0Dh, 0Eh, 0Fh, 11h) before any data moves; MPTR is not used
+    /// (the namespaces served carry no metadata). Off (the default): SGLS
+    /// reads 0 and a command with PSDT other than 00b fails with Invalid
+    /// Field in Command, PRPs only. Admin commands always take PRPs.
+    pub sgl: bool,
 }
 
 impl Default for NvmeConfig {
@@ -94,6 +108,7 @@ impl Default for NvmeConfig {
             io_queues: 4,
             namespaces: vec![Namespace::zeroed(1, 512, 2048)],
             readiness: Readiness::Prompt,
+            sgl: false,
         }
     }
 }
@@ -111,6 +126,11 @@ pub enum Injection {
     Status(u16),
     /// Post the completion twice.
     Twice,
+    /// Post the completion with its phase tag inverted: it reads as an
+    /// entry left from the ring's previous pass, which a host must not take
+    /// (base spec 2.0, Completion Queue Entry, Phase Tag). The CQ tail moves
+    /// on as for any entry.
+    Phase,
 }
 
 /// An I/O command the controller ran (or held, or aborted).
@@ -324,6 +344,7 @@ impl NvmeModel {
     fn admin_command(&mut self, cmd: &[u32; 16]) {
         let opcode = cmd[0] as u8;
         let (status, result) = match opcode {
+            _ if psdt(cmd) != 0 => (0x02, 0), // admin commands take PRPs
             0x06 => (self.identify(cmd), 0),
             0x09 if cmd[10] & 0xff == 7 => {
                 let n = self.config.io_queues.max(1) as u32 - 1;
@@ -370,6 +391,8 @@ impl NvmeModel {
                 page[516..520]
                     .copy_from_slice(&(self.config.namespaces.len() as u32).to_le_bytes());
                 page[520..522].copy_from_slice(&self.config.oncs.to_le_bytes());
+                let sgls: u32 = if self.config.sgl { 1 | 1 << 16 } else { 0 };
+                page[536..540].copy_from_slice(&sgls.to_le_bytes());
             }
             2 => {
                 let after = cmd[1];
@@ -536,43 +559,74 @@ impl NvmeModel {
         Some(out)
     }
 
-    /// Controller -> host: `data` into the command's pages.
+    /// Where the command's data goes for `len` bytes, `to_host` for a
+    /// controller-to-host transfer: PRPs (PSDT 00b), or the SGL of SGL1
+    /// when SGLs are configured (PSDT 01b, 10b). Err: the status to fail
+    /// the command with.
+    fn pieces(&mut self, cmd: &[u32; 16], len: usize, to_host: bool) -> Result<Vec<Piece>, u16> {
+        let pieces = match psdt(cmd) {
+            0 => self
+                .pages(cmd, len)
+                .map(|p| p.into_iter().map(|(a, n)| Piece::Dma(a, n)).collect())
+                .ok_or(DATA_TRANSFER_ERROR),
+            1 | 2 if self.config.sgl => {
+                nvme_sgl::walk(&self.container, &nvme_sgl::sgl1(cmd), len, to_host)
+            }
+            _ => return Err(0x02), // Invalid Field in Command
+        };
+        if matches!(pieces, Err(DATA_TRANSFER_ERROR)) {
+            self.dma_faults += 1; // a PRP list or SGL segment not mapped
+        }
+        pieces
+    }
+
+    /// Controller -> host: `data` into the command's pages or SGL.
     fn transfer_out(&mut self, cmd: &[u32; 16], data: &[u8]) -> u16 {
-        let Some(pages) = self.pages(cmd, data.len()) else {
-            self.dma_faults += 1;
-            return 0x04; // Data Transfer Error
+        let pieces = match self.pieces(cmd, data.len(), true) {
+            Ok(p) => p,
+            Err(status) => return status,
         };
         let mut at = 0;
-        for (iova, n) in pages {
-            if self.container.dma_write(iova, &data[at..at + n]).is_err() {
-                self.dma_faults += 1;
-                return 0x04;
+        for piece in pieces {
+            match piece {
+                Piece::Dma(iova, n) => {
+                    if self.container.dma_write(iova, &data[at..at + n]).is_err() {
+                        self.dma_faults += 1;
+                        return DATA_TRANSFER_ERROR;
+                    }
+                    self.dma_bytes += n as u64;
+                    at += n;
+                }
+                Piece::Discard(n) => at += n,
             }
-            at += n;
         }
-        self.dma_bytes += data.len() as u64;
         0
     }
 
-    /// Host -> controller: the command's pages into `data`.
+    /// Host -> controller: the command's pages or SGL into `data`.
     fn transfer_in(&mut self, cmd: &[u32; 16], data: &mut [u8]) -> u16 {
-        let Some(pages) = self.pages(cmd, data.len()) else {
-            self.dma_faults += 1;
-            return 0x04;
+        let pieces = match self.pieces(cmd, data.len(), false) {
+            Ok(p) => p,
+            Err(status) => return status,
         };
         let mut at = 0;
-        for (iova, n) in pages {
-            if self
-                .container
-                .dma_read(iova, &mut data[at..at + n])
-                .is_err()
-            {
-                self.dma_faults += 1;
-                return 0x04;
+        for piece in pieces {
+            match piece {
+                Piece::Dma(iova, n) => {
+                    if self
+                        .container
+                        .dma_read(iova, &mut data[at..at + n])
+                        .is_err()
+                    {
+                        self.dma_faults += 1;
+                        return DATA_TRANSFER_ERROR;
+                    }
+                    self.dma_bytes += n as u64;
+                    at += n;
+                }
+                Piece::Discard(n) => at += n,
             }
-            at += n;
         }
-        self.dma_bytes += data.len() as u64;
         0
     }
 
@@ -582,7 +636,7 @@ impl NvmeModel {
         };
         let (mut cid, mut sq_id, mut head, mut status) =
             ((cmd[0] >> 16) as u16, sqid, q.head, status);
-        let mut times = 1;
+        let (mut times, mut stale) = (1, false);
         if io {
             match self.inject.pop_front() {
                 Some(Injection::Cid(c)) => cid = c,
@@ -590,6 +644,7 @@ impl NvmeModel {
                 Some(Injection::SqHead(h)) => head = h,
                 Some(Injection::Status(s)) => status = s,
                 Some(Injection::Twice) => times = 2,
+                Some(Injection::Phase) => stale = true,
                 None => {}
             }
         }
@@ -601,7 +656,7 @@ impl NvmeModel {
                 result,
                 0,
                 head as u32 | (sq_id as u32) << 16,
-                cid as u32 | (c.phase as u32) << 16 | (status as u32 & 0x7fff) << 17,
+                cid as u32 | ((c.phase != stale) as u32) << 16 | (status as u32 & 0x7fff) << 17,
             ];
             let bytes: Vec<u8> = entry.iter().flat_map(|d| d.to_le_bytes()).collect();
             let at = c.base + c.tail as u64 * 16;
@@ -660,6 +715,12 @@ impl RegisterModel for NvmeModel {
             _ => {}
         }
     }
+}
+
+/// PSDT, command dword 0 bits 15:14: 00b PRPs, 01b and 10b SGLs (MPTR a
+/// buffer, or one SGL descriptor), 11b reserved.
+fn psdt(cmd: &[u32; 16]) -> u32 {
+    cmd[0] >> 14 & 3
 }
 
 fn prp1(cmd: &[u32; 16]) -> u64 {

@@ -399,6 +399,62 @@ fn hostile_completions_are_protocol_errors_and_no_buffer_comes_back_twice() {
 }
 
 #[test]
+fn a_completion_with_a_stale_phase_is_not_taken_and_the_queue_times_out() {
+    let (container, model, mut nvme) = standard();
+    let pool = BufferPool::new(&container, 4096, 2).unwrap();
+    let mut qp = nvme.create_io_queue_pair::<Buffer>(8).unwrap();
+    lock(&model).inject.push_back(Injection::Phase);
+    qp.submit_read(1, 0, pool.alloc().unwrap(), 0, 512, 1)
+        .unwrap();
+    qp.ring();
+    let mut back = 0;
+    assert_eq!(qp.poll(8, |_| back += 1).unwrap(), 0, "not a completion");
+    assert_eq!((back, qp.in_flight(), pool.free_count()), (0, 1, 1));
+    assert!(!qp.is_failed());
+
+    qp.set_timeout(Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(30));
+    let err = qp.poll(8, |_| back += 1).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(qp.is_failed());
+    assert_eq!(
+        (back, pool.free_count()),
+        (0, 1),
+        "the queue keeps the buffer"
+    );
+
+    nvme.reset().unwrap();
+    let mut aborted = Vec::new();
+    nvme.recreate_io_queue_pair(&mut qp, |c| aborted.push(c))
+        .unwrap();
+    assert_eq!(aborted.len(), 1, "handed back once");
+    let c = aborted.pop().unwrap();
+    assert_eq!(c.tag, 1);
+    assert!(
+        matches!(c.result, Err(Error::Aborted { .. })),
+        "{:?}",
+        c.result
+    );
+    drop(c.buf.expect("the buffer"));
+    assert_eq!(pool.free_count(), 2);
+
+    // The new queue takes completions again.
+    qp.submit_read(1, 3, pool.alloc().unwrap(), 0, 512, 2)
+        .unwrap();
+    qp.ring();
+    let mut done = Vec::new();
+    assert_eq!(qp.poll(8, |c| done.push(c)).unwrap(), 1);
+    let c = done.pop().unwrap();
+    c.result.unwrap();
+    assert_eq!(c.tag, 2);
+    assert_eq!(
+        c.buf.unwrap().as_slice()[..512],
+        lock(&model).namespace(1)[3 * 512..4 * 512]
+    );
+    assert!(!qp.is_failed());
+}
+
+#[test]
 fn every_status_is_checked_flush_media_and_range_errors_surface() {
     let (container, model, mut nvme) = standard();
     let mut qp = nvme.create_io_queue_pair::<DmaMemory>(8).unwrap();
