@@ -153,12 +153,10 @@ impl TxRing {
         // IPCSS, IPCSO (checksum at +10), IPCSE (20-byte header); TUCSS, TUCSO, TUCSE = 0 (to the end).
         let lower = ip | (ip + 10) << 8 | (ip + 19) << 16 | l4 << 32 | l4_sum << 40;
         let tucmd = txd::TUCMD_IP | if o.tcp { txd::TUCMD_TCP } else { 0 };
-        self.desc.write::<u64>(at, lower);
-        self.desc.write::<u32>(
-            at + txd::CMD_DWORD,
-            txd::DTYP_CONTEXT | txd::CMD_DEXT | txd::CMD_RS | tucmd,
-        );
-        self.desc.write::<u32>(at + 12, 0);
+        let cmd = txd::DTYP_CONTEXT | txd::CMD_DEXT | txd::CMD_RS | tucmd;
+        // Dwords 2 and 3 (command, then status and the MSS/header fields, 0)
+        // as one little-endian word: the descriptor in two stores, one check.
+        self.desc.write_words::<u64>(at, &[lower, cmd as u64]);
         self.held[at / txd::SIZE] = (None, false);
         self.context = Some(o);
     }
@@ -178,10 +176,10 @@ impl TxRing {
                 cmd |= txd::CMD_DEXT | txd::DTYP_DATA;
                 popts = txd::POPTS_IXSM | txd::POPTS_TXSM;
             }
-            self.desc.write::<u64>(at, iova);
-            self.desc
-                .write::<u32>(at + txd::CMD_DWORD, cmd | len as u32);
-            self.desc.write::<u32>(at + 12, (popts as u32) << 8);
+            // Dword 2 (command and length) and dword 3 (status 0, then
+            // POPTS) as one little-endian word after the buffer address.
+            let upper = (cmd | len as u32) as u64 | ((popts as u64) << 8) << 32;
+            self.desc.write_words::<u64>(at, &[iova, upper]);
             self.held[at / txd::SIZE] = (Some(segment), last);
         }
     }
