@@ -600,6 +600,19 @@ impl Outcome {
         s
     }
 
+    /// The `--json` summary a tool printed in step `name` (which must have
+    /// succeeded): its first line that starts with `{`, parsed. Panics,
+    /// with the step's output, when there is none or it is not JSON.
+    pub fn json(&self, name: &str) -> serde_json::Value {
+        let out = &self.ok(name).output;
+        let line = out
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("step `{name}` printed no JSON summary:\n{out}"));
+        serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("step `{name}`: {e} in its JSON summary {line}"))
+    }
+
     /// The step `name`, asserting it failed and printed `needle`.
     pub fn failed_with(&self, name: &str, needle: &str) -> &StepResult {
         let s = self.step(name);

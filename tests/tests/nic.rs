@@ -524,13 +524,7 @@ fn jumbo_frames_go_out_whole(r: &'static Run, _: &str) {
 }
 
 fn pktgen_sends_valid_frames_on_both_drivers_without_allocating(r: &'static Run) {
-    let out = &r.outcome.ok("pktgen").output;
-    let line = out
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON:\n{out}"));
-    let json: serde_json::Value =
-        serde_json::from_str(line).expect("nic-pktgen --json prints JSON");
+    let json = r.outcome.json("pktgen");
     assert_eq!(
         json["userspace"]["sent"].as_u64(),
         Some(PKTGEN_COUNT),

@@ -511,12 +511,7 @@ fn an_injected_media_error_is_decoded_and_the_queue_pair_goes_on() {
 
 #[test]
 fn perf_runs_both_drivers_and_the_io_path_does_not_allocate() {
-    let out = &outcome().ok("perf").output;
-    let line = out
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON line:\n{out}"));
-    let json: serde_json::Value = serde_json::from_str(line).expect("nvme-perf --json prints JSON");
+    let json = outcome().json("perf");
     let total = |side: &str| {
         json[side]
             .as_array()

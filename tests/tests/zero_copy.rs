@@ -202,12 +202,7 @@ fn shared_page_addresses(writer: &str, reader: &str) -> (Vec<u64>, usize) {
 }
 
 fn summary(step: &str) -> serde_json::Value {
-    let out = &run().outcome.ok(step).output;
-    let line = out
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON summary:\n{out}"));
-    serde_json::from_str(line).expect("a --json summary")
+    run().outcome.json(step)
 }
 
 fn n(s: &serde_json::Value, key: &str) -> u64 {
