@@ -159,13 +159,45 @@ fn stage_modules(kernel: &Kernel, dest: &Path) -> Result<Vec<String>> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        if name.ends_with(".xz") || name.ends_with(".zst") || name.ends_with(".gz") {
-            return Err(HarnessError::new(format!("module {rel} is compressed; busybox insmod needs plain .ko (use a kernel with uncompressed modules, e.g. Debian bookworm's)")));
-        }
-        copy(&kernel.modules.join(rel), &dest.join(&name))?;
+        let name = stage_module(&kernel.modules.join(rel), dest, &name)?;
         names.push(name);
     }
     Ok(names)
+}
+
+/// Copies one module into `dest` as a plain `.ko` (returns its name there):
+/// Debian 13's kernel ships `.ko.xz`, which busybox insmod does not take
+/// (and the kernel only with CONFIG_MODULE_DECOMPRESS), so compressed modules
+/// are decompressed on the host (`xz`, `zstd` or `gzip`).
+fn stage_module(from: &Path, dest: &Path, name: &str) -> Result<String> {
+    let compressed = [(".xz", "xz"), (".zst", "zstd"), (".gz", "gzip")]
+        .into_iter()
+        .find_map(|(ext, tool)| name.strip_suffix(ext).map(|plain| (plain, tool)));
+    let Some((plain, tool)) = compressed else {
+        copy(from, &dest.join(name))?;
+        return Ok(name.to_string());
+    };
+    let out = dest.join(plain);
+    let file = fs::File::create(&out).map_err(|e| HarnessError::io("create", &out, e))?;
+    let status = Command::new(tool)
+        .arg("-dc")
+        .arg(from)
+        .stdout(file)
+        .status()
+        .map_err(|e| {
+            HarnessError::new(format!(
+                "module {} is compressed and `{tool}` could not be started ({e}): install it (Debian: {})",
+                from.display(),
+                if tool == "xz" { "xz-utils" } else { tool }
+            ))
+        })?;
+    if !status.success() {
+        return Err(HarnessError::new(format!(
+            "{tool} -dc {} failed ({status})",
+            from.display()
+        )));
+    }
+    Ok(plain.to_string())
 }
 
 /// Orders `wanted` and their dependencies (from modules.dep) so that each comes after what it needs.
@@ -323,6 +355,49 @@ kernel/drivers/vfio/pci/vfio-pci-core.ko: kernel/drivers/vfio/vfio.ko kernel/vir
 kernel/drivers/vfio/vfio.ko:\n\
 kernel/virt/lib/irqbypass.ko:\n\
 kernel/drivers/net/ethernet/intel/e1000/e1000.ko:\n";
+
+    #[test]
+    fn compressed_module_is_staged_plain() {
+        if crate::provision::which("xz").is_none() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("vfio-rs-stage-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("out")).expect("mkdir");
+        let plain = dir.join("vfio.ko");
+        fs::write(&plain, b"\x7fELF module bytes").expect("write");
+        let status = Command::new("xz")
+            .arg("-k")
+            .arg(&plain)
+            .status()
+            .expect("xz");
+        assert!(status.success());
+        let name =
+            stage_module(&dir.join("vfio.ko.xz"), &dir.join("out"), "vfio.ko.xz").expect("staged");
+        assert_eq!(name, "vfio.ko");
+        assert_eq!(
+            fs::read(dir.join("out/vfio.ko")).expect("read"),
+            b"\x7fELF module bytes"
+        );
+        assert_eq!(
+            stage_module(&plain, &dir.join("out"), "plain.ko").expect("copied"),
+            "plain.ko"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn load_order_with_xz_names() {
+        let dep = "kernel/drivers/vfio/pci/vfio-pci.ko.xz: kernel/drivers/vfio/vfio.ko.xz\nkernel/drivers/vfio/vfio.ko.xz:\n";
+        let order = module_load_order(dep, &["vfio_pci"]).expect("order");
+        assert_eq!(
+            order,
+            [
+                "kernel/drivers/vfio/vfio.ko.xz",
+                "kernel/drivers/vfio/pci/vfio-pci.ko.xz"
+            ]
+        );
+    }
 
     #[test]
     fn dependencies_load_first() {
