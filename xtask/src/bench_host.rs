@@ -344,17 +344,7 @@ fn target_dir() -> PathBuf {
 /// The bench in release (the workspace's release profile keeps the debug
 /// information callgrind names functions with).
 fn build(target: &Path) -> Result<PathBuf, String> {
-    let args = ["build", "--release", "--quiet", "-p", "vfio-bench"];
-    eprintln!("xtask: cargo {}", args.join(" "));
-    let ok = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(args)
-        .current_dir(workspace_root())
-        .status()
-        .map_err(|e| format!("start cargo: {e}"))?
-        .success();
-    if !ok {
-        return Err(format!("cargo {} failed", args.join(" ")));
-    }
+    crate::run_cargo(&["build", "--release", "--quiet", "-p", "vfio-bench"], &[])?;
     Ok(target.join("release/bench-host"))
 }
 

@@ -79,11 +79,20 @@ fn cargo(args: &[&str], image: &image::GuestImage) -> Result<(), String> {
 }
 
 fn cargo_env(args: &[&str], image: &image::GuestImage, env: &[(&str, &str)]) -> Result<(), String> {
+    let image = image.initramfs.as_os_str();
+    let env: Vec<(&str, &std::ffi::OsStr)> = std::iter::once(("VFIO_RS_GUEST_IMAGE", image))
+        .chain(env.iter().map(|(k, v)| (*k, std::ffi::OsStr::new(v))))
+        .collect();
+    run_cargo(args, &env)
+}
+
+/// Runs cargo (the one running xtask) in the workspace with `args` and the
+/// extra environment `env`; an error unless it succeeds.
+fn run_cargo(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<(), String> {
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args(args)
         .current_dir(workspace_root())
-        .env("VFIO_RS_GUEST_IMAGE", &image.initramfs)
         .envs(env.iter().copied())
         .status()
         .map_err(|e| format!("start cargo: {e}"))?;
@@ -255,16 +264,7 @@ fn package() -> Result<(), String> {
         "--allow-dirty",
         "--quiet",
     ];
-    eprintln!("xtask: cargo {}", args.join(" "));
-    let ok = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(args)
-        .current_dir(workspace_root())
-        .status()
-        .map_err(|e| format!("start cargo: {e}"))?
-        .success();
-    if !ok {
-        return Err(format!("cargo {} failed", args.join(" ")));
-    }
+    run_cargo(&args, &[])?;
     eprintln!(
         "xtask: the three crates package and build, in {:.1?}",
         start.elapsed()
