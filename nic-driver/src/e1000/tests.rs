@@ -568,7 +568,12 @@ fn with_the_pool_empty_frames_are_dropped_and_counted_and_the_ring_stays_full() 
 fn tx_descriptor(h: &Harness, i: usize) -> (u64, u32, u32) {
     let d = h.txd(i);
     let c = &h.container;
-    (dma_u64(c, d), dma_u32(c, d + 8), dma_u32(c, d + 12))
+    let at = |off: usize| d + off as u64;
+    (
+        dma_u64(c, d),
+        dma_u32(c, at(txd::CMD_DWORD)),
+        dma_u32(c, at(txd::STATUS)),
+    )
 }
 
 #[test]

@@ -106,7 +106,7 @@ pub trait DmaTarget: sealed::Sealed + Send + 'static {
     /// driver recorded a device writing all of them
     /// ([`DmaTargetMut::device_wrote`]) and the CPU has not written the
     /// memory since. Pool buffers keep that record; other memory always
-    /// answers [`Writer::Cpu`] (see [`Writer`]'s module notes). Drivers count
+    /// answers [`Writer::Cpu`] (see [`Writer`]). Drivers count
     /// what they hand to a device with this, so a copy shows up in their
     /// figures.
     fn writer(&self, offset: usize, len: usize) -> Writer {

@@ -1,26 +1,27 @@
-//! Who wrote the bytes a device is given: the basis for counting copies.
-//!
-//! A program that claims zero copy should measure it: a NIC driver counts
-//! every segment it hands to the NIC by who last wrote its bytes, and an
-//! NVMe driver every write's source. That needs a record per buffer of the
-//! bytes a device wrote, kept where the buffer is:
-//!
-//! - a driver calls [`DmaTargetMut::device_wrote`](super::DmaTargetMut::device_wrote)
-//!   when a device's command or descriptor that wrote the memory completes
-//!   successfully (with the range it wrote), and with an empty range when
-//!   the command failed;
-//! - every write by the CPU through a pool [`Buffer`](super::Buffer)'s
-//!   `&mut` accessors forgets the record (the CPU may have written any byte);
-//! - a fresh buffer from a pool has none.
-//!
-//! [`DmaTarget::writer`](super::DmaTarget::writer) then tells, for any range,
-//! whether a device wrote all of it since the CPU last wrote the buffer.
-//! Pool buffers ([`Buffer`](super::Buffer), [`SharedBuffer`](super::SharedBuffer))
-//! keep the record; [`DmaMemory`](super::DmaMemory) and
-//! [`RawDma`](super::RawDma) keep none and always answer [`Writer::Cpu`]: a
-//! count can understate device-written bytes, never overstate them.
+//! Who wrote the bytes a device is given: the basis for counting copies
+//! (see [`Writer`]).
 
 /// Who last wrote a range of DMA memory.
+///
+/// A program that claims zero copy should measure it: a NIC driver counts
+/// every segment it hands to the NIC by who last wrote its bytes, and an
+/// NVMe driver every write's source. That needs a record per buffer of the
+/// bytes a device wrote, kept where the buffer is:
+///
+/// - a driver calls [`DmaTargetMut::device_wrote`](super::DmaTargetMut::device_wrote)
+///   when a device's command or descriptor that wrote the memory completes
+///   successfully (with the range it wrote), and with an empty range when
+///   the command failed;
+/// - every write by the CPU through a pool [`Buffer`](super::Buffer)'s
+///   `&mut` accessors forgets the record (the CPU may have written any byte);
+/// - a fresh buffer from a pool has none.
+///
+/// [`DmaTarget::writer`](super::DmaTarget::writer) then tells, for any range,
+/// whether a device wrote all of it since the CPU last wrote the buffer.
+/// Pool buffers ([`Buffer`](super::Buffer), [`SharedBuffer`](super::SharedBuffer))
+/// keep the record; [`DmaMemory`](super::DmaMemory) and
+/// [`RawDma`](super::RawDma) keep none and always answer [`Writer::Cpu`]: a
+/// count can understate device-written bytes, never overstate them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Writer {
     /// A device, by DMA, as recorded by the driver whose command wrote it;
