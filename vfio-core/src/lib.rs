@@ -42,7 +42,7 @@
 //!
 //! # fn main() -> vfio_core::Result<()> {
 //! let addr: PciAddress = "0000:01:00.0".parse()?;
-//! // Take the device from its kernel driver (as root; `devbind bind` does it too).
+//! // Take the device from its kernel driver and give it to vfio-pci (as root).
 //! Sysfs::new().bind_vfio(addr)?;
 //!
 //! // One IOMMU context; opening the device attaches its IOMMU group to it.
@@ -58,19 +58,24 @@
 //! let mut buf = pool.try_alloc()?;
 //! buf.as_mut_slice()[..5].copy_from_slice(b"hello");
 //!
+//! // Lend both to the device: until it is quiesced, neither can be freed,
+//! // returned to the pool or borrowed as a slice.
+//! let ring = device.lend(ring);
+//! let buf = device.lend(buf);
 //! // Hand the buffer's IOVA to the device: checked against its container.
 //! let iova = buf.dma_range(device.container(), 0, 5)?;
-//! ring.write::<u64>(0, iova);
-//! ring.write::<u32>(8, 5);
+//! ring.memory().write::<u64>(0, iova);
+//! ring.memory().write::<u32>(8, 5);
 //! bar0.write64(0x10, ring.iova());
 //! bar0.write32(0x18, 1);
-//! // Until the device marks the descriptor done, nothing touches `buf`.
-//! while ring.read::<u32>(12) == 0 {
+//! while ring.memory().read::<u32>(12) == 0 {
 //!     std::hint::spin_loop();
 //! }
 //!
-//! // Stop the device before the memory it was given is freed or reused.
-//! device.disable_bus_master()?;
+//! // Stop the device (a reset, or the driver's own step), then take the
+//! // buffer back. Dropping `device` with memory lent quiesces it too.
+//! device.quiesce()?;
+//! let buf = buf.reclaim().expect("quiesced since the loan");
 //! drop(buf); // back to the pool
 //! # Ok(()) }
 //! ```

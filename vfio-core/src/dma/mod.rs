@@ -37,7 +37,10 @@
 //!   its IOVAs mean nothing, or something else, to this device.
 //! - Drivers quiesce their devices before memory returns to a pool or to the
 //!   allocator (see each driver's `Drop`); what they cannot prove idle they
-//!   leak on purpose.
+//!   leak on purpose. Memory given to a device through registers rather
+//!   than a queue is lent to it ([`Device::lend`](crate::vfio::Device::lend)):
+//!   it comes back only after [`Device::quiesce`](crate::vfio::Device::quiesce),
+//!   a count compared at run time (see [`Lent`](crate::vfio::Lent)).
 //!
 //! What the IOMMU enforces: a device reaches only memory mapped in its
 //! container, whatever it is told; a bad IOVA faults instead of reaching
@@ -229,6 +232,24 @@ dma_target! {
     Buffer: Buffer::iova, Buffer::capacity, Buffer::writer;
     SharedBuffer: SharedBuffer::iova, SharedBuffer::capacity, SharedBuffer::writer;
     RawDma: RawDma::iova, RawDma::len;
+}
+
+/// Memory lent to a device is still memory a device may read: it can be the
+/// source of another device's transfer while lent.
+impl<T: DmaTarget> sealed::Sealed for crate::vfio::Lent<T> {}
+impl<T: DmaTarget> DmaTarget for crate::vfio::Lent<T> {
+    fn iova(&self) -> u64 {
+        self.mem().iova()
+    }
+    fn dma_len(&self) -> usize {
+        self.mem().dma_len()
+    }
+    fn container(&self) -> &Arc<Container> {
+        self.mem().container()
+    }
+    fn writer(&self, offset: usize, len: usize) -> Writer {
+        self.mem().writer(offset, len)
+    }
 }
 
 /// Keeps no record of device writes (its owner writes it through `&self`,

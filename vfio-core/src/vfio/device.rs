@@ -3,7 +3,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use vfio_bindings::bindings::vfio::{
@@ -13,6 +13,7 @@ use vfio_bindings::bindings::vfio::{
 };
 
 use super::group::Group;
+use super::lend::{Loans, Quiesce};
 use super::{ioctl, Container, Interrupts, IrqKind};
 use crate::mmio::{self, Mmio};
 use crate::pci::PciAddress;
@@ -49,9 +50,12 @@ pub struct RegionInfo {
 /// mapped from it ([`Device::map_bar`]) are separate values.
 ///
 /// The device reaches only memory mapped in its container (the IOMMU), and
-/// does DMA only while bus mastering is on. Dropping a `Device` sends the
-/// device nothing: a driver stops its device (reset, or
-/// [`Device::disable_bus_master`]) before the memory it was given goes.
+/// does DMA only while bus mastering is on. Memory handed to the device
+/// through [`Device::lend`] stays allocated until the device is quiesced
+/// ([`Device::quiesce`]); dropping a `Device` with memory lent quiesces it
+/// first. Otherwise dropping it sends the device nothing: a driver that keeps
+/// the device's memory itself (in its queues) stops the device (reset, or
+/// [`Device::disable_bus_master`]) before that memory goes.
 ///
 /// ```no_run
 /// # fn main() -> vfio_core::Result<()> {
@@ -70,6 +74,16 @@ pub struct Device {
     num_regions: u32,
     num_irqs: u32,
     config: RegionInfo,
+    /// Memory lent to the device ([`Device::lend`]).
+    pub(super) loans: Arc<Loans>,
+    /// How [`Device::quiesce`] stops it; `None` until first needed.
+    pub(super) quiesce: Mutex<Option<Quiesce>>,
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.end_loans();
+    }
 }
 
 /// What answers the device's accesses.
@@ -182,6 +196,8 @@ impl Device {
                 writable: true,
                 mappable: false,
             },
+            loans: Arc::default(),
+            quiesce: Mutex::new(None),
         })
     }
 
@@ -214,6 +230,8 @@ impl Device {
             num_regions: info.num_regions,
             num_irqs: info.num_irqs,
             config,
+            loans: Arc::default(),
+            quiesce: Mutex::new(None),
         })
     }
 
@@ -507,6 +525,16 @@ impl Device {
         ioctl::set_irqs(fd.as_fd(), kind.index(), flags, 0, count, &raw)
             .map_err(|e| ioctl_err(self.addr, "VFIO_DEVICE_SET_IRQS", e))?;
         Ok(Interrupts::new(Arc::clone(fd), self.addr, kind, eventfds))
+    }
+
+    /// [`Quiesce::Reset`] when VFIO can reset the device, else
+    /// [`Quiesce::BusMasterOff`].
+    pub(super) fn default_quiesce(&self) -> Quiesce {
+        if self.flags & VFIO_DEVICE_FLAGS_RESET != 0 {
+            Quiesce::Reset
+        } else {
+            Quiesce::BusMasterOff
+        }
     }
 
     fn unsupported(&self, what: String) -> Error {

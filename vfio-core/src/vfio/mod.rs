@@ -7,7 +7,9 @@ mod device;
 mod group;
 mod ioctl;
 mod irq;
+mod lend;
 
 pub use container::Container;
 pub use device::{Device, RegionInfo};
 pub use irq::{Interrupts, IrqKind};
+pub use lend::{Lent, Quiesce, QuiesceStep};
