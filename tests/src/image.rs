@@ -94,13 +94,23 @@ fn build_binaries(dir: &Path) -> Result<Vec<PathBuf>> {
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .stdout(Stdio::inherit());
     run_cmd(&mut cmd)?;
-    let out = dir.join("build").join(TARGET).join("release");
+    let out = built_dir(dir);
     let entries = fs::read_dir(&out).map_err(|e| HarnessError::io("read", &out, e))?;
     Ok(entries
         .flatten()
         .map(|e| e.path())
         .filter(|p| is_executable(p))
         .collect())
+}
+
+fn built_dir(guest_dir: &Path) -> PathBuf {
+    guest_dir.join("build").join(TARGET).join("release")
+}
+
+/// Where [`build`] leaves the guest binary `name` (e.g. `guest-check`,
+/// `devbind`), statically linked: a program to hand to [`crate::guest::run`].
+pub fn built_binary(name: &str) -> PathBuf {
+    built_dir(&guest_dir()).join(name)
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -10,6 +10,8 @@
 //! - [`image`]: the guest's initramfs: busybox, the vfio/nvme/e1000 modules,
 //!   the project's binaries built statically.
 //! - [`machine`]: one boot: devices, steps, timeout, and the results.
+//! - [`guest`]: one program of yours in the machine, on the devices you
+//!   name (what `cargo xtask guest` runs).
 //! - [`wire`]: the host end of a NIC: capture what it sends, send it frames.
 //! - [`check`]: reading the guest's `key=value` output; test data.
 //!
@@ -27,6 +29,7 @@
 pub mod check;
 pub mod copy_bench;
 pub mod dmaf;
+pub mod guest;
 pub mod image;
 pub mod machine;
 pub mod provision;

@@ -114,6 +114,33 @@ impl Machine {
         self
     }
 
+    /// Any QEMU device, given as the text of its `-device` option (`edu`,
+    /// `nvme,serial=x,drive=d`, ...). One with neither `addr=` nor `bus=`
+    /// is placed in the next free slot of the root bus, as every other
+    /// device of this machine is (00:03.0, 00:04.0, ... in the order they
+    /// are added). Returns its guest PCI address when that is known before
+    /// boot: placed here, or given as `addr=SLOT[.FN]` on the root bus;
+    /// `None` for one placed with `bus=` elsewhere (a bridge, a non-PCI bus).
+    pub fn device(&mut self, args: &str) -> Option<String> {
+        let props: Vec<&str> = args.split(',').skip(1).collect();
+        let value = |key: &str| {
+            props
+                .iter()
+                .find_map(|p| p.strip_prefix(key)?.strip_prefix('='))
+        };
+        let on_root_bus = value("bus").is_none_or(|b| b == "pcie.0");
+        let (text, addr) = match value("addr") {
+            Some(given) => (args.to_string(), root_bus_address(given)),
+            None if value("bus").is_some() => (args.to_string(), None),
+            None => {
+                let (slot, addr) = self.slot();
+                (format!("{args},{slot}"), Some(addr))
+            }
+        };
+        self.args.extend(["-device".into(), text]);
+        addr.filter(|_| on_root_bus)
+    }
+
     fn slot(&mut self) -> (String, String) {
         let slot = self.next_slot;
         self.next_slot += 1;
@@ -384,6 +411,15 @@ impl Machine {
     }
 }
 
+/// `0000:00:SS.F` for a QEMU `addr=` value on the root bus (`3`, `0x3`,
+/// `03.1`, `0x1e.0`), or `None` if it is not one.
+fn root_bus_address(addr: &str) -> Option<String> {
+    let (slot, func) = addr.split_once('.').unwrap_or((addr, "0"));
+    let hex = |t: &str| u8::from_str_radix(t.trim_start_matches("0x"), 16).ok();
+    let (slot, func) = (hex(slot)?, hex(func)?);
+    (slot < 32 && func < 8).then(|| format!("0000:00:{slot:02x}.{func}"))
+}
+
 /// A host UDP socket for the test and a free port for QEMU's end.
 fn udp_pair() -> (UdpSocket, u16) {
     let host = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on 127.0.0.1");
@@ -445,6 +481,14 @@ impl Running {
                 self.timeout,
                 outcome.diagnostics()
             ))),
+            Some(status) if !outcome.results.contains("@@BOOTED") => {
+                Err(HarnessError::new(format!(
+                    "guest `{}`: QEMU stopped ({status}) before the guest booted; QEMU said:\n{}\n--- console tail ---\n{}",
+                    outcome.name,
+                    tail(&outcome.qemu_log, 20),
+                    tail(&outcome.console, 20)
+                )))
+            }
             Some(_) if outcome.exit.is_none() => Err(HarnessError::new(format!(
                 "guest `{}` stopped before its script finished\n{}",
                 outcome.name,
@@ -536,6 +580,9 @@ pub struct Outcome {
     pub exit: Option<i32>,
     pub console: String,
     pub results: String,
+    /// What QEMU itself printed (`qemu.log`): its errors about the command
+    /// line, such as an unknown device.
+    pub qemu_log: String,
     pub elapsed: Duration,
     pub nics: Vec<NicEnd>,
 }
@@ -560,6 +607,7 @@ impl Outcome {
                 .unwrap_or_default()
         };
         let (console, results) = (read("console.log"), read("results.log"));
+        let qemu_log = read("qemu.log");
         let (steps, exit) = parse_results(&results);
         Ok(Outcome {
             name,
@@ -567,6 +615,7 @@ impl Outcome {
             exit,
             console,
             results,
+            qemu_log,
             elapsed,
             nics,
         })
@@ -629,10 +678,16 @@ impl Outcome {
         s
     }
 
-    /// The results and the end of the kernel log, for failure messages.
+    /// The results, the end of the kernel log and what QEMU printed, for
+    /// failure messages.
     pub fn diagnostics(&self) -> String {
+        let qemu = if self.qemu_log.trim().is_empty() {
+            String::new()
+        } else {
+            format!("\n--- qemu.log tail ---\n{}", tail(&self.qemu_log, 20))
+        };
         format!(
-            "--- results ---\n{}\n--- console tail ---\n{}",
+            "--- results ---\n{}\n--- console tail ---\n{}{qemu}",
             tail(&self.results, 80),
             tail(&self.console, 80)
         )
@@ -696,6 +751,47 @@ mod tests {
             ("a", 0, "hello\n")
         );
         assert_eq!((steps[1].name.as_str(), steps[1].code), ("b", 3));
+    }
+
+    #[test]
+    fn root_bus_addresses_from_qemu_addr_values() {
+        assert_eq!(root_bus_address("3").as_deref(), Some("0000:00:03.0"));
+        assert_eq!(root_bus_address("0x1e").as_deref(), Some("0000:00:1e.0"));
+        assert_eq!(root_bus_address("0x04.2").as_deref(), Some("0000:00:04.2"));
+        assert_eq!(root_bus_address("0x20"), None);
+        assert_eq!(root_bus_address("3.8"), None);
+        assert_eq!(root_bus_address("x"), None);
+    }
+
+    #[test]
+    fn devices_are_placed_in_free_slots_unless_told_where() {
+        let mut m = Machine::new("unit-device-slots");
+        assert_eq!(m.device("edu").as_deref(), Some("0000:00:03.0"));
+        assert_eq!(m.device("e1000,addr=0x10").as_deref(), Some("0000:00:10.0"));
+        assert_eq!(m.device("e1000,bus=bridge1,addr=1"), None);
+        assert_eq!(m.device("nvme-ns,drive=d,bus=ctrl"), None);
+        assert_eq!(
+            m.device("edu,bus=pcie.0").as_deref(),
+            None,
+            "bus= given without addr=: QEMU chooses"
+        );
+        assert_eq!(
+            m.device("edu,dma_mask=0xffffffff").as_deref(),
+            Some("0000:00:04.0")
+        );
+        let devices: Vec<&String> = m.args.iter().skip(1).step_by(2).collect();
+        assert_eq!(
+            devices,
+            [
+                "edu,addr=0x3",
+                "e1000,addr=0x10",
+                "e1000,bus=bridge1,addr=1",
+                "nvme-ns,drive=d,bus=ctrl",
+                "edu,bus=pcie.0",
+                "edu,dma_mask=0xffffffff,addr=0x4"
+            ]
+        );
+        let _ = fs::remove_dir_all(m.dir());
     }
 
     #[test]

@@ -17,17 +17,47 @@
 //! - `cargo xtask miri`: only the Miri run of the host tests that reach
 //!   `unsafe` code or DMA memory (part of `test`).
 //! - `cargo xtask setup`: only install/download what the machine needs.
+//! - `cargo xtask guest [OPTIONS] BINARY [-- ARGS]`: any static binary in
+//!   the QEMU machine, on the QEMU devices named, bound to vfio-pci, as root
+//!   or an unprivileged user; exits with its status (see `guest.rs`).
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod bench_host;
+mod guest;
 
 use vfio_tests::{check, image, machine::Machine, provision, wire, workspace_root};
 
+/// Each command and what it does, for `cargo xtask help` and mistakes.
+const COMMANDS: &str = "\
+usage: cargo xtask <COMMAND>
+
+  demo        set up, boot the QEMU machine and run the main job
+  test        every check and test, guest tests included (what CI runs)
+  guest       run a static binary of yours in the QEMU machine on the devices
+              you name, bound to vfio-pci (`cargo xtask guest --help`)
+  bench       the benchmarks beside their kernel baselines, in the machine
+  bench-nvme  only the NVMe benchmark
+  bench-nic   only the NIC benchmarks (e1000, virtio-net)
+  bench-copy  only copy-bench (the forwarder beside the kernel's copy paths)
+  bench-host  instructions per I/O of the drivers on the host, under callgrind
+  fuzz        only the bounded fuzz runs
+  miri        only the Miri run of the host tests that reach unsafe code
+  package     only the packaging check of the three library crates
+  setup       only install/download what the machine needs, build its image
+  help        this list";
+
 fn main() -> ExitCode {
-    let task = std::env::args().nth(1).unwrap_or_default();
+    let args: Vec<String> = std::env::args().collect();
+    let task = args.get(1).cloned().unwrap_or_default();
     let result = match task.as_str() {
+        // Its own exit status: the guest program's.
+        "guest" => return guest::guest(&args[2..]),
+        "help" | "--help" | "-h" => {
+            println!("{COMMANDS}");
+            return ExitCode::SUCCESS;
+        }
         "setup" => setup().map(|_| ()),
         "test" => test(),
         "demo" => demo(),
@@ -43,10 +73,11 @@ fn main() -> ExitCode {
             .and_then(|_| bench_copy("iommu=strict"))
             .and_then(|_| bench_copy("iommu=pt")),
         "bench-host" => bench_host::bench_host(),
-        _ => Err(
-            "usage: cargo xtask <demo|test|fuzz|miri|package|bench|bench-nvme|bench-nic|bench-copy|bench-host|setup>"
-                .to_string(),
-        ),
+        "" => {
+            eprintln!("{COMMANDS}");
+            return ExitCode::FAILURE;
+        }
+        other => Err(format!("unknown command `{other}`\n{COMMANDS}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
