@@ -444,10 +444,15 @@ impl NetDevice for E1000 {
         if self.rx.has_frame() {
             return Ok(true);
         }
-        let fired = irqs.wait(0, timeout)?;
-        self.bar.read32(regs::ICR);
+        if !irqs.wait(0, timeout)?.fired() {
+            return Ok(self.rx.has_frame());
+        }
+        // INTx: reading ICR acknowledges every cause (the line drops), and
+        // only then may VFIO unmask it; a wake-up with ICR 0 was another
+        // device's on a shared line.
+        let icr = self.bar.read32(regs::ICR);
         irqs.unmask()?;
-        Ok(fired > 0 || self.rx.has_frame())
+        Ok(icr != 0 || self.rx.has_frame())
     }
 }
 

@@ -934,9 +934,10 @@ impl NetDevice for VirtioNet {
         if self.rx.has_used() {
             return Ok(true);
         }
-        // MSI-X is edge-triggered: the eventfd counts what fired meanwhile.
-        let fired = irqs.wait(0, timeout)?;
-        Ok(fired > 0 || self.rx.has_used())
+        // MSI-X is an edge message: nothing to acknowledge or unmask; the
+        // eventfd counts what fired meanwhile.
+        let fired = irqs.wait(0, timeout)?.fired();
+        Ok(fired || self.rx.has_used())
     }
 }
 

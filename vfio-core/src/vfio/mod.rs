@@ -10,4 +10,4 @@ mod irq;
 
 pub use container::Container;
 pub use device::{Device, RegionInfo};
-pub use irq::{Interrupts, IrqKind};
+pub use irq::{Interrupts, IrqKind, Wait};
