@@ -172,6 +172,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A condition polled for did not hold within its timeout
+    /// ([`poll::until`](crate::poll::until), [`Mmio::poll32`](crate::mmio::Mmio::poll32)).
+    #[error("timed out after {after:?} waiting for {what}; the device did not get there in time: check that it is present and working (a reset may help), or allow it longer")]
+    Timeout {
+        /// What was awaited, e.g. `CSTS.RDY = 1`.
+        what: String,
+        /// The timeout that passed.
+        after: std::time::Duration,
+    },
 }
 
 impl Error {
