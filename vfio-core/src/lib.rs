@@ -43,7 +43,7 @@
 //!
 //! # fn main() -> vfio_core::Result<()> {
 //! let addr: PciAddress = "0000:01:00.0".parse()?;
-//! // Take the device from its kernel driver (as root; `devbind bind` does it too).
+//! // Take the device from its kernel driver and give it to vfio-pci (as root).
 //! Sysfs::new().bind_vfio(addr)?;
 //!
 //! // One IOMMU context; opening the device attaches its IOMMU group to it.
