@@ -3,27 +3,8 @@
 //! [`Device::enable_irqs`](super::Device::enable_irqs) routes each vector of
 //! one [`IrqKind`] to an eventfd; [`Interrupts::wait`] and
 //! [`Interrupts::wait_any`] sleep on them, or a driver adds
-//! [`Interrupts::eventfd`] to its own event loop.
-//!
-//! # Acknowledging an interrupt
-//!
-//! - **INTx is level-triggered.** The device holds its pin asserted until the
-//!   driver clears the cause (usually by reading or writing a cause register),
-//!   and VFIO masks the pin each time it fires, so that the host is not
-//!   flooded meanwhile. After a wake-up: acknowledge the cause in the device
-//!   *first*, then call [`Interrupts::unmask`]. Unmasked with the cause still
-//!   pending, the pin fires again at once.
-//! - **MSI and MSI-X are edge messages**: the device writes a message per
-//!   interrupt and VFIO masks nothing, so there is nothing to unmask (and
-//!   [`Interrupts::unmask`] refuses).
-//! - **A count is not a number of events.** The eventfd adds up the
-//!   interrupts that came since it was last read, and a device may coalesce
-//!   several events into one interrupt: after a wake-up read the device's
-//!   cause or status registers (or its completion rings) and handle
-//!   *everything* pending, not one event per count.
-//! - **A shared INTx line wakes every device on it.** A wake-up whose cause
-//!   register shows nothing pending was another device's interrupt (or
-//!   the cause was handled already): unmask and wait again.
+//! [`Interrupts::eventfd`] to its own event loop. How to acknowledge each
+//! kind: [`Interrupts`].
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -99,7 +80,7 @@ pub enum Wait {
     /// The vector fired: the eventfd's count, at least 1, of the interrupts
     /// since it was last read. Several interrupts may make one count, and one
     /// interrupt may stand for several device events: handle everything the
-    /// device has pending (see [the module docs](self)).
+    /// device has pending (see [`Interrupts`](Interrupts#acknowledging-an-interrupt)).
     Fired(u64),
     /// The timeout passed and the vector did not fire.
     TimedOut,
@@ -122,8 +103,29 @@ impl Wait {
 
 /// Enabled interrupt vectors, each signalling an eventfd
 /// ([`Device::enable_irqs`](super::Device::enable_irqs)). All vectors of the
-/// kind are disabled on drop. Keeps the device file open. How to acknowledge
-/// each kind is in [the module docs](self).
+/// kind are disabled on drop. Keeps the device file open.
+///
+/// # Acknowledging an interrupt
+///
+/// - **INTx is level-triggered.** The device holds its pin asserted until the
+///   driver clears the cause (usually by reading or writing a cause register),
+///   and VFIO masks the pin each time it fires, so that the host is not
+///   flooded meanwhile. After a wake-up: acknowledge the cause in the device
+///   *first*, then call [`Interrupts::unmask`]. Unmasked with the cause still
+///   pending, the pin fires again at once.
+/// - **MSI and MSI-X are edge messages**: the device writes a message per
+///   interrupt and VFIO masks nothing, so there is nothing to unmask (and
+///   [`Interrupts::unmask`] refuses).
+/// - **A count is not a number of events.** The eventfd adds up the
+///   interrupts that came since it was last read, and a device may coalesce
+///   several events into one interrupt: after a wake-up read the device's
+///   cause or status registers (or its completion rings) and handle
+///   *everything* pending, not one event per count.
+/// - **A shared INTx line wakes every device on it.** A wake-up whose cause
+///   register shows nothing pending was another device's interrupt (or
+///   the cause was handled already): unmask and wait again.
+///
+/// # Example
 ///
 /// ```no_run
 /// # fn main() -> vfio_core::Result<()> {
@@ -259,7 +261,7 @@ impl Interrupts {
     /// wake-up that finds the count already taken (another thread waiting
     /// on the same vector read it) waits on until the deadline. For INTx,
     /// acknowledge and [`unmask`](Interrupts::unmask) after each
-    /// [`Wait::Fired`] (see [the module docs](self)).
+    /// [`Wait::Fired`] (see [`Interrupts`](Interrupts#acknowledging-an-interrupt)).
     ///
     /// # Errors
     ///
@@ -375,7 +377,7 @@ impl Interrupts {
     /// Unmasks INTx after it fired. VFIO masks the pin at each interrupt;
     /// acknowledge the cause in the device first (INTx is level-triggered:
     /// unmasked with the cause pending, it fires again at once). A no-op on
-    /// [`Interrupts::unbacked`] ones.
+    /// `Interrupts::unbacked` ones (the `testing` feature).
     ///
     /// # Errors
     ///
