@@ -14,6 +14,12 @@
 //! What clap cannot know (whether a device exists, a namespace's size) is
 //! checked next, still before anything is opened: [`require_devices`].
 //!
+//! A tool that fails prints `<tool>: <error>` with [`report`], which adds a
+//! line with the `devbind` command that fixes a device that is not on
+//! vfio-pci or a VFIO group file this user may not open ([`devbind_hint`]):
+//! vfio-core's own messages name the library call and the kernel's files,
+//! since a library user has no `devbind`.
+//!
 //! ```
 //! use clap::Parser;
 //! use examples::cli::{self, MacAddress};
@@ -35,6 +41,7 @@
 //! assert!(bad.is_err());
 //! ```
 
+use std::error::Error;
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
@@ -174,6 +181,83 @@ pub fn require_devices(addrs: &[PciAddress]) -> vfio_core::Result<()> {
     Ok(())
 }
 
+/// The vfio-core error an error of these tools holds, if any: the error
+/// itself, or what nvme-driver's or nic-driver's `Error::Vfio` wraps, at any
+/// depth of its [`source`](std::error::Error::source) chain.
+///
+/// ```
+/// let e = nvme_driver::Error::Vfio(vfio_core::Error::NotBoundToVfio { addr: "01:00.0".parse()? });
+/// let boxed: Box<dyn std::error::Error> = Box::new(e);
+/// assert!(matches!(
+///     examples::cli::vfio_error(&*boxed),
+///     Some(vfio_core::Error::NotBoundToVfio { .. })
+/// ));
+/// # Ok::<(), vfio_core::Error>(())
+/// ```
+pub fn vfio_error<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a vfio_core::Error> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(v) = e.downcast_ref::<vfio_core::Error>() {
+            return Some(v);
+        }
+        if let Some(nvme_driver::Error::Vfio(v)) = e.downcast_ref::<nvme_driver::Error>() {
+            return Some(v);
+        }
+        if let Some(nic_driver::Error::Vfio(v)) = e.downcast_ref::<nic_driver::Error>() {
+            return Some(v);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The `devbind` command that fixes `e`, for the errors it fixes: a device
+/// on another driver or on none (`devbind bind <BDF>`), a group with members
+/// on host drivers (`devbind bind` of each), a VFIO file this user may not
+/// open (`devbind bind --user`).
+///
+/// ```
+/// use vfio_core::Error;
+///
+/// let e = Error::BoundToOtherDriver { addr: "01:00.0".parse()?, driver: "nvme".into() };
+/// assert_eq!(examples::cli::devbind_hint(&e).unwrap(), "run `devbind bind 0000:01:00.0` (as root)");
+/// assert_eq!(examples::cli::devbind_hint(&Error::PoolExhausted { capacity: 8 }), None);
+/// # Ok::<(), vfio_core::Error>(())
+/// ```
+pub fn devbind_hint(e: &vfio_core::Error) -> Option<String> {
+    use vfio_core::Error as E;
+    match e {
+        E::BoundToOtherDriver { addr, .. } | E::NotBoundToVfio { addr } => {
+            Some(format!("run `devbind bind {addr}` (as root)"))
+        }
+        E::GroupNotViable { others, .. } => {
+            let addrs: String = others.iter().map(|(a, _)| format!(" {a}")).collect();
+            Some(format!("run `devbind bind{addrs}` (as root)"))
+        }
+        E::PermissionDenied { .. } => Some(
+            "have root run `devbind bind --user $USER <BDF>`, which gives this user the device's VFIO group"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
+/// Prints `<tool>: <e>` to stderr, then `<tool>: hint: ...` when
+/// [`devbind_hint`] has a command for the vfio-core error it holds.
+///
+/// ```no_run
+/// # fn run() -> Result<(), nvme_driver::Error> { Ok(()) }
+/// if let Err(e) = run() {
+///     examples::cli::report("nvme-io", &e);
+/// }
+/// ```
+pub fn report(tool: &str, e: &(dyn Error + 'static)) {
+    eprintln!("{tool}: {e}");
+    if let Some(hint) = vfio_error(e).and_then(devbind_hint) {
+        eprintln!("{tool}: hint: {hint}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +321,59 @@ mod tests {
         let addr: PciAddress = "ffff:ff:1f.7".parse().unwrap();
         let err = require_devices(&[addr]).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
-        assert!(err.contains("devbind status"), "{err}");
+        assert!(err.contains("/sys/bus/pci/devices"), "{err}");
+    }
+
+    #[test]
+    fn bind_errors_inside_the_drivers_errors_get_the_devbind_command() {
+        let addr: PciAddress = "0000:01:00.0".parse().unwrap();
+        let wrapped: [Box<dyn Error>; 3] = [
+            Box::new(vfio_core::Error::NotBoundToVfio { addr }),
+            Box::new(nvme_driver::Error::Vfio(
+                vfio_core::Error::BoundToOtherDriver {
+                    addr,
+                    driver: "nvme".into(),
+                },
+            )),
+            Box::new(nic_driver::Error::Vfio(vfio_core::Error::NotBoundToVfio {
+                addr,
+            })),
+        ];
+        for e in &wrapped {
+            let hint = vfio_error(&**e).and_then(devbind_hint);
+            assert_eq!(
+                hint.as_deref(),
+                Some("run `devbind bind 0000:01:00.0` (as root)"),
+                "{e}"
+            );
+        }
+        let group = vfio_core::Error::GroupNotViable {
+            group: 3,
+            others: vec![
+                (addr, "nvme".into()),
+                ("02:00.0".parse().unwrap(), "e1000".into()),
+            ],
+        };
+        assert_eq!(
+            devbind_hint(&group).unwrap(),
+            "run `devbind bind 0000:01:00.0 0000:02:00.0` (as root)"
+        );
+        let denied = vfio_core::Error::PermissionDenied {
+            path: "/dev/vfio/3".into(),
+        };
+        assert!(devbind_hint(&denied)
+            .unwrap()
+            .contains("devbind bind --user"));
+        let other = nic_driver::Error::InvalidFrame("too long".into());
+        assert!(vfio_error(&other).is_none());
+        let missing = vfio_core::Error::DeviceNotFound {
+            addr,
+            path: "/sys/bus/pci/devices/0000:01:00.0".into(),
+        };
+        assert_eq!(
+            devbind_hint(&missing),
+            None,
+            "its message names sysfs itself"
+        );
     }
 }

@@ -205,9 +205,9 @@ impl Admin {
     /// Polls CSTS.RDY until it is `ready`, within CAP.TO; a fatal status or a
     /// vanished device (all ones) ends the wait with an error.
     fn wait_ready(&self, ready: bool, what: &'static str) -> Result<()> {
-        let start = Instant::now();
-        loop {
-            let csts_now = self.csts();
+        let mut csts_now = 0;
+        let done = vfio_core::poll::try_until(self.ready_timeout, || {
+            csts_now = self.csts();
             if csts_now == u32::MAX {
                 return Err(self.error("reads as all ones: the device is gone (surprise removal?)"));
             }
@@ -216,19 +216,14 @@ impl Admin {
                     "Controller Fatal Status while waiting to {what}; reset it"
                 )));
             }
-            if (csts_now & csts::RDY != 0) == ready {
-                return Ok(());
-            }
-            if start.elapsed() > self.ready_timeout {
-                return Err(Error::NotReady {
-                    addr: self.address(),
-                    what,
-                    timeout: self.ready_timeout,
-                    csts: csts_now,
-                });
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
+            Ok(((csts_now & csts::RDY != 0) == ready).then_some(()))
+        })?;
+        done.ok_or_else(|| Error::NotReady {
+            addr: self.address(),
+            what,
+            timeout: self.ready_timeout,
+            csts: csts_now,
+        })
     }
 
     /// Runs one admin command without data to completion.
@@ -274,19 +269,21 @@ impl Admin {
     fn shutdown(&self) -> Result<()> {
         let value = self.bar.read32(regs::CC) | cc::SHN_NORMAL;
         self.bar.write32(regs::CC, value);
-        let start = Instant::now();
-        while self.csts() & csts_shst::MASK != csts_shst::COMPLETE {
-            if start.elapsed() > self.ready_timeout || self.csts() == u32::MAX {
-                return Err(Error::NotReady {
-                    addr: self.address(),
-                    what: "shut down",
-                    timeout: self.ready_timeout,
-                    csts: self.csts(),
-                });
+        let not_done = |csts| Error::NotReady {
+            addr: self.address(),
+            what: "shut down",
+            timeout: self.ready_timeout,
+            csts,
+        };
+        let mut csts_now = 0;
+        let done = vfio_core::poll::try_until(self.ready_timeout, || {
+            csts_now = self.csts();
+            if csts_now == u32::MAX {
+                return Err(not_done(csts_now)); // gone: no use waiting
             }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        Ok(())
+            Ok((csts_now & csts_shst::MASK == csts_shst::COMPLETE).then_some(()))
+        })?;
+        done.ok_or_else(|| not_done(csts_now))
     }
 }
 

@@ -170,7 +170,9 @@ fn missing_device_is_a_clear_error() {
 fn device_on_its_kernel_driver_is_a_clear_error() {
     outcome().failed_with(
         "on-kernel-driver",
-        &format!("bound to the kernel driver `nvme`, not vfio-pci; run `devbind bind {NVME}`"),
+        &format!(
+            "bound to the kernel driver `nvme`, not vfio-pci; bind it to vfio-pci (vfio_core::pci::Sysfs::bind_vfio, or as root: echo vfio-pci > /sys/bus/pci/devices/{NVME}/driver_override"
+        ),
     );
 }
 
@@ -420,7 +422,7 @@ fn group_with_a_member_on_a_host_driver_is_not_viable_and_says_which() {
         "the error names the member still on e1000:\n{out}"
     );
     assert!(
-        out.contains(&format!("run `devbind bind {SHARED_B}`")),
+        out.contains(&format!("bind {SHARED_B} to vfio-pci too")),
         "{out}"
     );
     let out = &o.ok("group-viable").output;

@@ -16,7 +16,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A PCI address string that is not `DDDD:BB:DD.F` or `BB:DD.F`.
-    #[error("invalid PCI address {input:?}: {reason}; expected DDDD:BB:DD.F or BB:DD.F in hex, e.g. 0000:00:03.0 (see `devbind status`)")]
+    #[error("invalid PCI address {input:?}: {reason}; expected DDDD:BB:DD.F or BB:DD.F in hex, e.g. 0000:00:03.0 (the names in /sys/bus/pci/devices)")]
     InvalidPciAddress {
         /// The string that was parsed.
         input: String,
@@ -25,7 +25,7 @@ pub enum Error {
     },
 
     /// No such device in sysfs.
-    #[error("PCI device {addr} does not exist (no {path}); run `devbind status` to list the devices this machine has")]
+    #[error("PCI device {addr} does not exist (no {path}); the devices this machine has are listed in /sys/bus/pci/devices (vfio_core::pci::Sysfs::devices)")]
     DeviceNotFound {
         /// The device asked for.
         addr: PciAddress,
@@ -34,7 +34,7 @@ pub enum Error {
     },
 
     /// The device is bound to a kernel driver other than vfio-pci.
-    #[error("PCI device {addr} is bound to the kernel driver `{driver}`, not vfio-pci; run `devbind bind {addr}` to hand it to vfio-pci")]
+    #[error("PCI device {addr} is bound to the kernel driver `{driver}`, not vfio-pci; bind it to vfio-pci (vfio_core::pci::Sysfs::bind_vfio, or as root: {})", bind_commands(*.addr, true))]
     BoundToOtherDriver {
         /// The device.
         addr: PciAddress,
@@ -43,9 +43,7 @@ pub enum Error {
     },
 
     /// The device has no driver at all.
-    #[error(
-        "PCI device {addr} is not bound to vfio-pci (it has no driver); run `devbind bind {addr}`"
-    )]
+    #[error("PCI device {addr} is not bound to vfio-pci (it has no driver); bind it to vfio-pci (vfio_core::pci::Sysfs::bind_vfio, or as root: {})", bind_commands(*.addr, false))]
     NotBoundToVfio {
         /// The device.
         addr: PciAddress,
@@ -67,7 +65,7 @@ pub enum Error {
     },
 
     /// Other devices of the group are still bound to host drivers.
-    #[error("IOMMU group {group} is not viable: {} still bound to host drivers; every device of a group must be unbound or on vfio-pci, run `devbind bind{}`", describe_members(.others), list_addrs(.others))]
+    #[error("IOMMU group {group} is not viable: {} still bound to host drivers; every device of a group must be unbound or on vfio-pci: bind {} to vfio-pci too (vfio_core::pci::Sysfs::bind_vfio, or as root for each BDF: {})", describe_members(.others), list_addrs(.others), BIND_ANY)]
     GroupNotViable {
         /// The IOMMU group number (`/dev/vfio/N`).
         group: u32,
@@ -77,7 +75,7 @@ pub enum Error {
     },
 
     /// No permission to open a VFIO character device or sysfs file.
-    #[error("permission denied on {path}: run as root, or have root run `devbind bind --user $USER <BDF>` to give this user the device's VFIO group")]
+    #[error("permission denied on {}: {}", .path.display(), permission_fix(.path))]
     PermissionDenied {
         /// The file that could not be opened, written or changed.
         path: PathBuf,
@@ -172,6 +170,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A condition polled for did not hold within its timeout
+    /// ([`poll::until`](crate::poll::until), [`Mmio::poll32`](crate::mmio::Mmio::poll32)).
+    #[error("timed out after {after:?} waiting for {what}; the device did not get there in time: check that it is present and working (a reset may help), or allow it longer")]
+    Timeout {
+        /// What was awaited, e.g. `CSTS.RDY = 1`.
+        what: String,
+        /// The timeout that passed.
+        after: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -195,5 +203,124 @@ fn describe_members(others: &[(PciAddress, String)]) -> String {
 }
 
 fn list_addrs(others: &[(PciAddress, String)]) -> String {
-    others.iter().map(|(a, _)| format!(" {a}")).collect()
+    let parts: Vec<String> = others.iter().map(|(a, _)| a.to_string()).collect();
+    parts.join(", ")
+}
+
+/// The shell commands that bind `addr` to vfio-pci, the kernel's way:
+/// override the driver, unbind the one it has (when `bound`), probe.
+fn bind_commands(addr: PciAddress, bound: bool) -> String {
+    let dev = format!("/sys/bus/pci/devices/{addr}");
+    let unbind = if bound {
+        format!("echo {addr} > {dev}/driver/unbind; ")
+    } else {
+        String::new()
+    };
+    format!(
+        "echo vfio-pci > {dev}/driver_override; {unbind}echo {addr} > /sys/bus/pci/drivers_probe"
+    )
+}
+
+/// [`bind_commands`] for any device, named BDF.
+const BIND_ANY: &str = "echo vfio-pci > /sys/bus/pci/devices/BDF/driver_override; echo BDF > /sys/bus/pci/devices/BDF/driver/unbind; echo BDF > /sys/bus/pci/drivers_probe";
+
+/// How to get the access that was denied on `path`: a group file of
+/// /dev/vfio is given to the user; anything else (sysfs) needs root.
+fn permission_fix(path: &std::path::Path) -> String {
+    if path.starts_with("/dev/vfio") && path != std::path::Path::new("/dev/vfio/vfio") {
+        let p = path.display();
+        format!("run as root, or have root give this user the VFIO group file: chown $USER {p} (vfio_core::pci::Sysfs::give_group_to_user)")
+    } else {
+        "run as root; to use a device bound to vfio-pci without root, have root give this user its VFIO group file: chown $USER /dev/vfio/<group> (vfio_core::pci::Sysfs::give_group_to_user)".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> PciAddress {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn bind_errors_name_the_library_call_and_the_kernel_way() {
+        let e = Error::BoundToOtherDriver {
+            addr: addr("0000:01:00.0"),
+            driver: "nvme".into(),
+        }
+        .to_string();
+        assert!(e.contains("vfio_core::pci::Sysfs::bind_vfio"), "{e}");
+        assert!(
+            e.contains("echo vfio-pci > /sys/bus/pci/devices/0000:01:00.0/driver_override; echo 0000:01:00.0 > /sys/bus/pci/devices/0000:01:00.0/driver/unbind; echo 0000:01:00.0 > /sys/bus/pci/drivers_probe"),
+            "{e}"
+        );
+        let e = Error::NotBoundToVfio {
+            addr: addr("0000:01:00.0"),
+        }
+        .to_string();
+        assert!(e.contains("Sysfs::bind_vfio"), "{e}");
+        assert!(
+            !e.contains("unbind"),
+            "a device with no driver has none to unbind: {e}"
+        );
+        let e = Error::GroupNotViable {
+            group: 7,
+            others: vec![
+                (addr("0000:02:00.0"), "e1000".into()),
+                (addr("0000:02:00.1"), "e1000".into()),
+            ],
+        }
+        .to_string();
+        assert!(
+            e.contains("bind 0000:02:00.0, 0000:02:00.1 to vfio-pci too"),
+            "{e}"
+        );
+        assert!(e.contains("0000:02:00.1 (driver `e1000`)"), "{e}");
+    }
+
+    #[test]
+    fn permission_errors_say_which_file_to_give_the_user() {
+        let e = Error::PermissionDenied {
+            path: "/dev/vfio/12".into(),
+        }
+        .to_string();
+        assert!(e.contains("chown $USER /dev/vfio/12"), "{e}");
+        let e = Error::PermissionDenied {
+            path: "/sys/bus/pci/drivers_probe".into(),
+        }
+        .to_string();
+        assert!(e.contains("run as root;"), "{e}");
+        assert!(e.contains("/dev/vfio/<group>"), "{e}");
+    }
+
+    #[test]
+    fn no_message_recommends_a_tool_the_library_user_does_not_have() {
+        let a = addr("0000:01:00.0");
+        let all = [
+            Error::InvalidPciAddress {
+                input: "x".into(),
+                reason: "too short",
+            },
+            Error::DeviceNotFound {
+                addr: a,
+                path: "/sys/bus/pci/devices/0000:01:00.0".into(),
+            },
+            Error::BoundToOtherDriver {
+                addr: a,
+                driver: "nvme".into(),
+            },
+            Error::NotBoundToVfio { addr: a },
+            Error::GroupNotViable {
+                group: 1,
+                others: vec![(a, "nvme".into())],
+            },
+            Error::PermissionDenied {
+                path: "/dev/vfio/1".into(),
+            },
+        ];
+        for e in all {
+            assert!(!e.to_string().contains("devbind"), "{e}");
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! - [`mmio`]: a mapped BAR with bounds-checked volatile register access.
 //! - [`dma`]: pinned (hugepage) memory mapped into the IOMMU, and a
 //!   fixed-size buffer pool whose buffers carry a virtual address and an IOVA.
+//! - [`poll`]: waiting for a device, a condition polled until a timeout.
 //! - [`error`]: the one [`Error`] type, whose messages say what to do.
 //!
 //! Drivers built on this crate need no `unsafe` for MMIO or DMA: the few places
@@ -94,6 +95,7 @@ pub mod dma;
 pub mod error;
 pub mod mmio;
 pub mod pci;
+pub mod poll;
 pub mod vfio;
 
 pub use error::{Error, Result};

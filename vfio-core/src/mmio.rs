@@ -15,6 +15,7 @@ use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 #[cfg(any(test, feature = "testing"))]
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
@@ -238,6 +239,58 @@ impl Mmio {
         read32 write32 u32, "32";
         read64 write64 u64, "64";
     }
+
+    /// Reads the 32-bit register at `offset` until `value & mask == expect`,
+    /// for at most `timeout` ([`poll::until`](crate::poll::until)'s
+    /// schedule); returns the value that matched. `what` names the wait in
+    /// the error, which adds the register and the last value read.
+    ///
+    /// ```no_run
+    /// # fn main() -> vfio_core::Result<()> {
+    /// use std::time::Duration;
+    /// # let container = vfio_core::vfio::Container::new()?;
+    /// # let device = container.open_device("0000:00:04.0".parse()?)?;
+    /// let bar0 = device.map_bar(0)?;
+    /// bar0.write32(0x00, 1 << 26); // e1000 CTRL.RST
+    /// bar0.poll32(0x00, 1 << 26, 0, Duration::from_secs(1), "CTRL.RST to clear")?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when the last read, after the timeout, still does
+    /// not match.
+    ///
+    /// # Panics
+    ///
+    /// As [`Mmio::read32`], for a register outside the BAR or misaligned.
+    pub fn poll32(
+        &self,
+        offset: usize,
+        mask: u32,
+        expect: u32,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<u32> {
+        let mut last = 0;
+        let matched = crate::poll::try_until(timeout, || {
+            last = self.read32(offset);
+            Ok::<_, Error>((last & mask == expect).then_some(last))
+        })?;
+        matched.ok_or_else(|| {
+            let gone = if last == u32::MAX {
+                ": all ones, is the device still there?"
+            } else {
+                ""
+            };
+            Error::Timeout {
+                what: format!(
+                    "{what} (register {offset:#x} & {mask:#010x} == {expect:#010x}; it read {last:#010x}{gone})"
+                ),
+                after: timeout,
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -256,6 +309,62 @@ mod tests {
         assert_eq!(bar.read32(0), 7);
         assert!(
             bar.fits(60, 4) && !bar.fits(62, 4) && !bar.fits(61, 2) && !bar.fits(usize::MAX, 4)
+        );
+    }
+
+    /// Reads 0 for the first `until` reads of each register, then `value`.
+    #[derive(Debug)]
+    struct Settles {
+        reads: u32,
+        until: u32,
+        value: u64,
+    }
+
+    impl RegisterModel for Settles {
+        fn read(&mut self, _: usize, _: usize) -> u64 {
+            self.reads += 1;
+            if self.reads > self.until {
+                self.value
+            } else {
+                0
+            }
+        }
+        fn write(&mut self, _: usize, _: usize, _: u64) {}
+    }
+
+    fn settles(until: u32, value: u64) -> (Arc<Mutex<Settles>>, Mmio) {
+        let model = Arc::new(Mutex::new(Settles {
+            reads: 0,
+            until,
+            value,
+        }));
+        let bar = Mmio::from_model(16, model.clone());
+        (model, bar)
+    }
+
+    #[test]
+    fn poll32_returns_the_value_that_matched() {
+        let (model, bar) = settles(4, 0x8001);
+        let got = bar.poll32(4, 0x1, 0x1, Duration::from_secs(10), "bit 0");
+        assert_eq!(got.unwrap(), 0x8001);
+        assert_eq!(model.lock().unwrap().reads, 5);
+    }
+
+    #[test]
+    fn poll32_times_out_with_the_register_and_its_last_value() {
+        let (_, bar) = settles(u32::MAX, 0);
+        let e = bar.poll32(8, 0x4, 0x4, Duration::from_millis(2), "the ready bit");
+        let text = e.unwrap_err().to_string();
+        assert!(
+            text.starts_with("timed out after 2ms waiting for the ready bit (register 0x8 & 0x00000004 == 0x00000004; it read 0x00000000)"),
+            "{text}"
+        );
+        let (_, bar) = settles(0, u32::MAX as u64);
+        let e = bar.poll32(8, 0x4, 0, Duration::ZERO, "the reset bit to clear");
+        let text = e.unwrap_err().to_string();
+        assert!(
+            text.contains("all ones, is the device still there?"),
+            "{text}"
         );
     }
 

@@ -81,7 +81,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("copy-bench: {e}");
+            examples::cli::report("copy-bench", &*e);
             ExitCode::FAILURE
         }
     }

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("devbind: {e}");
+            examples::cli::report("devbind", &e);
             ExitCode::FAILURE
         }
     }

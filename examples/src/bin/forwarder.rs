@@ -98,7 +98,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("forwarder: {e}");
+            examples::cli::report("forwarder", &*e);
             ExitCode::FAILURE
         }
     }

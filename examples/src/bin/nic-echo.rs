@@ -48,7 +48,7 @@ fn main() -> ExitCode {
     let code = match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nic-echo: {e}");
+            examples::cli::report("nic-echo", &e);
             ExitCode::FAILURE
         }
     };

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
     let code = match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nic-pktgen: {e}");
+            examples::cli::report("nic-pktgen", &e);
             ExitCode::FAILURE
         }
     };

@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     let code = match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nvme-io: {e}");
+            examples::cli::report("nvme-io", &e);
             ExitCode::FAILURE
         }
     };

@@ -98,7 +98,7 @@ fn main() -> ExitCode {
     let code = match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nvme-perf: {e}");
+            examples::cli::report("nvme-perf", &e);
             ExitCode::FAILURE
         }
     };

@@ -147,7 +147,7 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("receiver: {e}");
+            examples::cli::report("receiver", &*e);
             ExitCode::FAILURE
         }
     }

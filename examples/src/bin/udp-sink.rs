@@ -88,7 +88,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("udp-sink: {e}");
+            examples::cli::report("udp-sink", &*e);
             ExitCode::FAILURE
         }
     }

@@ -45,7 +45,7 @@ pub use rx::RX_HEADROOM;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vfio_core::dma::BufferPool;
 use vfio_core::mmio::Mmio;
@@ -257,9 +257,9 @@ const LINK_TIMEOUT: Duration = if cfg!(test) {
 fn reset(bar: &Mmio, addr: PciAddress) -> Result<()> {
     bar.write32(regs::IMC, u32::MAX);
     bar.write32(regs::CTRL, bar.read32(regs::CTRL) | ctrl::RST);
-    let start = Instant::now();
-    loop {
-        let c = bar.read32(regs::CTRL);
+    let mut c = 0;
+    let done = vfio_core::poll::try_until(RESET_TIMEOUT, || {
+        c = bar.read32(regs::CTRL);
         if c == u32::MAX {
             return Err(Error::Device {
                 addr,
@@ -267,19 +267,14 @@ fn reset(bar: &Mmio, addr: PciAddress) -> Result<()> {
                     .into(),
             });
         }
-        if c & ctrl::RST == 0 {
-            break;
-        }
-        if start.elapsed() > RESET_TIMEOUT {
-            return Err(Error::Device {
-                addr,
-                what: format!(
-                    "CTRL.RST did not clear within {RESET_TIMEOUT:?} of a reset (CTRL {c:#010x})"
-                ),
-            });
-        }
-        std::thread::sleep(Duration::from_micros(100));
-    }
+        Ok((c & ctrl::RST == 0).then_some(()))
+    })?;
+    done.ok_or_else(|| Error::Device {
+        addr,
+        what: format!(
+            "CTRL.RST did not clear within {RESET_TIMEOUT:?} of a reset (CTRL {c:#010x})"
+        ),
+    })?;
     bar.write32(regs::IMC, u32::MAX);
     bar.read32(regs::ICR);
     Ok(())
@@ -316,17 +311,17 @@ fn read_mac(bar: &Mmio, addr: PciAddress) -> Result<[u8; 6]> {
     let mut mac = [0u8; 6];
     for word in 0..3u32 {
         bar.write32(regs::EERD, eerd::START | word << eerd::ADDR_SHIFT);
-        let start = Instant::now();
-        let mut v = bar.read32(regs::EERD);
-        while v & eerd::DONE == 0 {
-            if start.elapsed() > EEPROM_TIMEOUT {
-                return Err(fail(format!(
-                    "the EEPROM read of MAC word {word} did not complete within {EEPROM_TIMEOUT:?} \
-                     (EERD {v:#010x}, and receive address 0 is not valid): no MAC address"
-                )));
-            }
+        let mut v = 0;
+        let done = vfio_core::poll::try_until(EEPROM_TIMEOUT, || {
             v = bar.read32(regs::EERD);
-        }
+            Ok::<_, Error>((v & eerd::DONE != 0).then_some(v))
+        })?;
+        let Some(v) = done else {
+            return Err(fail(format!(
+                "the EEPROM read of MAC word {word} did not complete within {EEPROM_TIMEOUT:?} \
+                 (EERD {v:#010x}, and receive address 0 is not valid): no MAC address"
+            )));
+        };
         let bytes = ((v >> eerd::DATA_SHIFT) as u16).to_le_bytes();
         mac[2 * word as usize..2 * word as usize + 2].copy_from_slice(&bytes);
     }
@@ -354,10 +349,9 @@ fn set_link_up(bar: &Mmio) {
 /// Waits (at most [`LINK_TIMEOUT`]) for auto-negotiation to bring the link up; a link that
 /// stays down is not an error (transmit reports it).
 fn wait_for_link(bar: &Mmio) {
-    let start = Instant::now();
-    while bar.read32(regs::STATUS) & status::LU == 0 && start.elapsed() < LINK_TIMEOUT {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let up = || (bar.read32(regs::STATUS) & status::LU != 0).then_some(());
+    // A timeout is the link staying down: not an error here.
+    let _ = vfio_core::poll::until("link up", LINK_TIMEOUT, up);
 }
 
 /// INTx to an eventfd; receive and link-change causes unmasked.
@@ -444,10 +438,15 @@ impl NetDevice for E1000 {
         if self.rx.has_frame() {
             return Ok(true);
         }
-        let fired = irqs.wait(0, timeout)?;
-        self.bar.read32(regs::ICR);
+        if !irqs.wait(0, timeout)?.fired() {
+            return Ok(self.rx.has_frame());
+        }
+        // INTx: reading ICR acknowledges every cause (the line drops), and
+        // only then may VFIO unmask it; a wake-up with ICR 0 was another
+        // device's on a shared line.
+        let icr = self.bar.read32(regs::ICR);
         irqs.unmask()?;
-        Ok(fired > 0 || self.rx.has_frame())
+        Ok(icr != 0 || self.rx.has_frame())
     }
 }
 

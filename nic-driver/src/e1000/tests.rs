@@ -925,7 +925,7 @@ fn an_error_after_the_rings_were_given_goes_through_the_same_stop() {
     let mut config = testing::config(8, 8);
     config.interrupts = true; // a model has no interrupts: fails after RCTL.EN
     let e = h.open(config).unwrap_err().to_string();
-    assert!(e.contains("no Intx interrupts"), "{e}");
+    assert!(e.contains("no INTx interrupts"), "{e}");
     let n = h.nic();
     let on = n
         .write_index(regs::RCTL, rctl::EN, 0)

@@ -54,7 +54,7 @@ pub use virtqueue::{Used, UsedError, Virtqueue, MAX_CHAIN};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vfio_core::dma::{Backing, Buffer, BufferPool, DmaMemory};
 use vfio_core::mmio::Mmio;
@@ -511,28 +511,23 @@ const RESET_TIMEOUT: Duration = if cfg!(test) {
 /// [`RESET_TIMEOUT`] (then it uses no queue and writes no memory, 2.1.2).
 fn reset(common: &Region, addr: PciAddress) -> Result<()> {
     common.w8(common::DEVICE_STATUS, 0);
-    let start = Instant::now();
-    loop {
-        let s = common.r8(common::DEVICE_STATUS);
-        if s == 0 {
-            return Ok(());
-        }
+    let mut s = 0;
+    let done = vfio_core::poll::try_until(RESET_TIMEOUT, || {
+        s = common.r8(common::DEVICE_STATUS);
         if s == 0xff {
             return Err(Error::Device {
                 addr,
                 what: "virtio device status reads all ones: the device no longer answers".into(),
             });
         }
-        if start.elapsed() > RESET_TIMEOUT {
-            return Err(Error::Device {
-                addr,
-                what: format!(
-                    "virtio device status did not read 0 within {RESET_TIMEOUT:?} of a reset (reads {s:#04x})"
-                ),
-            });
-        }
-        std::thread::sleep(Duration::from_micros(100));
-    }
+        Ok((s == 0).then_some(()))
+    })?;
+    done.ok_or_else(|| Error::Device {
+        addr,
+        what: format!(
+            "virtio device status did not read 0 within {RESET_TIMEOUT:?} of a reset (reads {s:#04x})"
+        ),
+    })
 }
 
 fn read_features(common: &Region) -> u64 {
@@ -934,9 +929,10 @@ impl NetDevice for VirtioNet {
         if self.rx.has_used() {
             return Ok(true);
         }
-        // MSI-X is edge-triggered: the eventfd counts what fired meanwhile.
-        let fired = irqs.wait(0, timeout)?;
-        Ok(fired > 0 || self.rx.has_used())
+        // MSI-X is an edge message: nothing to acknowledge or unmask; the
+        // eventfd counts what fired meanwhile.
+        let fired = irqs.wait(0, timeout)?.fired();
+        Ok(fired || self.rx.has_used())
     }
 }
 

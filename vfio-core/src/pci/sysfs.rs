@@ -220,6 +220,6 @@ pub(crate) mod tests {
             .device("0000:00:1e.0".parse().unwrap())
             .unwrap_err();
         assert!(matches!(err, Error::DeviceNotFound { .. }));
-        assert!(err.to_string().contains("devbind status"), "{err}");
+        assert!(err.to_string().contains("/sys/bus/pci/devices ("), "{err}");
     }
 }

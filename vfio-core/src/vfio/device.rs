@@ -507,11 +507,11 @@ impl Device {
     pub fn enable_irqs(&self, kind: IrqKind, count: u32) -> Result<Interrupts> {
         let available = self.irq_count(kind)?;
         if available == 0 {
-            return Err(self.unsupported(format!("has no {kind:?} interrupts")));
+            return Err(self.unsupported(format!("has no {kind} interrupts")));
         }
         if count == 0 || count > available {
             return Err(Error::InvalidArgument(format!(
-                "{}: asked for {count} {kind:?} vectors, the device has 1 to {available}",
+                "{}: asked for {count} {kind} vectors, the device has 1 to {available}",
                 self.addr
             )));
         }

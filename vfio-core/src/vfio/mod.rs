@@ -1,6 +1,10 @@
 //! VFIO: the container (one IOMMU context), devices opened in it, and their
 //! interrupts. IOMMU groups are opened and attached by the container as its
 //! devices need them.
+//!
+//! Interrupts are waited for with [`Interrupts::wait`] or
+//! [`Interrupts::wait_any`]; how to acknowledge INTx, MSI and MSI-X is in
+//! [`Interrupts`](Interrupts#acknowledging-an-interrupt).
 
 mod container;
 mod device;
@@ -11,5 +15,5 @@ mod lend;
 
 pub use container::Container;
 pub use device::{Device, RegionInfo};
-pub use irq::{Interrupts, IrqKind};
+pub use irq::{Interrupts, IrqKind, Wait};
 pub use lend::{Lent, Quiesce, QuiesceStep};

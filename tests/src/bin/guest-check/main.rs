@@ -184,15 +184,15 @@ fn irq(nic: &str, nvme_bdf: &str) -> Result<()> {
     bar.write32(e1000::IMC, u32::MAX);
     bar.read32(e1000::ICR);
     irqs.unmask()?;
-    irqs.wait(0, Duration::from_millis(50))?;
+    let _ = irqs.wait(0, Duration::from_millis(50))?;
     println!(
         "e1000.quiet_interrupts={}",
-        irqs.wait(0, Duration::from_millis(300))?
+        irqs.wait(0, Duration::from_millis(300))?.count()
     );
     bar.write32(e1000::IMS, e1000::icr::TXDW);
     for round in 1..=2 {
         bar.write32(e1000::ICS, e1000::icr::TXDW);
-        let fired = irqs.wait(0, Duration::from_secs(5))?;
+        let fired = irqs.wait(0, Duration::from_secs(5))?.count();
         let icr = bar.read32(e1000::ICR);
         irqs.unmask()?;
         println!("e1000.round{round}.fired={fired}");
