@@ -118,10 +118,30 @@ impl DmaMemory {
     ///
     /// The memory starts zeroed (fresh anonymous pages), populated, and kept
     /// out of forked children with `MADV_DONTFORK` (their copy-on-write would
-    /// move the pages the IOMMU maps). Its length is a multiple of its page size
-    /// ([`DmaMemory::len`], [`DmaMemory::page_kind`]); its IOVA is at least
-    /// 1 MiB, inside the IOMMU's valid ranges, and aligned to 1 GiB or 2 MiB
-    /// when the length is a multiple of that, else to 4 KiB.
+    /// move the pages the IOMMU maps). Its length is a multiple of its page
+    /// size ([`DmaMemory::len`], [`DmaMemory::page_kind`]).
+    ///
+    /// Its IOVA is allocated first fit, lowest address first (see
+    /// [IOVA allocation](super#iova-allocation)): the lowest free address of
+    /// at least 1 MiB, inside the IOMMU's valid ranges (on x86 they skip the
+    /// MSI window at `0xfee00000`), aligned to 1 GiB or 2 MiB when the length
+    /// is a multiple of that, else to 4 KiB. Freed IOVAs are reused. For a
+    /// device that reaches only some address bits, use
+    /// [`DmaMemory::new_below`].
+    ///
+    /// ```
+    /// use vfio_core::dma::{Backing, DmaMemory};
+    ///
+    /// # fn main() -> vfio_core::Result<()> {
+    /// # #[cfg(feature = "testing")] {
+    /// # let container = vfio_core::vfio::Container::unbacked();
+    /// let a = DmaMemory::new(&container, 4096, Backing::Pages)?;
+    /// let b = DmaMemory::new(&container, 4096, Backing::Pages)?;
+    /// assert_eq!(a.iova(), 1 << 20); // the lowest IOVA handed out
+    /// assert_eq!(b.iova(), a.iova() + 4096); // first fit: right after it
+    /// # }
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -133,8 +153,51 @@ impl DmaMemory {
     ///   the kernel refused the mapping.
     /// - [`Error::Io`]: ordinary pages could not be mapped.
     pub fn new(container: &Arc<Container>, size: usize, backing: Backing) -> Result<DmaMemory> {
+        DmaMemory::allocate(container, size, backing, None)
+    }
+
+    /// As [`DmaMemory::new`], but every byte's IOVA is at most `limit`
+    /// (inclusive): for a device that reaches only some bits of bus address,
+    /// `limit` = [`dma_mask(bits)`](super::dma_mask). Of the free IOVAs up to
+    /// `limit`, the lowest that fit are taken, as [`DmaMemory::new`] does.
+    ///
+    /// Devices with different limits may share one container: allocate the
+    /// limited device's memory first (its rings and pools), since large
+    /// regions allocated before take the low IOVAs.
+    ///
+    /// ```no_run
+    /// use vfio_core::dma::{dma_mask, Backing, DmaMemory};
+    ///
+    /// # fn main() -> vfio_core::Result<()> {
+    /// # let container = vfio_core::vfio::Container::new()?;
+    /// # let _edu = container.open_device("0000:00:05.0".parse()?)?;
+    /// // QEMU's edu device reaches 28 bits of bus address.
+    /// let buf = DmaMemory::new_below(&container, 4096, Backing::Auto, dma_mask(28))?;
+    /// assert!(buf.iova() + buf.len() as u64 - 1 <= dma_mask(28));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DmaLimitExhausted`] when no free IOVA range of that length
+    /// lies at or below `limit`; otherwise those of [`DmaMemory::new`].
+    pub fn new_below(
+        container: &Arc<Container>,
+        size: usize,
+        backing: Backing,
+        limit: u64,
+    ) -> Result<DmaMemory> {
+        DmaMemory::allocate(container, size, backing, Some(limit))
+    }
+
+    fn allocate(
+        container: &Arc<Container>,
+        size: usize,
+        backing: Backing,
+        limit: Option<u64>,
+    ) -> Result<DmaMemory> {
         let (ptr, len, kind) = allocate(size, backing)?;
-        let iova = match container.map_dma(MappedPtr(ptr), len) {
+        let iova = match container.map_dma(MappedPtr(ptr), len, limit) {
             Ok(iova) => iova,
             Err(e) => {
                 unmap(ptr, len);
