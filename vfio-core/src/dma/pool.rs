@@ -66,11 +66,11 @@ pub struct Buffer {
 }
 
 impl BufferPool {
-    /// Allocates the pool's memory (hugepages where there are any,
-    /// [`Backing::Auto`]) and maps it for DMA in `container`, which must have
-    /// a device open. `buf_size` is rounded up: to a power of two (at least 64)
-    /// up to 4 KiB, so that no buffer crosses a 4 KiB page; to a multiple of
-    /// 4 KiB above. All buffers start free.
+    /// Allocates the pool's memory ([`Backing::Auto`]: hugepages where there
+    /// are any, for a pool larger than 1 MiB) and maps it for DMA in
+    /// `container`, which must have a device open. `buf_size` is rounded up:
+    /// to a power of two (at least 64) up to 4 KiB, so that no buffer crosses
+    /// a 4 KiB page; to a multiple of 4 KiB above. All buffers start free.
     ///
     /// # Errors
     ///
