@@ -111,6 +111,18 @@ pub enum Error {
         size: u64,
     },
 
+    /// No free IOVA range under a device's DMA address limit
+    /// ([`DmaMemory::new_below`](crate::dma::DmaMemory::new_below),
+    /// [`BufferPool::new_below`](crate::dma::BufferPool::new_below)).
+    #[error("no free IOVA range of {size} bytes ({size:#x}) at or below the DMA limit {limit:#x} ({} address bits); allocate the limited device's memory (`DmaMemory::new_below`, `BufferPool::new_below`) before large regions and pools, which otherwise take the low IOVAs first, or free some DMA memory", address_bits(*.limit))]
+    DmaLimitExhausted {
+        /// Bytes asked for.
+        size: u64,
+        /// The highest IOVA the device reaches (inclusive), e.g.
+        /// [`dma_mask(28)`](crate::dma::dma_mask).
+        limit: u64,
+    },
+
     /// The IOMMU's limit on the number of DMA mappings was reached (the
     /// kernel refused a mapping with ENOSPC).
     #[error("the IOMMU allows no more DMA mappings ({limit} in use); use fewer, larger DMA regions (a pool maps its memory once), or raise vfio_iommu_type1's dma_entry_limit")]
@@ -192,6 +204,11 @@ impl Error {
             _ => Error::Io { op, path, source },
         }
     }
+}
+
+/// How many bits an address up to `limit` takes (28 for `0x0fff_ffff`).
+fn address_bits(limit: u64) -> u32 {
+    u64::BITS - limit.leading_zeros()
 }
 
 fn describe_members(others: &[(PciAddress, String)]) -> String {

@@ -8,7 +8,7 @@
 //!   devices (config space, BARs, bus mastering, reset) and interrupts
 //!   delivered to eventfds.
 //! - [`mmio`]: a mapped BAR with bounds-checked volatile register access.
-//! - [`dma`]: pinned (hugepage) memory mapped into the IOMMU, and a
+//! - [`dma`]: pinned memory (hugepages for regions over 1 MiB) mapped into the IOMMU, and a
 //!   fixed-size buffer pool whose buffers carry a virtual address and an IOVA.
 //! - [`poll`]: waiting for a device, a condition polled until a timeout.
 //! - [`error`]: the one [`Error`] type, whose messages say what to do.

@@ -26,16 +26,32 @@ impl IovaAllocator {
         a
     }
 
-    /// Allocates `size` bytes aligned to `align` (a power of two).
+    /// Allocates `size` bytes aligned to `align` (a power of two): the
+    /// lowest aligned start in the first free range (lowest address first)
+    /// that holds them.
     pub(crate) fn alloc(&mut self, size: u64, align: u64) -> Result<u64> {
+        self.alloc_in(size, align, u64::MAX)
+            .unwrap_or(Err(Error::IovaExhausted { size }))
+    }
+
+    /// As [`IovaAllocator::alloc`], but the whole range lies at or below
+    /// `limit` (the highest address a device reaches, inclusive): first fit
+    /// among the free ranges up to `limit`, each cut off at `limit`.
+    pub(crate) fn alloc_below(&mut self, size: u64, align: u64, limit: u64) -> Result<u64> {
+        self.alloc_in(size, align, limit)
+            .unwrap_or(Err(Error::DmaLimitExhausted { size, limit }))
+    }
+
+    /// First fit of `size` bytes aligned to `align` ending at or below
+    /// `limit`; None when nothing fits (and then nothing changed).
+    fn alloc_in(&mut self, size: u64, align: u64, limit: u64) -> Option<Result<u64>> {
         if size == 0 || !align.is_power_of_two() {
-            return Err(Error::InvalidArgument(format!("IOVA allocation of {size} bytes aligned to {align}: size must be > 0, alignment a power of two")));
+            return Some(Err(Error::InvalidArgument(format!("IOVA allocation of {size} bytes aligned to {align}: size must be > 0, alignment a power of two"))));
         }
         let (start, end, iova) = self
             .free
-            .iter()
-            .find_map(|(&s, &e)| fit(s, e, size, align).map(|iova| (s, e, iova)))
-            .ok_or(Error::IovaExhausted { size })?;
+            .range(..=limit)
+            .find_map(|(&s, &e)| fit(s, e.min(limit), size, align).map(|iova| (s, e, iova)))?;
         self.free.remove(&start);
         if start < iova {
             self.free.insert(start, iova - 1);
@@ -45,7 +61,7 @@ impl IovaAllocator {
             self.free.insert(last + 1, end);
         }
         self.allocated += size;
-        Ok(iova)
+        Some(Ok(iova))
     }
 
     /// Returns a range given by [`IovaAllocator::alloc`]. A range that is not
@@ -190,6 +206,98 @@ mod tests {
     fn overlapping_input_ranges_merge() {
         let a = IovaAllocator::new(&[0x5000..=0x8fff, 0x1000..=0x5fff, 0x9000..=0x9fff]);
         assert_eq!(a.free_ranges(), vec![0x1000..=0x9fff]);
+    }
+
+    #[test]
+    fn below_a_limit_a_straddling_range_is_cut_at_the_limit() {
+        let mut a = IovaAllocator::new(&[0x1000..=0x3fff, 0x8000..=0xffff]);
+        let limit = 0x9fff;
+        assert_eq!(a.alloc_below(0x2000, 0x1000, limit).unwrap(), 0x1000);
+        assert_eq!(
+            a.alloc_below(0x2000, 0x1000, limit).unwrap(),
+            0x8000,
+            "0x3000..=0x3fff is too small; 0x8000..=0x9fff is the part of the next range under the limit"
+        );
+        assert_eq!(a.alloc_below(0x1000, 0x1000, limit).unwrap(), 0x3000);
+        assert!(matches!(
+            a.alloc_below(0x1000, 0x1000, limit),
+            Err(Error::DmaLimitExhausted {
+                size: 0x1000,
+                limit: 0x9fff
+            })
+        ));
+        assert_eq!(
+            a.free_ranges(),
+            vec![0xa000..=0xffff],
+            "what lies above the limit stays free"
+        );
+        assert_eq!(a.alloc(0x1000, 0x1000).unwrap(), 0xa000);
+    }
+
+    #[test]
+    fn below_a_limit_an_exact_fit_ends_at_the_limit() {
+        let mut a = IovaAllocator::new(&[0x1000..=0x4fff]);
+        assert!(matches!(
+            a.alloc_below(0x4000, 0x1000, 0x4ffe),
+            Err(Error::DmaLimitExhausted { .. })
+        ));
+        assert_eq!(a.alloc_below(0x4000, 0x1000, 0x4fff).unwrap(), 0x1000);
+        assert!(a.free_ranges().is_empty());
+        a.free(0x1000, 0x4000);
+        assert_eq!(a.free_ranges(), vec![0x1000..=0x4fff]);
+    }
+
+    #[test]
+    fn a_limit_below_every_range_fits_nothing_and_changes_nothing() {
+        let mut a = x86();
+        let before = a.free_ranges();
+        for limit in [0, 0xfff, MIB - 1] {
+            assert!(matches!(
+                a.alloc_below(4096, 4096, limit),
+                Err(Error::DmaLimitExhausted { size: 4096, limit: l }) if l == limit
+            ));
+        }
+        assert_eq!(a.free_ranges(), before);
+        assert_eq!(a.allocated_bytes(), 0);
+        assert_eq!(a.alloc_below(4096, 4096, MIB + 4095).unwrap(), MIB);
+    }
+
+    #[test]
+    fn below_4_gib_the_msi_window_is_skipped() {
+        let mut a = x86();
+        a.alloc(0xfed0_0000 - MIB, 4096).unwrap();
+        let x = a.alloc_below(2 * MIB, 2 * MIB, 0xffff_ffff).unwrap();
+        assert_eq!(
+            x, 0xff00_0000,
+            "the first 2 MiB-aligned fit past the window"
+        );
+        assert!(a.alloc_below(16 * MIB, 4096, 0xffff_ffff).is_err());
+        let y = a.alloc(16 * MIB, 4096).unwrap();
+        assert_eq!(y, 0xff20_0000, "without the limit: the same free range");
+        assert!(y + 16 * MIB - 1 > 0xffff_ffff, "which reaches past 4 GiB");
+    }
+
+    #[test]
+    fn alloc_is_alloc_below_the_top_of_the_address_space() {
+        let (mut a, mut b) = (x86(), x86());
+        for i in 0..64u64 {
+            let (size, align) = (4096 * (1 + i % 7), 4096 << (i % 3));
+            let x = a.alloc(size, align).unwrap();
+            assert_eq!(b.alloc_below(size, align, u64::MAX).unwrap(), x);
+            if i % 4 == 0 {
+                a.free(x, size);
+                b.free(x, size);
+            }
+        }
+        assert_eq!(a.free_ranges(), b.free_ranges());
+        assert!(matches!(
+            a.alloc(1 << 60, 4096),
+            Err(Error::IovaExhausted { size }) if size == 1 << 60
+        ));
+        assert!(matches!(
+            a.alloc_below(0, 4096, u64::MAX),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     /// Random allocs and frees against a model: allocations never overlap,

@@ -25,14 +25,53 @@ const HUGE_1G: usize = 1 << 30;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Backing {
-    /// Hugepages (1 GiB where the size is a multiple of 1 GiB and enough are
-    /// free, else 2 MiB); ordinary pages with a logged warning when none can
-    /// be had.
+    /// By size: a request of at most 1 MiB (half a 2 MiB hugepage: a
+    /// descriptor ring, an NVMe queue, an identify buffer) gets ordinary
+    /// 4 KiB pages, so that it does not take a whole hugepage; a larger one
+    /// gets hugepages (1 GiB where the size is a multiple of 1 GiB and enough
+    /// are free, else 2 MiB), or ordinary pages with a logged warning when
+    /// none can be had.
+    ///
+    /// Each small request is still its own IOMMU mapping, not a piece of a
+    /// shared arena: when it is freed its IOVAs are unmapped, so a late
+    /// write by a device that was not stopped faults in the IOMMU instead of
+    /// landing in memory that has been handed to someone else.
+    ///
+    /// ```
+    /// use vfio_core::dma::{Backing, DmaMemory, PageKind};
+    ///
+    /// # fn main() -> vfio_core::Result<()> {
+    /// # #[cfg(feature = "testing")] {
+    /// # let container = vfio_core::vfio::Container::unbacked();
+    /// let ring = DmaMemory::new(&container, 4096, Backing::Auto)?;
+    /// assert_eq!(ring.page_kind(), PageKind::Normal);
+    /// assert_eq!(ring.len(), 4096); // not rounded up to 2 MiB
+    /// # }
+    /// # Ok(()) }
+    /// ```
     Auto,
-    /// Hugepages as for `Auto`, or [`Error::HugepagesExhausted`].
+    /// Hugepages as for a large `Auto` request, whatever the size (a 4 KiB
+    /// request takes a whole 2 MiB hugepage), or
+    /// [`Error::HugepagesExhausted`].
     Hugepages,
     /// Ordinary 4 KiB pages (the IOMMU makes them look contiguous to devices).
     Pages,
+}
+
+/// Largest request [`Backing::Auto`] backs with ordinary pages: half a 2 MiB
+/// hugepage. Anything larger would waste less than half of its hugepages.
+const AUTO_SMALL_MAX: usize = HUGE_2M / 2;
+
+/// The pages [`Backing::Auto`] tries first for `size` bytes (it falls back to
+/// ordinary pages when no hugepages can be had).
+fn auto_page_kind(size: usize) -> PageKind {
+    if size <= AUTO_SMALL_MAX {
+        PageKind::Normal
+    } else if size.is_multiple_of(HUGE_1G) {
+        PageKind::Huge1G
+    } else {
+        PageKind::Huge2M
+    }
 }
 
 /// The pages actually used ([`DmaMemory::page_kind`]).
@@ -118,10 +157,32 @@ impl DmaMemory {
     ///
     /// The memory starts zeroed (fresh anonymous pages), populated, and kept
     /// out of forked children with `MADV_DONTFORK` (their copy-on-write would
-    /// move the pages the IOMMU maps). Its length is a multiple of its page size
-    /// ([`DmaMemory::len`], [`DmaMemory::page_kind`]); its IOVA is at least
-    /// 1 MiB, inside the IOMMU's valid ranges, and aligned to 1 GiB or 2 MiB
-    /// when the length is a multiple of that, else to 4 KiB.
+    /// move the pages the IOMMU maps). Its pages are chosen by `backing`
+    /// ([`Backing::Auto`]: ordinary pages up to 1 MiB, hugepages above); its
+    /// length is a multiple of its page size ([`DmaMemory::len`],
+    /// [`DmaMemory::page_kind`]).
+    ///
+    /// Its IOVA is allocated first fit, lowest address first (see
+    /// [IOVA allocation](super#iova-allocation)): the lowest free address of
+    /// at least 1 MiB, inside the IOMMU's valid ranges (on x86 they skip the
+    /// MSI window at `0xfee00000`), aligned to 1 GiB or 2 MiB when the length
+    /// is a multiple of that, else to 4 KiB. Freed IOVAs are reused. For a
+    /// device that reaches only some address bits, use
+    /// [`DmaMemory::new_below`].
+    ///
+    /// ```
+    /// use vfio_core::dma::{Backing, DmaMemory};
+    ///
+    /// # fn main() -> vfio_core::Result<()> {
+    /// # #[cfg(feature = "testing")] {
+    /// # let container = vfio_core::vfio::Container::unbacked();
+    /// let a = DmaMemory::new(&container, 4096, Backing::Pages)?;
+    /// let b = DmaMemory::new(&container, 4096, Backing::Pages)?;
+    /// assert_eq!(a.iova(), 1 << 20); // the lowest IOVA handed out
+    /// assert_eq!(b.iova(), a.iova() + 4096); // first fit: right after it
+    /// # }
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -133,8 +194,51 @@ impl DmaMemory {
     ///   the kernel refused the mapping.
     /// - [`Error::Io`]: ordinary pages could not be mapped.
     pub fn new(container: &Arc<Container>, size: usize, backing: Backing) -> Result<DmaMemory> {
+        DmaMemory::allocate(container, size, backing, None)
+    }
+
+    /// As [`DmaMemory::new`], but every byte's IOVA is at most `limit`
+    /// (inclusive): for a device that reaches only some bits of bus address,
+    /// `limit` = [`dma_mask(bits)`](super::dma_mask). Of the free IOVAs up to
+    /// `limit`, the lowest that fit are taken, as [`DmaMemory::new`] does.
+    ///
+    /// Devices with different limits may share one container: allocate the
+    /// limited device's memory first (its rings and pools), since large
+    /// regions allocated before take the low IOVAs.
+    ///
+    /// ```no_run
+    /// use vfio_core::dma::{dma_mask, Backing, DmaMemory};
+    ///
+    /// # fn main() -> vfio_core::Result<()> {
+    /// # let container = vfio_core::vfio::Container::new()?;
+    /// # let _edu = container.open_device("0000:00:05.0".parse()?)?;
+    /// // QEMU's edu device reaches 28 bits of bus address.
+    /// let buf = DmaMemory::new_below(&container, 4096, Backing::Auto, dma_mask(28))?;
+    /// assert!(buf.iova() + buf.len() as u64 - 1 <= dma_mask(28));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DmaLimitExhausted`] when no free IOVA range of that length
+    /// lies at or below `limit`; otherwise those of [`DmaMemory::new`].
+    pub fn new_below(
+        container: &Arc<Container>,
+        size: usize,
+        backing: Backing,
+        limit: u64,
+    ) -> Result<DmaMemory> {
+        DmaMemory::allocate(container, size, backing, Some(limit))
+    }
+
+    fn allocate(
+        container: &Arc<Container>,
+        size: usize,
+        backing: Backing,
+        limit: Option<u64>,
+    ) -> Result<DmaMemory> {
         let (ptr, len, kind) = allocate(size, backing)?;
-        let iova = match container.map_dma(MappedPtr(ptr), len) {
+        let iova = match container.map_dma(MappedPtr(ptr), len, limit) {
             Ok(iova) => iova,
             Err(e) => {
                 unmap(ptr, len);
@@ -444,6 +548,7 @@ fn allocate(size: usize, backing: Backing) -> Result<(NonNull<u8>, usize, PageKi
             page_size: HUGE_2M,
             free_pages: free_hugepages(HUGE_2M),
         }),
+        Backing::Auto if auto_page_kind(size) == PageKind::Normal => ordinary(size),
         Backing::Auto => huge().map_or_else(
             || {
                 log::warn!(
@@ -794,6 +899,72 @@ mod tests {
         drop(m);
         assert!(c.dma_read(iova, &mut out).is_err(), "unmapped on drop");
         assert_eq!(c.mapping_count(), 0);
+    }
+
+    #[test]
+    fn auto_gives_ordinary_pages_up_to_half_a_hugepage() {
+        assert_eq!(auto_page_kind(1), PageKind::Normal);
+        assert_eq!(auto_page_kind(4096), PageKind::Normal);
+        assert_eq!(auto_page_kind(1 << 20), PageKind::Normal);
+        assert_eq!(auto_page_kind((1 << 20) + 1), PageKind::Huge2M);
+        assert_eq!(auto_page_kind(2 << 20), PageKind::Huge2M);
+        assert_eq!(auto_page_kind(3 << 30), PageKind::Huge1G);
+        assert_eq!(auto_page_kind((1 << 30) + 4096), PageKind::Huge2M);
+    }
+
+    /// What one NVMe controller with one I/O queue pair of 64 entries and
+    /// one e1000 with `Config::default()` ask of `Backing::Auto` (the sizes
+    /// of nvme-driver's queue.rs, admin.rs and controller.rs, and
+    /// nic-driver's e1000 rx.rs, tx.rs and mod.rs), and how many 2 MiB
+    /// hugepages that takes: every request rounded up to whole hugepages as
+    /// `Auto` did before, and now.
+    #[test]
+    fn driver_rings_and_queues_take_no_hugepage() {
+        let requests = [
+            ("NVMe admin SQ, 32 x 64 B", 32 * 64),
+            ("NVMe admin CQ, 32 x 16 B", 32 * 16),
+            ("NVMe admin scratch (identify)", 4096),
+            ("NVMe I/O SQ, 64 x 64 B", 64 * 64),
+            ("NVMe I/O CQ, 64 x 16 B", 64 * 16),
+            ("NVMe PRP lists, (63 + 1) x 4 KiB", 64 * 4096),
+            ("e1000 RX ring, 256 x 16 B", 256 * 16),
+            ("e1000 TX ring, 256 x 16 B", 256 * 16),
+            ("e1000 pool, (2 x 256 + 256 + 1024) x 2 KiB", 1792 * 2048),
+        ];
+        let hugepages = |of: &dyn Fn(usize) -> bool| -> usize {
+            requests
+                .iter()
+                .filter(|(_, size)| of(*size))
+                .map(|(_, size)| size.div_ceil(HUGE_2M))
+                .sum()
+        };
+        let before = hugepages(&|_| true);
+        let after = hugepages(&|size| auto_page_kind(size) != PageKind::Normal);
+        assert_eq!(before, 10, "6 for the NVMe controller, 4 for the e1000");
+        assert_eq!(after, 2, "the e1000's 3.5 MiB pool only");
+        let small: Vec<_> = requests
+            .iter()
+            .filter(|(_, size)| auto_page_kind(*size) == PageKind::Normal)
+            .map(|(what, _)| *what)
+            .collect();
+        assert_eq!(small.len(), 8, "{small:?}");
+    }
+
+    #[test]
+    fn a_small_auto_request_is_its_own_mapping_of_ordinary_pages() {
+        let c = Container::unbacked();
+        let a = DmaMemory::new(&c, 2048, Backing::Auto).unwrap();
+        let b = DmaMemory::new(&c, 1 << 20, Backing::Auto).unwrap();
+        assert_eq!((a.page_kind(), a.len()), (PageKind::Normal, 4096));
+        assert_eq!((b.page_kind(), b.len()), (PageKind::Normal, 1 << 20));
+        assert_eq!(c.mapping_count(), 2);
+        let iova = a.iova();
+        drop(a);
+        assert_eq!(c.mapping_count(), 1);
+        assert!(
+            c.dma_write(iova, b"late").is_err(),
+            "freed memory is unmapped: a late device write faults"
+        );
     }
 
     #[test]

@@ -13,6 +13,43 @@
 //! open in it: the IOMMU keeps devices out of other memory, not out of one
 //! another's buffers in the same container.
 //!
+//! # IOVA allocation
+//!
+//! Each [`DmaMemory`] (and each pool, which is one `DmaMemory`) is one IOMMU
+//! mapping at IOVAs the container allocates:
+//!
+//! - first fit, lowest address first: the lowest free range that holds the
+//!   whole region, from 1 MiB up (nothing is mapped below 1 MiB, so a stray
+//!   zero or small pointer faults);
+//! - inside the ranges the IOMMU reports valid
+//!   ([`Container::iova_ranges`]); on x86 these skip the MSI window at
+//!   `0xfee00000..=0xfeefffff`;
+//! - aligned to 1 GiB or 2 MiB when the region's length is a multiple of
+//!   that, else to 4 KiB ([`DmaMemory::new`]);
+//! - freed IOVAs go back to the allocator (merged with free neighbours) and
+//!   are reused, once the memory is unmapped.
+//!
+//! A device that reaches only some bits of bus address (QEMU's `edu`: 28;
+//! many others 32 or 48) needs its memory below [`dma_mask`]`(bits)`:
+//! [`DmaMemory::new_below`] and [`BufferPool::new_below`] allocate there, and
+//! [`DmaTarget::dma_range_below`] refuses memory above it that a caller hands
+//! a driver. Allocate such a device's memory before large regions and pools
+//! of other devices in the same container, which otherwise take the low
+//! IOVAs first ([`Error::DmaLimitExhausted`] says so when nothing fits).
+//!
+//! ```
+//! use vfio_core::dma::{dma_mask, Backing, DmaMemory};
+//!
+//! # fn main() -> vfio_core::Result<()> {
+//! # #[cfg(feature = "testing")] {
+//! # let container = vfio_core::vfio::Container::unbacked();
+//! let low = DmaMemory::new_below(&container, 64 << 10, Backing::Pages, dma_mask(28))?;
+//! assert!(low.iova() + low.len() as u64 - 1 <= dma_mask(28));
+//! assert!(DmaMemory::new_below(&container, 4096, Backing::Pages, 0xfffff).is_err()); // below 1 MiB
+//! # }
+//! # Ok(()) }
+//! ```
+//!
 //! # Who may touch DMA memory, and when
 //!
 //! What the compiler enforces (for drivers written without `unsafe`):
@@ -91,6 +128,25 @@ mod sealed {
     pub trait Sealed {}
 }
 
+/// The highest bus address a device with `bits` address bits reaches: the
+/// `limit` of [`DmaMemory::new_below`], [`BufferPool::new_below`] and
+/// [`DmaTarget::dma_range_below`]. 64 bits or more reach every address.
+///
+/// ```
+/// use vfio_core::dma::dma_mask;
+///
+/// assert_eq!(dma_mask(28), 0x0fff_ffff); // QEMU's edu device
+/// assert_eq!(dma_mask(32), 0xffff_ffff);
+/// assert_eq!(dma_mask(64), u64::MAX);
+/// ```
+pub const fn dma_mask(bits: u32) -> u64 {
+    if bits >= u64::BITS {
+        u64::MAX
+    } else {
+        (1 << bits) - 1
+    }
+}
+
 /// Memory a device may read: an IOVA in a container and a length. Drivers
 /// take any of these as the source of a transfer, so data goes out from where
 /// the caller has it (a pool buffer another device filled, a large region)
@@ -156,6 +212,49 @@ pub trait DmaTarget: sealed::Sealed + Send + 'static {
             )));
         }
         Ok(self.iova() + offset as u64)
+    }
+
+    /// As [`DmaTarget::dma_range`], and checked that the last of the `len`
+    /// bytes (byte `offset` when `len` is 0) lies at or below `limit`: for a
+    /// driver whose device reaches only some bits of bus address
+    /// ([`dma_mask`]), so that memory a caller hands it that the device
+    /// cannot reach is refused instead of being reached for at a truncated
+    /// address.
+    ///
+    /// ```no_run
+    /// use vfio_core::dma::{dma_mask, BufferPool, DmaTarget};
+    ///
+    /// # fn main() -> vfio_core::Result<()> {
+    /// # let container = vfio_core::vfio::Container::new()?;
+    /// let edu = container.open_device("0000:00:05.0".parse()?)?;
+    /// let pool = BufferPool::new_below(&container, 4096, 16, dma_mask(28))?;
+    /// let buf = pool.try_alloc()?;
+    /// let iova = buf.dma_range_below(edu.container(), 0, 4096, dma_mask(28))?;
+    /// assert_eq!(iova, buf.iova());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of [`DmaTarget::dma_range`]; [`Error::InvalidArgument`], naming
+    /// the limit, when the bytes reach above `limit`.
+    fn dma_range_below(
+        &self,
+        container: &Arc<Container>,
+        offset: usize,
+        len: usize,
+        limit: u64,
+    ) -> Result<u64> {
+        let iova = self.dma_range(container, offset, len)?;
+        let last = iova + len.saturating_sub(1) as u64;
+        if last > limit {
+            return Err(Error::InvalidArgument(format!(
+                "{len} bytes of DMA memory at IOVA {iova:#x} reach up to {last:#x}, above the device's DMA limit {limit:#x} ({} address bits); \
+                 allocate memory for this device with DmaMemory::new_below or BufferPool::new_below and that limit",
+                u64::BITS - limit.leading_zeros()
+            )));
+        }
+        Ok(iova)
     }
 
     /// Leaves the memory allocated, mapped and out of its pool for the rest

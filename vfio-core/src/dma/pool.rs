@@ -66,11 +66,11 @@ pub struct Buffer {
 }
 
 impl BufferPool {
-    /// Allocates the pool's memory (hugepages where there are any,
-    /// [`Backing::Auto`]) and maps it for DMA in `container`, which must have
-    /// a device open. `buf_size` is rounded up: to a power of two (at least 64)
-    /// up to 4 KiB, so that no buffer crosses a 4 KiB page; to a multiple of
-    /// 4 KiB above. All buffers start free.
+    /// Allocates the pool's memory ([`Backing::Auto`]: hugepages where there
+    /// are any, for a pool larger than 1 MiB) and maps it for DMA in
+    /// `container`, which must have a device open. `buf_size` is rounded up:
+    /// to a power of two (at least 64) up to 4 KiB, so that no buffer crosses
+    /// a 4 KiB page; to a multiple of 4 KiB above. All buffers start free.
     ///
     /// # Errors
     ///
@@ -86,13 +86,60 @@ impl BufferPool {
         buf_size: usize,
         count: usize,
     ) -> Result<Arc<BufferPool>> {
+        BufferPool::allocate(container, buf_size, count, None)
+    }
+
+    /// As [`BufferPool::new`], but every buffer's IOVAs are at most `limit`
+    /// (inclusive): a pool for a device that reaches only some bits of bus
+    /// address, `limit` = [`dma_mask(bits)`](super::dma_mask). The pool's
+    /// region is allocated as [`DmaMemory::new_below`] does: make it before
+    /// large regions and pools of other devices, which take the low IOVAs.
+    ///
+    /// ```no_run
+    /// use vfio_core::dma::{dma_mask, BufferPool};
+    ///
+    /// # fn main() -> vfio_core::Result<()> {
+    /// # let container = vfio_core::vfio::Container::new()?;
+    /// # let _edu = container.open_device("0000:00:05.0".parse()?)?;
+    /// let pool = BufferPool::new_below(&container, 4096, 64, dma_mask(28))?;
+    /// let buf = pool.try_alloc()?;
+    /// assert!(buf.iova() + 4095 <= dma_mask(28));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DmaLimitExhausted`] when no free IOVA range for the pool lies
+    /// at or below `limit`; otherwise those of [`BufferPool::new`].
+    ///
+    /// # Panics
+    ///
+    /// As [`BufferPool::new`].
+    pub fn new_below(
+        container: &Arc<Container>,
+        buf_size: usize,
+        count: usize,
+        limit: u64,
+    ) -> Result<Arc<BufferPool>> {
+        BufferPool::allocate(container, buf_size, count, Some(limit))
+    }
+
+    fn allocate(
+        container: &Arc<Container>,
+        buf_size: usize,
+        count: usize,
+        limit: Option<u64>,
+    ) -> Result<Arc<BufferPool>> {
         let buf_size = rounded_buf_size(buf_size, count)?;
         let total = buf_size.checked_mul(count).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "a pool of {count} buffers of {buf_size} bytes is too large"
             ))
         })?;
-        let memory = DmaMemory::new(container, total, Backing::Auto)?;
+        let memory = match limit {
+            None => DmaMemory::new(container, total, Backing::Auto)?,
+            Some(limit) => DmaMemory::new_below(container, total, Backing::Auto, limit)?,
+        };
         Ok(BufferPool::from_memory(memory, buf_size, count))
     }
 

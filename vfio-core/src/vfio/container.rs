@@ -43,7 +43,11 @@ const LOWEST_IOVA: u64 = 1 << 20;
 /// Every DMA mapping is readable and writable by every device of the
 /// container, at IOVAs of at least 1 MiB inside the ranges the IOMMU reports
 /// valid ([`Container::iova_ranges`]); a device that reaches for an IOVA
-/// where nothing is mapped faults in the IOMMU.
+/// where nothing is mapped faults in the IOMMU. IOVAs are handed out first
+/// fit, lowest address first, so memory for a device that reaches only low
+/// addresses is best allocated first, and with a limit
+/// ([`DmaMemory::new_below`](crate::dma::DmaMemory::new_below)); see the
+/// [`dma`](crate::dma#iova-allocation) module.
 #[derive(Debug)]
 pub struct Container {
     // Field order is drop order: groups detach before the container fd closes.
@@ -261,8 +265,10 @@ impl Container {
         self.lock().iommu.as_ref().map_or(0, |i| i.mappings)
     }
 
-    /// Pins `size` bytes at `vaddr` and maps them at a newly allocated IOVA.
-    pub(crate) fn map_dma(&self, vaddr: MappedPtr, size: usize) -> Result<u64> {
+    /// Pins `size` bytes at `vaddr` and maps them at a newly allocated IOVA
+    /// (first fit, lowest address first: see the [`dma`](crate::dma) module),
+    /// the whole range at or below `limit` when one is given.
+    pub(crate) fn map_dma(&self, vaddr: MappedPtr, size: usize, limit: Option<u64>) -> Result<u64> {
         let mut state = self.lock();
         let iommu = state.iommu.as_mut().ok_or_else(|| {
             Error::InvalidArgument(
@@ -270,7 +276,11 @@ impl Container {
             )
         })?;
         let size = size as u64;
-        let iova = iommu.iova.alloc(size, iova_alignment(size))?;
+        let align = iova_alignment(size);
+        let iova = match limit {
+            None => iommu.iova.alloc(size, align)?,
+            Some(limit) => iommu.iova.alloc_below(size, align, limit)?,
+        };
         if let Some(fd) = &self.fd {
             if let Err(e) = ioctl::map_dma(fd.as_fd(), vaddr.addr() as u64, iova, size) {
                 iommu.iova.free(iova, size);
