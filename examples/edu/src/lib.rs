@@ -102,8 +102,8 @@ impl Edu {
         Edu::new(Container::new()?.open_device(addr)?)
     }
 
-    /// Takes an opened device: checks its IDs, turns on memory decoding and
-    /// bus mastering, maps BAR0 and checks the identification register.
+    /// Takes an opened device: checks its IDs, maps BAR0, turns on memory
+    /// decoding and bus mastering, and checks the identification register.
     ///
     /// # Errors
     ///
@@ -111,7 +111,6 @@ impl Edu {
     /// an identification of no edu 1.x; vfio-core's.
     pub fn new(device: Device) -> Result<Edu> {
         check_ids(device.address(), device.vendor_id()?, device.device_id()?)?;
-        device.enable_bus_master()?;
         let mut edu = Edu {
             bar0: device.map_bar(0)?,
             irqs: None,
@@ -122,6 +121,7 @@ impl Edu {
             interrupts: 0,
         };
         // From here an error drops `edu`, whose Drop turns bus mastering off.
+        edu.device.enable_bus_master()?;
         if edu.bar0.len() < regs::BAR0_LEN {
             return Err(edu.bad(format!("BAR0 has {:#x} bytes, not 1 MiB", edu.bar0.len())));
         }
