@@ -25,8 +25,8 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_net",
 ];
 
-/// Packages whose binaries go into the guest.
-const GUEST_PACKAGES: &[&str] = &["examples", "vfio-tests"];
+/// Packages whose binaries go into the guest (edu-driver: `edu-demo`).
+const GUEST_PACKAGES: &[&str] = &["examples", "vfio-tests", "edu-driver"];
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 

@@ -256,6 +256,15 @@ impl Machine {
         (first, add(model_b, port_b, port_a))
     }
 
+    /// QEMU's educational device, `edu` (1234:11e8: registers, DMA through
+    /// a 4 KiB device buffer with 28-bit addresses, MSI and INTx; QEMU's
+    /// docs/specs/edu.rst), for `edu-demo`. Returns its PCI address.
+    pub fn edu(&mut self) -> String {
+        let (slot, addr) = self.slot();
+        self.args.extend(["-device".into(), format!("edu,{slot}")]);
+        addr
+    }
+
     /// The guest PCI address of NIC `index`.
     pub fn nics_addr(&self, index: usize) -> String {
         self.nics[index].addr.clone()
