@@ -488,7 +488,11 @@ fn edu_demo_refuses_a_bad_address_an_unbound_device_and_another_device() {
     o.failed_with("edu-malformed", "invalid PCI address \"00:3g.0\"");
     o.failed_with(
         "edu-not-bound",
-        &format!("{EDU} is not bound to vfio-pci (it has no driver); run `devbind bind {EDU}`"),
+        // vfio-core's own text: edu-demo is self-contained (it can be
+        // copied out of the repository) and prints no devbind hint.
+        &format!(
+            "{EDU} is not bound to vfio-pci (it has no driver); bind it to vfio-pci (vfio_core::pci::Sysfs::bind_vfio, or as root: echo vfio-pci > /sys/bus/pci/devices/{EDU}/driver_override"
+        ),
     );
     o.failed_with(
         "edu-not-edu",
