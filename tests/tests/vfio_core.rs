@@ -5,7 +5,10 @@
 //! through the mapped BARs (values QEMU's models set), interrupts the e1000
 //! raised, bytes the kernel's nvme driver read back after `devbind unbind`,
 //! factorials edu computed and bytes it moved by DMA (`edu-demo`, the worked
-//! example driver in examples/edu).
+//! example driver in examples/edu); in one container with the NVMe, edu's
+//! memory below its 28-bit limit, the disk's bytes the NVMe read above it,
+//! and the hugepages an NVMe controller and an e1000 take (`dma-limits`,
+//! `hugepages`: guest-check's limits.rs).
 
 use std::sync::OnceLock;
 
@@ -107,6 +110,7 @@ fn boot() -> vfio_tests::Result<Run> {
         &format!("guest-check dma-cycles {NVME} {DMA_CYCLES}"),
     );
     m.step("reset", &format!("guest-check reset {NVME}"));
+    m.step("hugepages", &format!("guest-check hugepages {NVME} {NIC}"));
     m.step(
         "nic-confine",
         &format!("guest-check nic-confine {NIC}; rc=$?; dmesg | grep -i 'DMAR.*fault' | tail -5; exit $rc"),
@@ -134,6 +138,12 @@ fn boot() -> vfio_tests::Result<Run> {
         &format!("devbind bind {SHARED_B} && guest-check open {SHARED_A} {SHARED_B}"),
     );
     edu_steps(&mut m);
+    // The NVMe controller back on vfio-pci (`unbind` gave it to the
+    // kernel), beside the edu bound by edu_steps.
+    m.step(
+        "dma-limits",
+        &format!("devbind bind {NVME} && guest-check dma-limits {NVME} {EDU}"),
+    );
     let running = m.start()?;
     let capture = Capture::start(&running.nics[nic].socket);
     let probes = Repeater::start(
@@ -586,4 +596,169 @@ fn edu_demo_with_msi_ends_every_factorial_and_transfer_with_an_interrupt() {
 #[test]
 fn edu_demo_with_intx_acknowledges_then_unmasks_each_interrupt_once() {
     check_edu("edu-intx", "intx");
+}
+
+/// What QEMU's edu reaches: 28 bits of bus address.
+const EDU_LIMIT: u64 = (1 << 28) - 1;
+/// The seed of dma-limits' edu pattern (guest-check's `limits::EDU_SEED`).
+const EDU_SEED: u64 = 0xed0_0028;
+
+/// An IOVA range `<key>.iova`..=`<key>.last` of dma-limits' output.
+fn iova_range(out: &str, key: &str) -> (u64, u64) {
+    let (first, last) = (
+        kv_num(out, &format!("{key}.iova")),
+        kv_num(out, &format!("{key}.last")),
+    );
+    assert_eq!(
+        last + 1 - first,
+        kv_num(out, &format!("{key}.len")),
+        "{key}: its range is its length:\n{out}"
+    );
+    assert!(first >= 1 << 20, "{key}: no IOVA below 1 MiB:\n{out}");
+    (first, last)
+}
+
+fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 <= b.1 && b.0 <= a.1
+}
+
+fn dma_limits_output() -> &'static str {
+    &outcome().ok("dma-limits").output
+}
+
+#[test]
+fn dma_limits_a_large_unlimited_region_takes_the_low_iovas() {
+    let out = dma_limits_output();
+    assert_eq!(kv_num(out, "limits.limit"), EDU_LIMIT);
+    let low = iova_range(out, "limits.low");
+    assert_eq!(low.1 + 1 - low.0, 241 << 20);
+    assert!(
+        low.1 < EDU_LIMIT && EDU_LIMIT - low.1 < 64 << 20,
+        "the 241 MiB region lies below 2^28 and leaves less than 64 MiB above it:\n{out}"
+    );
+}
+
+#[test]
+fn dma_limits_a_limited_request_that_no_longer_fits_is_refused() {
+    let out = dma_limits_output();
+    let refusal = kv(out, "limits.limited");
+    assert!(
+        refusal.starts_with("DmaLimitExhausted: ")
+            && refusal.contains(
+                "no free IOVA range of 67108864 bytes (0x4000000) at or below the DMA limit 0xfffffff (28 address bits)"
+            ),
+        "64 MiB below 2^28 after 241 MiB were taken:\n{out}"
+    );
+    assert_eq!(
+        kv(out, "limits.limited.mappings_delta"),
+        "0",
+        "the refused request mapped nothing"
+    );
+}
+
+#[test]
+fn dma_limits_edu_memory_still_comes_from_below_its_limit_and_moves_bytes() {
+    let out = dma_limits_output();
+    let low = iova_range(out, "limits.low");
+    let src = iova_range(out, "limits.edu_src");
+    let dst = iova_range(out, "limits.edu_dst");
+    for (name, r) in [("src", src), ("dst", dst)] {
+        assert!(r.1 <= EDU_LIMIT, "edu {name} memory below 2^28:\n{out}");
+        assert!(
+            !overlap(r, low),
+            "edu {name} memory apart from the large region:\n{out}"
+        );
+    }
+    assert!(!overlap(src, dst), "{out}");
+    let pattern = random_bytes(4095, EDU_SEED);
+    let want = format!("{:x}", Sha256::digest(&pattern));
+    assert_eq!(
+        kv(out, "limits.edu_sha256"),
+        want,
+        "the pattern back from RAM -> edu -> RAM:\n{out}"
+    );
+}
+
+#[test]
+fn dma_limits_the_unlimited_nvme_reaches_above_the_limit() {
+    let out = dma_limits_output();
+    let (first, last) = iova_range(out, "limits.high");
+    assert!(
+        first <= EDU_LIMIT && last > EDU_LIMIT,
+        "the 64 MiB region allocated after the edu's lies partly above 2^28:\n{out}"
+    );
+    let target = kv_num(out, "limits.nvme_iova");
+    assert!(
+        target > EDU_LIMIT && target == first + kv_num(out, "limits.nvme_offset"),
+        "the NVMe read went above 2^28:\n{out}"
+    );
+    assert_eq!(kv_num(out, "limits.nvme_block_size"), 512);
+    let at = kv_num(out, "limits.nvme_lba") as usize * 512;
+    let len = kv_num(out, "limits.nvme_bytes") as usize;
+    assert!(len > 0 && target + len as u64 - 1 <= last);
+    let image = random_bytes(DISK_BYTES, DISK_SEED);
+    let want = format!("{:x}", Sha256::digest(&image[at..at + len]));
+    assert_eq!(
+        kv(out, "limits.nvme_sha256"),
+        want,
+        "the disk's bytes, read by the NVMe into IOVAs above 2^28:\n{out}"
+    );
+}
+
+#[test]
+fn dma_limits_the_edu_driver_refuses_memory_above_its_limit() {
+    let out = dma_limits_output();
+    let (first, _) = iova_range(out, "limits.outside");
+    assert!(first > EDU_LIMIT, "wholly above 2^28:\n{out}");
+    for key in [
+        "limits.edu_to_device_outside",
+        "limits.edu_from_device_outside",
+    ] {
+        let e = kv(out, key);
+        assert!(
+            e.contains(&format!("at IOVA {first:#x}"))
+                && e.contains("above the device's DMA limit 0xfffffff (28 address bits)"),
+            "{key}:\n{out}"
+        );
+    }
+    assert_eq!(kv(out, "limits.outside_intact"), "true");
+    assert_eq!(
+        kv(out, "limits.edu_after_refusal_sha256"),
+        kv(out, "limits.edu_sha256"),
+        "the edu's buffer still holds the pattern: the refused copy never ran"
+    );
+}
+
+#[test]
+fn dma_limits_no_iommu_fault_is_logged() {
+    let out = dma_limits_output();
+    assert_eq!(
+        kv_num(out, "limits.dmar_faults_new"),
+        0,
+        "the kernel logged DMAR faults during the step:\n{out}"
+    );
+}
+
+#[test]
+fn an_nvme_controller_and_an_e1000_take_two_hugepages() {
+    let out = &outcome().ok("hugepages").output;
+    // The e1000's pool: (2 x 256 RX + 256 TX + 1024 spare) buffers of
+    // 2 KiB, 3.5 MiB: two 2 MiB hugepages. Everything else is at most
+    // 1 MiB and on ordinary pages: the NVMe admin SQ (2 KiB), CQ (512 B) and
+    // identify page, the I/O SQ (1 KiB), CQ (256 B) and PRP lists (64 KiB),
+    // the e1000's RX and TX descriptor rings (4 KiB each). Before small
+    // Backing::Auto requests went to ordinary pages, each of those 8 took
+    // a hugepage of its own: 10 in all (measured with the threshold set
+    // back).
+    assert_eq!(kv_num(out, "hugepages.nic_pool_bytes"), 3584 << 10);
+    assert_eq!(
+        kv(out, "hugepages.used"),
+        "2",
+        "2 MiB hugepages taken while both were open:\n{out}"
+    );
+    assert_eq!(
+        kv_num(out, "hugepages.free_after_close"),
+        kv_num(out, "hugepages.free_before"),
+        "all given back:\n{out}"
+    );
 }

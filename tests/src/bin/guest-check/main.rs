@@ -26,6 +26,9 @@
 //!   socket): the e1000 driver (see `nic.rs`).
 //! - `reset NVME`: bus mastering set in config space; a register written, the
 //!   device reset through VFIO, the register back at its reset value.
+//! - `dma-limits NVME EDU`, `hugepages NVME NIC`: DMA address limits in a
+//!   container shared with an unlimited device, and the hugepages a small
+//!   configuration takes (see `limits.rs`).
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -39,6 +42,7 @@ use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Container, Device, IrqKind};
 use vfio_core::Result;
 
+mod limits;
 mod nic;
 
 fn nvme_err(e: nvme_driver::Error) -> vfio_core::Error {
@@ -76,6 +80,8 @@ fn main() -> ExitCode {
         Some("nvme-confine") if args.len() == 2 => nvme_confine(&args[1]),
         Some("nvme-vanish") if args.len() == 2 => nvme_vanish(&args[1]),
         Some("nvme-drop") if args.len() == 2 => nvme_drop(&args[1]),
+        Some("dma-limits") if args.len() == 3 => limits::dma_limits(&args[1], &args[2]),
+        Some("hugepages") if args.len() == 3 => limits::hugepages(&args[1], &args[2]),
         _ => {
             eprintln!("usage: guest-check open BDF... | irq NIC NVME | dma BDF auto|hugepages|pages BYTES | pool BDF | reset NVME");
             return ExitCode::from(2);
