@@ -285,6 +285,7 @@ fn miri_cargo(args: &[&str]) -> Command {
 /// 3 s after). It checks the working tree, committed or not (`--allow-dirty`).
 fn package() -> Result<(), String> {
     let start = Instant::now();
+    forget_extracted_packages(&["vfio-core", "nvme-driver", "nic-driver"])?;
     let args = [
         "package",
         "-p",
@@ -301,6 +302,43 @@ fn package() -> Result<(), String> {
         "xtask: the three crates package and build, in {:.1?}",
         start.elapsed()
     );
+    Ok(())
+}
+
+/// Removes cargo's extracted sources of `crates` (any version, any
+/// registry) from `$CARGO_HOME/registry/src`. `cargo package` verifies each
+/// crate against the others through a temporary registry in
+/// `target/package/tmp-registry`, whose sources cargo extracts once per
+/// registry path and version and never refreshes: a checkout at the same
+/// path as an earlier one (CI's) would verify against the earlier code.
+/// Cargo extracts them again from the `.crate` files it keeps.
+fn forget_extracted_packages(crates: &[&str]) -> Result<(), String> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry/src")) else {
+        return Ok(());
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return Ok(()); // nothing extracted yet
+    };
+    for registry in registries.flatten() {
+        let Ok(entries) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = crates.iter().any(|c| {
+                name.strip_prefix(c)
+                    .and_then(|v| v.strip_prefix('-'))
+                    .is_some_and(|v| v.starts_with(|ch: char| ch.is_ascii_digit()))
+            });
+            if ours {
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(|e| format!("remove {}: {e}", entry.path().display()))?;
+            }
+        }
+    }
     Ok(())
 }
 
