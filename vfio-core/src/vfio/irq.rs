@@ -262,16 +262,28 @@ impl Interrupts {
     /// on the same vector read it) waits on until the deadline. For INTx,
     /// acknowledge and [`unmask`](Interrupts::unmask) after each
     /// [`Wait::Fired`] (see [`Interrupts`](Interrupts#acknowledging-an-interrupt)).
+    /// It does not allocate, so a driver may wait on its data path
+    /// ([`Interrupts::wait_any`] returns a list, and does).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] when `vector` is not enabled;
     /// [`Error::Ioctl`] when polling or reading the eventfd fails.
     pub fn wait(&self, vector: usize, timeout: Duration) -> Result<Wait> {
-        let fired = self.wait_any(&[vector], timeout)?;
-        Ok(fired
-            .first()
-            .map_or(Wait::TimedOut, |&(_, n)| Wait::Fired(n)))
+        let eventfd = self.vector(vector)?;
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let mut fds = [PollFd::new(eventfd.as_fd(), PollFlags::POLLIN)];
+            self.poll(&mut fds, deadline)?;
+            if is_ready(&fds[0]) {
+                if let Some(n) = self.take(eventfd)? {
+                    return Ok(Wait::Fired(n));
+                }
+            }
+            if past(deadline) {
+                return Ok(Wait::TimedOut);
+            }
+        }
     }
 
     /// Waits up to `timeout` for any of `vectors`; returns every one of them
@@ -311,54 +323,57 @@ impl Interrupts {
             .iter()
             .map(|&v| self.vector(v))
             .collect::<Result<Vec<_>>>()?;
-        // None: a timeout too long to add to the clock, that is, no timeout.
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let mut fds: Vec<PollFd> = eventfds
                 .iter()
                 .map(|e| PollFd::new(e.as_fd(), PollFlags::POLLIN))
                 .collect();
-            match ppoll(&mut fds, remaining.map(TimeSpec::from), None) {
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    return Err(ioctl_err(
-                        self.addr,
-                        "ppoll on interrupt eventfds",
-                        e.into(),
-                    ))
-                }
-                Ok(_) => {}
-            }
-            let ready: Vec<bool> = fds
-                .iter()
-                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                .collect();
+            self.poll(&mut fds, deadline)?;
+            let ready: Vec<bool> = fds.iter().map(is_ready).collect();
             drop(fds);
             let mut fired = Vec::new();
             for ((&vector, eventfd), ready) in vectors.iter().zip(&eventfds).zip(ready) {
                 if !ready || fired.iter().any(|&(v, _)| v == vector) {
                     continue;
                 }
-                match eventfd.read() {
-                    Ok(n) => fired.push((vector, n)),
-                    // Taken by another reader since the poll: spurious.
-                    Err(Errno::EAGAIN) => {}
-                    Err(e) => {
-                        return Err(ioctl_err(
-                            self.addr,
-                            "read of an interrupt eventfd",
-                            e.into(),
-                        ))
-                    }
+                if let Some(n) = self.take(eventfd)? {
+                    fired.push((vector, n));
                 }
             }
-            if !fired.is_empty() {
+            if !fired.is_empty() || past(deadline) {
                 return Ok(fired);
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(fired);
-            }
+        }
+    }
+
+    /// One `ppoll` of `fds` until `deadline` (`None`: a timeout too long to
+    /// add to the clock, that is, none). A signal ends it early, as a
+    /// wake-up with nothing ready; the callers loop until the deadline.
+    fn poll(&self, fds: &mut [PollFd], deadline: Option<Instant>) -> Result<()> {
+        let remaining =
+            deadline.map(|d| TimeSpec::from(d.saturating_duration_since(Instant::now())));
+        match ppoll(fds, remaining, None) {
+            Ok(_) | Err(Errno::EINTR) => Ok(()),
+            Err(e) => Err(ioctl_err(
+                self.addr,
+                "ppoll on interrupt eventfds",
+                e.into(),
+            )),
+        }
+    }
+
+    /// Reads (and so clears) an eventfd's count; `None` when another reader
+    /// took it since the poll (a spurious wake-up).
+    fn take(&self, eventfd: &EventFd) -> Result<Option<u64>> {
+        match eventfd.read() {
+            Ok(n) => Ok(Some(n)),
+            Err(Errno::EAGAIN) => Ok(None),
+            Err(e) => Err(ioctl_err(
+                self.addr,
+                "read of an interrupt eventfd",
+                e.into(),
+            )),
         }
     }
 
@@ -414,6 +429,17 @@ impl Drop for Interrupts {
             );
         }
     }
+}
+
+/// Whether a poll found `fd` ready (readable, or in error, which the read
+/// then reports).
+fn is_ready(fd: &PollFd) -> bool {
+    fd.revents().is_some_and(|r| !r.is_empty())
+}
+
+/// Whether `deadline` has passed; never for `None` (no deadline).
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
 }
 
 #[cfg(test)]
