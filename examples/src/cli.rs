@@ -377,3 +377,78 @@ mod tests {
         );
     }
 }
+
+/// The NVMe driver's optional features, as options of every NVMe tool.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NvmeOptions {
+    /// Ring every doorbell by MMIO, even where the controller offers
+    /// shadow doorbells (Doorbell Buffer Config).
+    #[arg(long)]
+    pub no_shadow_doorbells: bool,
+    /// How I/O commands describe their data: SGLs where the controller
+    /// offers them (auto), or always PRPs, or always SGLs (an error where
+    /// the controller has none).
+    #[arg(long, value_enum, default_value_t = DataPointerArg::Auto)]
+    pub data_pointer: DataPointerArg,
+    /// Interrupt mode: each I/O queue raises its own MSI-X vector and the
+    /// tool sleeps until a completion comes, instead of polling.
+    #[arg(long)]
+    pub interrupts: bool,
+}
+
+/// `--data-pointer`: [`nvme_driver::DataPointer`] on the command line.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPointerArg {
+    /// SGLs if the controller reports them, else PRPs.
+    Auto,
+    /// Physical Region Pages.
+    Prp,
+    /// Scatter Gather Lists.
+    Sgl,
+}
+
+/// `blocks` blocks at `lba` of namespace `ns`, as a tool's arguments name
+/// them, checked before anything is read, written or sent: the bytes they
+/// hold, or what is wrong.
+pub fn namespace_range(
+    ns: &nvme_driver::NamespaceInfo,
+    lba: u64,
+    blocks: u64,
+) -> Result<u64, String> {
+    let inside = blocks > 0 && lba.checked_add(blocks).is_some_and(|end| end <= ns.blocks);
+    inside
+        .then(|| blocks.checked_mul(u64::from(ns.block_size)))
+        .flatten()
+        .ok_or_else(|| {
+            format!(
+                "blocks {lba}..{} are not inside namespace {} ({} blocks)",
+                lba.saturating_add(blocks),
+                ns.nsid,
+                ns.blocks
+            )
+        })
+}
+
+/// How the tools print a resolved [`nvme_driver::DataPointer`].
+pub fn data_pointer_name(d: nvme_driver::DataPointer) -> &'static str {
+    match d {
+        nvme_driver::DataPointer::Auto => "auto (PRPs up to two pages, SGLs above)",
+        nvme_driver::DataPointer::Prp => "prp",
+        nvme_driver::DataPointer::Sgl => "sgl",
+    }
+}
+
+impl NvmeOptions {
+    /// The driver configuration these options ask for.
+    pub fn config(&self) -> nvme_driver::Config {
+        let data_pointer = match self.data_pointer {
+            DataPointerArg::Auto => nvme_driver::DataPointer::Auto,
+            DataPointerArg::Prp => nvme_driver::DataPointer::Prp,
+            DataPointerArg::Sgl => nvme_driver::DataPointer::Sgl,
+        };
+        nvme_driver::Config::new()
+            .shadow_doorbells(!self.no_shadow_doorbells)
+            .data_pointer(data_pointer)
+            .interrupts(self.interrupts)
+    }
+}

@@ -78,6 +78,9 @@ pub struct QueueStats {
     /// System calls this queue's thread made in the measured window, measured
     /// (`syscount`).
     pub syscalls: Syscalls,
+    /// CPU time (user and system) this queue's thread used in the measured
+    /// window ([`crate::usage::Usage::thread_since`]); `None` where not measured.
+    pub cpu: Option<Duration>,
 }
 
 impl QueueStats {
@@ -91,6 +94,7 @@ impl QueueStats {
                 .expect("valid histogram bounds"),
             allocations: None,
             syscalls: Syscalls::default(),
+            cpu: None,
         }
     }
 
@@ -127,6 +131,10 @@ pub struct Summary {
     /// `null` and `syscalls_not_measured` where not measured.
     #[serde(flatten)]
     pub syscalls: Syscalls,
+    /// CPU time of the queue's thread over the window, in percent of one
+    /// core (the total: all threads' over the longest window); `null`
+    /// where not measured. Interrupt handling in the kernel is not in it.
+    pub cpu_percent: Option<f64>,
 }
 
 /// Summaries of each queue and of all of them together (the last).
@@ -144,6 +152,11 @@ pub fn summarize(queues: &[QueueStats]) -> Vec<Summary> {
             all.allocations.zip(q.allocations).map(|(a, b)| a + b)
         };
         let _ = all.latency.add(&q.latency);
+        all.cpu = if i == 0 {
+            q.cpu
+        } else {
+            all.cpu.zip(q.cpu).map(|(a, b)| a + b)
+        };
     }
     all.syscalls = queues
         .iter()
@@ -171,6 +184,7 @@ fn summary(name: &str, q: &QueueStats) -> Summary {
         p999_us: us(h.value_at_quantile(0.999)),
         allocations: q.allocations,
         syscalls: q.syscalls.clone(),
+        cpu_percent: q.cpu.map(|c| 100.0 * c.as_secs_f64() / secs),
     }
 }
 
@@ -178,12 +192,22 @@ fn summary(name: &str, q: &QueueStats) -> Summary {
 pub fn print_table(title: &str, rows: &[Summary]) {
     println!("{title}");
     println!(
-        "  {:<8} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
-        "", "IOPS", "MiB/s", "avg us", "min us", "max us", "p50 us", "p99 us", "p99.9 us", "allocs"
+        "  {:<8} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6}",
+        "",
+        "IOPS",
+        "MiB/s",
+        "avg us",
+        "min us",
+        "max us",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "allocs",
+        "cpu %"
     );
     for r in rows {
         println!(
-            "  {:<8} {:>10.0} {:>10.2} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7}",
+            "  {:<8} {:>10.0} {:>10.2} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>6}",
             r.name,
             r.iops,
             r.mib_per_s,
@@ -193,7 +217,8 @@ pub fn print_table(title: &str, rows: &[Summary]) {
             r.p50_us,
             r.p99_us,
             r.p999_us,
-            r.allocations.map_or("n/m".into(), |n| n.to_string())
+            r.allocations.map_or("n/m".into(), |n| n.to_string()),
+            r.cpu_percent.map_or("n/m".into(), |c| format!("{c:.1}"))
         );
     }
 }

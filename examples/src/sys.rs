@@ -58,12 +58,19 @@ pub struct UringSlots {
 }
 
 impl UringSlots {
-    /// A ring for `slots` operations of `io_size` bytes each on `file`.
-    pub fn new(file: File, slots: usize, io_size: usize) -> io::Result<UringSlots> {
+    /// A ring for `slots` operations of `io_size` bytes each on `file`;
+    /// `polled`: completions are polled for by the kernel
+    /// (`IORING_SETUP_IOPOLL`, which needs a block device with poll queues:
+    /// the nvme module's `poll_queues`) instead of signalled by interrupts.
+    pub fn new(file: File, slots: usize, io_size: usize, polled: bool) -> io::Result<UringSlots> {
         let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "too many slots");
         let entries = u32::try_from(slots.max(1).next_power_of_two()).map_err(|_| too_big())?;
         let bytes = slots.checked_mul(io_size).ok_or_else(too_big)?;
-        let ring = IoUring::new(entries)?;
+        let ring = if polled {
+            IoUring::builder().setup_iopoll().build(entries)?
+        } else {
+            IoUring::new(entries)?
+        };
         // Page-aligned, as O_DIRECT needs.
         let mut buffers = MmapMut::map_anon(bytes.max(1))?;
         let base = buffers.as_mut_ptr();
@@ -179,7 +186,7 @@ mod tests {
             .write(true)
             .open(&path)
             .expect("open");
-        let mut ring = UringSlots::new(file, 4, 4096).expect("a ring");
+        let mut ring = UringSlots::new(file, 4, 4096, false).expect("a ring");
         for slot in 0..4 {
             ring.push(slot, true, (3 - slot as u64) * 4096)
                 .expect("push a read");

@@ -10,6 +10,18 @@ use std::time::{Duration, Instant};
 use crate::perf::{QueueStats, Workload};
 use crate::sys::UringSlots;
 use crate::syscount::{self, Counting};
+use crate::usage::Usage;
+
+/// How the kernel learns that an I/O completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Completions {
+    /// The device interrupts; io_uring_enter sleeps until then.
+    Interrupt,
+    /// io_uring_enter polls the device's completion queue
+    /// (`IORING_SETUP_IOPOLL` on an nvme poll queue): no interrupt, no sleep.
+    Polled,
+}
 
 /// One thread's io_uring run: `depth` I/Os of `io_size` bytes kept in flight
 /// on `dev` for `warmup` then `run`; returns only when none is in flight.
@@ -22,13 +34,14 @@ pub fn run(
     depth: usize,
     warmup: Duration,
     run: Duration,
+    completions: Completions,
 ) -> io::Result<QueueStats> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(dev)?;
-    let mut ring = UringSlots::new(file, depth, io_size)?;
+    let mut ring = UringSlots::new(file, depth, io_size, completions == Completions::Polled)?;
     let mut started = vec![Instant::now(); depth];
     let mut done: Vec<(usize, i32)> = Vec::with_capacity(depth);
     let mut stats = QueueStats::new();
@@ -38,17 +51,20 @@ pub fn run(
     }
     let (mut measuring_since, mut stopped, mut failure) = (None, false, None);
     let mut counting: Option<Counting> = None;
+    let mut cpu_at_start = None;
     while ring.in_flight() > 0 {
         ring.submit_and_wait()?;
         let now = Instant::now();
         if measuring_since.is_none() && now - begin >= warmup {
             measuring_since = Some(now);
+            cpu_at_start = Some(Usage::thread_now());
             counting = Some(syscount::start());
         }
         if let Some(t) = measuring_since.filter(|t| !stopped && now - *t >= run) {
             stopped = true;
             stats.elapsed = now - t;
             stats.syscalls = counting.take().map(Counting::finish).unwrap_or_default();
+            stats.cpu = cpu_at_start.map(|u| Duration::from_secs_f64(u.thread_since().cpu_seconds));
         }
         done.clear();
         ring.complete(&mut done);

@@ -1,4 +1,4 @@
-//! What a piece of work cost this process, from getrusage(2): CPU time (user
+//! What a piece of work cost this process or thread, from getrusage(2): CPU time (user
 //! and system) and context switches (voluntary and involuntary).
 
 use nix::sys::resource::{getrusage, UsageWho};
@@ -14,17 +14,35 @@ pub struct Usage {
 impl Usage {
     /// The process's totals so far.
     pub fn now() -> Usage {
+        Usage::read(UsageWho::RUSAGE_SELF)
+    }
+
+    /// The calling thread's totals so far (a worker's own cost, beside
+    /// other threads of the process).
+    pub fn thread_now() -> Usage {
+        Usage::read(UsageWho::RUSAGE_THREAD)
+    }
+
+    /// What the process spent since this reading (a [`Usage::now`]).
+    pub fn since(&self) -> Usage {
+        self.until(Usage::now())
+    }
+
+    /// What the thread spent since this reading (a [`Usage::thread_now`]).
+    pub fn thread_since(&self) -> Usage {
+        self.until(Usage::thread_now())
+    }
+
+    fn read(who: UsageWho) -> Usage {
         let secs = |tv: TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-        getrusage(UsageWho::RUSAGE_SELF).map_or(Usage::default(), |u| Usage {
+        getrusage(who).map_or(Usage::default(), |u| Usage {
             cpu_seconds: secs(u.user_time()) + secs(u.system_time()),
             context_switches: (u.voluntary_context_switches() + u.involuntary_context_switches())
                 as u64,
         })
     }
 
-    /// What was spent since this reading.
-    pub fn since(&self) -> Usage {
-        let now = Usage::now();
+    fn until(&self, now: Usage) -> Usage {
         Usage {
             cpu_seconds: now.cpu_seconds - self.cpu_seconds,
             context_switches: now.context_switches.saturating_sub(self.context_switches),

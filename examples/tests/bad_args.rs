@@ -32,6 +32,7 @@ fn exe(tool: &str) -> &'static str {
         "devbind" => env!("CARGO_BIN_EXE_devbind"),
         "nvme-io" => env!("CARGO_BIN_EXE_nvme-io"),
         "nvme-perf" => env!("CARGO_BIN_EXE_nvme-perf"),
+        "nvme-copy" => env!("CARGO_BIN_EXE_nvme-copy"),
         "nic-pktgen" => env!("CARGO_BIN_EXE_nic-pktgen"),
         "nic-echo" => env!("CARGO_BIN_EXE_nic-echo"),
         "forwarder" => env!("CARGO_BIN_EXE_forwarder"),
@@ -137,6 +138,56 @@ fn cases() -> Vec<Case> {
         not_found,
     ));
     c.push(case("devbind", &["unbind", NX, NX2], 1, not_found));
+
+    // nvme-copy, and the NVMe options every NVMe tool shares
+    let copy = |extra: &[&str]| -> Vec<String> {
+        let base = ["--device", NX, "--lba", "0", "--blocks", "8"];
+        with(&base, &[&["--output", "out.bin"], extra].concat())
+    };
+    c.push(case("nvme-copy", &[], 2, "--device"));
+    for (flag, bad) in [
+        ("--io-size", "100"),
+        ("--queue-depth", "0"),
+        ("--blocks", "0"),
+        ("--data-pointer", "scattered"),
+    ] {
+        c.push(Case {
+            tool: "nvme-copy",
+            args: copy(&[flag, bad]),
+            code: 2,
+            names: flag.into(),
+        });
+    }
+    c.push(Case {
+        tool: "nvme-copy",
+        args: copy(&["--interrupts"]),
+        code: 1,
+        names: not_found.into(),
+    });
+    c.push(case(
+        "nvme-io",
+        &["--device", NX, "--queue-depth", "0", "identify"],
+        2,
+        "--queue-depth",
+    ));
+    c.push(case(
+        "nvme-io",
+        &[
+            "--device",
+            NX,
+            "read",
+            "--lba",
+            "0",
+            "--blocks",
+            "1",
+            "--output",
+            "o",
+            "--io-size",
+            "0",
+        ],
+        2,
+        "--io-size",
+    ));
 
     // nvme-io
     let read = |lba: &str, blocks: &str| -> Vec<String> {
@@ -516,6 +567,7 @@ fn every_tool_refuses_bad_arguments_with_one_clear_line_and_touches_nothing() {
             "receiver",
             "udp-sink",
             "devbind",
+            "nvme-copy",
             "nvme-io",
             "nvme-perf",
             "nic-pktgen",

@@ -2,7 +2,8 @@
 //! reported value comes from the fuzzer: CAP (queue size, doorbell stride,
 //! command sets, page sizes), BAR size, MDTS, ONCS, the number of queues,
 //! the namespaces' sizes, block formats and metadata, whether the controller
-//! is fatal or gone, and hostile fields in the I/O completions. The driver
+//! is fatal or gone, whether it offers SGLs and shadow doorbells, and
+//! hostile fields in the I/O completions. The driver
 //! must answer each with an error, never a panic, a hang or a buffer handed
 //! out twice.
 #![no_main]
@@ -55,7 +56,10 @@ fn config(input: &mut Input) -> NvmeConfig {
             Readiness::Fatal,
             Readiness::Gone,
         ][input.u8() as usize % 4],
-        sgl: false,
+        // SGLs and shadow doorbells offered or not: the driver then takes
+        // the other data pointer and doorbell paths.
+        sgl: input.u8() & 1 == 1,
+        dbbuf: input.u8() & 1 == 1,
     }
 }
 

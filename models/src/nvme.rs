@@ -96,6 +96,12 @@ pub struct NvmeConfig {
     /// reads 0 and a command with PSDT other than 00b fails with Invalid
     /// Field in Command, PRPs only. Admin commands always take PRPs.
     pub sgl: bool,
+    /// Offer Doorbell Buffer Config (OACS bit 8, base spec 5.8). Once the
+    /// command gave it the two pages, an I/O SQ tail doorbell write is only a
+    /// wake-up: the tail is read from the shadow page, and after each
+    /// command the event index is set to the tail taken (as QEMU does).
+    /// Off (the default): opcode 7Ch is an Invalid Command Opcode.
+    pub dbbuf: bool,
 }
 
 impl Default for NvmeConfig {
@@ -109,6 +115,7 @@ impl Default for NvmeConfig {
             namespaces: vec![Namespace::zeroed(1, 512, 2048)],
             readiness: Readiness::Prompt,
             sgl: false,
+            dbbuf: false,
         }
     }
 }
@@ -193,6 +200,20 @@ pub struct NvmeModel {
     pub dma_faults: u64,
     /// Times the controller was disabled (CC.EN 1 -> 0 taking effect).
     pub disables: u32,
+    /// The shadow doorbell and EventIdx pages of Doorbell Buffer Config.
+    dbbuf: Option<(u64, u64)>,
+    /// Doorbell Buffer Config commands that succeeded.
+    pub dbbuf_configs: u32,
+    /// MMIO SQ tail doorbell writes to I/O queues.
+    pub mmio_sq_doorbells: u64,
+    /// MMIO CQ head doorbell writes to I/O queues.
+    pub mmio_cq_doorbells: u64,
+    /// SQ tails taken from the shadow page.
+    pub shadow_tails: u64,
+    /// Commands (admin ones too) whose data was described by PRPs (PSDT 00b).
+    pub prp_commands: u64,
+    /// Commands whose data was described by an SGL (PSDT 01b, 10b).
+    pub sgl_commands: u64,
 }
 
 impl NvmeModel {
@@ -220,6 +241,13 @@ impl NvmeModel {
             dma_bytes: 0,
             dma_faults: 0,
             disables: 0,
+            dbbuf: None,
+            dbbuf_configs: 0,
+            prp_commands: 0,
+            sgl_commands: 0,
+            mmio_sq_doorbells: 0,
+            mmio_cq_doorbells: 0,
+            shadow_tails: 0,
         }));
         let mut cfg = vec![0u8; 256];
         cfg[0..2].copy_from_slice(&0x1b36u16.to_le_bytes());
@@ -289,6 +317,7 @@ impl NvmeModel {
             self.sqs.clear();
             self.cqs.clear();
             self.held.clear();
+            self.dbbuf = None;
             self.disables += 1;
         }
         if value >> 14 & 3 != 0 {
@@ -300,19 +329,76 @@ impl NvmeModel {
         let index = (offset - 0x1000) / self.stride();
         let qid = (index / 2) as u16;
         if index % 2 == 1 {
-            return; // CQ head: the model never runs out of CQ room in these tests
+            // CQ head: the model never runs out of CQ room in these tests.
+            if qid != 0 {
+                self.mmio_cq_doorbells += 1;
+            }
+            return;
         }
+        let shadowed = qid != 0 && self.dbbuf.is_some();
         let Some(q) = self.sqs.get_mut(&qid) else {
             return;
         };
-        q.tail = value as u16 % q.size;
+        if !shadowed {
+            q.tail = value as u16 % q.size;
+        }
+        if qid != 0 {
+            self.mmio_sq_doorbells += 1;
+        }
         self.process(qid);
     }
 
+    /// Offset of queue `qid`'s SQ doorbell in the doorbell pages.
+    fn sq_slot(&self, qid: u16) -> u64 {
+        (2 * qid as usize * self.stride()) as u64
+    }
+
+    /// With shadow doorbells: the SQ tail from the shadow page.
+    fn read_shadow_tail(&mut self, qid: u16) {
+        let Some((shadow, _)) = self.dbbuf.filter(|_| qid != 0) else {
+            return;
+        };
+        let mut v = [0u8; 4];
+        if self
+            .container
+            .dma_read(shadow + self.sq_slot(qid), &mut v)
+            .is_err()
+        {
+            self.dma_faults += 1;
+            return;
+        }
+        if let Some(q) = self.sqs.get_mut(&qid) {
+            q.tail = u32::from_le_bytes(v) as u16 % q.size;
+            self.shadow_tails += 1;
+        }
+    }
+
+    /// With shadow doorbells: the event index set to the tail taken.
+    fn write_event_idx(&mut self, qid: u16, tail: u16) {
+        let Some((_, event_idx)) = self.dbbuf.filter(|_| qid != 0) else {
+            return;
+        };
+        let at = event_idx + self.sq_slot(qid);
+        if self
+            .container
+            .dma_write(at, &(tail as u32).to_le_bytes())
+            .is_err()
+        {
+            self.dma_faults += 1;
+        }
+    }
+
     fn process(&mut self, qid: u16) {
+        self.read_shadow_tail(qid);
         while let Some(q) = self.sqs.get(&qid).copied() {
             if q.head == q.tail {
-                break;
+                self.write_event_idx(qid, q.tail);
+                // The host may have moved the shadow after the index was read.
+                self.read_shadow_tail(qid);
+                if self.sqs.get(&qid).is_some_and(|q| q.head == q.tail) {
+                    break;
+                }
+                continue;
             }
             let mut raw = [0u8; 64];
             if self
@@ -351,6 +437,16 @@ impl NvmeModel {
                 (0, n | n << 16)
             }
             0x05 => (self.create_cq(cmd), 0),
+            0x7c if self.config.dbbuf => {
+                let (shadow, event_idx) = (prp1(cmd), cmd[8] as u64 | (cmd[9] as u64) << 32);
+                if shadow % PAGE as u64 != 0 || event_idx % PAGE as u64 != 0 {
+                    (0x02, 0) // Invalid Field in Command
+                } else {
+                    self.dbbuf = Some((shadow, event_idx));
+                    self.dbbuf_configs += 1;
+                    (0, 0)
+                }
+            }
             0x01 => (self.create_sq(cmd), 0),
             0x00 => {
                 if self.ignore_delete_sq {
@@ -388,6 +484,8 @@ impl NvmeModel {
                 page[4..12].copy_from_slice(b"model-01");
                 page[24..35].copy_from_slice(b"vfio-models");
                 page[77] = self.config.mdts;
+                let oacs: u16 = if self.config.dbbuf { 1 << 8 } else { 0 };
+                page[256..258].copy_from_slice(&oacs.to_le_bytes());
                 page[516..520]
                     .copy_from_slice(&(self.config.namespaces.len() as u32).to_le_bytes());
                 page[520..522].copy_from_slice(&self.config.oncs.to_le_bytes());
@@ -564,6 +662,10 @@ impl NvmeModel {
     /// when SGLs are configured (PSDT 01b, 10b). Err: the status to fail
     /// the command with.
     fn pieces(&mut self, cmd: &[u32; 16], len: usize, to_host: bool) -> Result<Vec<Piece>, u16> {
+        match psdt(cmd) {
+            0 => self.prp_commands += 1,
+            _ => self.sgl_commands += 1,
+        }
         let pieces = match psdt(cmd) {
             0 => self
                 .pages(cmd, len)

@@ -19,6 +19,7 @@ use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Container, Device};
 
+use crate::doorbell::ShadowPages;
 use crate::queue::QueuePair;
 use crate::regs::{self, cap, cc, csts, csts_shst};
 use crate::spec::{admin, Command, Completion, PAGE_SIZE};
@@ -55,6 +56,9 @@ pub(crate) struct AdminQueue {
     /// command until [`Admin::restart`].
     broken: Option<&'static str>,
     timeout: Duration,
+    /// The shadow doorbell and EventIdx pages the controller was given, if
+    /// it took them (I/O queues only: the admin queue rings MMIO).
+    shadow: Option<Arc<ShadowPages>>,
 }
 
 impl Admin {
@@ -72,6 +76,7 @@ impl Admin {
             0,
             ADMIN_ENTRIES,
             cap::dstrd(cap),
+            None,
         )?;
         let scratch = DmaMemory::new(&container, PAGE_SIZE, Backing::Auto)?;
         Ok(Arc::new(Admin {
@@ -81,6 +86,7 @@ impl Admin {
                 qids: vec![true],
                 broken: Some("not yet enabled"),
                 timeout: ADMIN_TIMEOUT,
+                shadow: None,
             }),
             bar,
             cap,
@@ -88,6 +94,10 @@ impl Admin {
             generation: AtomicU64::new(0),
             device,
         }))
+    }
+
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
     }
 
     pub(crate) fn address(&self) -> PciAddress {
@@ -331,6 +341,16 @@ impl AdminQueue {
         self.timeout = timeout;
     }
 
+    /// The shadow doorbell pages the controller uses, for new I/O queues.
+    pub(crate) fn shadow(&self) -> Option<Arc<ShadowPages>> {
+        self.shadow.clone()
+    }
+
+    /// Records the shadow doorbell pages the controller was given (or none).
+    pub(crate) fn set_shadow(&mut self, pages: Option<Arc<ShadowPages>>) {
+        self.shadow = pages;
+    }
+
     /// Takes the lowest free I/O queue ID up to `limit`.
     pub(crate) fn take_qid(&mut self, limit: u16) -> Option<u16> {
         let qid = (1..=limit).find(|&q| !self.qids.get(q as usize).copied().unwrap_or(false))?;
@@ -358,6 +378,9 @@ impl Drop for Admin {
             // The admin rings may still be written: keep them.
             q.qp.leak_on_drop();
             q.scratch.leak_on_drop();
+            if let Some(pages) = &q.shadow {
+                pages.leak_on_drop();
+            }
         }
     }
 }

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use vfio_core::dma::{Backing, Buffer, DmaMemory, DmaTarget};
 use vfio_core::pci::PciAddress;
-use vfio_core::vfio::{Container, Device};
+use vfio_core::vfio::{Container, Device, Interrupts, IrqKind};
 
 use crate::admin::Admin;
+use crate::config::{Config, DataPointer};
+use crate::doorbell::ShadowPages;
 use crate::io::IoQueuePair;
 use crate::queue::QueuePair;
 use crate::regs::cap;
@@ -56,6 +58,12 @@ pub struct Controller {
     admin: Arc<Admin>,
     info: ControllerInfo,
     io_queues: u16,
+    config: Config,
+    /// How I/O data is described, resolved at open: `Auto` only where
+    /// the controller has SGLs.
+    data_pointer: DataPointer,
+    /// MSI-X vectors 0.. (0 the admin queue's) in interrupt mode.
+    irqs: Option<Arc<Interrupts>>,
 }
 
 impl Controller {
@@ -68,7 +76,20 @@ impl Controller {
     /// vfio-pci, in another container's IOMMU group, no permission); then
     /// those of [`Controller::new`].
     pub fn open(container: &Arc<Container>, addr: PciAddress) -> Result<Controller> {
-        Controller::new(container.open_device(addr)?)
+        Controller::open_with(container, addr, Config::new())
+    }
+
+    /// [`Controller::open`] with the optional features chosen by `config`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Controller::open`].
+    pub fn open_with(
+        container: &Arc<Container>,
+        addr: PciAddress,
+        config: Config,
+    ) -> Result<Controller> {
+        Controller::with_config(container.open_device(addr)?, config)
     }
 
     /// Brings up an opened device: bus mastering on, disable, admin queue,
@@ -90,22 +111,51 @@ impl Controller {
     /// On an error after the admin queue was given to the controller, the
     /// controller is shut down and stopped as when a `Controller` is dropped.
     pub fn new(device: Device) -> Result<Controller> {
+        Controller::with_config(device, Config::new())
+    }
+
+    /// [`Controller::new`] with the optional features chosen by `config`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Controller::new`].
+    pub fn with_config(device: Device, config: Config) -> Result<Controller> {
         let admin = Admin::new(device)?;
         admin.restart()?;
         let mut c = Controller {
             admin,
             info: ControllerInfo::parse(&[0; 4096]),
             io_queues: 0,
+            config,
+            data_pointer: DataPointer::Prp,
+            irqs: None,
         };
         c.info = c.identify_controller()?;
+        c.data_pointer = c.resolve_data_pointer()?;
         c.io_queues = c.set_number_of_queues()?;
+        c.configure_shadow_doorbells(false)?;
+        c.irqs = c.enable_interrupts()?;
         log::info!(
-            "{}: {} ({}), MDTS {}, {} I/O queues",
+            "{}: {} ({}), MDTS {}, {} I/O queues, shadow doorbells {}, {} for data, {}",
             c.address(),
             c.info.model,
             c.info.serial,
             c.info.mdts,
-            c.io_queues
+            c.io_queues,
+            if c.uses_shadow_doorbells() {
+                "on"
+            } else {
+                "off"
+            },
+            match c.data_pointer {
+                DataPointer::Auto => "PRPs or SGLs",
+                DataPointer::Prp => "PRPs",
+                DataPointer::Sgl => "SGLs",
+            },
+            match &c.irqs {
+                Some(irqs) => format!("{} MSI-X vectors", irqs.len()),
+                None => "polled".into(),
+            }
         );
         Ok(c)
     }
@@ -121,6 +171,11 @@ impl Controller {
     /// The controller's PCI address.
     pub fn address(&self) -> PciAddress {
         self.admin.address()
+    }
+
+    /// The options this controller was opened with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// What Identify Controller said.
@@ -296,7 +351,9 @@ impl Controller {
             namespaces,
             self.info.clone(),
             self.max_transfer(),
-        ))
+        )
+        .describing_data(self.data_pointer)
+        .with_interrupts(self.vector(qid)))
     }
 
     /// The rings and PRP list pages of I/O queue pair `qid`, in fresh DMA memory.
@@ -307,6 +364,7 @@ impl Controller {
             qid,
             entries,
             cap::dstrd(self.admin.cap()),
+            self.admin.lock().shadow(),
         )?;
         let bytes = IoQueuePair::<Buffer>::list_bytes(qp.depth());
         let lists = DmaMemory::new(self.admin.container(), bytes, Backing::Auto)?;
@@ -330,9 +388,10 @@ impl Controller {
     /// fails, the first is deleted again.
     fn create_at_controller(&self, qp: &QueuePair) -> Result<()> {
         let (qid, entries) = (qp.qid(), qp.entries());
+        let vector = self.vector(qid).map(|(_, v)| v as u16);
         self.admin.command(
             "Create I/O Completion Queue",
-            Command::create_io_cq(qid, entries, qp.cq_iova()),
+            Command::create_io_cq(qid, entries, qp.cq_iova(), vector),
         )?;
         let sq = self.admin.command(
             "Create I/O Submission Queue",
@@ -366,7 +425,106 @@ impl Controller {
         log::warn!("{}: resetting the controller", self.address());
         self.admin.restart()?;
         self.io_queues = self.set_number_of_queues()?;
+        self.configure_shadow_doorbells(true)?;
         Ok(())
+    }
+
+    /// How I/O commands describe their data: [`Config::data_pointer`]
+    /// against what the controller reports (`Auto` where it has SGLs,
+    /// `Prp` where it has none).
+    pub fn data_pointer(&self) -> DataPointer {
+        self.data_pointer
+    }
+
+    /// Whether I/O queue pairs raise interrupts ([`Config::interrupts`]).
+    pub fn uses_interrupts(&self) -> bool {
+        self.irqs.is_some()
+    }
+
+    /// In interrupt mode, MSI-X vectors 0 (the admin queue's, polled) to
+    /// one per I/O queue the controller granted, as many as the device has.
+    fn enable_interrupts(&self) -> Result<Option<Arc<Interrupts>>> {
+        if !self.config.uses_interrupts() {
+            return Ok(None);
+        }
+        let device = self.admin.device();
+        let have = device.irq_count(IrqKind::Msix)?;
+        if have == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{} has no MSI-X vectors for interrupt mode; open it polled (without Config::interrupts, or --interrupts)",
+                self.address()
+            )));
+        }
+        let count = (u32::from(self.io_queues) + 1).min(have);
+        Ok(Some(Arc::new(device.enable_irqs(IrqKind::Msix, count)?)))
+    }
+
+    /// The interrupts and MSI-X vector of I/O queue `qid` in interrupt
+    /// mode: its own, or shared when the device has fewer than queues.
+    fn vector(&self, qid: u16) -> Option<(Arc<Interrupts>, usize)> {
+        let irqs = self.irqs.as_ref()?;
+        let n = irqs.len();
+        let v = if n == 1 {
+            0
+        } else {
+            1 + (qid as usize - 1) % (n - 1)
+        };
+        Some((Arc::clone(irqs), v))
+    }
+
+    /// [`DataPointer`] against Identify Controller's SGLS.
+    fn resolve_data_pointer(&self) -> Result<DataPointer> {
+        match self.config.data_pointer_choice() {
+            DataPointer::Auto if self.info.supports_sgl() => Ok(DataPointer::Auto),
+            DataPointer::Auto | DataPointer::Prp => Ok(DataPointer::Prp),
+            DataPointer::Sgl if self.info.supports_sgl() => Ok(DataPointer::Sgl),
+            DataPointer::Sgl => Err(Error::InvalidArgument(format!(
+                "{} does not support SGLs for I/O data (Identify Controller SGLS = {:#x}); \
+                 use DataPointer::Prp or Auto (nvme tools: --data-pointer prp or auto)",
+                self.address(),
+                self.info.sgls
+            ))),
+        }
+    }
+
+    /// Whether I/O queues use shadow doorbells: asked for in [`Config`],
+    /// offered by the controller (OACS bit 8) and accepted by it.
+    pub fn uses_shadow_doorbells(&self) -> bool {
+        self.admin.lock().shadow().is_some()
+    }
+
+    /// Doorbell Buffer Config (base spec 5.8) when [`Config`] asks for
+    /// shadow doorbells and the controller offers them. At bring-up a
+    /// controller that refuses the command is used without; after a reset
+    /// (`again`) the queue pairs made before rely on the shadows, so a
+    /// refusal is an error.
+    fn configure_shadow_doorbells(&mut self, again: bool) -> Result<()> {
+        if !self.config.uses_shadow_doorbells() || !self.info.supports_shadow_doorbells() {
+            return Ok(());
+        }
+        let pages = match self.admin.lock().shadow() {
+            Some(pages) => {
+                pages.clear();
+                pages
+            }
+            None => Arc::new(ShadowPages::new(
+                self.admin.container(),
+                self.io_queues,
+                cap::dstrd(self.admin.cap()),
+            )?),
+        };
+        let cmd = Command::doorbell_buffer_config(pages.shadow_iova(), pages.event_idx_iova());
+        match self.admin.command("Doorbell Buffer Config", cmd) {
+            Ok(_) => {
+                self.admin.lock().set_shadow(Some(pages));
+                Ok(())
+            }
+            Err(e @ Error::Command { .. }) if !again => {
+                log::warn!("{}: {e}; ringing MMIO doorbells only", self.address());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// After [`Controller::reset`]: hands every command `qp` had in flight to

@@ -13,14 +13,18 @@
 //! Every request is checked before it reaches the device (namespace, range,
 //! buffer size): a bad one is an error and nothing is sent.
 
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vfio_core::dma::{Buffer, BytesByWriter, DmaMemory, DmaTarget, DmaTargetMut};
+use vfio_core::vfio::{Interrupts, Wait};
 
 use crate::admin::Admin;
+use crate::config::DataPointer;
 use crate::prp::{self, Prp2};
 use crate::queue::QueuePair;
+use crate::sgl;
 use crate::spec::{nvm, Command, ControllerInfo, NamespaceInfo, PAGE_SIZE};
 use crate::{Error, Result};
 
@@ -28,6 +32,10 @@ use crate::{Error, Result};
 /// [`IoQueuePair::set_timeout`]: a blocking call for all of its commands,
 /// [`IoQueuePair::poll`] for the next completion while commands are in flight.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest a blocking call sleeps on its interrupt before looking at
+/// the completion queue again (interrupt mode).
+const IDLE_SLICE: Duration = Duration::from_millis(10);
 
 /// Most blocks one Read, Write or Write Zeroes command moves (NLB is 16 bits, 0-based).
 const MAX_BLOCKS_PER_COMMAND: u64 = 1 << 16;
@@ -177,6 +185,10 @@ pub struct IoQueuePair<B: DmaTarget = Buffer> {
     stopped: bool,
     /// Bytes given to Write commands, by who wrote them.
     written_from: BytesByWriter,
+    /// PRPs, SGLs, or SGLs where PRPs would need a list (resolved).
+    data_pointer: DataPointer,
+    /// Interrupt mode: the controller's vectors and this CQ's.
+    irq: Option<(Arc<Interrupts>, usize)>,
 }
 
 impl<B: DmaTarget> IoQueuePair<B> {
@@ -206,6 +218,113 @@ impl<B: DmaTarget> IoQueuePair<B> {
             generation,
             stopped: false,
             written_from: BytesByWriter::default(),
+            data_pointer: DataPointer::Prp,
+            irq: None,
+        }
+    }
+
+    /// Interrupt mode on MSI-X vector `irq.1` (see [`crate::Config::interrupts`]).
+    pub(crate) fn with_interrupts(mut self, irq: Option<(Arc<Interrupts>, usize)>) -> Self {
+        self.irq = irq;
+        self
+    }
+
+    /// The MSI-X vector this queue pair's completion queue raises, in
+    /// interrupt mode ([`crate::Config::interrupts`]); None when polled.
+    pub fn interrupt_vector(&self) -> Option<usize> {
+        self.irq.as_ref().map(|(_, v)| *v)
+    }
+
+    /// The eventfd the controller's interrupts for this queue pair signal,
+    /// in interrupt mode: for an event loop (epoll, an async runtime) that
+    /// waits on it, then calls [`IoQueuePair::poll`]. None when polled.
+    pub fn eventfd(&self) -> Option<BorrowedFd<'_>> {
+        let (irqs, v) = self.irq.as_ref()?;
+        irqs.eventfd(*v)
+    }
+
+    /// Sleeps until the controller has posted a completion on this queue
+    /// pair or `timeout` passes, without spinning (interrupt mode only):
+    /// true when a completion is ready for [`IoQueuePair::poll`]. It
+    /// returns at once when one is ready already, so the usual loop is
+    /// submit, [`IoQueuePair::ring`], `wait`, `poll`. An interrupt counted
+    /// for completions polled before is consumed without returning.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # fn f(qp: &mut nvme_driver::IoQueuePair) -> nvme_driver::Result<()> {
+    /// while qp.in_flight() > 0 {
+    ///     if qp.wait(Duration::from_millis(100))? {
+    ///         qp.poll(usize::MAX, |done| drop(done.buf))?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when this queue pair is polled (the
+    /// controller was opened without [`crate::Config::interrupts`]);
+    /// [`Error::Vfio`] when waiting on the eventfd fails.
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        let Some((irqs, v)) = self.irq.as_ref() else {
+            return Err(Error::InvalidArgument(format!(
+                "queue pair {} polls; open the controller with Config::interrupts(true) to wait",
+                self.qid()
+            )));
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.qp.completion_ready() {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Wait::TimedOut = irqs.wait(*v, left)? {
+                return Ok(self.qp.completion_ready());
+            }
+        }
+    }
+
+    /// The controller's interrupts and this queue's vector, in interrupt mode.
+    #[cfg(feature = "async")]
+    pub(crate) fn interrupts(&self) -> Option<(&Interrupts, usize)> {
+        self.irq.as_ref().map(|(irqs, v)| (&**irqs, *v))
+    }
+
+    /// In interrupt mode, sleeps until a completion is ready (at most a
+    /// short slice, so a vector shared with another queue cannot stall a
+    /// blocking call); polled, returns at once.
+    fn idle(&mut self) -> Result<()> {
+        if self.irq.is_some() {
+            self.wait(IDLE_SLICE)?;
+        }
+        Ok(())
+    }
+
+    /// Describes I/O data as `resolved` says (see [`crate::DataPointer`]).
+    pub(crate) fn describing_data(mut self, resolved: DataPointer) -> Self {
+        self.data_pointer = resolved;
+        self
+    }
+
+    /// Data may start at any byte: SGLs are in use and have no alignment
+    /// rule (SGLS 01b).
+    fn unaligned_ok(&self) -> bool {
+        self.data_pointer != DataPointer::Prp && self.controller.sgl_without_alignment_rule()
+    }
+
+    /// How this queue pair describes data; see
+    /// [`crate::Controller::data_pointer`].
+    pub fn data_pointer(&self) -> DataPointer {
+        self.data_pointer
+    }
+
+    /// Whether data at `iova` whose PRP2 would be `prp2` goes in an SGL.
+    fn sgl_for(&self, iova: u64, prp2: Prp2) -> bool {
+        match self.data_pointer {
+            DataPointer::Prp => false,
+            DataPointer::Sgl => true,
+            DataPointer::Auto => !iova.is_multiple_of(4) || matches!(prp2, Prp2::List { .. }),
         }
     }
 
@@ -217,6 +336,12 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// The queue ID (1 or more; 0 is the admin queue).
     pub fn qid(&self) -> u16 {
         self.qp.qid()
+    }
+
+    /// Whether this queue pair's doorbells are shadowed in host memory
+    /// (see [`crate::Config::shadow_doorbells`]).
+    pub fn uses_shadow_doorbells(&self) -> bool {
+        self.qp.has_shadow_doorbells()
     }
 
     /// Most commands in flight at once (the entries, less one).
@@ -347,7 +472,9 @@ impl<B: DmaTarget> IoQueuePair<B> {
                 }
                 e => Error::Vfio(e),
             })?;
-        dword_aligned(iova)?;
+        if !self.unaligned_ok() {
+            dword_aligned(iova)?;
+        }
         Ok((bs, iova))
     }
 
@@ -376,15 +503,21 @@ impl<B: DmaTarget> IoQueuePair<B> {
             qid: self.qid(),
             depth: self.in_flight(),
         })?;
-        let (prp1, prp2) = match data {
-            None => (0, 0),
-            Some((iova, bytes)) => match prp::plan(iova, bytes) {
-                (p1, Prp2::None) => (p1, 0),
-                (p1, Prp2::Page(p)) => (p1, p),
-                (p1, Prp2::List { first, count }) => (p1, self.write_list(cid, first, count)),
-            },
-        };
-        cmd.set_prps(prp1, prp2);
+        match data.map(|(iova, bytes)| (iova, bytes, prp::plan(iova, bytes).1)) {
+            None => cmd.set_prps(0, 0),
+            Some((iova, bytes, prp2)) if self.sgl_for(iova, prp2) => {
+                let len = u32::try_from(bytes).expect("checked against max_transfer");
+                cmd.set_sgl1(sgl::data_block(iova, len));
+            }
+            Some((iova, _, prp2)) => {
+                let prp2 = match prp2 {
+                    Prp2::None => 0,
+                    Prp2::Page(p) => p,
+                    Prp2::List { first, count } => self.write_list(cid, first, count),
+                };
+                cmd.set_prps(iova, prp2);
+            }
+        }
         let got = self.qp.submit(cmd)?;
         debug_assert_eq!(got, cid);
         if self.in_flight() == 1 {
@@ -554,11 +687,14 @@ impl<B: DmaTarget> IoQueuePair<B> {
         let start = Instant::now();
         let mut first_err = None;
         while self.in_flight() > 0 {
-            self.poll(usize::MAX, |c| {
+            let n = self.poll(usize::MAX, |c| {
                 if let (Err(e), None) = (c.result, &first_err) {
                     first_err = Some(e);
                 }
             })?;
+            if n == 0 && self.in_flight() > 0 {
+                self.idle()?;
+            }
             if start.elapsed() > self.timeout {
                 self.failed = true;
                 return Err(Error::Timeout {
@@ -587,6 +723,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
             if n > 0 {
                 return Ok(());
             }
+            self.idle()?;
             if start.elapsed() > self.timeout {
                 self.failed = true;
                 return Err(Error::Timeout {
@@ -911,6 +1048,27 @@ impl<B: DmaTargetMut> IoQueuePair<B> {
         };
         self.submit_rw(nvm::READ, span, buf, tag, Some(B::device_wrote))
     }
+
+    /// Queues a Flush of namespace `nsid`, sent at the next
+    /// [`IoQueuePair::ring`]; it comes back from [`IoQueuePair::poll`] with
+    /// `tag` and no buffer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`], [`Error::QueueFull`],
+    /// [`Error::QueueGone`], [`Error::Timeout`] as for
+    /// [`IoQueuePair::submit_read`]; nothing was sent.
+    pub fn submit_flush(&mut self, nsid: u32, tag: u64) -> Result<()> {
+        self.usable()?;
+        self.namespace(nsid)?;
+        let slot = Slot {
+            name: "Flush",
+            tag,
+            buf: None,
+            wrote: None,
+        };
+        self.submit_data(Command::new(nvm::FLUSH, nsid), None, slot)
+    }
 }
 
 impl<B: DmaTarget> Drop for IoQueuePair<B> {
@@ -933,11 +1091,12 @@ fn pieces(start: u64, count: u64, max: u64) -> impl Iterator<Item = (u64, u64)> 
     })
 }
 
-/// PRP entries address dwords (base spec 4.1.1: bits 1:0 of the offset are 0).
+/// PRP entries address dwords (base spec 4.1.1: bits 1:0 of the offset are
+/// 0), and so do SGL data blocks when SGLS is 10b.
 fn dword_aligned(iova: u64) -> Result<()> {
     if !iova.is_multiple_of(4) {
         return Err(Error::InvalidArgument(format!(
-            "data at IOVA {iova:#x} is not 4-byte aligned, which NVMe PRP entries need"
+            "data at IOVA {iova:#x} is not 4-byte aligned, which NVMe PRP entries need (SGLs without an alignment rule do not; see DataPointer)"
         )));
     }
     Ok(())

@@ -83,11 +83,16 @@
 #![deny(missing_docs)]
 
 mod admin;
+#[cfg(feature = "async")]
+mod async_io;
+mod config;
 mod controller;
+mod doorbell;
 mod error;
 mod io;
 mod prp;
 mod queue;
+mod sgl;
 // Public but hidden: tests/ (guest-check) reads a real controller's
 // registers directly with these names. Users drive the controller through
 // `Controller`.
@@ -96,6 +101,9 @@ pub mod regs;
 pub mod spec;
 
 pub use admin::ADMIN_TIMEOUT;
+#[cfg(feature = "async")]
+pub use async_io::{AsyncQueuePair, AsyncResult};
+pub use config::{Config, DataPointer};
 pub use controller::{Controller, SmartLog};
 pub use error::{Error, Result};
 pub use io::{IoCompletion, IoQueuePair, IO_TIMEOUT};

@@ -11,16 +11,10 @@ use vfio_core::dma::{Backing, DmaMemory};
 use vfio_core::mmio::Mmio;
 use vfio_core::vfio::Container;
 
+use crate::doorbell::{doorbell_offset, Doorbell, ShadowPages};
 use crate::regs::DOORBELL_BASE;
 use crate::spec::{Command, Completion, CQE_SIZE, SQE_SIZE};
 use crate::{Error, Result};
-
-/// BAR0 offsets of queue `qid`'s SQ tail and CQ head doorbells (base spec 3.1.3.22).
-fn doorbells(qid: u16, dstrd: u8) -> (usize, usize) {
-    let stride = 4usize << dstrd;
-    let sq = DOORBELL_BASE + 2 * qid as usize * stride;
-    (sq, sq + stride)
-}
 
 /// How many I/O queues have their doorbells inside a BAR of `bar_len` bytes.
 pub(crate) fn doorbell_limit(bar_len: usize, dstrd: u8) -> u16 {
@@ -37,8 +31,8 @@ pub(crate) struct QueuePair {
     sq: DmaMemory,
     cq: DmaMemory,
     bar: Arc<Mmio>,
-    sq_doorbell: usize,
-    cq_doorbell: usize,
+    sq_doorbell: Doorbell,
+    cq_doorbell: Doorbell,
     sq_tail: u16,
     /// The controller's SQ head as of its last completion.
     sq_head: u16,
@@ -52,15 +46,18 @@ pub(crate) struct QueuePair {
 
 impl QueuePair {
     /// Rings of `entries` (2..=4096) in fresh DMA memory; doorbells `4 << dstrd`
-    /// apart, which must lie inside the BAR (the stride is the device's word).
+    /// apart, which must lie inside the BAR (the stride is the device's word),
+    /// shadowed in `shadow` when given.
     pub(crate) fn new(
         container: &Arc<Container>,
         bar: Arc<Mmio>,
         qid: u16,
         entries: u16,
         dstrd: u8,
+        shadow: Option<Arc<ShadowPages>>,
     ) -> Result<QueuePair> {
-        let (sq_doorbell, cq_doorbell) = doorbells(qid, dstrd);
+        let sq_doorbell = doorbell_offset(qid, false, dstrd);
+        let cq_doorbell = doorbell_offset(qid, true, dstrd);
         if !bar.fits(cq_doorbell, 4) {
             return Err(Error::Protocol(format!(
                 "queue {qid}'s doorbells at {sq_doorbell:#x} (stride {} from CAP.DSTRD) lie outside the {:#x}-byte BAR0",
@@ -81,9 +78,9 @@ impl QueuePair {
             entries,
             sq,
             cq,
+            sq_doorbell: Doorbell::new(Arc::clone(&bar), sq_doorbell, shadow.clone()),
+            cq_doorbell: Doorbell::new(Arc::clone(&bar), cq_doorbell, shadow),
             bar,
-            sq_doorbell,
-            cq_doorbell,
             sq_tail: 0,
             sq_head: 0,
             cq_head: 0,
@@ -124,6 +121,13 @@ impl QueuePair {
         self.free_cids = (0..self.entries - 1).rev().collect();
         self.in_flight.fill(false);
         self.unrung = false;
+        self.sq_doorbell.reset();
+        self.cq_doorbell.reset();
+    }
+
+    /// Whether this queue pair's doorbells are shadowed (base spec 5.8).
+    pub(crate) fn has_shadow_doorbells(&self) -> bool {
+        self.sq_doorbell.is_shadowed()
     }
 
     pub(crate) fn entries(&self) -> u16 {
@@ -177,7 +181,7 @@ impl QueuePair {
         if self.unrung {
             // The SQ entries must be in memory before the doorbell write.
             fence(Ordering::SeqCst);
-            self.bar.write32(self.sq_doorbell, self.sq_tail as u32);
+            self.sq_doorbell.write(self.sq_tail);
             self.unrung = false;
         }
     }
@@ -213,7 +217,7 @@ impl QueuePair {
             }
         }
         if taken > 0 {
-            self.bar.write32(self.cq_doorbell, self.cq_head as u32);
+            self.cq_doorbell.write(self.cq_head);
         }
         match bad {
             Some(e) => Err(e),
@@ -221,14 +225,23 @@ impl QueuePair {
         }
     }
 
+    /// Whether the controller has written the entry at the CQ head (its
+    /// phase bit matches), without taking it.
+    pub(crate) fn completion_ready(&self) -> bool {
+        self.head_dw3().is_some()
+    }
+
+    /// Dword 3 of the entry at the CQ head if the controller has written it.
+    fn head_dw3(&self) -> Option<u32> {
+        let dw3 = self.cq.read::<u32>(self.cq_head as usize * CQE_SIZE + 12);
+        ((dw3 >> 16 & 1 == 1) == self.phase).then_some(dw3)
+    }
+
     /// The entry at the CQ head if the controller has written it (its phase
     /// bit matches), advancing the head.
     fn next_completion(&mut self) -> Option<Completion> {
         let base = self.cq_head as usize * CQE_SIZE;
-        let dw3 = self.cq.read::<u32>(base + 12);
-        if (dw3 >> 16 & 1 == 1) != self.phase {
-            return None;
-        }
+        let dw3 = self.head_dw3()?;
         // Read the rest of the entry only after its phase bit said it is complete.
         fence(Ordering::Acquire);
         let dw = [

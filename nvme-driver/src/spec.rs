@@ -22,6 +22,30 @@ pub(crate) mod admin {
     pub const CREATE_IO_CQ: u8 = 0x05;
     pub const IDENTIFY: u8 = 0x06;
     pub const SET_FEATURES: u8 = 0x09;
+    /// Doorbell Buffer Config (base spec 5.8): shadow doorbells and EventIdx.
+    pub const DOORBELL_BUFFER_CONFIG: u8 = 0x7c;
+}
+
+/// Optional Admin Command Support (OACS, Identify Controller bytes 257:256,
+/// base spec figure 275), the bits this driver uses.
+pub(crate) mod oacs {
+    /// Bit 8: the Doorbell Buffer Config command is supported.
+    pub const DOORBELL_BUFFER_CONFIG: u16 = 1 << 8;
+}
+
+/// SGL Support (SGLS, Identify Controller bytes 539:536, base spec figure
+/// 275) and SGL descriptors (base spec 4.1.2, figures 116 to 122).
+pub(crate) mod sgl {
+    /// SGLS bits 1:0: 00b SGLs not supported for NVM commands.
+    pub const SGLS_SUPPORT_MASK: u32 = 0b11;
+    /// SGLS bits 1:0 = 01b: supported, no alignment or granularity rule.
+    pub const SGLS_ANY_ALIGNMENT: u32 = 0b01;
+    /// SGLS bits 1:0 = 10b: supported, data blocks dword aligned and of dword granularity.
+    pub const SGLS_DWORD_ALIGNMENT: u32 = 0b10;
+    /// PSDT (CDW0 bits 15:14) = 01b: SGLs for data, MPTR a contiguous buffer.
+    pub const PSDT_SGL: u32 = 0b01 << 14;
+    /// SGL Identifier (byte 15): SGL Data Block, subtype Address (type 0h, figure 118).
+    pub const DATA_BLOCK: u8 = 0x00;
 }
 
 /// NVM command set opcodes (NVM command set spec figure 18).
@@ -79,6 +103,21 @@ impl Command {
         self.cdw[9] = (prp2 >> 32) as u32;
     }
 
+    /// Sets SGL1 (DPTR, CDW6..9) to the 16-byte descriptor `desc` and PSDT to
+    /// 01b (CDW0 bits 15:14): the data is described by an SGL (base spec 4.2).
+    pub fn set_sgl1(&mut self, desc: [u32; 4]) {
+        self.cdw[0] = (self.cdw[0] & !(0b11 << 14)) | sgl::PSDT_SGL;
+        self.cdw[6..10].copy_from_slice(&desc);
+    }
+
+    /// Doorbell Buffer Config (base spec 5.8): PRP1 the shadow doorbell
+    /// page, PRP2 the EventIdx page.
+    pub fn doorbell_buffer_config(shadow: u64, event_idx: u64) -> Command {
+        let mut c = Command::new(admin::DOORBELL_BUFFER_CONFIG, 0);
+        c.set_prps(shadow, event_idx);
+        c
+    }
+
     /// Identify (CNS in CDW10), data into one 4 KiB page.
     pub fn identify(cns: u32, nsid: u32) -> Command {
         let mut c = Command::new(admin::IDENTIFY, nsid);
@@ -86,12 +125,18 @@ impl Command {
         c
     }
 
-    /// Create I/O Completion Queue `qid` of `entries`, physically contiguous, interrupts off.
-    pub fn create_io_cq(qid: u16, entries: u16, iova: u64) -> Command {
+    /// Create I/O Completion Queue `qid` of `entries`, physically
+    /// contiguous (base spec 5.4, figure 151): polled when `vector` is None,
+    /// else interrupts enabled (IEN, CDW11 bit 1) on that MSI-X vector
+    /// (IV, CDW11 bits 31:16).
+    pub fn create_io_cq(qid: u16, entries: u16, iova: u64, vector: Option<u16>) -> Command {
         let mut c = Command::new(admin::CREATE_IO_CQ, 0);
         c.set_prps(iova, 0);
         c.cdw[10] = (entries as u32 - 1) << 16 | qid as u32;
-        c.cdw[11] = 1; // PC: physically contiguous; IEN = 0: polled.
+        c.cdw[11] = match vector {
+            None => 1, // PC; IEN = 0: polled.
+            Some(iv) => (iv as u32) << 16 | 1 << 1 | 1,
+        };
         c
     }
 
@@ -327,6 +372,8 @@ pub struct ControllerInfo {
     pub mdts: u8,
     /// Controller ID (CNTLID).
     pub controller_id: u16,
+    /// Optional Admin Command Support (OACS; bit 8: Doorbell Buffer Config).
+    pub oacs: u16,
     /// Optional NVM Command Support (bit 2: Dataset Management, bit 3: Write Zeroes).
     pub oncs: u16,
     /// Volatile Write Cache present (VWC bit 0).
@@ -349,6 +396,7 @@ impl ControllerInfo {
             firmware: ascii(&d[64..72]),
             mdts: d[77],
             controller_id: le16(d, 78),
+            oacs: le16(d, 256),
             oncs: le16(d, 520),
             volatile_write_cache: d[525] & 1 == 1,
             sgls: le32(d, 536),
@@ -362,6 +410,22 @@ impl ControllerInfo {
     /// Write Zeroes supported.
     pub fn supports_write_zeroes(&self) -> bool {
         self.oncs & (1 << 3) != 0
+    }
+    /// Doorbell Buffer Config (shadow doorbells) supported: OACS bit 8.
+    pub fn supports_shadow_doorbells(&self) -> bool {
+        self.oacs & oacs::DOORBELL_BUFFER_CONFIG != 0
+    }
+    /// SGLs supported for NVM command data (SGLS bits 1:0 are 01b or 10b).
+    pub fn supports_sgl(&self) -> bool {
+        matches!(
+            self.sgls & sgl::SGLS_SUPPORT_MASK,
+            sgl::SGLS_ANY_ALIGNMENT | sgl::SGLS_DWORD_ALIGNMENT
+        )
+    }
+    /// SGL data blocks may have any address and length (SGLS bits 1:0 are
+    /// 01b); with 10b they must be dword aligned and of dword granularity.
+    pub fn sgl_without_alignment_rule(&self) -> bool {
+        self.sgls & sgl::SGLS_SUPPORT_MASK == sgl::SGLS_ANY_ALIGNMENT
     }
 }
 

@@ -92,6 +92,11 @@ fn build_binaries(dir: &Path) -> Result<Vec<PathBuf>> {
         .env("CARGO_TARGET_DIR", dir.join("build"))
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // Without the line tables the workspace's release profile keeps
+        // (for the host profilers): 26 MB of a guest binary's 30 were
+        // debug info, and the initramfs (330 MB with fourteen tools) no
+        // longer unpacked in a 1 GiB guest. Symbols stay, for backtraces.
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
         .stdout(Stdio::inherit());
     run_cmd(&mut cmd)?;
     let out = built_dir(dir);

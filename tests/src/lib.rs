@@ -87,3 +87,15 @@ pub fn workspace_root() -> &'static Path {
         .parent()
         .expect("the tests crate lives in the workspace root")
 }
+
+/// One guest boot per test binary: the first test to ask runs `boot`, and
+/// every test of the binary gets its result; a failed boot fails each of
+/// them with its error.
+pub fn once<T: Send + Sync>(
+    cell: &'static std::sync::OnceLock<std::result::Result<T, String>>,
+    boot: impl FnOnce() -> Result<T>,
+) -> &'static T {
+    cell.get_or_init(|| boot().map_err(|e| e.to_string()))
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+}

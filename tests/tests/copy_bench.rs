@@ -28,9 +28,7 @@ fn image() -> &'static [u8] {
 
 fn run() -> &'static Run {
     static RUN: OnceLock<Result<Run, String>> = OnceLock::new();
-    RUN.get_or_init(|| boot().map_err(|e| e.to_string()))
-        .as_ref()
-        .unwrap_or_else(|e| panic!("{e}"))
+    vfio_tests::once(&RUN, boot)
 }
 
 fn boot() -> vfio_tests::Result<Run> {

@@ -64,9 +64,7 @@ struct Run {
 
 fn run() -> &'static Run {
     static RUN: OnceLock<Result<Run, String>> = OnceLock::new();
-    RUN.get_or_init(|| boot().map_err(|e| e.to_string()))
-        .as_ref()
-        .unwrap_or_else(|e| panic!("{e}"))
+    vfio_tests::once(&RUN, boot)
 }
 
 fn slow_image() -> &'static [u8] {

@@ -15,8 +15,9 @@
 //!
 //! Drivers built on this crate need no `unsafe` for MMIO or DMA: the few places
 //! that talk to the kernel or to raw memory are `vfio::ioctl`, [`mmio`],
-//! `dma::memory` and the pool's slice accessors, each block with a `// SAFETY:`
-//! comment. The one `unsafe` function, [`dma::RawDma::new`], names an IOVA
+//! `dma::memory` and the pool's slice accessors (and, with the `tokio`
+//! feature, `vfio::irq_async`'s registration of an eventfd with tokio), each
+//! block with a `// SAFETY:` comment. The one `unsafe` function, [`dma::RawDma::new`], names an IOVA
 //! range of the caller's choosing.
 //!
 //! # Memory a device may touch

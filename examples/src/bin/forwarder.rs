@@ -79,6 +79,8 @@ struct Cli {
     copy_payload: bool,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    nvme_options: examples::cli::NvmeOptions,
 }
 
 /// --mtu: the two frame sizes the NICs are set up for.
@@ -109,7 +111,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
     let (nvme_addr, nic_addr, dst_mac) = (cli.nvme, cli.nic, cli.dst_mac.octets());
     examples::cli::require_devices(&[nvme_addr, nic_addr])?;
     let container = Container::new()?;
-    let mut nvme = Controller::open(&container, nvme_addr)?;
+    let mut nvme = Controller::open_with(&container, nvme_addr, cli.nvme_options.config())?;
     let ns = nvme.namespace(cli.nsid)?;
     let bs = ns.block_size as u64;
     let total = match (cli.bytes, cli.blocks) {
@@ -118,21 +120,8 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         (None, None) => ns.blocks.saturating_sub(cli.lba).saturating_mul(bs),
     };
     let blocks = total.div_ceil(bs);
-    if blocks == 0
-        || cli
-            .lba
-            .checked_add(blocks)
-            .is_none_or(|end| end > ns.blocks)
-    {
-        return Err(format!(
-            "blocks {}..{} are not inside namespace {} ({} blocks): nothing sent",
-            cli.lba,
-            cli.lba.saturating_add(blocks),
-            cli.nsid,
-            ns.blocks
-        )
-        .into());
-    }
+    examples::cli::namespace_range(&ns, cli.lba, blocks)
+        .map_err(|e| format!("{e}: nothing sent"))?;
     let qp = nvme.create_io_queue_pair::<Buffer>(cli.queue_depth as u16 + 1)?;
     let chunk = CHUNK.min(qp.max_transfer()) / bs as usize * bs as usize;
     let chunks = BufferPool::new(&container, chunk, cli.queue_depth * 4)?;

@@ -1,6 +1,7 @@
 //! nvme-perf: IOPS, bandwidth and latency of the userspace NVMe driver, like
 //! SPDK's spdk_nvme_perf; with `--baseline`, the same workload through the
-//! kernel's nvme driver (io_uring, O_DIRECT) in the same run, and the ratio.
+//! kernel's nvme driver (io_uring, O_DIRECT) in the same run, interrupt-driven
+//! and polled (`IORING_SETUP_IOPOLL` on nvme poll queues), and the ratios.
 //!
 //! ```text
 //! nvme-perf --device BDF --pattern randread --io-size 4096 --queue-depth 32 --queues 1 --seconds 5 [--baseline] [--json]
@@ -20,6 +21,8 @@ use clap::{CommandFactory, Parser};
 use examples::cli;
 use examples::perf::{self, Pattern, QueueStats, Summary, Workload};
 use examples::syscount;
+use examples::uring::Completions;
+use examples::usage::Usage;
 use nvme_driver::{Controller, Error, IoQueuePair, Result};
 use vfio_core::dma::{Buffer, BufferPool};
 use vfio_core::pci::{PciAddress, Sysfs};
@@ -58,11 +61,15 @@ struct Cli {
     /// Seconds of warm-up before measuring (0 for none).
     #[arg(long, default_value = "0.5", value_parser = cli::seconds_or_zero, allow_hyphen_values = true)]
     warmup: Duration,
-    /// Also run the kernel's nvme driver (io_uring, O_DIRECT) on the same device.
+    /// Also run the kernel's nvme driver (io_uring, O_DIRECT) on the same
+    /// device, twice: interrupt-driven, then polled (the nvme module's
+    /// `poll_queues` is set to --queues for that run and restored after).
     #[arg(long)]
     baseline: bool,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    nvme: cli::NvmeOptions,
 }
 
 /// The largest --io-size: 1 MiB, so the buffers of a queue (I/O size times
@@ -108,21 +115,35 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<()> {
     let addr = cli.device;
     examples::cli::require_devices(&[addr]).map_err(Error::Vfio)?;
-    let (user, units) = userspace(cli, addr)?;
+    let (user, units, features) = userspace(cli, addr)?;
     let user_rows = perf::summarize(&user);
-    let kernel_rows = if cli.baseline {
-        Some(perf::summarize(&kernel(cli, addr, units)?))
-    } else {
-        None
-    };
-    report(cli, &user_rows, kernel_rows.as_deref());
+    let mut kernel_rows = Vec::new();
+    if cli.baseline {
+        for completions in [Completions::Interrupt, Completions::Polled] {
+            let stats = kernel(cli, addr, units, completions)?;
+            kernel_rows.push((completions, perf::summarize(&stats)));
+        }
+    }
+    report(cli, &user_rows, &kernel_rows, features);
     Ok(())
 }
 
-/// The userspace driver: returns per-queue statistics and the namespace size in I/O units.
-fn userspace(cli: &Cli, addr: PciAddress) -> Result<(Vec<QueueStats>, u64)> {
+/// What the userspace driver's queues used, as the driver reports it.
+#[derive(Clone, Copy)]
+struct Features {
+    /// Shadow doorbells (Doorbell Buffer Config).
+    shadow: bool,
+    /// How data is described (PRPs, SGLs, or both by size).
+    data_pointer: nvme_driver::DataPointer,
+    /// Interrupt mode (else polled).
+    interrupts: bool,
+}
+
+/// The userspace driver: returns per-queue statistics, the namespace size
+/// in I/O units, and what the queues used.
+fn userspace(cli: &Cli, addr: PciAddress) -> Result<(Vec<QueueStats>, u64, Features)> {
     let container = Container::new()?;
-    let mut nvme = Controller::open(&container, addr)?;
+    let mut nvme = Controller::open_with(&container, addr, cli.nvme.config())?;
     let ns = nvme.namespace(cli.nsid)?;
     if !cli.io_size.is_multiple_of(ns.block_size as usize) {
         return Err(Error::InvalidArgument(format!(
@@ -134,8 +155,15 @@ fn userspace(cli: &Cli, addr: PciAddress) -> Result<(Vec<QueueStats>, u64)> {
     let entries = u16::try_from(cli.queue_depth + 1)
         .map_err(|_| Error::InvalidArgument("queue depth too large".into()))?;
     let mut workers = Vec::new();
+    let mut features = Features {
+        shadow: true,
+        data_pointer: nvme.data_pointer(),
+        interrupts: true,
+    };
     for q in 0..cli.queues {
         let qp = nvme.create_io_queue_pair::<Buffer>(entries)?;
+        features.shadow &= qp.uses_shadow_doorbells();
+        features.interrupts &= qp.interrupt_vector().is_some();
         let pool = BufferPool::new(&container, cli.io_size, cli.queue_depth)?;
         let (cli, wl) = (
             cli.clone(),
@@ -147,7 +175,7 @@ fn userspace(cli: &Cli, addr: PciAddress) -> Result<(Vec<QueueStats>, u64)> {
         .into_iter()
         .map(|w| w.join().expect("worker thread"))
         .collect::<Result<Vec<_>>>()?;
-    Ok((stats, units))
+    Ok((stats, units, features))
 }
 
 fn user_worker(
@@ -170,6 +198,7 @@ fn user_worker(
     )?;
     let start = Instant::now();
     let mut result = Ok(());
+    let cpu_at_start = Usage::thread_now();
     let counting = syscount::start();
     let info = allocation_counter::measure(|| {
         result = drive(
@@ -184,6 +213,9 @@ fn user_worker(
     });
     stats.syscalls = counting.finish();
     stats.elapsed = start.elapsed();
+    stats.cpu = Some(Duration::from_secs_f64(
+        cpu_at_start.thread_since().cpu_seconds,
+    ));
     stats.allocations = Some(info.count_total);
     result?;
     // The commands still in flight after the measurement are not counted,
@@ -227,6 +259,10 @@ fn drive(
             submitted.map_err(|(e, _)| e)?;
         }
         qp.ring();
+        if qp.interrupt_vector().is_some() {
+            // Interrupt mode: sleep until the controller posts a completion.
+            qp.wait(until.saturating_duration_since(Instant::now()))?;
+        }
         // An NVMe command moves all its blocks or fails: only a successful
         // one is counted.
         qp.poll(cli.queue_depth, |c| match c.result {
@@ -243,9 +279,19 @@ fn drive(
 }
 
 /// The kernel's nvme driver on the same device: unbind from vfio-pci, run the
-/// workload with io_uring on the block device, bind back.
-fn kernel(cli: &Cli, addr: PciAddress, units: u64) -> Result<Vec<QueueStats>> {
+/// workload with io_uring on the block device, bind back. For polled
+/// completions the driver is given one poll queue per worker while it probes.
+fn kernel(
+    cli: &Cli,
+    addr: PciAddress,
+    units: u64,
+    completions: Completions,
+) -> Result<Vec<QueueStats>> {
     let sysfs = Sysfs::new();
+    let poll_queues = match completions {
+        Completions::Polled => Some(PollQueues::set(cli.queues)?),
+        Completions::Interrupt => None,
+    };
     sysfs.unbind_vfio(addr)?;
     let result = block_device(addr, cli.nsid).and_then(|dev| {
         let workers: Vec<_> = (0..cli.queues)
@@ -260,6 +306,7 @@ fn kernel(cli: &Cli, addr: PciAddress, units: u64) -> Result<Vec<QueueStats>> {
                         cli.queue_depth,
                         cli.warmup,
                         cli.seconds,
+                        completions,
                     )
                 })
             })
@@ -274,7 +321,44 @@ fn kernel(cli: &Cli, addr: PciAddress, units: u64) -> Result<Vec<QueueStats>> {
             .collect()
     });
     sysfs.bind_vfio(addr)?;
+    drop(poll_queues);
     result
+}
+
+/// The nvme module's `poll_queues` parameter, set for a polled run and
+/// restored on drop; the kernel's driver reads it when it probes a controller.
+struct PollQueues {
+    old: String,
+}
+
+impl PollQueues {
+    const PARAM: &'static str = "/sys/module/nvme/parameters/poll_queues";
+
+    fn set(queues: usize) -> Result<PollQueues> {
+        let fail = |what: &str, e: std::io::Error| {
+            Error::InvalidArgument(format!(
+                "{what} {} for the polled io_uring baseline: {e} (load the nvme module and run as root)",
+                Self::PARAM
+            ))
+        };
+        let old = std::fs::read_to_string(Self::PARAM).map_err(|e| fail("read", e))?;
+        std::fs::write(Self::PARAM, queues.to_string()).map_err(|e| fail("write", e))?;
+        Ok(PollQueues {
+            old: old.trim().to_string(),
+        })
+    }
+}
+
+impl Drop for PollQueues {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(Self::PARAM, &self.old) {
+            eprintln!(
+                "nvme-perf: could not restore {} to {}: {e}",
+                Self::PARAM,
+                self.old
+            );
+        }
+    }
 }
 
 /// /dev/nvmeXnN of the controller at `addr`, once the kernel has probed it.
@@ -297,18 +381,25 @@ fn block_device(addr: PciAddress, nsid: u32) -> Result<PathBuf> {
     Err(Error::InvalidArgument(format!("the kernel's nvme driver did not create a block device for {addr} namespace {nsid} within 10 s")))
 }
 
-fn report(cli: &Cli, user: &[Summary], kernel: Option<&[Summary]>) {
-    let (u, k) = (
-        user.last().expect("a total row"),
-        kernel.and_then(|k| k.last()),
-    );
-    let ratio_iops = k.map(|k| u.iops / k.iops.max(1e-9));
-    let ratio_lat = k.map(|k| u.avg_us / k.avg_us.max(1e-9));
+fn report(cli: &Cli, user: &[Summary], kernel: &[(Completions, Vec<Summary>)], f: Features) {
+    let u = user.last().expect("a total row");
+    let side = |mode: Completions| {
+        kernel
+            .iter()
+            .find(|(m, _)| *m == mode)
+            .map(|(_, rows)| rows.as_slice())
+    };
+    let total = |mode| side(mode).and_then(|rows| rows.last());
+    let ratio_iops = |mode| total(mode).map(|k: &Summary| u.iops / k.iops.max(1e-9));
+    let ratio_lat = |mode| total(mode).map(|k: &Summary| u.avg_us / k.avg_us.max(1e-9));
+    let (int, poll) = (Completions::Interrupt, Completions::Polled);
     if cli.json {
         let json = serde_json::json!({
             "machine": perf::machine_label(), "pattern": cli.pattern, "io_size": cli.io_size,
             "queue_depth": cli.queue_depth, "queues": cli.queues, "seconds": cli.seconds.as_secs_f64(),
-            "userspace": user, "kernel": kernel, "iops_ratio": ratio_iops, "avg_latency_ratio": ratio_lat,
+            "shadow_doorbells": f.shadow, "data_pointer": format!("{:?}", f.data_pointer).to_lowercase(), "interrupts": f.interrupts, "userspace": user, "kernel": side(int), "kernel_polled": side(poll),
+            "iops_ratio": ratio_iops(int), "avg_latency_ratio": ratio_lat(int),
+            "iops_ratio_polled": ratio_iops(poll), "avg_latency_ratio_polled": ratio_lat(poll),
         });
         println!("{json}");
         return;
@@ -323,12 +414,33 @@ fn report(cli: &Cli, user: &[Summary], kernel: Option<&[Summary]>) {
         cli.seconds.as_secs_f64()
     );
     perf::print_table("userspace driver (vfio)", user);
-    if let Some(kernel) = kernel {
-        perf::print_table("kernel nvme driver (io_uring, O_DIRECT)", kernel);
+    println!(
+        "userspace doorbells: {}",
+        if f.shadow {
+            "shadow (Doorbell Buffer Config; MMIO only when the event index asks)"
+        } else {
+            "MMIO"
+        }
+    );
+    println!(
+        "userspace data pointer: {}; completions: {}",
+        cli::data_pointer_name(f.data_pointer),
+        if f.interrupts {
+            "interrupts (an MSI-X vector per queue, the thread sleeps in wait)"
+        } else {
+            "polled"
+        }
+    );
+    for (mode, rows) in kernel {
+        let name = match mode {
+            Completions::Interrupt => "kernel nvme driver (io_uring, interrupts, O_DIRECT)",
+            Completions::Polled => "kernel nvme driver (io_uring, IOPOLL, O_DIRECT)",
+        };
+        perf::print_table(name, rows);
         println!(
-            "ratio userspace/kernel: IOPS {:.2}x, average latency {:.2}x",
-            ratio_iops.unwrap_or(0.0),
-            ratio_lat.unwrap_or(0.0)
+            "ratio userspace/kernel {mode:?}: IOPS {:.2}x, average latency {:.2}x",
+            ratio_iops(*mode).unwrap_or(0.0),
+            ratio_lat(*mode).unwrap_or(0.0)
         );
     }
     println!(
@@ -340,10 +452,12 @@ fn report(cli: &Cli, user: &[Summary], kernel: Option<&[Summary]>) {
         "system calls in the measured window, all queues: userspace driver {}",
         u.syscalls
     );
-    if let Some(k) = k {
-        println!(
-            "system calls in the measured window, all queues: kernel io_uring {}",
-            k.syscalls
-        );
+    for (mode, rows) in kernel {
+        if let Some(k) = rows.last() {
+            println!(
+                "system calls in the measured window, all queues: kernel io_uring {mode:?} {}",
+                k.syscalls
+            );
+        }
     }
 }

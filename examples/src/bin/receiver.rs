@@ -88,6 +88,8 @@ struct Cli {
     staging_mib: usize,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    nvme_options: examples::cli::NvmeOptions,
 }
 
 type Error = Box<dyn std::error::Error>;
@@ -161,7 +163,7 @@ fn run(cli: &Cli) -> Result<(Summary, Stopped), Error> {
     let (nvme_addr, nic_addr) = (cli.nvme, cli.nic);
     examples::cli::require_devices(&[nvme_addr, nic_addr])?;
     let container = Container::new()?;
-    let mut nvme = Controller::open(&container, nvme_addr)?;
+    let mut nvme = Controller::open_with(&container, nvme_addr, cli.nvme_options.config())?;
     let ns = nvme.namespace(cli.nsid)?;
     if cli.lba >= ns.blocks {
         return Err(format!(

@@ -11,9 +11,13 @@ mod device;
 mod group;
 mod ioctl;
 mod irq;
+#[cfg(feature = "tokio")]
+mod irq_async;
 mod lend;
 
 pub use container::Container;
 pub use device::{Device, RegionInfo};
 pub use irq::{Interrupts, IrqKind, Wait};
+#[cfg(feature = "tokio")]
+pub use irq_async::AsyncVector;
 pub use lend::{Lent, Quiesce, QuiesceStep};

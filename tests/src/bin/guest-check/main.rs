@@ -16,6 +16,11 @@
 //! - `nvme-timeout NVME`: on a throttled drive, a 64 KiB read times out, the
 //!   queue pair refuses work, a controller reset and queue re-creation hand
 //!   back the aborted commands, and a small read works again.
+//! - `nvme-reset NVME [interrupts]`: block 0..8 read, the controller reset,
+//!   the queue pair re-created and the block read again; both hashes
+//!   printed, and whether shadow doorbells, SGLs and (with `interrupts`,
+//!   interrupt mode and SGLs for every command) an MSI-X vector were in use
+//!   before and after.
 //! - `nvme-drop NVME`: on a throttled drive, 32 reads into pool buffers are in
 //!   flight when the queue pair is dropped; then every pool buffer is taken
 //!   and filled with a pattern, and after the throttle would have let the
@@ -80,6 +85,10 @@ fn main() -> ExitCode {
         Some("nvme-confine") if args.len() == 2 => nvme_confine(&args[1]),
         Some("nvme-vanish") if args.len() == 2 => nvme_vanish(&args[1]),
         Some("nvme-drop") if args.len() == 2 => nvme_drop(&args[1]),
+        Some("nvme-reset") if args.len() == 2 => nvme_reset(&args[1], false),
+        Some("nvme-reset") if args.len() == 3 && args[2] == "interrupts" => {
+            nvme_reset(&args[1], true)
+        }
         Some("dma-limits") if args.len() == 3 => limits::dma_limits(&args[1], &args[2]),
         Some("hugepages") if args.len() == 3 => limits::hugepages(&args[1], &args[2]),
         _ => {
@@ -449,7 +458,7 @@ fn nvme_async(bdf: &str, bytes: &str) -> Result<()> {
 
 /// Requests the driver must refuse without sending anything.
 fn nvme_bad(bdf: &str) -> Result<()> {
-    let (container, mut nvme, mut qp) = nvme_with_queue(bdf)?;
+    let (container, mut nvme, mut qp) = nvme_with_queue(bdf, nvme_driver::Config::new())?;
     let blocks = qp.namespace(1).map_err(nvme_err)?.blocks;
     let bs = qp.namespace(1).map_err(nvme_err)?.block_size as usize;
     let small_pool = BufferPool::new(&container, 4096, 1)?;
@@ -520,7 +529,7 @@ fn nvme_media(bdf: &str, bad: &str, blocks: &str) -> Result<()> {
             .map_err(|_| vfio_core::Error::InvalidArgument(format!("number {s:?}")))
     };
     let (bad, blocks) = (num(bad)?, num(blocks)?);
-    let (container, mut nvme, mut qp) = nvme_with_queue(bdf)?;
+    let (container, mut nvme, mut qp) = nvme_with_queue(bdf, nvme_driver::Config::new())?;
     let mut mem = DmaMemory::new(&container, (blocks * 512) as usize, Backing::Auto)?;
     let show = |r: nvme_driver::Result<()>| r.err().map_or("ok".to_string(), |e| e.to_string());
     println!(
@@ -550,7 +559,7 @@ fn nvme_media(bdf: &str, bad: &str, blocks: &str) -> Result<()> {
 
 /// A read that cannot finish in time on a throttled drive; then reset and recover.
 fn nvme_timeout(bdf: &str) -> Result<()> {
-    let (container, mut nvme, mut qp) = nvme_with_queue(bdf)?;
+    let (container, mut nvme, mut qp) = nvme_with_queue(bdf, nvme_driver::Config::new())?;
     qp.set_timeout(Duration::from_secs(2));
     let mut mem = DmaMemory::new(&container, 4 << 20, Backing::Auto)?;
     let show = |r: nvme_driver::Result<()>| r.err().map_or("ok".to_string(), |e| e.to_string());
@@ -669,7 +678,7 @@ fn unmapped(container: &Arc<Container>, iova: u64) -> vfio_core::dma::RawDma {
 /// what the driver reported, whether the canaries changed, and what a read
 /// into mapped memory returns after a controller reset.
 fn nvme_confine(bdf: &str) -> Result<()> {
-    let (container, mut nvme, mut qp) = nvme_with_queue(bdf)?;
+    let (container, mut nvme, mut qp) = nvme_with_queue(bdf, nvme_driver::Config::new())?;
     qp.set_timeout(Duration::from_secs(5));
     let canary = DmaMemory::new(&container, 64 << 10, Backing::Auto)?;
     canary.write_bytes(0, &[0xa5; 64 << 10]);
@@ -740,13 +749,15 @@ fn dmar_fault_logged(iova: u64) -> bool {
 /// pair for commands on `DmaMemory`.
 fn nvme_with_queue(
     bdf: &str,
+    config: nvme_driver::Config,
 ) -> Result<(
     Arc<Container>,
     nvme_driver::Controller,
     nvme_driver::IoQueuePair<DmaMemory>,
 )> {
     let container = Container::new()?;
-    let mut nvme = nvme_driver::Controller::open(&container, bdf.parse()?).map_err(nvme_err)?;
+    let mut nvme =
+        nvme_driver::Controller::open_with(&container, bdf.parse()?, config).map_err(nvme_err)?;
     let qp = nvme
         .create_io_queue_pair::<DmaMemory>(16)
         .map_err(nvme_err)?;
@@ -769,6 +780,40 @@ fn reset_and_read(
     mem.read_bytes(0, &mut data);
     use sha2::Digest;
     println!("{key}.after_reset_sha256={:x}", sha2::Sha256::digest(&data));
+    println!(
+        "{key}.shadow_doorbells_after_reset={}",
+        nvme.uses_shadow_doorbells() && qp.uses_shadow_doorbells()
+    );
+    Ok(())
+}
+
+/// Reads block 0..8, prints its hash and whether the queue pair rings
+/// shadow doorbells, then resets as [`reset_and_read`] does.
+fn nvme_reset(bdf: &str, interrupts: bool) -> Result<()> {
+    // With `interrupts`, SGLs for every command too: a reset with both on.
+    let data_pointer = if interrupts {
+        nvme_driver::DataPointer::Sgl
+    } else {
+        nvme_driver::DataPointer::Auto
+    };
+    let config = nvme_driver::Config::new()
+        .interrupts(interrupts)
+        .data_pointer(data_pointer);
+    let (container, mut nvme, mut qp) = nvme_with_queue(bdf, config)?;
+    let mut mem = DmaMemory::new(&container, 4096, Backing::Auto)?;
+    qp.read(1, 0, &mut mem, 0, 4096).map_err(nvme_err)?;
+    let mut data = vec![0u8; 4096];
+    mem.read_bytes(0, &mut data);
+    use sha2::Digest;
+    println!("reset.before_sha256={:x}", sha2::Sha256::digest(&data));
+    println!("reset.shadow_doorbells={}", qp.uses_shadow_doorbells());
+    println!("reset.data_pointer={:?}", qp.data_pointer());
+    println!("reset.interrupt_vector={:?}", qp.interrupt_vector());
+    reset_and_read(&container, &mut nvme, &mut qp, "reset")?;
+    println!(
+        "reset.interrupt_vector_after_reset={:?}",
+        qp.interrupt_vector()
+    );
     Ok(())
 }
 
@@ -795,7 +840,7 @@ fn set_decoding(bdf: &str, on: bool) -> Result<()> {
 /// removal). Prints how the polling loop ended and how long it took, then
 /// turns the function back on and checks that a reset recovers it.
 fn nvme_vanish(bdf: &str) -> Result<()> {
-    let (container, mut nvme, mut qp) = nvme_with_queue(bdf)?;
+    let (container, mut nvme, mut qp) = nvme_with_queue(bdf, nvme_driver::Config::new())?;
     qp.set_timeout(Duration::from_secs(2));
     let mem = DmaMemory::new(&container, 1 << 20, Backing::Auto)?;
     set_decoding(bdf, false)?;
