@@ -259,19 +259,21 @@ pub trait DmaTarget: sealed::Sealed + Send + 'static {
 
     /// Leaves the memory allocated, mapped and out of its pool for the rest
     /// of the process: what a driver does with memory a device may still
-    /// write when it cannot prove the device idle. Counted in [`leaked`] and
-    /// logged. The value is kept, never dropped, in a process-wide
+    /// write when it cannot prove the device idle. Counted in [`leaked`], not
+    /// logged (the caller says why, once). The value is kept, never dropped, in a process-wide
     /// quarantine (not `mem::forget`): what it owns stays reachable, so a
     /// leak checker such as Miri's tells this from an accidental leak.
     fn leak(self)
     where
         Self: Sized,
     {
-        note_leak(self.iova(), self.dma_len());
+        // Quarantined and counted before anything can run that may panic;
+        // the caller logs (once, not per buffer: see `Device::stop_dma`).
         QUARANTINE
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Box::new(self));
+        LEAKED.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::stop::Attempt;
 use super::Device;
 use crate::dma::{DmaMemory, DmaTarget};
 use crate::Result;
@@ -55,15 +56,24 @@ impl fmt::Debug for Quiesce {
 
 /// A device's loans: how often it was quiesced, what is lent, and what was
 /// dropped while lent.
+///
+/// A quiesce takes a number when it begins (`begun`) and, once the device is
+/// stopped, records it (`done`). A loan remembers `begun` when it is made;
+/// it has ended once a quiesce that began after it is done (`done > since`).
+/// Numbering at the start, not the end, is what makes a loan made while a
+/// quiesce is under way wait for the next one.
 #[derive(Default)]
 pub(super) struct Loans {
-    /// Successful quiesces so far.
-    quiesced: AtomicU64,
+    /// Quiesces begun so far.
+    begun: AtomicU64,
+    /// The number of the latest quiesce that completed.
+    done: AtomicU64,
     /// `Lent` handles alive.
     outstanding: AtomicUsize,
-    /// Memory whose `Lent` was dropped before a quiesce: freed by the next.
+    /// Memory whose `Lent` was dropped before its loan ended, with the loan's
+    /// `since`: freed by a quiesce that began after the loan.
     /// Its lock also orders parking against [`Loans::abandon`].
-    parked: Mutex<Vec<Box<dyn Parked>>>,
+    parked: Mutex<Vec<(u64, Box<dyn Parked>)>>,
     /// Set (under `parked`'s lock) when the device is gone without a
     /// successful quiesce: what is still lent is leaked, not freed.
     abandoned: AtomicBool,
@@ -72,7 +82,8 @@ pub(super) struct Loans {
 impl fmt::Debug for Loans {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Loans")
-            .field("quiesced", &self.quiesced)
+            .field("begun", &self.begun)
+            .field("done", &self.done)
             .field("outstanding", &self.outstanding)
             .field("abandoned", &self.abandoned)
             .finish_non_exhaustive()
@@ -80,18 +91,18 @@ impl fmt::Debug for Loans {
 }
 
 impl Loans {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Box<dyn Parked>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Box<dyn Parked>)>> {
         self.parked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Keeps memory whose loan has not ended; leaks it if the device is gone.
-    fn park<T: DmaTarget>(&self, mem: T) {
+    fn park<T: DmaTarget>(&self, since: u64, mem: T) {
         let mut parked = self.lock();
         if self.abandoned.load(Ordering::Acquire) {
             drop(parked);
             mem.leak();
         } else {
-            parked.push(Box::new(mem));
+            parked.push((since, Box::new(mem)));
         }
     }
 
@@ -99,11 +110,29 @@ impl Loans {
         self.outstanding.load(Ordering::Acquire) > 0 || !self.lock().is_empty()
     }
 
-    /// A quiesce succeeded: every loan so far has ended, parked memory is freed.
-    pub(super) fn quiesced(&self) {
-        self.quiesced.fetch_add(1, Ordering::AcqRel);
-        let freed = std::mem::take(&mut *self.lock());
+    /// A quiesce begins: its number.
+    fn begin(&self) -> u64 {
+        self.begun.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Quiesce `n` succeeded: every loan made before it began has ended, and
+    /// memory parked by those loans is freed.
+    fn quiesced(&self, n: u64) {
+        self.done.fetch_max(n, Ordering::AcqRel);
+        let freed: Vec<_> = {
+            let mut parked = self.lock();
+            let (freed, kept) = std::mem::take(&mut *parked)
+                .into_iter()
+                .partition(|(since, _)| *since < n);
+            *parked = kept;
+            freed
+        };
         drop(freed);
+    }
+
+    /// Whether a loan made when `begun` was `since` has ended.
+    fn ended(&self, since: u64) -> bool {
+        self.done.load(Ordering::Acquire) > since
     }
 
     /// The device is gone and could not be quiesced: what it was lent stays
@@ -114,7 +143,7 @@ impl Loans {
             self.abandoned.store(true, Ordering::Release);
             std::mem::take(&mut *parked)
         };
-        for mem in parked {
+        for (_, mem) in parked {
             mem.leak();
         }
     }
@@ -208,7 +237,7 @@ impl Device {
         self.loans.outstanding.fetch_add(1, Ordering::AcqRel);
         Lent {
             mem: Some(mem),
-            since: self.loans.quiesced.load(Ordering::Acquire),
+            since: self.loans.begun.load(Ordering::Acquire),
             loans: Arc::clone(&self.loans),
         }
     }
@@ -223,40 +252,59 @@ impl Device {
     /// Stops the device as [`Device::set_quiesce`] chose, so that it holds
     /// no address it was given: every loan made before this call ends
     /// ([`Lent::reclaim`] succeeds) and memory parked by dropped loans is
-    /// freed. Run by `Drop` when anything is lent.
+    /// freed. Run by `Drop` when anything is lent. It runs the same
+    /// sequence as [`Device::stop_dma`]: a [`Quiesce::Reset`] that fails
+    /// falls back to bus mastering off, and a [`Quiesce::Custom`] step that
+    /// fails or panics still ends with it (the panic is resumed after the
+    /// loans are settled).
     ///
     /// # Errors
     ///
-    /// What the step returns: [`crate::Error::Unsupported`] for a reset the
-    /// device lacks or a bus-master bit that stays set, [`crate::Error::Ioctl`]
-    /// and the driver's own errors. Loans stay in force then.
+    /// Bus mastering could not be turned off after the step failed (or for
+    /// [`Quiesce::BusMasterOff`]): [`crate::Error::Unsupported`] for a
+    /// bus-master bit that stays set, or the error reading config space.
+    /// Loans stay in force then.
     pub fn quiesce(&self) -> Result<()> {
+        // Only a failure to turn bus mastering off fails the quiesce.
+        let (_, bus_master) = self.quiesce_quietly().finish(self, "quiesce");
+        bus_master.map_or(Ok(()), Err)
+    }
+
+    /// The quiesce's sequence, logging nothing and with the step's panic
+    /// caught.
+    fn quiesce_quietly(&self) -> Attempt<crate::Error> {
         let mut how = self.quiesce.lock().unwrap_or_else(PoisonError::into_inner);
-        match how.get_or_insert_with(|| self.default_quiesce()) {
-            Quiesce::Reset => self.reset()?,
-            Quiesce::BusMasterOff => self.disable_bus_master()?,
-            Quiesce::Custom(step) => {
-                let stepped = step(self);
-                self.disable_bus_master()?;
-                if let Err(e) = stepped {
-                    log::warn!("{}: quiesce step failed ({e}); bus mastering is off, so the device starts no more DMA", self.address());
-                }
-            }
+        let n = self.loans.begin();
+        let attempt = match how.get_or_insert_with(|| self.default_quiesce()) {
+            Quiesce::Reset => self.stop_sequence(false, Some(|| self.reset()), || {}),
+            Quiesce::BusMasterOff => self.stop_sequence(false, None::<fn() -> Result<()>>, || {}),
+            Quiesce::Custom(step) => self.stop_sequence(
+                false,
+                Some(|| {
+                    step(self)?;
+                    self.disable_bus_master()
+                }),
+                || {},
+            ),
+        };
+        if attempt.stopped.memory_reusable() {
+            self.loans.quiesced(n);
         }
-        self.loans.quiesced();
-        Ok(())
+        attempt
     }
 
     /// Lent or parked memory still depends on this device: quiesce, or
-    /// give the memory up for good if the device cannot be stopped.
+    /// give the memory up for good if the device cannot be stopped. The
+    /// memory is settled before anything is logged or a panic resumed.
     pub(super) fn end_loans(&self) {
         if !self.loans.busy() {
             return;
         }
-        if let Err(e) = self.quiesce() {
-            log::error!("{}: could not be quiesced ({e}); memory lent to it stays allocated and mapped for good", self.address());
+        let attempt = self.quiesce_quietly();
+        if !attempt.stopped.memory_reusable() {
             self.loans.abandon();
         }
+        attempt.finish(self, "quiesce before the device is dropped");
     }
 }
 
@@ -270,7 +318,7 @@ impl<T: DmaTarget> Lent<T> {
     /// Whether the device was quiesced since the loan began (so that
     /// [`Lent::reclaim`] succeeds).
     pub fn ended(&self) -> bool {
-        self.loans.quiesced.load(Ordering::Acquire) > self.since
+        self.loans.ended(self.since)
     }
 
     /// The memory back, once the device was quiesced after the loan began;
@@ -323,7 +371,7 @@ impl<T: DmaTarget> Drop for Lent<T> {
         if self.ended() {
             drop(mem); // the device was quiesced since: the memory goes back
         } else {
-            self.loans.park(mem);
+            self.loans.park(self.since, mem);
         }
         self.loans.outstanding.fetch_sub(1, Ordering::AcqRel);
     }
@@ -489,6 +537,63 @@ mod tests {
         drop(device); // quiesce fails again: everything is given up
         drop(lent);
         assert_eq!(pool.free_count(), 2, "neither buffer came back");
+        assert!(crate::dma::leaked() >= leaked + 2);
+    }
+
+    #[test]
+    fn a_loan_made_while_a_quiesce_is_under_way_waits_for_the_next() {
+        let container = Container::unbacked();
+        let (device, _) = device(&container);
+        let pool = BufferPool::new(&container, 2048, 4).unwrap();
+        let during: Arc<Mutex<Option<Lent<_>>>> = Arc::default();
+        let (slot, lender, first) = (Arc::clone(&during), Arc::clone(&pool), AtomicBool::new(true));
+        device.set_quiesce(Quiesce::Custom(Box::new(move |d: &Device| {
+            // Lent after the step began: the device may be given its address
+            // after it was stopped.
+            if first.swap(false, Ordering::Relaxed) {
+                *slot.lock().unwrap() = Some(d.lend(lender.alloc().unwrap()));
+            }
+            Ok(())
+        })));
+        device.quiesce().unwrap();
+        let lent = during.lock().unwrap().take().unwrap();
+        assert!(!lent.ended(), "lent during the quiesce, so not ended by it");
+        drop(lent);
+        assert_eq!(pool.free_count(), 3, "parked until a later quiesce");
+        device.quiesce().unwrap();
+        assert_eq!(pool.free_count(), 4);
+    }
+
+    #[test]
+    fn a_panicking_step_still_turns_bus_mastering_off_before_the_panic_goes_on() {
+        let container = Container::unbacked();
+        let (device, config) = device(&container);
+        device.set_quiesce(Quiesce::Custom(Box::new(|_: &Device| panic!("a driver bug"))));
+        let lent = device.lend(DmaMemory::new(&container, 4096, Backing::Pages).unwrap());
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| device.quiesce()));
+        assert!(unwound.is_err(), "the step's panic is resumed");
+        assert!(!bus_master(&config), "bus mastering went off first");
+        assert!(lent.ended(), "bus master off ends the loan");
+        assert!(lent.reclaim().is_ok());
+    }
+
+    #[test]
+    fn a_panicking_step_in_drop_leaks_what_a_stuck_device_was_lent() {
+        let container = Container::unbacked();
+        let mut file = RegisterFile::new(256);
+        file.set(0x04, 2, 0x6);
+        let config: SharedModel = Arc::new(Mutex::new(StuckMaster(file)));
+        let device = Device::from_models(&container, "00:07.0".parse().unwrap(), (256, config), vec![])
+            .unwrap();
+        device.set_quiesce(Quiesce::Custom(Box::new(|_: &Device| panic!("a driver bug"))));
+        let pool = BufferPool::new(&container, 2048, 4).unwrap();
+        let lent = device.lend(pool.alloc().unwrap());
+        drop(device.lend(pool.alloc().unwrap()));
+        let leaked = crate::dma::leaked();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(device)));
+        assert!(unwound.is_err(), "the step's panic is resumed");
+        drop(lent);
+        assert_eq!(pool.free_count(), 2, "neither buffer came back to the pool");
         assert!(crate::dma::leaked() >= leaked + 2);
     }
 }

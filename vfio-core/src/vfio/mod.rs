@@ -14,6 +14,7 @@ mod irq;
 #[cfg(feature = "tokio")]
 mod irq_async;
 mod lend;
+mod stop;
 
 pub use container::Container;
 pub use device::{Device, RegionInfo};
@@ -21,3 +22,4 @@ pub use irq::{Interrupts, IrqKind, Wait};
 #[cfg(feature = "tokio")]
 pub use irq_async::AsyncVector;
 pub use lend::{Lent, Quiesce, QuiesceStep};
+pub use stop::{AbortOnUnwind, Stopped};
