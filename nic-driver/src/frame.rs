@@ -1,6 +1,6 @@
 //! Frames: received packets and frames to transmit.
 
-use vfio_core::dma::{Buffer, BytesByWriter, SharedBuffer, Writer};
+use vfio_core::dma::{Buffer, BytesByWriter, DmaTarget, SharedBuffer, Writer};
 
 /// Most buffers one transmitted frame may span.
 pub const MAX_SEGMENTS: usize = 4;
@@ -138,12 +138,12 @@ impl Segment {
     }
 
     /// Leaves the segment's buffer allocated, mapped and out of its pool for
-    /// good (for a NIC that could not be stopped; see [`crate::quiesce`]).
+    /// good (for a NIC that could not be stopped; see [Stopping](crate#stopping)).
     pub(crate) fn leak(self) {
         match self {
-            Segment::Packet(p) => crate::quiesce::leak(p.into_buffer()),
-            Segment::Slice { buf, .. } => crate::quiesce::leak(buf),
-            Segment::Shared { buf, .. } => crate::quiesce::leak(buf),
+            Segment::Packet(p) => DmaTarget::leak(p.into_buffer()),
+            Segment::Slice { buf, .. } => DmaTarget::leak(buf),
+            Segment::Shared { buf, .. } => DmaTarget::leak(buf),
         }
     }
 

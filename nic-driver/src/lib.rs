@@ -73,13 +73,15 @@
 //! bus mastering off and reads it back; when even that fails, it leaks the
 //! rings and every buffer they hold on purpose, allocated and mapped for the
 //! rest of the process, so nothing else is ever placed there (counted in
-//! [`vfio_core::dma::leaked`] and logged with `log::error!`).
+//! [`vfio_core::dma::leaked`] and logged with `log::error!`). That sequence
+//! is vfio-core's [`Device::stop_dma`](vfio_core::vfio::Device::stop_dma),
+//! the one every driver here runs: nothing that may panic (a logger) runs
+//! before the NIC is stopped or its memory leaked.
 #![deny(missing_docs)]
 
 pub mod e1000;
 mod error;
 mod frame;
-mod quiesce;
 #[cfg(test)]
 mod testing;
 pub mod virtio;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use vfio_core::dma::{Backing, DmaMemory};
 use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
-use vfio_core::vfio::{Container, Device};
+use vfio_core::vfio::{Container, Device, Stopped};
 
 use crate::doorbell::ShadowPages;
 use crate::queue::QueuePair;
@@ -142,8 +142,7 @@ impl Admin {
 
     /// Clears CC.EN and waits for CSTS.RDY = 0: the controller has dropped
     /// every queue and moves no more data. Then the generation moves on.
-    fn disable(&self, q: &mut AdminQueue) -> Result<()> {
-        q.broken = Some("the controller was disabled");
+    fn disable(&self) -> Result<()> {
         let cc_now = self.bar.read32(regs::CC);
         if cc_now & cc::EN != 0 {
             self.bar.write32(regs::CC, cc_now & !cc::EN);
@@ -158,7 +157,8 @@ impl Admin {
     /// [`Admin::quiesce`] had turned it off.
     pub(crate) fn restart(&self) -> Result<()> {
         let mut q = self.lock();
-        self.disable(&mut q)?;
+        q.broken = Some("the controller was disabled");
+        self.disable()?;
         self.device.enable_bus_master()?;
         q.qp.reset();
         let n = ADMIN_ENTRIES as u32 - 1;
@@ -175,41 +175,28 @@ impl Admin {
     /// Makes sure the controller moves no more data, for a caller whose
     /// memory it may still be writing: disable it; if it does not report
     /// disabled within CAP.TO (or its registers cannot be believed: memory
-    /// decoding off), turn its bus mastering off. False when neither could
-    /// be done (the memory must then never be reused).
-    pub(crate) fn quiesce(&self) -> bool {
-        let mut q = self.lock();
-        self.stop(&mut q)
+    /// decoding off), turn its bus mastering off; if neither can be done,
+    /// run `leak`, which leaves the caller's memory allocated and mapped
+    /// for good (vfio-core's [`Device::stop_dma`], which logs only after
+    /// that). False when the controller could not be stopped.
+    pub(crate) fn quiesce(&self, leak: impl FnOnce()) -> bool {
+        self.stop(&mut self.lock().broken, leak)
     }
 
-    fn stop(&self, q: &mut AdminQueue) -> bool {
-        // CSTS proves nothing from a BAR that does not decode (it reads 0).
-        let e = match self.device.memory_enabled() {
-            Ok(true) => match self.disable(q) {
-                Ok(()) => return true,
-                Err(e) => e,
-            },
-            Ok(false) => self.error("does not decode memory, so its registers prove nothing"),
-            Err(e) => e.into(),
-        };
-        q.broken = Some("the controller could not be disabled");
-        log::error!(
-            "{}: could not disable the controller ({e}); turning bus mastering off",
-            self.address()
-        );
-        match self.device.disable_bus_master() {
-            Ok(()) => {
-                self.generation.fetch_add(1, Ordering::AcqRel);
-                true
-            }
-            Err(e) => {
-                log::error!(
-                    "{}: could not turn bus mastering off either: {e}",
-                    self.address()
-                );
-                false
-            }
+    /// [`Admin::quiesce`], with the admin queue's `broken` already locked.
+    fn stop(&self, broken: &mut Option<&'static str>, leak: impl FnOnce()) -> bool {
+        *broken = Some("the controller was disabled");
+        let stopped = self
+            .device
+            .stop_dma("NVMe controller", || self.disable(), leak);
+        if stopped != Stopped::Proven {
+            *broken = Some("the controller could not be disabled");
         }
+        if stopped == Stopped::BusMasterOff {
+            // Bus mastering off drops no queue, but no command moves data.
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        stopped.memory_reusable()
     }
 
     /// Polls CSTS.RDY until it is `ready`, within CAP.TO; a fatal status or a
@@ -369,18 +356,30 @@ impl AdminQueue {
 }
 
 impl Drop for Admin {
+    /// Shuts the controller down, then stops it (the admin rings, the
+    /// scratch page and the shadow doorbell pages leaked if it cannot be);
+    /// a failed shutdown is logged only after that.
     fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            log::warn!("{e}");
-        }
+        let shutdown = self.shutdown();
         let mut q = self.lock();
-        if !self.stop(&mut q) {
+        let AdminQueue {
+            qp,
+            scratch,
+            shadow,
+            broken,
+            ..
+        } = &mut *q;
+        self.stop(broken, || {
             // The admin rings may still be written: keep them.
-            q.qp.leak_on_drop();
-            q.scratch.leak_on_drop();
-            if let Some(pages) = &q.shadow {
+            qp.leak_on_drop();
+            scratch.leak_on_drop();
+            if let Some(pages) = shadow {
                 pages.leak_on_drop();
             }
+        });
+        drop(q);
+        if let Err(e) = shutdown {
+            log::warn!("{e}");
         }
     }
 }

@@ -13,12 +13,13 @@
 //! Every request is checked before it reaches the device (namespace, range,
 //! buffer size): a bad one is an error and nothing is sent.
 
+use std::io::Write;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vfio_core::dma::{Buffer, BytesByWriter, DmaMemory, DmaTarget, DmaTargetMut};
-use vfio_core::vfio::{Interrupts, Wait};
+use vfio_core::vfio::{AbortOnUnwind, Interrupts, Wait};
 
 use crate::admin::Admin;
 use crate::config::DataPointer;
@@ -750,21 +751,30 @@ impl<B: DmaTarget> IoQueuePair<B> {
         if self.in_flight() > 0 {
             return Err(Error::InvalidArgument("blocking I/O on a queue pair with asynchronous commands in flight; poll them first".into()));
         }
+        // The caller's memory is borrowed, not owned: a panic that unwound
+        // with commands in flight would hand it back while the controller
+        // may still write it. Nothing in `run` is meant to panic or calls a
+        // logger, but if it does, the process aborts.
+        let guard = AbortOnUnwind::new("an NVMe blocking call had commands in flight");
         let result = self.run(name, commands);
-        if self.in_flight() > 0 {
+        guard.disarm();
+        let in_flight = self.in_flight();
+        if in_flight > 0 {
             self.failed = true;
-            log::warn!(
-                "{}: {name} ends with {} commands in flight; disabling the controller so none of them writes memory the caller gets back",
-                self.admin.address(),
-                self.in_flight()
-            );
-            if !self.admin.quiesce() {
-                log::error!(
-                    "{}: the controller cannot be stopped while it may write memory the caller is about to reuse; aborting",
-                    self.admin.address()
+            // Stopped before anything is logged; the caller's memory cannot
+            // be leaked (it is borrowed), so the process aborts if the
+            // controller cannot be stopped.
+            self.admin.quiesce(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "nvme-driver: the controller cannot be stopped while it may write memory the caller is about to reuse; aborting"
                 );
-                std::process::abort();
-            }
+                std::process::abort()
+            });
+            log::warn!(
+                "{}: {name} ended with {in_flight} commands in flight; the controller was stopped so none of them writes memory the caller gets back",
+                self.admin.address(),
+            );
         }
         result
     }
@@ -977,13 +987,18 @@ impl<B: DmaTarget> IoQueuePair<B> {
         let qid = self.qid();
         let mut result = Ok(());
         if self.generation == self.admin.generation() {
-            if let Err(e) = self.admin.delete_io_queue(qid) {
+            let guard = AbortOnUnwind::new("deleting an NVMe I/O queue pair");
+            let deleted = self.admin.delete_io_queue(qid);
+            guard.disarm();
+            if let Err(e) = deleted {
+                // Stopped (or everything leaked) before anything is logged.
+                let admin = Arc::clone(&self.admin);
+                let reusable = admin.quiesce(|| self.leak());
                 log::warn!(
-                    "{}: deleting I/O queue {qid} failed ({e}); disabling the controller",
-                    self.admin.address()
+                    "{}: deleting I/O queue {qid} failed ({e}); the controller was stopped instead",
+                    admin.address()
                 );
-                if !self.admin.quiesce() {
-                    self.leak();
+                if !reusable {
                     return Err(e);
                 }
                 result = Err(e);

@@ -55,7 +55,7 @@ use vfio_core::vfio::{Container, Device, Interrupts, IrqKind};
 use self::regs::{ctrl, eerd, icr, rah, rctl, stats as st, status, tctl};
 use self::rx::RxRing;
 use self::tx::TxRing;
-use crate::{quiesce, Error, Link, NetDevice, Packet, Result, Stats, TxFrame};
+use crate::{Error, Link, NetDevice, Packet, Result, Stats, TxFrame};
 
 /// PCI IDs this driver takes: 82540EM, 82545EM (copper), 82544GC (copper).
 pub const DEVICE_IDS: &[u16] = &[0x100e, 0x100f, 0x100c];
@@ -456,10 +456,15 @@ impl Drop for E1000 {
     /// or bus mastering off; failing both, the rings' memory is leaked.
     fn drop(&mut self) {
         let (bar, addr) = (&self.bar, self.device.address());
-        if !quiesce::stop_dma(&self.device, "e1000", || stop(bar, addr)) {
-            let buffers = self.rx.leak() + self.tx.leak();
-            quiesce::log_leak(&self.device, "e1000", buffers, 2);
-        }
+        let (rx, tx) = (&mut self.rx, &mut self.tx);
+        self.device.stop_dma(
+            "e1000",
+            || stop(bar, addr),
+            || {
+                rx.leak();
+                tx.leak();
+            },
+        );
     }
 }
 

@@ -154,11 +154,12 @@ impl RxRing {
 
     /// Leaves the descriptor memory and every buffer the ring holds
     /// allocated and mapped for good, for a NIC that could not be stopped.
-    /// Returns how many buffers.
-    pub(crate) fn leak(&mut self) -> usize {
+    pub(crate) fn leak(&mut self) {
         self.desc.leak_on_drop();
-        let bufs = self.bufs.iter_mut().filter_map(Option::take);
-        bufs.map(crate::quiesce::leak).count()
+        self.bufs
+            .iter_mut()
+            .filter_map(Option::take)
+            .for_each(vfio_core::dma::DmaTarget::leak);
     }
 }
 

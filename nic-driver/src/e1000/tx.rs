@@ -130,11 +130,10 @@ impl TxRing {
 
     /// Leaves the descriptor memory and every segment the ring holds
     /// allocated and mapped for good, for a NIC that could not be stopped.
-    /// Returns how many segments.
-    pub(crate) fn leak(&mut self) -> usize {
+    pub(crate) fn leak(&mut self) {
         self.desc.leak_on_drop();
         let held = self.held.iter_mut().filter_map(|(s, _)| s.take());
-        held.map(Segment::leak).count()
+        held.for_each(Segment::leak);
     }
 
     fn advance(&mut self) -> usize {

@@ -63,8 +63,8 @@ use vfio_core::vfio::{Device, Interrupts, IrqKind};
 
 use self::regs::{cap, common, feature, hdr, net_config, pci, status};
 use crate::{
-    quiesce, ChecksumOffload, Config, Error, Link, NetDevice, Packet, Result, Segment, Stats,
-    TxFrame, MAX_SEGMENTS,
+    ChecksumOffload, Config, Error, Link, NetDevice, Packet, Result, Segment, Stats, TxFrame,
+    MAX_SEGMENTS,
 };
 
 pub use regs::DEVICE_IDS;
@@ -943,17 +943,24 @@ impl Drop for VirtioNet {
     /// are leaked.
     fn drop(&mut self) {
         let (common, addr) = (&self.common, self.device.address());
-        if !quiesce::stop_dma(&self.device, "virtio-net", || reset(common, addr)) {
-            let bufs = self.rx_bufs.iter_mut().filter_map(Option::take);
-            let mut buffers = bufs.map(quiesce::leak).count();
-            for held in self.tx_held.iter_mut().filter_map(Option::take) {
-                buffers += held.into_iter().flatten().map(Segment::leak).count();
-            }
-            self.rx.leak();
-            self.tx.leak();
-            self.tx_hdrs.leak_on_drop();
-            quiesce::log_leak(&self.device, "virtio-net", buffers, 3);
-        }
+        let (rx_bufs, tx_held) = (&mut self.rx_bufs, &mut self.tx_held);
+        let (rx, tx, tx_hdrs) = (&self.rx, &self.tx, &self.tx_hdrs);
+        self.device.stop_dma(
+            "virtio-net",
+            || reset(common, addr),
+            || {
+                rx_bufs
+                    .iter_mut()
+                    .filter_map(Option::take)
+                    .for_each(vfio_core::dma::DmaTarget::leak);
+                for held in tx_held.iter_mut().filter_map(Option::take) {
+                    held.into_iter().flatten().for_each(Segment::leak);
+                }
+                rx.leak();
+                tx.leak();
+                tx_hdrs.leak_on_drop();
+            },
+        );
     }
 }
 

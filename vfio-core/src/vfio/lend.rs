@@ -546,7 +546,11 @@ mod tests {
         let (device, _) = device(&container);
         let pool = BufferPool::new(&container, 2048, 4).unwrap();
         let during: Arc<Mutex<Option<Lent<_>>>> = Arc::default();
-        let (slot, lender, first) = (Arc::clone(&during), Arc::clone(&pool), AtomicBool::new(true));
+        let (slot, lender, first) = (
+            Arc::clone(&during),
+            Arc::clone(&pool),
+            AtomicBool::new(true),
+        );
         device.set_quiesce(Quiesce::Custom(Box::new(move |d: &Device| {
             // Lent after the step began: the device may be given its address
             // after it was stopped.
@@ -568,7 +572,9 @@ mod tests {
     fn a_panicking_step_still_turns_bus_mastering_off_before_the_panic_goes_on() {
         let container = Container::unbacked();
         let (device, config) = device(&container);
-        device.set_quiesce(Quiesce::Custom(Box::new(|_: &Device| panic!("a driver bug"))));
+        device.set_quiesce(Quiesce::Custom(Box::new(|_: &Device| {
+            panic!("a driver bug")
+        })));
         let lent = device.lend(DmaMemory::new(&container, 4096, Backing::Pages).unwrap());
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| device.quiesce()));
         assert!(unwound.is_err(), "the step's panic is resumed");
@@ -583,9 +589,16 @@ mod tests {
         let mut file = RegisterFile::new(256);
         file.set(0x04, 2, 0x6);
         let config: SharedModel = Arc::new(Mutex::new(StuckMaster(file)));
-        let device = Device::from_models(&container, "00:07.0".parse().unwrap(), (256, config), vec![])
-            .unwrap();
-        device.set_quiesce(Quiesce::Custom(Box::new(|_: &Device| panic!("a driver bug"))));
+        let device = Device::from_models(
+            &container,
+            "00:07.0".parse().unwrap(),
+            (256, config),
+            vec![],
+        )
+        .unwrap();
+        device.set_quiesce(Quiesce::Custom(Box::new(|_: &Device| {
+            panic!("a driver bug")
+        })));
         let pool = BufferPool::new(&container, 2048, 4).unwrap();
         let lent = device.lend(pool.alloc().unwrap());
         drop(device.lend(pool.alloc().unwrap()));

@@ -72,7 +72,9 @@ impl<E: fmt::Display> fmt::Display for Why<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Why::Failed(e) => write!(f, "{e}"),
-            Why::NotDecoding => f.write_str("memory decoding is off, so its registers prove nothing"),
+            Why::NotDecoding => {
+                f.write_str("memory decoding is off, so its registers prove nothing")
+            }
             Why::CommandUnreadable(e) => write!(f, "its command register cannot be read ({e})"),
             Why::Panicked => f.write_str("the stop step panicked"),
         }
@@ -154,7 +156,9 @@ impl Device {
         stop: impl FnOnce() -> Result<(), E>,
         leak: impl FnOnce(),
     ) -> Stopped {
-        self.stop_sequence(true, Some(stop), leak).finish(self, what).0
+        self.stop_sequence(true, Some(stop), leak)
+            .finish(self, what)
+            .0
     }
 
     /// The sequence, logging nothing: `gated` runs `stop` only while the
@@ -171,7 +175,11 @@ impl Device {
             bus_master: None,
             panic: None,
         };
-        let decoding = if gated { self.memory_enabled() } else { Ok(true) };
+        let decoding = if gated {
+            self.memory_enabled()
+        } else {
+            Ok(true)
+        };
         attempt.step = match (stop, decoding) {
             (None, _) => None,
             (Some(stop), Ok(true)) => match panic::catch_unwind(AssertUnwindSafe(stop)) {
@@ -189,7 +197,8 @@ impl Device {
             Ok(()) => attempt.stopped = Stopped::BusMasterOff,
             Err(e) => {
                 attempt.bus_master = Some(e);
-                let guard = AbortOnUnwind::new("leaking the memory of a device that could not be stopped");
+                let guard =
+                    AbortOnUnwind::new("leaking the memory of a device that could not be stopped");
                 leak();
                 guard.disarm();
                 attempt.stopped = Stopped::Leaked;
