@@ -48,9 +48,12 @@ pub(crate) mod regs;
 mod virtqueue;
 
 // Public but hidden: the fuzz target `virtqueue_used_ring` plays the device
-// against the split virtqueue. Not part of the API.
+// against a split virtqueue no device is given, through a harness that takes
+// no IOVA. Not part of the API. The queue the driver fills with its buffers'
+// IOVAs, `Virtqueue`, is private.
+use virtqueue::Virtqueue;
 #[doc(hidden)]
-pub use virtqueue::{Used, UsedError, Virtqueue, MAX_CHAIN};
+pub use virtqueue::{Used, UsedError, UsedRingHarness, MAX_CHAIN};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
