@@ -8,6 +8,10 @@
 //! reads (a small header buffer and a payload buffer another device filled go
 //! out as one frame, with no copy). Every buffer goes back to its pool when
 //! the device is done with it, on every path, including dropping the device.
+//! A NIC is given only memory of its own VFIO container: a segment of
+//! another container (whose IOVA may be other memory in the NIC's) is
+//! refused with [`Error::ForeignMemory`], and receive buffers come only from
+//! the driver's own pool.
 //!
 //! - [`open`]: opens a NIC with the driver its PCI ID calls for, set up by a
 //!   [`Config`].
