@@ -1,6 +1,10 @@
 //! Frames: received packets and frames to transmit.
 
+use std::sync::Arc;
+
 use vfio_core::dma::{Buffer, BytesByWriter, DmaTarget, SharedBuffer, Writer};
+use vfio_core::pci::PciAddress;
+use vfio_core::vfio::Container;
 
 /// Most buffers one transmitted frame may span.
 pub const MAX_SEGMENTS: usize = 4;
@@ -157,6 +161,17 @@ impl Segment {
         }
     }
 
+    /// The container whose IOMMU maps the segment's buffer: a NIC sends
+    /// only segments of its own container (others are refused with
+    /// [`crate::Error::ForeignMemory`]).
+    pub fn container(&self) -> &Arc<Container> {
+        match self {
+            Segment::Packet(p) => p.buf.container(),
+            Segment::Slice { buf, .. } => buf.container(),
+            Segment::Shared { buf, .. } => buf.container(),
+        }
+    }
+
     /// IOVA and length of the bytes this segment sends (not checked against
     /// the buffer: see [`Segment::in_bounds`]).
     pub fn dma(&self) -> (u64, usize) {
@@ -252,23 +267,49 @@ impl TxFrame {
         self.segments[0].as_mut()
     }
 
-    /// Whether a NIC sending frames of at most `max_frame` bytes can send
-    /// this one: segments non-empty and inside their buffers, the length, and
-    /// the offload offsets.
-    pub(crate) fn check(&self, max_frame: usize) -> crate::Result<()> {
+    /// Whether the NIC at `addr` in `container`, sending frames of at most
+    /// `max_frame` bytes, can send this one: segments non-empty, inside
+    /// their buffers and of `container` (memory of another container is
+    /// not mapped for the NIC, and its IOVA may be other memory in
+    /// `container`), the length, and the offload offsets. One pass over
+    /// the segments: a pointer comparison per segment for the container.
+    pub(crate) fn check(
+        &self,
+        max_frame: usize,
+        container: &Arc<Container>,
+        addr: PciAddress,
+    ) -> crate::Result<()> {
         let frame = self;
-        let len = frame.len();
+        let mut len = 0usize;
+        let mut empty_segment = false;
+        for (n, s) in frame.segments().enumerate() {
+            if !s.in_bounds() {
+                return Err(crate::Error::InvalidFrame(
+                    "a segment reaches past the end of its buffer".into(),
+                ));
+            }
+            let (iova, bytes) = s.dma();
+            if !Arc::ptr_eq(s.container(), container) {
+                return Err(crate::Error::ForeignMemory {
+                    addr,
+                    what: format!(
+                        "segment {} of {} of a frame to transmit",
+                        n + 1,
+                        frame.segment_count()
+                    ),
+                    iova,
+                });
+            }
+            // In bounds: no more than the buffer holds, so the sum cannot overflow.
+            len += bytes;
+            empty_segment |= bytes == 0;
+        }
         if frame.segment_count() == 0 || len == 0 {
             return Err(crate::Error::InvalidFrame("an empty frame".into()));
         }
-        if frame.segments().any(|s| s.dma().1 == 0) {
+        if empty_segment {
             return Err(crate::Error::InvalidFrame(
                 "a frame with an empty segment".into(),
-            ));
-        }
-        if !frame.segments().all(Segment::in_bounds) {
-            return Err(crate::Error::InvalidFrame(
-                "a segment reaches past the end of its buffer".into(),
             ));
         }
         if len > max_frame {

@@ -8,6 +8,10 @@
 //! reads (a small header buffer and a payload buffer another device filled go
 //! out as one frame, with no copy). Every buffer goes back to its pool when
 //! the device is done with it, on every path, including dropping the device.
+//! A NIC is given only memory of its own VFIO container: a segment of
+//! another container (whose IOVA may be other memory in the NIC's) is
+//! refused with [`Error::ForeignMemory`], and receive buffers come only from
+//! the driver's own pool.
 //!
 //! - [`open`]: opens a NIC with the driver its PCI ID calls for, set up by a
 //!   [`Config`].
@@ -279,7 +283,9 @@ pub trait NetDevice {
     /// Moves up to `max` received frames into `out` (give it the capacity, so
     /// nothing is allocated); returns how many. Each [`Packet`] is the buffer
     /// the NIC wrote, now the caller's; its descriptor gets a fresh buffer
-    /// from the pool. When the pool is empty, the frame is dropped (counted
+    /// from the pool (the driver's own, built on the NIC's container: no
+    /// caller hands a NIC receive memory, so none of another container can
+    /// reach a receive descriptor). When the pool is empty, the frame is dropped (counted
     /// in [`Stats::rx_dropped`]) and the descriptor keeps its buffer, so the
     /// ring never runs dry. Bad frames are dropped and counted
     /// in [`Stats::rx_errors`].
@@ -303,6 +309,11 @@ pub trait NetDevice {
     ///   offsets; virtio-net: offload headers not in a first packet
     ///   segment) is taken off `frames` and dropped, its buffers back to
     ///   their pools; the frames before it were queued.
+    /// - [`Error::ForeignMemory`]: the first frame with a segment of another
+    ///   VFIO container than the NIC's ([`Segment::container`]), which the
+    ///   NIC does not reach and whose IOVA may be other memory in its own
+    ///   container, is taken off and dropped the same way, before any
+    ///   descriptor points at it.
     /// - virtio-net: [`Error::Device`] when the device needs a reset or
     ///   wrote a used-ring index no correct device writes.
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize>;

@@ -372,6 +372,110 @@ fn round_trip_on_a_thread(nic: &mut dyn NetDevice, wire: &dyn Wire) {
     assert_eq!(got, inbound);
 }
 
+/// Issue 29: `other` is a NIC of the same kind in another container, whose
+/// pool (allocated in the same order) has buffers at the IOVAs of `nic`'s.
+/// A frame holding a buffer of `other`'s container is refused with
+/// [`Error::ForeignMemory`] before any descriptor points at it: nothing goes
+/// on the wire, neither its bytes nor the never-sent private frame `nic`'s
+/// container holds at the same IOVA. The refused frame is taken off the
+/// queue and dropped, its buffers back to their pool; the frames before it
+/// go out and the one after it waits, as for any refused frame.
+fn refuses_memory_of_another_container(
+    nic: &mut dyn NetDevice,
+    wire: &dyn Wire,
+    other: &dyn NetDevice,
+) {
+    assert!(!Arc::ptr_eq(
+        nic.pool().container(),
+        other.pool().container()
+    ));
+    let free = nic.pool().free_count();
+    let secret = frame([0xff; 6], 0x5e, 200);
+    let private = packet(nic, &secret);
+    let foreign = packet(other, &frame([0xff; 6], 0xf0, 200));
+    assert_eq!(foreign.iova(), private.iova(), "the IOVAs collide");
+    let other_free = other.pool().free_count();
+
+    // A lone frame of the other container's buffer.
+    let mut q = VecDeque::from([TxFrame::packet(foreign)]);
+    let result = nic.tx_batch(&mut q);
+    let start = Instant::now();
+    while nic.tx_pending() > 0 && start.elapsed() < Duration::from_secs(1) {
+        nic.tx_clean();
+    }
+    let sent = wire.transmitted();
+    assert!(
+        !sent.contains(&secret),
+        "the private frame at the colliding IOVA went out"
+    );
+    assert!(
+        sent.is_empty(),
+        "nothing on the wire: {} frames",
+        sent.len()
+    );
+    match result {
+        Err(Error::ForeignMemory { iova, .. }) => assert_eq!(iova, private.iova()),
+        other => panic!("expected Error::ForeignMemory, got {other:?}"),
+    }
+    assert!(q.is_empty(), "the refused frame was taken off the queue");
+    assert_eq!(nic.tx_pending(), 0);
+    assert_eq!(
+        other.pool().free_count(),
+        other_free + 1,
+        "its buffer is back"
+    );
+
+    // The second segment of a frame between two good ones.
+    let (before, after) = (frame([0xff; 6], 1, 100), frame([0xff; 6], 2, 100));
+    let mut mixed = TxFrame::packet(packet(nic, &before[..14]));
+    let slice = other.pool().alloc().unwrap();
+    mixed
+        .push(Segment::Slice {
+            buf: slice,
+            offset: 0,
+            len: 86,
+        })
+        .unwrap();
+    let mut q = VecDeque::from([
+        TxFrame::packet(packet(nic, &before)),
+        mixed,
+        TxFrame::packet(packet(nic, &after)),
+    ]);
+    let e = nic.tx_batch(&mut q).unwrap_err();
+    assert!(matches!(e, Error::ForeignMemory { .. }), "{e:?}");
+    let message = e.to_string();
+    for words in [
+        "segment 2 of 2",
+        "another VFIO container",
+        "not sent",
+        "one Container",
+    ] {
+        assert!(message.contains(words), "{message}");
+    }
+    assert_eq!(q.len(), 1, "the refused frame was taken off, the next kept");
+    send_all(nic, q);
+    assert_eq!(wire.transmitted(), [before, after]);
+    assert_eq!(other.pool().free_count(), other_free + 1);
+    drop(private);
+    assert_eq!(nic.pool().free_count(), free);
+}
+
+#[test]
+fn e1000_refuses_memory_of_another_container() {
+    let (model, mut nic) = e1000();
+    let (other_model, other) = e1000();
+    refuses_memory_of_another_container(&mut nic, &model, &other);
+    assert!(other_model.transmitted().is_empty());
+}
+
+#[test]
+fn virtio_refuses_memory_of_another_container() {
+    let (model, mut nic) = virtio();
+    let (other_model, other) = virtio();
+    refuses_memory_of_another_container(&mut nic, &model, &other);
+    assert!(other_model.transmitted().is_empty());
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod e1000_model {

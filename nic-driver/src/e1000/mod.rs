@@ -381,7 +381,7 @@ impl NetDevice for E1000 {
                 addr: self.address(),
             });
         }
-        self.tx.send(&self.bar, frames)
+        self.tx.send(&self.bar, self.device.address(), frames)
     }
 
     fn tx_clean(&mut self) -> usize {

@@ -50,12 +50,19 @@ pub(crate) struct RxRing {
 
 impl RxRing {
     /// A ring of `size` descriptors, each armed with a buffer from `pool`;
-    /// not yet given to the NIC ([`RxRing::start`]).
+    /// not yet given to the NIC ([`RxRing::start`]). `pool` is the driver's
+    /// own, of the NIC's `container`, and the only place receive buffers
+    /// come from (no caller hands the NIC receive memory): checked here, so
+    /// no descriptor ever points at memory of another container.
     pub(crate) fn new(
         container: &Arc<Container>,
         pool: &Arc<BufferPool>,
         size: usize,
     ) -> Result<RxRing> {
+        assert!(
+            Arc::ptr_eq(pool.container(), container),
+            "the receive pool is of another container than the NIC's"
+        );
         let desc = DmaMemory::new(container, size * rxd::SIZE, Backing::Auto)?;
         let mut ring = RxRing {
             desc,

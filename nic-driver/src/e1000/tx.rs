@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use vfio_core::dma::{Backing, BytesByWriter, DmaMemory};
 use vfio_core::mmio::Mmio;
+use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
 use super::regs::{txd, TDBAH, TDBAL, TDH, TDLEN, TDT};
@@ -96,13 +97,20 @@ impl TxRing {
     }
 
     /// Queues frames from the front of `frames` while they fit; one TDT write.
-    /// A malformed frame is taken off the queue (its buffers go back to the
-    /// pool) and reported, after the frames before it are handed to the NIC.
-    pub(crate) fn send(&mut self, bar: &Mmio, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
+    /// A malformed frame, or one with a segment of another container than
+    /// the ring's (the NIC's, `addr`), is taken off the queue (its buffers
+    /// go back to their pools) and reported, after the frames before it are
+    /// handed to the NIC.
+    pub(crate) fn send(
+        &mut self,
+        bar: &Mmio,
+        addr: PciAddress,
+        frames: &mut VecDeque<TxFrame>,
+    ) -> Result<usize> {
         let mut sent = 0;
         let mut bad = None;
         while let Some(frame) = frames.front() {
-            if let Err(e) = frame.check(self.max_frame) {
+            if let Err(e) = frame.check(self.max_frame, self.desc.container(), addr) {
                 frames.pop_front();
                 bad = Some(e);
                 break;

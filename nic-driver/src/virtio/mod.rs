@@ -48,9 +48,12 @@ pub(crate) mod regs;
 mod virtqueue;
 
 // Public but hidden: the fuzz target `virtqueue_used_ring` plays the device
-// against the split virtqueue. Not part of the API.
+// against a split virtqueue no device is given, through a harness that takes
+// no IOVA. Not part of the API. The queue the driver fills with its buffers'
+// IOVAs, `Virtqueue`, is private.
+use virtqueue::Virtqueue;
 #[doc(hidden)]
-pub use virtqueue::{Used, UsedError, Virtqueue, MAX_CHAIN};
+pub use virtqueue::{Used, UsedError, UsedRingHarness, MAX_CHAIN};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -281,6 +284,10 @@ impl VirtioNet {
             buf_size,
             rx_size * 2 + tx_size + config.spare_buffers,
         )?;
+        // Receive buffers come only from this pool, of the device's
+        // container (no caller hands the device receive memory), so no
+        // descriptor points at memory of another container.
+        assert!(Arc::ptr_eq(pool.container(), &container));
         let tx_hdrs = DmaMemory::new(&container, tx_size * 16, Backing::Auto)?;
         // From here on `Drop` resets the device before any of this memory goes.
         let mut nic = VirtioNet {
@@ -834,10 +841,11 @@ impl NetDevice for VirtioNet {
                 addr: self.address(),
             });
         }
+        let addr = self.address();
         let mut sent = 0;
         let mut bad = None;
         while let Some(frame) = frames.front() {
-            if let Err(e) = frame.check(self.max_frame) {
+            if let Err(e) = frame.check(self.max_frame, self.device.container(), addr) {
                 frames.pop_front();
                 bad = Some(e);
                 break;

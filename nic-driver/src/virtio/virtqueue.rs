@@ -34,7 +34,7 @@ pub const MAX_SIZE: u16 = 32768;
 /// (at most the chain's writable length).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Used {
-    /// The chain's head descriptor, as [`Virtqueue::add`] returned it.
+    /// The chain's head descriptor, as the queue's `add` returned it.
     pub head: u16,
     /// Bytes the device wrote into the chain's writable buffers.
     pub len: u32,
@@ -98,10 +98,11 @@ impl fmt::Display for UsedError {
     }
 }
 
-/// A split virtqueue. Public (hidden) only for the fuzz target that plays
-/// the device against it.
+/// A split virtqueue. Private to the driver: its descriptors take raw IOVAs
+/// that the device may write, which only the driver knows to be its own
+/// buffers (the fuzz target gets [`UsedRingHarness`] instead).
 #[derive(Debug)]
-pub struct Virtqueue {
+pub(crate) struct Virtqueue {
     mem: DmaMemory,
     size: u16,
     avail: usize,
@@ -309,6 +310,84 @@ impl Virtqueue {
     /// for a device that could not be stopped.
     pub fn leak(&self) {
         self.mem.leak_on_drop();
+    }
+}
+
+/// A split virtqueue no device is ever given, for the fuzz target
+/// `virtqueue_used_ring`, which plays the device against its used ring
+/// (writing used entries and indices at [`UsedRingHarness::device_iova`]).
+/// Not part of the API.
+///
+/// Unlike the driver's own queue it takes no IOVA: every descriptor of a
+/// chain points at IOVA 0, which vfio-core never maps (its IOVAs start at
+/// 1 MiB), so whatever reads its rings can reach no memory through them.
+/// The queue that takes IOVAs is not reachable outside the driver:
+///
+/// ```compile_fail,E0432
+/// use nic_driver::virtio::Virtqueue;
+/// ```
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct UsedRingHarness {
+    vq: Virtqueue,
+}
+
+impl UsedRingHarness {
+    /// A queue of `size` entries (a power of two up to 32768) in fresh DMA
+    /// memory of `container`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Vfio`] for a size that is not a power of two up to 32768,
+    /// or when the memory cannot be allocated.
+    pub fn new(container: &Arc<Container>, size: u16) -> Result<UsedRingHarness> {
+        Ok(UsedRingHarness {
+            vq: Virtqueue::new(container, size)?,
+        })
+    }
+
+    /// Queues a chain of `descriptors` descriptors (at most [`MAX_CHAIN`])
+    /// of `len` bytes each, all device-writable or all device-readable, at
+    /// IOVA 0; returns its head, or None when it does not fit. Not visible
+    /// before [`UsedRingHarness::publish`].
+    pub fn add(&mut self, descriptors: usize, len: u32, device_writes: bool) -> Option<u16> {
+        let bufs = [(0, len, device_writes); MAX_CHAIN];
+        self.vq.add(bufs.get(..descriptors)?)
+    }
+
+    /// Makes the chains added so far visible.
+    pub fn publish(&mut self) {
+        self.vq.publish()
+    }
+
+    /// The next used chain, as the driver takes it (see [`UsedError`]).
+    pub fn pop_used(&mut self) -> Option<std::result::Result<Used, UsedError>> {
+        self.vq.pop_used()
+    }
+
+    /// Free descriptors.
+    pub fn free(&self) -> usize {
+        self.vq.free()
+    }
+
+    /// Chains in flight.
+    pub fn in_flight(&self) -> usize {
+        self.vq.in_flight()
+    }
+
+    /// The used index ran ahead of the available one.
+    pub fn broken(&self) -> Option<UsedError> {
+        self.vq.broken()
+    }
+
+    /// IOVA of the descriptor table (to follow a chain as a device does).
+    pub fn desc_iova(&self) -> u64 {
+        self.vq.desc_iova()
+    }
+
+    /// IOVA of the device (used) ring (to write used entries as a device does).
+    pub fn device_iova(&self) -> u64 {
+        self.vq.device_iova()
     }
 }
 
