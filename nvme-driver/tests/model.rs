@@ -261,6 +261,7 @@ fn a_controller_that_will_not_stop_loses_bus_mastering_and_then_its_memory_is_le
         "bus mastering off: the buffers are free"
     );
     assert_eq!(vfio_core::dma::leaked(), leaked);
+    drop(nvme); // its PCI function is open until then
 
     // Neither stops nor lets go of bus mastering: nothing is reused.
     let stuck: SharedModel = Arc::new(Mutex::new(StuckCommand(nvme_config_space())));

@@ -138,6 +138,15 @@ pub enum Error {
         capacity: usize,
     },
 
+    /// The PCI function is already open in this process ([`crate::vfio::Device`]
+    /// values are not shared by opening twice: two drivers on one device would
+    /// each program it with their own memory).
+    #[error("PCI device {addr} is already open in this process (another Device value, e.g. another driver, has it); drop that one first, or pass it to the code that needs it instead of opening the device again")]
+    AlreadyOpen {
+        /// The device.
+        addr: PciAddress,
+    },
+
     /// A caller passed a value that is out of range, or asked for something
     /// that cannot be done in the current state (DMA memory in a container
     /// with no device open, a kernel whose VFIO speaks another API version).

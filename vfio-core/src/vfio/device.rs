@@ -3,7 +3,8 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use vfio_bindings::bindings::vfio::{
@@ -78,6 +79,40 @@ pub struct Device {
     pub(super) loans: Arc<Loans>,
     /// How [`Device::quiesce`] stops it; `None` until first needed.
     pub(super) quiesce: Mutex<Option<Quiesce>>,
+    /// This process has the function open (released with the value).
+    _claim: Claim,
+}
+
+/// PCI functions open in this process, each claimed by one [`Device`]: a
+/// real one process-wide, a model within its container (the key's first
+/// part: 0, or the container's address).
+static OPEN: Mutex<BTreeSet<(usize, PciAddress)>> = Mutex::new(BTreeSet::new());
+
+/// One entry of [`OPEN`], removed on drop.
+#[derive(Debug)]
+struct Claim((usize, PciAddress));
+
+impl Claim {
+    fn take(container: &Arc<Container>, addr: PciAddress) -> Result<Claim> {
+        let scope = if container.is_unbacked() {
+            Arc::as_ptr(container) as usize
+        } else {
+            0
+        };
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        if !open.insert((scope, addr)) {
+            return Err(Error::AlreadyOpen { addr });
+        }
+        Ok(Claim((scope, addr)))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        OPEN.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.0);
+    }
 }
 
 impl Drop for Device {
@@ -181,6 +216,7 @@ impl Device {
             ));
         }
         let size = len as u64;
+        let claim = Claim::take(container, addr)?;
         Ok(Device {
             backend: Backend::Model(Arc::new(DeviceModel { config, bars })),
             container: Arc::clone(container),
@@ -198,6 +234,7 @@ impl Device {
             },
             loans: Arc::default(),
             quiesce: Mutex::new(None),
+            _claim: claim,
         })
     }
 
@@ -216,6 +253,7 @@ impl Device {
         group: &Group,
         addr: PciAddress,
     ) -> Result<Device> {
+        let claim = Claim::take(&container, addr)?;
         let name = CString::new(addr.to_string()).expect("a PCI address has no NUL");
         let fd = ioctl::group_get_device_fd(group.fd().as_fd(), &name)
             .map_err(|e| group.ioctl_err("VFIO_GROUP_GET_DEVICE_FD", e))?;
@@ -232,6 +270,7 @@ impl Device {
             config,
             loans: Arc::default(),
             quiesce: Mutex::new(None),
+            _claim: claim,
         })
     }
 
