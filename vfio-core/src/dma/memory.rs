@@ -871,15 +871,18 @@ mod tests {
         let (zeros, ones) = ([0u8; 1100], [0xffu8; 8]);
         for at in 0..9 {
             for len in (0..18).chain([511, 512, 513, 1031]) {
+                // Checked: the bytes before the copy, it, and 9 after it.
+                let span = at + len + 9;
+                let zeros = &zeros[..span];
                 for (skew, via_iova) in [(0, false), (3, false), (0, true), (5, true)] {
-                    m.write_bytes(0, &zeros);
+                    m.write_bytes(0, zeros);
                     let data = &source[skew..skew + len];
                     if via_iova {
                         c.dma_write(m.iova() + at as u64, data).unwrap();
                     } else {
                         m.write_bytes(at, data);
                     }
-                    let mut all = [0xffu8; 1100];
+                    let mut all = vec![0xffu8; span];
                     m.read_bytes(0, &mut all);
                     assert_eq!(all[..at], zeros[..at], "{at}+{len}");
                     assert_eq!(&all[at..at + len], data, "{at}+{len}");
