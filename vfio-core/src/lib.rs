@@ -25,7 +25,8 @@
 //! A device reaches only memory mapped in its container: the IOMMU faults any
 //! other IOVA. This crate maps memory only as [`dma::DmaMemory`] (a buffer
 //! pool is one), which stays mapped while a handle to it lives. What a device
-//! may write is read with volatile accesses; slices are given out only of pool
+//! may write is read with relaxed atomic accesses (never a data race, even
+//! with another thread on the same bytes); slices are given out only of pool
 //! buffers that no device has. Drivers take memory as [`dma::DmaTarget`]
 //! (device reads) or [`dma::DmaTargetMut`] (device writes), which safe code
 //! cannot implement; the [`dma`] module has the rules and what checks them.

@@ -1,14 +1,20 @@
 //! Pinned host memory mapped into the IOMMU.
 //!
 //! The only place (with the pool's two slice constructors) where raw DMA
-//! memory is touched. Device-written memory is read with volatile accesses:
-//! the device may change it at any time, so the compiler must not cache it.
+//! memory is touched. Every access through `&self` (words, byte copies, and
+//! a software device model's DMA by IOVA) is a relaxed atomic load or store
+//! of the accessed width (bytes copy as naturally aligned 8-byte words with
+//! 1-, 2- and 4-byte pieces at the ends): the device may change the memory
+//! at any time, and another thread of ours may access it too, so that such
+//! accesses are not data races in Rust's memory model (which makes a racing
+//! non-atomic or volatile access undefined behaviour). Relaxed atomics order
+//! nothing: ordering against the device is the drivers' fences.
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use nix::sys::mman::{madvise, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags};
@@ -99,22 +105,71 @@ impl PageKind {
 
 /// Plain integer types that may be read from device-written memory with any
 /// bit pattern: `u8`, `u16`, `u32` and `u64` (sealed). Read and written in the
-/// CPU's byte order.
+/// CPU's byte order, each as one relaxed atomic access of its own width
+/// (`AtomicU8` .. `AtomicU64`), at an offset that is a multiple of its size.
 pub trait DmaWord: Copy + sealed::Sealed {}
+use sealed::Sealed as _;
 mod sealed {
-    pub trait Sealed {}
+    /// The atomic access of a word's width.
+    pub trait Sealed: Sized {
+        /// Relaxed atomic load of the word at `p`.
+        ///
+        /// # Safety
+        /// `p` is aligned to the word's size and points at live memory
+        /// readable and writable for the word's size, which is only ever
+        /// accessed atomically while another thread may access it.
+        unsafe fn load(p: *const u8) -> Self;
+        /// Relaxed atomic store of `value` at `p`.
+        ///
+        /// # Safety
+        /// As for [`Sealed::load`].
+        unsafe fn store(p: *mut u8, value: Self);
+    }
 }
 macro_rules! dma_word {
-    ($($t:ty),*) => { $(impl sealed::Sealed for $t {} impl DmaWord for $t {})* };
+    ($($t:ty => $atomic:ty),*) => { $(
+        impl sealed::Sealed for $t {
+            #[inline(always)]
+            unsafe fn load(p: *const u8) -> $t {
+                // SAFETY: the atomic has the word's size and (by the caller)
+                // alignment, and the memory is live and only accessed
+                // atomically meanwhile (the caller's promise).
+                unsafe { <$atomic>::from_ptr(p.cast_mut().cast()).load(Ordering::Relaxed) }
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut u8, value: $t) {
+                // SAFETY: as in `load`.
+                unsafe { <$atomic>::from_ptr(p.cast()).store(value, Ordering::Relaxed) }
+            }
+        }
+        impl DmaWord for $t {}
+        const _: () = assert!(size_of::<$t>() == size_of::<$atomic>());
+    )* };
 }
-dma_word!(u8, u16, u32, u64);
+dma_word!(u8 => AtomicU8, u16 => AtomicU16, u32 => AtomicU32, u64 => AtomicU64);
 
 /// Pinned memory mapped into a container's IOMMU at an IOVA, readable and
 /// writable by every device open in that container.
 ///
 /// A device may write it at any time, so `DmaMemory` hands out no reference
 /// to it: [`DmaMemory::read`], [`DmaMemory::write`] and the byte copies are
-/// volatile accesses, which the compiler never caches or leaves out.
+/// relaxed atomic accesses of the element's width (a word is one access,
+/// whole; a byte copy is aligned 8-byte words with smaller pieces at its
+/// ends). On x86 and ARM these are the plain loads and stores a volatile
+/// access would be, and they are what makes `DmaMemory` honestly `Sync`:
+/// two threads of ours, or a thread and a software device model, may read
+/// and write the same bytes at once without a data race in Rust's memory
+/// model. A racy read returns one of the values written (a word never
+/// tears; a byte copy may mix two writes, a whole aligned 8-byte word at a
+/// time).
+///
+/// What it does not do: relaxed accesses are ordered with nothing else, so
+/// the order in which a device sees CPU writes (a descriptor before its
+/// doorbell) and the CPU sees device writes (a done bit before the data)
+/// still needs the fences the drivers use. And Rust's memory model (from
+/// C++'s) leaves racing atomic accesses of different widths to overlapping
+/// bytes undefined: threads that race on the same bytes should use the same
+/// accesses (the same word type at the same offset, or the same byte range).
 ///
 /// Dropping it unmaps it from the IOMMU and then frees it; when the unmap
 /// fails (a device may still reach it) or [`DmaMemory::leak_on_drop`] was
@@ -144,8 +199,9 @@ pub struct DmaMemory {
     leak: AtomicBool,
 }
 
-// SAFETY: DmaMemory owns its mapping; all access goes through volatile reads
-// and writes of plain integers or through slices whose exclusivity the pool
+// SAFETY: DmaMemory owns its mapping; all access through `&self` is relaxed
+// atomic loads and stores of plain integers (never a data race, whichever
+// threads make them), or goes through slices whose exclusivity the pool
 // guarantees, so moving or sharing the handle across threads is sound.
 unsafe impl Send for DmaMemory {}
 // SAFETY: as above.
@@ -290,7 +346,8 @@ impl DmaMemory {
     }
 
     /// The virtual address of byte 0. Reading through it needs `unsafe`, and
-    /// volatile reads: a device may write the memory at any time.
+    /// atomic reads: a device or another thread may write the memory at any
+    /// time.
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
     }
@@ -309,34 +366,43 @@ impl DmaMemory {
         unsafe { self.ptr.as_ptr().add(offset) }
     }
 
-    /// Volatile read of the word at byte `offset`.
+    /// Reads the word at byte `offset` (one relaxed atomic load of its
+    /// width: never torn, never left out by the compiler).
     ///
     /// # Panics
     ///
     /// When the word is not inside the region or `offset` is not a multiple
     /// of its size.
+    #[inline]
     pub fn read<T: DmaWord>(&self, offset: usize) -> T {
-        let p = self.at(offset, size_of::<T>(), align_of::<T>()).cast::<T>();
-        // SAFETY: in bounds and aligned (`at`); T is a plain integer, valid for any bits.
-        unsafe { p.read_volatile() }
+        // The region starts page-aligned, so an offset that is a multiple of
+        // the size is an address that is (as the atomic needs; `align_of`
+        // of u64 is 4 on some 32-bit targets, its atomic's is 8).
+        let p = self.at(offset, size_of::<T>(), size_of::<T>());
+        // SAFETY: in bounds and aligned to the size (`at`); the mapping is
+        // live while `self` is, and through `&self` it is only accessed
+        // atomically; T is a plain integer, valid for any bits.
+        unsafe { T::load(p) }
     }
 
-    /// Volatile write of `value` at byte `offset`.
+    /// Writes `value` at byte `offset` (one relaxed atomic store of its
+    /// width).
     ///
     /// # Panics
     ///
     /// When the word is not inside the region or `offset` is not a multiple
     /// of its size.
+    #[inline]
     pub fn write<T: DmaWord>(&self, offset: usize, value: T) {
-        let p = self.at(offset, size_of::<T>(), align_of::<T>()).cast::<T>();
-        // SAFETY: in bounds and aligned (`at`); the memory is ours and writable.
-        unsafe { p.write_volatile(value) }
+        let p = self.at(offset, size_of::<T>(), size_of::<T>());
+        // SAFETY: as in `read`; the memory is ours and writable.
+        unsafe { T::store(p, value) }
     }
 
-    /// Volatile writes of `values`, one word after the other from byte
-    /// `offset`, in order, with one bounds check for all of them: for an
-    /// entry a device reads as a whole (an NVMe command, a descriptor)
-    /// before the doorbell that hands it over.
+    /// Writes `values`, one word after the other from byte `offset`, in
+    /// order (a relaxed atomic store each), with one bounds check for all of
+    /// them: for an entry a device reads as a whole (an NVMe command, a
+    /// descriptor) before the doorbell that hands it over.
     ///
     /// # Panics
     ///
@@ -344,15 +410,17 @@ impl DmaMemory {
     /// multiple of the word size.
     pub fn write_words<T: DmaWord>(&self, offset: usize, values: &[T]) {
         let len = size_of_val(values);
-        let p = self.at(offset, len, align_of::<T>()).cast::<T>();
+        let p = self.at(offset, len, size_of::<T>());
         for (i, v) in values.iter().enumerate() {
-            // SAFETY: all `values.len()` words are in bounds and aligned
-            // (`at` checked the whole range); the memory is ours and writable.
-            unsafe { p.add(i).write_volatile(*v) }
+            // SAFETY: all `values.len()` words are in bounds and aligned to
+            // their size (`at` checked the whole range); the memory is ours,
+            // writable, and only accessed atomically through `&self`.
+            unsafe { T::store(p.add(i * size_of::<T>()), *v) }
         }
     }
 
-    /// Copies `out.len()` bytes at `offset` into `out`, with volatile reads.
+    /// Copies `out.len()` bytes at `offset` into `out`, with relaxed atomic
+    /// loads (aligned 8-byte words, smaller pieces at the ends).
     ///
     /// # Panics
     ///
@@ -364,7 +432,8 @@ impl DmaMemory {
         unsafe { copy_from_device(p, out) }
     }
 
-    /// Copies `data` to `offset`, with volatile writes.
+    /// Copies `data` to `offset`, with relaxed atomic stores (aligned 8-byte
+    /// words, smaller pieces at the ends).
     ///
     /// # Panics
     ///
@@ -498,7 +567,8 @@ impl RawDma {
 #[cfg(any(test, feature = "testing"))]
 impl Container {
     /// Copies `out.len()` bytes at `iova` out of the memory mapped there
-    /// (volatile reads, as a device's DMA would see them).
+    /// (relaxed atomic loads, as [`DmaMemory::read_bytes`] does, so a model
+    /// on its own thread does not race the driver's accesses).
     ///
     /// # Errors
     ///
@@ -513,7 +583,8 @@ impl Container {
         .ok_or_else(|| unmapped_error(iova, out.len()))
     }
 
-    /// Copies `data` into the memory mapped at `iova` (volatile writes).
+    /// Copies `data` into the memory mapped at `iova` (relaxed atomic
+    /// stores, as [`DmaMemory::write_bytes`] does).
     ///
     /// # Errors
     ///
@@ -629,103 +700,89 @@ fn miri_map(size: NonZeroUsize, flags: MapFlags) -> nix::Result<NonNull<u8>> {
 }
 
 /// Copies `out.len()` bytes out of device-visible memory at `src` with
-/// volatile reads: a byte head up to the first 8-aligned address, then
-/// aligned 512-byte blocks and 8-byte words, then a byte tail (a byte loop
-/// is many times the accesses, and minutes under Miri).
+/// relaxed atomic loads ([`copy_steps`]: naturally aligned 8-byte words, and
+/// 1-, 2- and 4-byte pieces before the first and after the last of them).
 ///
 /// # Safety
-/// `src..src + out.len()` must be readable memory that `out` does not overlap.
+/// `src..src + out.len()` must be live memory, readable and writable, that
+/// `out` does not overlap and that is only accessed atomically while other
+/// threads may access it.
 unsafe fn copy_from_device(src: *const u8, out: &mut [u8]) {
     let dst = out.as_mut_ptr();
     copy_steps(src.addr(), out.len(), |at, size| {
         // SAFETY: each step lies inside both ranges (`copy_steps`), and its
-        // device side is aligned to its size; the plain side takes
-        // unaligned accesses.
+        // device side is aligned to its size, as the atomic load needs (and
+        // only accessed atomically: the caller); the plain side is `out`,
+        // ours, and takes unaligned accesses.
         unsafe {
             let (s, d) = (src.add(at), dst.add(at));
             match size {
-                BLOCK => d
-                    .cast::<Block>()
-                    .write_unaligned(s.cast::<Block>().read_volatile()),
-                8 => d
-                    .cast::<u64>()
-                    .write_unaligned(s.cast::<u64>().read_volatile()),
-                _ => d.write(s.read_volatile()),
+                8 => d.cast::<u64>().write_unaligned(u64::load(s)),
+                4 => d.cast::<u32>().write_unaligned(u32::load(s)),
+                2 => d.cast::<u16>().write_unaligned(u16::load(s)),
+                _ => d.write(u8::load(s)),
             }
         }
     });
 }
 
 /// Copies `data` into device-visible memory at `dst`, as
-/// [`copy_from_device`] does the other way (volatile writes).
+/// [`copy_from_device`] does the other way (relaxed atomic stores).
 ///
 /// # Safety
-/// `dst..dst + data.len()` must be writable memory that `data` does not overlap.
+/// `dst..dst + data.len()` must be live writable memory that `data` does not
+/// overlap and that is only accessed atomically while other threads may
+/// access it.
 unsafe fn copy_to_device(data: &[u8], dst: *mut u8) {
-    if data.len() < SHORT {
-        // A virtio-net header: a plain byte loop is fewer instructions.
-        for (i, &b) in data.iter().enumerate() {
-            // SAFETY: i < data.len(), inside the range (caller).
-            unsafe { dst.add(i).write_volatile(b) };
-        }
-        return;
-    }
     let src = data.as_ptr();
     copy_steps(dst.addr(), data.len(), |at, size| {
-        // SAFETY: as in `copy_from_device`.
+        // SAFETY: as in `copy_from_device`, the other way.
         unsafe {
             let (s, d) = (src.add(at), dst.add(at));
             match size {
-                BLOCK => d
-                    .cast::<Block>()
-                    .write_volatile(s.cast::<Block>().read_unaligned()),
-                8 => d
-                    .cast::<u64>()
-                    .write_volatile(s.cast::<u64>().read_unaligned()),
-                _ => d.write_volatile(s.read()),
+                8 => u64::store(d, s.cast::<u64>().read_unaligned()),
+                4 => u32::store(d, s.cast::<u32>().read_unaligned()),
+                2 => u16::store(d, s.cast::<u16>().read_unaligned()),
+                _ => u8::store(d, s.read()),
             }
         }
     });
 }
 
-/// The unit of the bulk part of a copy.
-type Block = [u64; BLOCK / 8];
-const BLOCK: usize = 512;
-/// Writes shorter than this go a byte at a time.
-const SHORT: usize = 16;
-
 /// Calls `step(offset, size)` for each step of a copy of `len` bytes at
-/// device address `addr`: single bytes up to the first 8-aligned address,
-/// blocks of [`BLOCK`] bytes and 8-byte words while they fit, single bytes
-/// after. Plain loops, no iterator adapters: under Miri every adapter layer
-/// is interpreted per step.
+/// device address `addr`, each `size` (8, 4, 2 or 1) bytes at an address
+/// that is a multiple of `size`: up to the first 8-aligned address the
+/// largest such piece that fits, then 8-byte words while they fit, then the
+/// largest pieces that fit (a 12-byte virtio-net header at an aligned
+/// buffer is two steps, 8 and 4 bytes). The same address and length always
+/// give the same steps. Plain loops, no iterator adapters: under Miri every
+/// adapter layer is interpreted per step.
+#[inline(always)]
 fn copy_steps(addr: usize, len: usize, mut step: impl FnMut(usize, usize)) {
-    let (head, words) = split_for_words(addr, len);
-    let tail = head + words * 8;
     let mut at = 0;
-    while at < head {
-        step(at, 1);
-        at += 1;
+    while at < len && !addr.wrapping_add(at).is_multiple_of(8) {
+        let size = piece(addr.wrapping_add(at), len - at);
+        step(at, size);
+        at += size;
     }
-    while tail - at >= BLOCK {
-        step(at, BLOCK);
-        at += BLOCK;
-    }
-    while at < tail {
+    while len - at >= 8 {
         step(at, 8);
         at += 8;
     }
     while at < len {
-        step(at, 1);
-        at += 1;
+        let size = piece(addr.wrapping_add(at), len - at);
+        step(at, size);
+        at += size;
     }
 }
 
-/// For a copy of `len` bytes at device address `addr`: the bytes before the
-/// first 8-aligned address (at most `len`), and the whole words after them.
-fn split_for_words(addr: usize, len: usize) -> (usize, usize) {
-    let head = (addr.wrapping_neg() % 8).min(len);
-    (head, (len - head) / 8)
+/// The largest of 8, 4, 2 and 1 bytes that `addr` is a multiple of and that
+/// is at most `left` (at least 1).
+#[inline(always)]
+fn piece(addr: usize, left: usize) -> usize {
+    let aligned = 1 << addr.trailing_zeros().min(3);
+    let fits = 1 << left.ilog2().min(3);
+    aligned.min(fits)
 }
 
 fn unmap(ptr: NonNull<u8>, len: usize) {
@@ -814,15 +871,18 @@ mod tests {
         let (zeros, ones) = ([0u8; 1100], [0xffu8; 8]);
         for at in 0..9 {
             for len in (0..18).chain([511, 512, 513, 1031]) {
+                // Checked: the bytes before the copy, it, and 9 after it.
+                let span = at + len + 9;
+                let zeros = &zeros[..span];
                 for (skew, via_iova) in [(0, false), (3, false), (0, true), (5, true)] {
-                    m.write_bytes(0, &zeros);
+                    m.write_bytes(0, zeros);
                     let data = &source[skew..skew + len];
                     if via_iova {
                         c.dma_write(m.iova() + at as u64, data).unwrap();
                     } else {
                         m.write_bytes(at, data);
                     }
-                    let mut all = [0xffu8; 1100];
+                    let mut all = vec![0xffu8; span];
                     m.read_bytes(0, &mut all);
                     assert_eq!(all[..at], zeros[..at], "{at}+{len}");
                     assert_eq!(&all[at..at + len], data, "{at}+{len}");
@@ -840,28 +900,92 @@ mod tests {
         }
     }
 
+    /// Two threads share one region: one writes a word, a run of words
+    /// and a byte range over and over while the other reads the same bytes
+    /// with the same accesses. Every word read is one of the words written,
+    /// whole; in the byte range each byte is one of the two written there,
+    /// and each piece the copy moves as one access comes whole from one
+    /// write. Under
+    /// Miri (`cargo xtask miri`) a data race between the two fails it.
     #[test]
-    fn a_copy_splits_into_a_byte_head_and_aligned_words() {
-        assert_eq!(split_for_words(0x1000, 20), (0, 2));
-        assert_eq!(split_for_words(0x1003, 20), (5, 1));
-        assert_eq!(split_for_words(0x1003, 4), (4, 0));
-        assert_eq!(split_for_words(0x1007, 9), (1, 1));
-        assert_eq!(split_for_words(0x1001, 0), (0, 0));
+    fn two_threads_racing_on_the_same_bytes_read_whole_written_values() {
+        const ROUNDS: usize = if cfg!(miri) { 200 } else { 20_000 };
+        // Copied as pieces of 1, 2, 8, 8, 4 and 1 bytes (`copy_steps`).
+        const AT: usize = 0x45;
+        const PIECES: [(usize, usize); 6] = [(0, 1), (1, 3), (3, 11), (11, 19), (19, 23), (23, 24)];
+        const LEN: usize = 24;
+        let words = [0x1111_2222_u32, 0xaaaa_bbbb];
+        let runs = [[1u64, 2], [0x8000_0000_0000_0003, 0x8000_0000_0000_0004]];
+        let bytes: [[u8; LEN]; 2] = [
+            std::array::from_fn(|i| i as u8 + 1),
+            std::array::from_fn(|i| 0x80 | (i as u8 + 1)),
+        ];
+        let m = Arc::new(memory(4096));
+        m.write::<u32>(0, words[0]);
+        m.write_words::<u64>(16, &runs[0]);
+        m.write_bytes(AT, &bytes[0]);
+        let writer = {
+            let m = Arc::clone(&m);
+            std::thread::spawn(move || {
+                for i in 0..ROUNDS {
+                    m.write::<u32>(0, words[i % 2]);
+                    m.write_words::<u64>(16, &runs[i % 2]);
+                    m.write_bytes(AT, &bytes[i % 2]);
+                }
+            })
+        };
+        for _ in 0..ROUNDS {
+            let w = m.read::<u32>(0);
+            assert!(words.contains(&w), "torn word {w:#x}");
+            for (i, at) in [16, 24].into_iter().enumerate() {
+                let w = m.read::<u64>(at);
+                assert!(w == runs[0][i] || w == runs[1][i], "torn word {w:#x}");
+            }
+            let mut out = [0u8; LEN];
+            m.read_bytes(AT, &mut out);
+            for (i, b) in out.iter().enumerate() {
+                assert!(*b == bytes[0][i] || *b == bytes[1][i], "byte {i}: {b:#x}");
+            }
+            for (start, end) in PIECES {
+                let piece = &out[start..end];
+                let from = piece[0] >> 7;
+                assert!(piece.iter().all(|b| b >> 7 == from), "torn {piece:x?}");
+            }
+        }
+        writer.join().unwrap();
     }
 
     #[test]
-    fn a_copy_takes_bytes_then_blocks_then_words_then_bytes() {
+    fn a_copy_takes_aligned_pieces_then_words_then_aligned_pieces() {
         let steps = |addr, len| {
             let mut all = Vec::new();
             copy_steps(addr, len, |at, size| all.push((at, size)));
             all
         };
-        let mut want = vec![(0, 1), (1, 1), (2, 512), (514, 512), (1026, 8), (1034, 8)];
-        want.extend([(1042, 1), (1043, 1), (1044, 1)]);
-        assert_eq!(steps(0x1006, 2 + 1024 + 16 + 3), want);
-        assert_eq!(steps(0x1000, 7).len(), 7);
+        let want = [(0, 2), (2, 8), (10, 8), (18, 4), (22, 2), (24, 1)];
+        assert_eq!(steps(0x1006, 2 + 16 + 7), want);
+        assert_eq!(
+            steps(0x1005, 20),
+            [(0, 1), (1, 2), (3, 8), (11, 8), (19, 1)]
+        );
+        assert_eq!(steps(0x1003, 4), [(0, 1), (1, 2), (3, 1)]);
+        assert_eq!(steps(0x1001, 2), [(0, 1), (1, 1)]);
+        assert_eq!(steps(0x1000, 12), [(0, 8), (8, 4)], "a virtio-net header");
         assert_eq!(steps(0x1000, 16), [(0, 8), (8, 8)]);
+        assert_eq!(steps(0x1000, 4096).len(), 512, "a page: 512 words");
         assert_eq!(steps(0x1000, 0), []);
+        for addr in 0x1000..0x1010 {
+            for len in 0..40 {
+                let all = steps(addr, len);
+                let mut at = 0;
+                for (off, size) in all {
+                    assert_eq!(off, at, "{addr:#x}+{len}: contiguous");
+                    assert!((addr + off).is_multiple_of(size), "{addr:#x}+{len}");
+                    at += size;
+                }
+                assert_eq!(at, len, "{addr:#x}+{len}: every byte once");
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! container allocates, and buffer pools cut from it.
 //!
 //! - [`DmaMemory`]: one region (a descriptor ring, a large transfer), read
-//!   and written with volatile word and byte copies.
+//!   and written with relaxed atomic word accesses and byte copies, so that
+//!   threads (and software device models) racing on it are not a data race
+//!   in Rust's memory model; ordering against the device is the drivers'
+//!   fences.
 //! - [`BufferPool`]: one region cut into equal [`Buffer`]s (packets, blocks);
 //!   a buffer can become a read-only [`SharedBuffer`] with several owners.
 //! - [`RawDma`]: an IOVA range that `unsafe` code vouches for.

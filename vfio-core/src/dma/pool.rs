@@ -281,8 +281,8 @@ impl Buffer {
         }
     }
 
-    /// Volatile read of the word at byte `offset` in the buffer (for
-    /// device-written data).
+    /// Reads the word at byte `offset` in the buffer (for device-written
+    /// data), as [`DmaMemory::read`] does: one relaxed atomic load.
     ///
     /// # Panics
     ///
@@ -293,7 +293,8 @@ impl Buffer {
         self.pool.memory.read(self.offset() + offset)
     }
 
-    /// Volatile write of `value` at byte `offset` in the buffer. Forgets
+    /// Writes `value` at byte `offset` in the buffer (one relaxed atomic
+    /// store, as [`DmaMemory::write`]). Forgets
     /// which bytes a device wrote, as [`Buffer::as_mut_slice`] does.
     ///
     /// # Panics

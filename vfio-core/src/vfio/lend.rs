@@ -159,7 +159,7 @@ impl Loans {
 /// that keeper, for any device:
 ///
 /// - [`Device::lend`] moves the memory in and returns a [`Lent`] handle that
-///   gives out its IOVA (and, for [`DmaMemory`], its volatile accessors) but
+///   gives out its IOVA (and, for [`DmaMemory`], its atomic accessors) but
 ///   no `&mut`, no slice, and no way to drop it back to a pool or the
 ///   allocator.
 /// - [`Lent::reclaim`] gives the memory back only once the device was
@@ -354,7 +354,7 @@ impl<T: DmaTarget> Lent<T> {
 }
 
 impl Lent<DmaMemory> {
-    /// The memory, for volatile reads (and writes the device expects) while
+    /// The memory, for its atomic reads (and writes the device expects) while
     /// it is lent: [`DmaMemory`] gives out no reference to its bytes, so this
     /// is sound while the device writes it.
     pub fn memory(&self) -> &DmaMemory {
@@ -478,7 +478,7 @@ mod tests {
             Ok(())
         })));
         let mem = device.lend(DmaMemory::new(&container, 4096, Backing::Pages).unwrap());
-        mem.memory().write::<u32>(0, 7); // volatile access while lent
+        mem.memory().write::<u32>(0, 7); // atomic access while lent
         device.quiesce().unwrap();
         assert!(saw_master.load(Ordering::Relaxed));
         assert!(!bus_master(&config));
