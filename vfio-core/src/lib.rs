@@ -13,12 +13,39 @@
 //! - [`poll`]: waiting for a device, a condition polled until a timeout.
 //! - [`error`]: the one [`Error`] type, whose messages say what to do.
 //!
-//! Drivers built on this crate need no `unsafe` for MMIO or DMA: the few places
+//! Drivers built on this crate need no `unsafe` for MMIO or DMA (see the trust
+//! boundary below for what that does and does not promise): the few places
 //! that talk to the kernel or to raw memory are `vfio::ioctl`, [`mmio`],
 //! `dma::memory` and the pool's slice accessors (and, with the `tokio`
 //! feature, `vfio::irq_async`'s registration of an eventfd with tokio), each
 //! block with a `// SAFETY:` comment. The one `unsafe` function, [`dma::RawDma::new`], names an IOVA
 //! range of the caller's choosing.
+//!
+//! # The trust boundary
+//!
+//! "No `unsafe`" does not mean the types confine the device. Exactly:
+//!
+//! - **The types** (the compiler) see to it that the CPU never reads, frees or
+//!   reuses memory while a driver has given it to a device through a
+//!   [`dma::DmaTarget`]: such memory is moved into the driver's queue or
+//!   borrowed `&mut` until the driver has seen the device finish with it, or
+//!   stopped it ([`vfio::Device::stop_dma`], [`vfio::Device::quiesce`]), or
+//!   leaked it for good. CPU accesses to DMA memory through shared handles are
+//!   relaxed atomics, so they never race in Rust's memory model.
+//! - **Run time** checks what types cannot: a buffer of another container is
+//!   refused ([`dma::DmaTarget::dma_range`]), a PCI function is open once per
+//!   process ([`Error::AlreadyOpen`]), a loan ends only after a quiesce that
+//!   began after it, and a panic between "the device may write this" and
+//!   "stopped or leaked" cannot hand the memory back (the stop sequence
+//!   catches the driver's step and logs last; the leak step and NVMe's
+//!   blocking calls abort rather than unwind, see [`vfio::AbortOnUnwind`]).
+//! - **The IOMMU** confines what no Rust type can: [`mmio::Mmio::write64`] and
+//!   its kin are safe and can write any number into a device's DMA address
+//!   register. Whatever a driver's MMIO writes tell a device, it reaches only
+//!   memory mapped in its container. Inside that container it can reach every
+//!   mapping: a driver's MMIO writes must name only memory it holds as a
+//!   `DmaTarget` for as long as the device may use it. That is the rule a
+//!   driver author must get right, and what the drivers here are tested for.
 //!
 //! # Memory a device may touch
 //!

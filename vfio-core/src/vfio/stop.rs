@@ -121,8 +121,16 @@ impl Device {
     /// runs `leak`, which must leave every region and buffer the device may
     /// reach allocated and mapped ([`crate::dma::DmaTarget::leak`],
     /// [`crate::dma::DmaMemory::leak_on_drop`]). Only then does it log, and
-    /// resume a panic of `stop`. See the [module docs](self) for why this
-    /// order, and why `leak` aborts the process if it panics.
+    /// resume a panic of `stop`.
+    ///
+    /// Why this order: a logger and a driver's step are code of the
+    /// program's and may panic; a panic that unwound while the device could
+    /// still write would drop the memory (back to a pool, or unmapped) under
+    /// it. So nothing that may panic runs between "the device may still
+    /// write this" and "it is stopped or the memory leaked", and the `leak`
+    /// step runs behind [`AbortOnUnwind`]: a panic inside it aborts the
+    /// process. A panic resumed here while the thread is already unwinding
+    /// (a `Drop` run by another panic) aborts too, as Rust does.
     ///
     /// Every driver in this workspace stops its device through this (its
     /// `Drop`, and its blocking calls that must return with commands in
