@@ -122,12 +122,16 @@ impl<B> Slot<B> {
 ///   the controller is done with it: on a timeout or an error with commands
 ///   still in flight it first disables the controller (or turns its bus
 ///   mastering off), so none of them moves data any more; if neither can be
-///   done, the process aborts.
+///   done, the process aborts. So does a panic while its commands are in
+///   flight (it would hand the borrow back early); the controller is
+///   stopped before anything is logged, so a panicking logger unwinds only
+///   once the memory is safe.
 /// - Dropping the queue pair (or leaving a scope by `?`) deletes its queues
 ///   at the controller, which completes only when every command of them is
 ///   done, before any buffer it holds goes back to its pool; if that fails,
 ///   the controller is disabled; if even that fails, the buffers and rings
-///   are leaked on purpose (`vfio_core::dma::leaked`), never reused.
+///   are leaked on purpose (`vfio_core::dma::leaked`), never reused. All of
+///   it through vfio-core's `Device::stop_dma`, before anything is logged.
 ///
 /// ```compile_fail,E0502
 /// # use nvme_driver::IoQueuePair;

@@ -1,9 +1,9 @@
 //! A VFIO device: regions, config space, BARs, bus mastering, reset, interrupts.
 
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};

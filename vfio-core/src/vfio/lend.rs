@@ -615,12 +615,22 @@ mod tests {
         let container = Container::unbacked();
         let (device, _) = device(&container);
         let config: SharedModel = Arc::new(Mutex::new(RegisterFile::new(256)));
-        let again = Device::from_models(&container, device.address(), (256, config.clone()), vec![]);
+        let again =
+            Device::from_models(&container, device.address(), (256, config.clone()), vec![]);
         let err = again.expect_err("00:05.0 is open already");
         assert!(matches!(err, Error::AlreadyOpen { addr } if addr == device.address()));
-        assert!(err.to_string().contains("0000:00:05.0 is already open in this process"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("0000:00:05.0 is already open in this process"),
+            "{err}"
+        );
         drop(device);
-        Device::from_models(&container, "00:05.0".parse().unwrap(), (256, config), vec![])
-            .expect("free again once the first is dropped");
+        Device::from_models(
+            &container,
+            "00:05.0".parse().unwrap(),
+            (256, config),
+            vec![],
+        )
+        .expect("free again once the first is dropped");
     }
 }
