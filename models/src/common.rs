@@ -20,6 +20,9 @@ const BUS_MASTER: u8 = 1 << 2;
 #[derive(Debug)]
 pub(crate) struct PciConfig {
     bytes: [u8; 256],
+    /// The command register ignores writes: Bus Master Enable cannot be
+    /// cleared (a fault for tests).
+    pub(crate) command_stuck: bool,
 }
 
 impl PciConfig {
@@ -38,7 +41,10 @@ impl PciConfig {
             bytes[0x34] = 0x40;
             bytes[0x40..0x40 + caps.len()].copy_from_slice(caps);
         }
-        PciConfig { bytes }
+        PciConfig {
+            bytes,
+            command_stuck: false,
+        }
     }
 
     /// Sets the subsystem ID (0x2e).
@@ -52,6 +58,22 @@ impl PciConfig {
     }
 }
 
+/// Faults of a NIC's register interface, for tests of what a driver does
+/// when it cannot stop the device through its registers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wedge {
+    /// Registers work.
+    #[default]
+    None,
+    /// Every BAR write is ignored (a hung NIC): receive and transmit stay
+    /// on as they were set up, and a reset never happens. DMA still obeys
+    /// Bus Master Enable.
+    IgnoresWrites,
+    /// Every BAR access panics, in the driver's thread: a stand-in for a
+    /// driver's stop step that panics.
+    Panics,
+}
+
 impl RegisterModel for PciConfig {
     fn read(&mut self, offset: usize, size: usize) -> u64 {
         let mut b = [0u8; 8];
@@ -62,7 +84,8 @@ impl RegisterModel for PciConfig {
     fn write(&mut self, offset: usize, size: usize, value: u64) {
         for (i, byte) in value.to_le_bytes()[..size].iter().enumerate() {
             let at = offset + i;
-            if (COMMAND..COMMAND + 2).contains(&at) || (0x10..0x28).contains(&at) {
+            let command = (COMMAND..COMMAND + 2).contains(&at);
+            if (command && !self.command_stuck) || (0x10..0x28).contains(&at) {
                 self.bytes[at] = *byte;
             }
         }
@@ -90,6 +113,22 @@ impl Dma {
             enabled: false,
             faults: 0,
         }
+    }
+
+    /// Bus Master Enable, as the command register holds it now.
+    pub(crate) fn bus_master(&self) -> bool {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bus_master()
+    }
+
+    /// Makes the command register ignore writes (or take them again).
+    pub(crate) fn set_command_stuck(&self, on: bool) {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .command_stuck = on;
     }
 
     /// Samples Bus Master Enable before a burst of DMA; false when clear.

@@ -38,7 +38,7 @@ use vfio_core::mmio::RegisterModel;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Container, Device};
 
-use crate::common::{insert_checksum, Dma, Engine, ModelThread, PciConfig};
+use crate::common::{insert_checksum, Dma, Engine, ModelThread, PciConfig, Wedge};
 
 /// Bytes of BAR0 (the 82540EM's 128 KiB memory BAR, 4.1).
 pub const BAR_LEN: usize = 0x20000;
@@ -244,6 +244,8 @@ pub struct E1000Model {
     pub dropped: u64,
     /// Device resets (CTRL.RST).
     pub resets: u32,
+    /// A register interface that stops working ([`Wedge`]); none by default.
+    pub wedge: Wedge,
     /// Ring and transmit values no correct driver writes (a tail past the
     /// ring, an unknown descriptor type), seen and ignored.
     pub driver_errors: u64,
@@ -284,6 +286,7 @@ impl E1000Model {
             sent: 0,
             dropped: 0,
             resets: 0,
+            wedge: Wedge::None,
             driver_errors: 0,
             threaded: false,
         };
@@ -361,6 +364,18 @@ impl E1000Model {
     }
 
     /// DMA the IOMMU refused (no mapping) or bus mastering forbade.
+    /// Makes the PCI command register ignore writes (`on`), or take them
+    /// again: a device whose Bus Master Enable cannot be cleared.
+    pub fn set_bus_master_stuck(&mut self, on: bool) {
+        self.dma.set_command_stuck(on);
+    }
+
+    /// Whether Bus Master Enable is set in its command register: with it
+    /// clear the device starts no DMA.
+    pub fn bus_master(&self) -> bool {
+        self.dma.bus_master()
+    }
+
     pub fn dma_faults(&self) -> u64 {
         self.dma.faults
     }
@@ -770,6 +785,9 @@ impl RegisterModel for E1000Model {
     /// 32-bit registers; a narrower read returns its bytes of the register,
     /// with no side effect.
     fn read(&mut self, offset: usize, size: usize) -> u64 {
+        if self.wedge == Wedge::Panics {
+            panic!("e1000 model: a read of BAR offset {offset:#x} with Wedge::Panics");
+        }
         let word = offset & !3;
         if size != 4 {
             let v = if word == STATUS {
@@ -810,6 +828,13 @@ impl RegisterModel for E1000Model {
 
     /// 32-bit registers; narrower writes are ignored.
     fn write(&mut self, offset: usize, size: usize, value: u64) {
+        match self.wedge {
+            Wedge::None => {}
+            Wedge::IgnoresWrites => return,
+            Wedge::Panics => {
+                panic!("e1000 model: a write of BAR offset {offset:#x} with Wedge::Panics")
+            }
+        }
         if size != 4 {
             return;
         }

@@ -28,4 +28,4 @@ pub mod nvme;
 mod nvme_sgl;
 pub mod virtio_net;
 
-pub use common::ModelThread;
+pub use common::{ModelThread, Wedge};

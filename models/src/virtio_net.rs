@@ -40,7 +40,7 @@ use vfio_core::mmio::RegisterModel;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Container, Device};
 
-use crate::common::{insert_checksum, Dma, Engine, ModelThread, PciConfig};
+use crate::common::{insert_checksum, Dma, Engine, ModelThread, PciConfig, Wedge};
 
 /// The BAR holding the structures (as QEMU's virtio-net-pci: BAR 4), and its bytes.
 pub const BAR: u32 = 4;
@@ -240,6 +240,8 @@ pub struct VirtioNetModel {
     pub notifications: [u64; 2],
     /// Device resets (status 0 written).
     pub resets: u32,
+    /// A register interface that stops working ([`Wedge`]); none by default.
+    pub wedge: Wedge,
     /// Values no correct driver writes (bad queue setup, a malformed chain,
     /// a feature not offered), each of which set NEEDS_RESET or was ignored.
     pub driver_errors: u64,
@@ -298,6 +300,7 @@ impl VirtioNetModel {
             dropped: 0,
             notifications: [0; 2],
             resets: 0,
+            wedge: Wedge::None,
             driver_errors: 0,
             threaded: false,
         }));
@@ -367,6 +370,18 @@ impl VirtioNetModel {
     }
 
     /// DMA the IOMMU refused (no mapping) or bus mastering forbade.
+    /// Makes the PCI command register ignore writes (`on`), or take them
+    /// again: a device whose Bus Master Enable cannot be cleared.
+    pub fn set_bus_master_stuck(&mut self, on: bool) {
+        self.dma.set_command_stuck(on);
+    }
+
+    /// Whether Bus Master Enable is set in its command register: with it
+    /// clear the device starts no DMA.
+    pub fn bus_master(&self) -> bool {
+        self.dma.bus_master()
+    }
+
     pub fn dma_faults(&self) -> u64 {
         self.dma.faults
     }
@@ -742,6 +757,9 @@ impl Engine for VirtioNetModel {
 
 impl RegisterModel for VirtioNetModel {
     fn read(&mut self, offset: usize, size: usize) -> u64 {
+        if self.wedge == Wedge::Panics {
+            panic!("virtio-net model: a read of BAR offset {offset:#x} with Wedge::Panics");
+        }
         match offset {
             o if o < COMMON_AT + COMMON_LEN => self.common_read(o - COMMON_AT, size),
             // 4.1.4.5: reading the ISR status clears it.
@@ -759,6 +777,13 @@ impl RegisterModel for VirtioNetModel {
     }
 
     fn write(&mut self, offset: usize, size: usize, value: u64) {
+        match self.wedge {
+            Wedge::None => {}
+            Wedge::IgnoresWrites => return,
+            Wedge::Panics => {
+                panic!("virtio-net model: a write of BAR offset {offset:#x} with Wedge::Panics")
+            }
+        }
         match offset {
             o if o < COMMON_AT + COMMON_LEN => self.common_write(o - COMMON_AT, size, value),
             o if (NOTIFY_AT..NOTIFY_AT + NOTIFY_LEN).contains(&o) && size == 2 => {
