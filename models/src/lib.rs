@@ -14,6 +14,9 @@
 //! - [`virtio_net`]: a modern virtio-pci network device with split
 //!   virtqueues, feature negotiation, checksum completion, and hostile
 //!   used-ring entries.
+//! - [`panicking_logger`]: a `log::Log` that panics on warnings, for the
+//!   tests that no driver logs while its device may still write memory it
+//!   is about to give back.
 //!
 //! The NIC models carry frames between the driver and the test: frames the
 //! test delivers are received into the driver's buffers, frames the driver
@@ -26,6 +29,7 @@ mod common;
 pub mod e1000;
 pub mod nvme;
 mod nvme_sgl;
+pub mod panicking_logger;
 pub mod virtio_net;
 
 pub use common::{ModelThread, Wedge};

@@ -13,10 +13,8 @@
 //! Not in a Miri lane (xtask): a wedged virtio-net waits out its 1 s reset
 //! timeout, and the leak case re-executes the test binary.
 
-use std::cell::RefCell;
-use std::panic::{self, AssertUnwindSafe};
 use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use nic_driver::e1000::E1000;
 use nic_driver::virtio::VirtioNet;
@@ -24,69 +22,9 @@ use nic_driver::{Config, NetDevice};
 use vfio_core::dma::{Buffer, BufferPool};
 use vfio_core::vfio::Container;
 use vfio_models::e1000::{E1000Config, E1000Model};
+use vfio_models::panicking_logger::{install, logged, panicked, set_hook};
 use vfio_models::virtio_net::{VirtioNetConfig, VirtioNetModel};
 use vfio_models::Wedge;
-
-// ---- a logger that panics ----
-
-/// What the logger saw: the level, the message, and what the test's hook
-/// reported at that moment.
-type Logged = (log::Level, String, String);
-
-thread_local! {
-    /// Called by the logger before it panics: the state of the device and
-    /// memory at the moment a warning or an error is logged.
-    static HOOK: RefCell<Option<Box<dyn Fn() -> String>>> = const { RefCell::new(None) };
-    static LOGGED: RefCell<Vec<Logged>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Panics on every warning and error (after recording it, and printing it
-/// with the hook's report to stderr, which a parent process reads).
-struct PanickingLogger;
-
-impl log::Log for PanickingLogger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::Level::Warn
-    }
-
-    fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let state = HOOK.with(|h| h.borrow().as_ref().map_or_else(String::new, |f| f()));
-        let message = record.args().to_string();
-        eprintln!("logger: {} {message} [{state}]", record.level());
-        LOGGED.with(|l| l.borrow_mut().push((record.level(), message, state)));
-        panic!("the test's logger panics on every {}", record.level());
-    }
-
-    fn flush(&self) {}
-}
-
-/// Installs the panicking logger (once per process) and clears this
-/// thread's hook and record.
-fn panicking_logger() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&PanickingLogger).expect("the only logger");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-    HOOK.with(|h| *h.borrow_mut() = None);
-    LOGGED.with(|l| l.borrow_mut().clear());
-}
-
-fn set_hook(f: impl Fn() -> String + 'static) {
-    HOOK.with(|h| *h.borrow_mut() = Some(Box::new(f)));
-}
-
-fn logged() -> Vec<Logged> {
-    LOGGED.with(|l| l.borrow().clone())
-}
-
-/// Runs `f`; true when it panicked.
-fn panicked(f: impl FnOnce()) -> bool {
-    panic::catch_unwind(AssertUnwindSafe(f)).is_err()
-}
 
 // ---- the NICs ----
 
@@ -170,7 +108,7 @@ fn drop_panics_only_after_bus_mastering_is_off<M: Nic>(
     nic: Box<dyn NetDevice>,
     wedge: Wedge,
 ) {
-    panicking_logger();
+    install();
     let pool: Arc<BufferPool> = Arc::clone(nic.pool());
     let in_rings = pool.capacity() - pool.free_count();
     assert!(in_rings > 0, "the receive ring holds buffers");
@@ -256,7 +194,7 @@ fn run_child(name: &str) -> (std::process::ExitStatus, String) {
 /// mastering. The logger reports, when it is first called, how many of the
 /// pool's buffers are free and how many regions were leaked.
 fn leak_child<M: Nic>(model: Arc<Mutex<M>>, nic: Box<dyn NetDevice>) {
-    panicking_logger();
+    install();
     let pool: Arc<BufferPool> = Arc::clone(nic.pool());
     let free = pool.free_count();
     let leaked = vfio_core::dma::leaked();

@@ -10,10 +10,8 @@
 //!
 //! Not in a Miri lane (xtask): the admin and I/O timeouts are waited out.
 
-use std::cell::RefCell;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nvme_driver::{Controller, Error, IoQueuePair};
@@ -21,70 +19,7 @@ use vfio_core::dma::{Backing, Buffer, BufferPool, DmaMemory};
 use vfio_core::mmio::{RegisterFile, RegisterModel, SharedModel};
 use vfio_core::vfio::{Container, Device};
 use vfio_models::nvme::{NvmeConfig, NvmeModel};
-
-// ---- a logger that panics ----
-
-/// What the logger saw: the level, the message, and what the test's hook
-/// reported at that moment.
-type Logged = (log::Level, String, String);
-
-thread_local! {
-    /// Called by the logger before it panics: the state of the controller
-    /// at the moment a warning or an error is logged.
-    static HOOK: RefCell<Option<Box<dyn Fn() -> String>>> = const { RefCell::new(None) };
-    static LOGGED: RefCell<Vec<Logged>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Panics on every warning and error, after recording it.
-struct PanickingLogger;
-
-impl log::Log for PanickingLogger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::Level::Warn
-    }
-
-    fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let state = HOOK.with(|h| h.borrow().as_ref().map_or_else(String::new, |f| f()));
-        let message = record.args().to_string();
-        LOGGED.with(|l| l.borrow_mut().push((record.level(), message, state)));
-        panic!("the test's logger panics on every {}", record.level());
-    }
-
-    fn flush(&self) {}
-}
-
-/// Installs the panicking logger (once per process) and clears this
-/// thread's hook and record.
-fn panicking_logger() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&PanickingLogger).expect("the only logger");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-    HOOK.with(|h| *h.borrow_mut() = None);
-    LOGGED.with(|l| l.borrow_mut().clear());
-}
-
-fn set_hook(f: impl Fn() -> String + 'static) {
-    HOOK.with(|h| *h.borrow_mut() = Some(Box::new(f)));
-}
-
-/// The one warning logged so far, and what the hook said then.
-fn the_warning() -> (String, String) {
-    let logged = LOGGED.with(|l| l.borrow().clone());
-    assert_eq!(logged.len(), 1, "{logged:?}");
-    let (level, message, state) = logged.into_iter().next().unwrap();
-    assert_eq!(level, log::Level::Warn, "{message}");
-    (message, state)
-}
-
-/// Runs `f`; true when it panicked.
-fn panicked(f: impl FnOnce()) -> bool {
-    panic::catch_unwind(AssertUnwindSafe(f)).is_err()
-}
+use vfio_models::panicking_logger::{install, panicked, set_hook, the_warning};
 
 // ---- the controller ----
 
@@ -139,7 +74,7 @@ fn patterns_survive(model: &Model, pool: &Arc<BufferPool>) -> bool {
 
 #[test]
 fn dropping_a_queue_pair_whose_deletion_never_completes_panics_only_after_the_controller_stopped() {
-    panicking_logger();
+    install();
     let (container, model, mut nvme) = standard();
     nvme.set_admin_timeout(Duration::from_millis(50));
     let (pool, qp) = held_reads(&container, &model, &mut nvme, 8);
@@ -156,7 +91,7 @@ fn dropping_a_queue_pair_whose_deletion_never_completes_panics_only_after_the_co
 
 #[test]
 fn a_blocking_read_that_times_out_panics_only_after_the_controller_stopped() {
-    panicking_logger();
+    install();
     let (container, model, mut nvme) = standard();
     let mut qp = nvme.create_io_queue_pair::<DmaMemory>(16).unwrap();
     qp.set_timeout(Duration::from_millis(50));
@@ -208,7 +143,7 @@ impl RegisterModel for PanickingDisable {
 
 #[test]
 fn a_stop_step_that_panics_still_ends_with_bus_mastering_off_before_the_log() {
-    panicking_logger();
+    install();
     let container = Container::unbacked();
     let (model, _) = NvmeModel::new(&container, NvmeConfig::default());
     let armed = Arc::new(AtomicBool::new(false));
