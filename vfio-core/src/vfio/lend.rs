@@ -514,19 +514,18 @@ mod tests {
         assert!(lent.reclaim().is_ok());
     }
 
-    #[test]
-    fn memory_of_a_device_that_cannot_be_quiesced_is_leaked_not_freed() {
-        let container = Container::unbacked();
+    /// A device model whose Bus Master Enable stays set.
+    fn stuck_device(container: &Arc<Container>) -> Device {
         let mut file = RegisterFile::new(256);
         file.set(0x04, 2, 0x6);
         let config: SharedModel = Arc::new(Mutex::new(StuckMaster(file)));
-        let device = Device::from_models(
-            &container,
-            "00:06.0".parse().unwrap(),
-            (256, config),
-            vec![],
-        )
-        .unwrap();
+        Device::from_models(container, "00:06.0".parse().unwrap(), (256, config), vec![]).unwrap()
+    }
+
+    #[test]
+    fn memory_of_a_device_that_cannot_be_quiesced_is_leaked_not_freed() {
+        let container = Container::unbacked();
+        let device = stuck_device(&container);
         let pool = BufferPool::new(&container, 2048, 4).unwrap();
         let lent = device.lend(pool.alloc().unwrap());
         drop(device.lend(pool.alloc().unwrap()));
@@ -586,16 +585,7 @@ mod tests {
     #[test]
     fn a_panicking_step_in_drop_leaks_what_a_stuck_device_was_lent() {
         let container = Container::unbacked();
-        let mut file = RegisterFile::new(256);
-        file.set(0x04, 2, 0x6);
-        let config: SharedModel = Arc::new(Mutex::new(StuckMaster(file)));
-        let device = Device::from_models(
-            &container,
-            "00:07.0".parse().unwrap(),
-            (256, config),
-            vec![],
-        )
-        .unwrap();
+        let device = stuck_device(&container);
         device.set_quiesce(Quiesce::Custom(Box::new(|_: &Device| {
             panic!("a driver bug")
         })));
