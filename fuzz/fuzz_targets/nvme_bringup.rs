@@ -59,6 +59,7 @@ fn config(input: &mut Input) -> NvmeConfig {
         // SGLs and shadow doorbells offered or not: the driver then takes
         // the other data pointer and doorbell paths.
         sgl: input.u8() & 1 == 1,
+        sgl_dword_alignment: input.u8() & 1 == 1,
         dbbuf: input.u8() & 1 == 1,
     }
 }

@@ -96,6 +96,12 @@ pub struct NvmeConfig {
     /// reads 0 and a command with PSDT other than 00b fails with Invalid
     /// Field in Command, PRPs only. Admin commands always take PRPs.
     pub sgl: bool,
+    /// With [`NvmeConfig::sgl`]: report SGLS bits 1:0 as 10b instead, SGLs
+    /// whose Data Blocks must be dword aligned and of dword granularity,
+    /// and fail a command with a Data Block whose address or length is not
+    /// a multiple of 4 with SGL Data Block Granularity Invalid (1Eh) before
+    /// any data moves. Off (the default): 01b, no alignment rule.
+    pub sgl_dword_alignment: bool,
     /// Offer Doorbell Buffer Config (OACS bit 8, base spec 5.8). Once the
     /// command gave it the two pages, an I/O SQ tail doorbell write is only a
     /// wake-up: the tail is read from the shadow page, and after each
@@ -115,6 +121,7 @@ impl Default for NvmeConfig {
             namespaces: vec![Namespace::zeroed(1, 512, 2048)],
             readiness: Readiness::Prompt,
             sgl: false,
+            sgl_dword_alignment: false,
             dbbuf: false,
         }
     }
@@ -214,6 +221,9 @@ pub struct NvmeModel {
     pub prp_commands: u64,
     /// Commands whose data was described by an SGL (PSDT 01b, 10b).
     pub sgl_commands: u64,
+    /// Of those, commands whose SGL1 was a Segment or Last Segment
+    /// descriptor: their Data Blocks were read from a list in memory.
+    pub sgl_list_commands: u64,
 }
 
 impl NvmeModel {
@@ -245,6 +255,7 @@ impl NvmeModel {
             dbbuf_configs: 0,
             prp_commands: 0,
             sgl_commands: 0,
+            sgl_list_commands: 0,
             mmio_sq_doorbells: 0,
             mmio_cq_doorbells: 0,
             shadow_tails: 0,
@@ -489,7 +500,11 @@ impl NvmeModel {
                 page[516..520]
                     .copy_from_slice(&(self.config.namespaces.len() as u32).to_le_bytes());
                 page[520..522].copy_from_slice(&self.config.oncs.to_le_bytes());
-                let sgls: u32 = if self.config.sgl { 1 | 1 << 16 } else { 0 };
+                let sgls: u32 = match (self.config.sgl, self.config.sgl_dword_alignment) {
+                    (false, _) => 0,
+                    (true, false) => 1 | 1 << 16,
+                    (true, true) => 2 | 1 << 16,
+                };
                 page[536..540].copy_from_slice(&sgls.to_le_bytes());
             }
             2 => {
@@ -672,7 +687,12 @@ impl NvmeModel {
                 .map(|p| p.into_iter().map(|(a, n)| Piece::Dma(a, n)).collect())
                 .ok_or(DATA_TRANSFER_ERROR),
             1 | 2 if self.config.sgl => {
-                nvme_sgl::walk(&self.container, &nvme_sgl::sgl1(cmd), len, to_host)
+                let sgl1 = nvme_sgl::sgl1(cmd);
+                if nvme_sgl::is_segment(&sgl1) {
+                    self.sgl_list_commands += 1;
+                }
+                let dword = self.config.sgl_dword_alignment;
+                nvme_sgl::walk(&self.container, &sgl1, len, to_host, dword)
             }
             _ => return Err(0x02), // Invalid Field in Command
         };

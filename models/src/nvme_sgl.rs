@@ -27,6 +27,7 @@
 //! | 0Eh Invalid Number of SGL Descriptors | a (Last) Segment descriptor that is not the last of its segment; more than [`MAX_DESCRIPTORS`] read for one command (a chain that loops) |
 //! | 0Fh Data SGL Length Invalid | the Data Blocks and Bit Buckets describe fewer bytes than the command moves, or more (the model does not report SGLS bit 18, excess length allowed); a Data Block past the end of the 64-bit address space |
 //! | 11h SGL Descriptor Type Invalid | any other type (Keyed, Transport, reserved) or subtype |
+//! | 1Eh SGL Data Block Granularity Invalid | with SGLS 10b ([`NvmeConfig::sgl_dword_alignment`](crate::nvme::NvmeConfig::sgl_dword_alignment)): a Data Block whose address or length is not a multiple of 4 |
 //! | 04h Data Transfer Error | a segment that is not mapped (an IOMMU fault) |
 
 use vfio_core::vfio::Container;
@@ -46,6 +47,7 @@ const INVALID_SEGMENT: u16 = 0x0d;
 const INVALID_COUNT: u16 = 0x0e;
 const INVALID_LENGTH: u16 = 0x0f;
 const INVALID_TYPE: u16 = 0x11;
+const INVALID_GRANULARITY: u16 = 0x1e;
 
 /// A stretch of a command's data: moved by DMA at an IOVA, or discarded
 /// (a Bit Bucket).
@@ -87,20 +89,29 @@ pub(crate) fn sgl1(cmd: &[u32; 16]) -> [u8; 16] {
     raw
 }
 
+/// Whether SGL1 is a Segment or Last Segment descriptor (the command's
+/// descriptors are in a list in memory).
+pub(crate) fn is_segment(sgl1: &[u8; 16]) -> bool {
+    Descriptor::parse(sgl1).is_segment()
+}
+
 /// The pieces the SGL starting at `sgl1` describes for a transfer of `len`
-/// bytes, in order; `to_host` for a controller-to-host transfer (a read).
-/// Segments are read from `container` as the controller's DMA would.
-/// Err: the status to complete the command with.
+/// bytes, in order; `to_host` for a controller-to-host transfer (a read);
+/// `dword` when Data Blocks must be dword aligned and of dword granularity
+/// (SGLS 10b). Segments are read from `container` as the controller's DMA
+/// would. Err: the status to complete the command with.
 pub(crate) fn walk(
     container: &Container,
     sgl1: &[u8; 16],
     len: usize,
     to_host: bool,
+    dword: bool,
 ) -> Result<Vec<Piece>, u16> {
     let mut walk = Walk {
         out: Vec::new(),
         need: len,
         to_host,
+        dword,
     };
     let first = Descriptor::parse(sgl1);
     let mut next = if first.is_segment() {
@@ -147,6 +158,8 @@ struct Walk {
     /// Bytes of the transfer not yet described.
     need: usize,
     to_host: bool,
+    /// Data Blocks dword aligned and of dword granularity (SGLS 10b).
+    dword: bool,
 }
 
 impl Walk {
@@ -159,6 +172,12 @@ impl Walk {
             return Ok(());
         }
         let n = d.length as usize;
+        if self.dword
+            && d.kind == DATA_BLOCK
+            && (!d.address.is_multiple_of(4) || !n.is_multiple_of(4))
+        {
+            return Err(INVALID_GRANULARITY);
+        }
         if n > self.need {
             return Err(INVALID_LENGTH);
         }

@@ -58,6 +58,12 @@ impl Host {
     /// The model (one namespace of 64 patterned 512-byte blocks) enabled,
     /// with I/O queue pair 1.
     fn new(sgl: bool) -> Host {
+        Host::with(sgl, false)
+    }
+
+    /// As [`Host::new`]; with `dword`, SGL Data Blocks must be dword
+    /// aligned and of dword granularity (SGLS 10b).
+    fn with(sgl: bool, dword: bool) -> Host {
         let mut ns = Namespace::zeroed(1, 512, 64);
         for (i, b) in ns.data.iter_mut().enumerate() {
             *b = (i % 251) as u8;
@@ -68,6 +74,7 @@ impl Host {
             NvmeConfig {
                 namespaces: vec![ns],
                 sgl,
+                sgl_dword_alignment: dword,
                 ..NvmeConfig::default()
             },
         );
@@ -414,4 +421,49 @@ fn malformed_sgls_are_refused_with_their_status_and_move_no_data() {
     assert_eq!(host.disk(0, 1), before);
     // One fault counted: the unmapped segment.
     assert_eq!(host.model.lock().unwrap().dma_faults, 1);
+}
+
+#[test]
+fn dword_granular_sgls_refuse_odd_data_blocks_before_moving_data() {
+    let mut host = Host::with(true, true);
+    assert_eq!(host.sgls(), 2 | 1 << 16, "SGLS 10b and Bit Buckets");
+    // Dword aligned and sized: taken, in SGL1 or in a Last Segment list.
+    assert_eq!(
+        host.read(2, 1, desc(host.iova(DATA + 4), 512, DATA_BLOCK)),
+        0
+    );
+    assert_eq!(host.bytes(DATA + 4, 512), host.disk(2, 1));
+    let list = host.segment(
+        LISTS,
+        LAST_SEGMENT,
+        &[
+            desc(host.iova(DATA + 0x1000), 100, DATA_BLOCK),
+            desc(host.iova(DATA + 0x2000), 412, DATA_BLOCK),
+        ],
+    );
+    assert_eq!(host.read(3, 1, list), 0);
+    let mut got = host.bytes(DATA + 0x1000, 100);
+    got.extend(host.bytes(DATA + 0x2000, 412));
+    assert_eq!(got, host.disk(3, 1));
+    assert_eq!(host.model.lock().unwrap().sgl_list_commands, 1);
+
+    // An odd address, or an odd length inside a list: 1Eh, nothing moved.
+    host.mem.write_bytes(DATA + 0x3000, &[0xcc; 1024]);
+    let odd = desc(host.iova(DATA + 0x3001), 512, DATA_BLOCK);
+    assert_eq!(
+        host.read(4, 1, odd),
+        0x1e,
+        "SGL Data Block Granularity Invalid"
+    );
+    let list = host.segment(
+        LISTS,
+        LAST_SEGMENT,
+        &[
+            desc(host.iova(DATA + 0x3000), 101, DATA_BLOCK),
+            desc(host.iova(DATA + 0x3100), 411, DATA_BLOCK),
+        ],
+    );
+    assert_eq!(host.read(4, 1, list), 0x1e);
+    assert_eq!(host.bytes(DATA + 0x3000, 1024), [0xcc; 1024]);
+    assert_eq!(host.model.lock().unwrap().sgl_list_commands, 2);
 }
