@@ -43,6 +43,16 @@ const MAX_BLOCKS_PER_COMMAND: u64 = 1 << 16;
 /// Most range entries of one Dataset Management command (base spec 7.3: NR is 8 bits, 0-based).
 const MAX_DSM_RANGES: usize = 256;
 
+/// Most pieces one [`IoQueuePair::submit_write_gather`] takes: the SGL
+/// Data Block descriptors (16 bytes each) that fit the command's list page
+/// of 4 KiB, 256.
+pub const MAX_GATHER_PIECES: usize = PAGE_SIZE / sgl::DESCRIPTOR_BYTES;
+
+/// One piece of a gather Write ([`IoQueuePair::submit_write_gather`]): a
+/// buffer, the offset of the piece's first byte in it, and its length in
+/// bytes.
+pub type GatherPiece<B> = (B, usize, usize);
+
 /// A finished command, handed to the callback of [`IoQueuePair::poll`] or
 /// [`crate::Controller::recreate_io_queue_pair`]. The controller no longer
 /// reaches its buffer: dropping the buffer returns it to its pool.
@@ -51,7 +61,11 @@ const MAX_DSM_RANGES: usize = 256;
 pub struct IoCompletion<B> {
     /// The tag given at submission (0 for a command of a blocking call).
     pub tag: u64,
-    /// The buffer given at submission, back to the caller. None only for a
+    /// The buffer given at submission, back to the caller; for
+    /// [`IoQueuePair::submit_write_gather`], the first piece's buffer (the
+    /// other pieces' buffers are dropped as the command completes: a pool
+    /// buffer goes back to its pool, a [`vfio_core::dma::SharedBuffer`]
+    /// loses one owner). None for [`IoQueuePair::submit_flush`] and for a
     /// command of a blocking call that returned early (a timeout or a
     /// protocol error), handed back by [`crate::Controller::recreate_io_queue_pair`].
     pub buf: Option<B>,
@@ -70,7 +84,9 @@ struct Span {
 }
 
 /// A command in flight: what it is, and the buffer the queue holds for it
-/// (none for blocking calls, whose caller's borrow holds the memory).
+/// (none for blocking calls, whose caller's borrow holds the memory, and
+/// for a gather Write of several pieces, whose buffers are in
+/// `IoQueuePair::gathers` under the same command ID).
 #[derive(Debug)]
 struct Slot<B> {
     name: &'static str,
@@ -132,6 +148,12 @@ impl<B> Slot<B> {
 ///   the controller is disabled; if even that fails, the buffers and rings
 ///   are leaked on purpose (`vfio_core::dma::leaked`), never reused. All of
 ///   it through vfio-core's `Device::stop_dma`, before anything is logged.
+/// - [`IoQueuePair::submit_write_gather`] takes the buffers of all its
+///   pieces by value and holds every one of them until the command is
+///   done, as for one buffer: the first comes back from
+///   [`IoQueuePair::poll`] (or [`crate::Controller::recreate_io_queue_pair`]),
+///   the others are dropped then; a drop of the queue pair frees them only
+///   once the controller stopped, and leaks them all if it cannot be stopped.
 ///
 /// ```compile_fail,E0502
 /// # use nvme_driver::IoQueuePair;
@@ -173,9 +195,14 @@ impl<B> Slot<B> {
 #[derive(Debug)]
 pub struct IoQueuePair<B: DmaTarget = Buffer> {
     qp: QueuePair,
-    /// One PRP list page per command ID, and a spare page for DSM ranges.
+    /// One page per command ID for its PRP list or, for a gather Write, its
+    /// SGL Data Block descriptors; and a spare page for DSM ranges.
     lists: DmaMemory,
     slots: Vec<Option<Slot<B>>>,
+    /// By command ID: the pieces of a gather Write of more than one piece
+    /// in flight (empty otherwise). Only gather commands touch it: their
+    /// slot holds no buffer.
+    gathers: Vec<Vec<GatherPiece<B>>>,
     namespaces: Vec<NamespaceInfo>,
     controller: ControllerInfo,
     max_transfer: usize,
@@ -209,10 +236,12 @@ impl<B: DmaTarget> IoQueuePair<B> {
         max_transfer: usize,
     ) -> Self {
         let slots = (0..=qp.depth()).map(|_| None).collect();
+        let gathers = (0..=qp.depth()).map(|_| Vec::new()).collect();
         IoQueuePair {
             qp,
             lists,
             slots,
+            gathers,
             namespaces,
             controller,
             max_transfer,
@@ -318,6 +347,43 @@ impl<B: DmaTarget> IoQueuePair<B> {
         self.data_pointer != DataPointer::Prp && self.controller.sgl_without_alignment_rule()
     }
 
+    /// Whether [`IoQueuePair::submit_write_gather`] can be used: this queue
+    /// pair describes data with SGLs ([`IoQueuePair::data_pointer`] is
+    /// [`DataPointer::Auto`] or [`DataPointer::Sgl`] on a controller that
+    /// reports SGLs) and the controller sets no alignment rule for SGL Data
+    /// Blocks (Identify Controller SGLS bits 1:0 are 01b). Where SGLS is
+    /// 10b, every Data Block must start at a multiple of 4 bytes and be a
+    /// multiple of 4 bytes long, which pieces at arbitrary byte offsets
+    /// and lengths are not; where it is 00b, or PRPs were chosen, only
+    /// one contiguous range per command can be described. Then the caller
+    /// copies the pieces into one buffer and uses [`IoQueuePair::submit_write`].
+    pub fn gather_supported(&self) -> bool {
+        self.unaligned_ok()
+    }
+
+    /// Why [`IoQueuePair::gather_supported`] is false, with the fix.
+    fn gather_refusal(&self) -> Option<String> {
+        const COPY: &str = "copy the pieces into one buffer and use submit_write instead";
+        if self.data_pointer == DataPointer::Prp {
+            return Some(if self.controller.supports_sgl() {
+                format!(
+                    "queue pair {} describes data with PRPs (Config::data_pointer(DataPointer::Prp)), which cannot gather pieces at arbitrary byte offsets; open the controller with DataPointer::Auto or DataPointer::Sgl, or {COPY}",
+                    self.qid()
+                )
+            } else {
+                format!(
+                    "this controller does not support SGLs (Identify Controller SGLS bits 1:0 are 00b) and PRPs cannot gather pieces at arbitrary byte offsets; {COPY}"
+                )
+            });
+        }
+        if !self.controller.sgl_without_alignment_rule() {
+            return Some(format!(
+                "this controller's SGLs require every Data Block to start at a multiple of 4 bytes and be a multiple of 4 bytes long (Identify Controller SGLS bits 1:0 are 10b), which pieces at arbitrary byte offsets and lengths are not; {COPY}"
+            ));
+        }
+        None
+    }
+
     /// How this queue pair describes data; see
     /// [`crate::Controller::data_pointer`].
     pub fn data_pointer(&self) -> DataPointer {
@@ -390,9 +456,11 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// aborted (with its buffer: the disabled controller DMAs no more), and the
     /// rings start empty. The caller checked that the reset came after them.
     pub(crate) fn abort_all(&mut self, mut f: impl FnMut(IoCompletion<B>)) {
-        for slot in self.slots.iter_mut().filter_map(Option::take) {
+        for (slot, gather) in self.slots.iter_mut().zip(&mut self.gathers) {
+            let Some(slot) = slot.take() else { continue };
             let result = Err(Error::Aborted { command: slot.name });
             let (tag, buf) = slot.finish(false);
+            let buf = buf.or_else(|| first_piece(gather));
             f(IoCompletion { tag, buf, result });
         }
         self.qp.reset();
@@ -504,10 +572,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
         data: Option<(u64, usize)>,
         slot: Slot<B>,
     ) -> Result<()> {
-        let cid = self.qp.next_cid().ok_or_else(|| Error::QueueFull {
-            qid: self.qid(),
-            depth: self.in_flight(),
-        })?;
+        let cid = self.qp.next_cid().ok_or_else(|| self.queue_full())?;
         match data.map(|(iova, bytes)| (iova, bytes, prp::plan(iova, bytes).1)) {
             None => cmd.set_prps(0, 0),
             Some((iova, bytes, prp2)) if self.sgl_for(iova, prp2) => {
@@ -523,6 +588,12 @@ impl<B: DmaTarget> IoQueuePair<B> {
                 cmd.set_prps(iova, prp2);
             }
         }
+        self.push(cmd, cid, slot)
+    }
+
+    /// Submits `cmd`, whose data pointer is set, as command `cid` (the
+    /// next free one), recording `slot` under it.
+    fn push(&mut self, cmd: Command, cid: u16, slot: Slot<B>) -> Result<()> {
         let got = self.qp.submit(cmd)?;
         debug_assert_eq!(got, cid);
         if self.in_flight() == 1 {
@@ -530,6 +601,13 @@ impl<B: DmaTarget> IoQueuePair<B> {
         }
         self.slots[cid as usize] = Some(slot);
         Ok(())
+    }
+
+    fn queue_full(&self) -> Error {
+        Error::QueueFull {
+            qid: self.qid(),
+            depth: self.in_flight(),
+        }
     }
 
     /// Writes the PRP list of command `cid`; returns its IOVA.
@@ -562,11 +640,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
             return Err((e, buf));
         }
         if self.qp.next_cid().is_none() {
-            let e = Error::QueueFull {
-                qid: self.qid(),
-                depth: self.in_flight(),
-            };
-            return Err((e, buf));
+            return Err((self.queue_full(), buf));
         }
         let blocks = (span.bytes / bs) as u32;
         let name = if op == nvm::READ { "Read" } else { "Write" };
@@ -617,6 +691,164 @@ impl<B: DmaTarget> IoQueuePair<B> {
         self.submit_rw(nvm::WRITE, span, buf, tag, None)
     }
 
+    /// Queues one Write of the bytes of `pieces`, in order, to consecutive
+    /// blocks of namespace `nsid` from `lba`, sent at the next
+    /// [`IoQueuePair::ring`]: the controller gathers the data from each
+    /// piece's buffer (a buffer, the offset of the piece in it, its length),
+    /// so bytes that arrived in several buffers (e.g. the payloads of UDP
+    /// datagrams in NIC receive buffers) go to disk without a copy. Pieces
+    /// may start and end at any byte, and several may come from the same
+    /// buffer (clones of one [`vfio_core::dma::SharedBuffer`]); only their
+    /// total must be a whole number of blocks.
+    ///
+    /// Needs SGLs without an alignment rule ([`IoQueuePair::gather_supported`]).
+    /// Several pieces go as one SGL: their Data Block descriptors fill the
+    /// command's list page and SGL1 is a Last Segment descriptor pointing
+    /// at it; one piece goes as [`IoQueuePair::submit_write`] sends it.
+    ///
+    /// The queue pair owns every piece's buffer until the command is done:
+    /// it comes back from [`IoQueuePair::poll`] with `tag`, carrying the
+    /// first piece's buffer in [`IoCompletion::buf`], the others dropped
+    /// (after a reset, from [`crate::Controller::recreate_io_queue_pair`],
+    /// the same way). Each piece's bytes count in
+    /// [`IoQueuePair::written_from`] by who wrote that piece.
+    ///
+    /// ```no_run
+    /// # use vfio_core::dma::SharedBuffer;
+    /// # fn f(qp: &mut nvme_driver::IoQueuePair<SharedBuffer>, a: SharedBuffer, b: SharedBuffer) {
+    /// // Two blocks: the last 600 bytes of one datagram's payload (which
+    /// // ends at byte 1,498 of its buffer) and the first 424 of the next
+    /// // (which starts at byte 42 of another).
+    /// let pieces = vec![(a, 898, 600), (b, 42, 424)];
+    /// if let Err((e, pieces)) = qp.submit_write_gather(1, 100, pieces, 7) {
+    ///     // Nothing was sent; the buffers are back (e.g. copy them instead).
+    ///     eprintln!("{e}");
+    ///     drop(pieces);
+    /// }
+    /// qp.ring();
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// With the pieces, nothing sent:
+    /// - [`Error::InvalidArgument`]: gathers not supported (SGLs not in
+    ///   use, or the controller's SGLs need dword alignment: copy instead),
+    ///   no pieces or more than [`MAX_GATHER_PIECES`], a piece of zero
+    ///   bytes, reaching past the end of its buffer or in another container,
+    ///   a namespace this queue pair does not serve, a total that is not a
+    ///   whole number of blocks or more than [`IoQueuePair::max_transfer`],
+    ///   blocks past the end of the namespace.
+    /// - [`Error::QueueFull`], [`Error::QueueGone`], [`Error::Timeout`]: as
+    ///   for [`IoQueuePair::submit_read`].
+    pub fn submit_write_gather(
+        &mut self,
+        nsid: u32,
+        lba: u64,
+        mut pieces: Vec<GatherPiece<B>>,
+        tag: u64,
+    ) -> Result<(), (Error, Vec<GatherPiece<B>>)> {
+        let (bs, bytes) = match self.check_gather(nsid, lba, &pieces) {
+            Ok(r) => r,
+            Err(e) => return Err((e, pieces)),
+        };
+        let cmd = Command::read_write(nvm::WRITE, nsid, lba, (bytes / bs) as u32);
+        let mut slot = Slot {
+            name: "Write",
+            tag,
+            buf: None,
+            wrote: None,
+        };
+        if pieces.len() == 1 {
+            let (buf, offset, len) = pieces.pop().expect("one piece");
+            self.written_from.add(buf.writer(offset, len), len);
+            let iova = buf.iova() + offset as u64;
+            slot.buf = Some(buf);
+            self.submit_data(cmd, Some((iova, len)), slot)
+                .expect("a free command ID was checked");
+            return Ok(());
+        }
+        let mut cmd = cmd;
+        let cid = self.qp.next_cid().expect("a free command ID was checked");
+        // The command's own list page: a PRP list of this command ID would
+        // go there, and this command has none.
+        let list = cid as usize * PAGE_SIZE;
+        for (i, (buf, offset, len)) in pieces.iter().enumerate() {
+            let len32 = u32::try_from(*len).expect("checked against max_transfer");
+            let desc = sgl::data_block(buf.iova() + *offset as u64, len32);
+            let at = list + i * sgl::DESCRIPTOR_BYTES;
+            for (k, dword) in desc.into_iter().enumerate() {
+                self.lists.write::<u32>(at + 4 * k, dword);
+            }
+            self.written_from.add(buf.writer(*offset, *len), *len);
+        }
+        let list_bytes = (pieces.len() * sgl::DESCRIPTOR_BYTES) as u32;
+        cmd.set_sgl1(sgl::last_segment(
+            self.lists.iova() + list as u64,
+            list_bytes,
+        ));
+        self.push(cmd, cid, slot)
+            .expect("a free command ID was checked");
+        self.gathers[cid as usize] = pieces;
+        Ok(())
+    }
+
+    /// Checks a gather Write of `pieces` to `lba` of namespace `nsid` and
+    /// that a command ID is free: returns the block size and the bytes.
+    fn check_gather(
+        &self,
+        nsid: u32,
+        lba: u64,
+        pieces: &[GatherPiece<B>],
+    ) -> Result<(usize, usize)> {
+        self.usable()?;
+        if let Some(why) = self.gather_refusal() {
+            return Err(Error::InvalidArgument(why));
+        }
+        if pieces.is_empty() || pieces.len() > MAX_GATHER_PIECES {
+            return Err(Error::InvalidArgument(format!(
+                "a gather Write of {} pieces; it takes 1 to {MAX_GATHER_PIECES} (one list page of SGL descriptors): split the data over several commands",
+                pieces.len()
+            )));
+        }
+        let mut bytes = 0usize;
+        for (i, (buf, offset, len)) in pieces.iter().enumerate() {
+            if *len == 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "piece {i} of the gather Write is empty (0 bytes at offset {offset}); leave it out"
+                )));
+            }
+            buf.dma_range(self.admin.container(), *offset, *len)
+                .map_err(|e| match e {
+                    vfio_core::Error::InvalidArgument(what) => Error::InvalidArgument(format!(
+                        "piece {i} of the gather Write: buffer too small or foreign: {what}"
+                    )),
+                    e => Error::Vfio(e),
+                })?;
+            bytes = bytes.saturating_add(*len);
+        }
+        let bs = self.namespace(nsid)?.block_size as usize;
+        if !bytes.is_multiple_of(bs) {
+            return Err(Error::InvalidArgument(format!(
+                "the {} pieces of the gather Write total {bytes} bytes, not a whole number of {bs}-byte blocks; end the last piece on a block boundary ({} bytes more or {} fewer)",
+                pieces.len(),
+                bs - bytes % bs,
+                bytes % bs
+            )));
+        }
+        if bytes > self.max_transfer {
+            return Err(Error::InvalidArgument(format!(
+                "the pieces of the gather Write total {bytes} bytes, more than the {}-byte limit of one command; split them over several commands",
+                self.max_transfer
+            )));
+        }
+        self.check_blocks(nsid, lba, (bytes / bs) as u64)?;
+        if self.qp.next_cid().is_none() {
+            return Err(self.queue_full());
+        }
+        Ok((bs, bytes))
+    }
+
     /// Rings the doorbell once for everything submitted since the last ring:
     /// only then may the controller start on it. Does nothing when nothing
     /// was submitted.
@@ -665,6 +897,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
 
     fn take(&mut self, max: usize, mut f: impl FnMut(IoCompletion<B>)) -> Result<usize> {
         let slots = &mut self.slots;
+        let gathers = &mut self.gathers;
         let taken = self.qp.poll(max, |c| {
             let slot = slots[c.cid as usize]
                 .take()
@@ -678,6 +911,8 @@ impl<B: DmaTarget> IoQueuePair<B> {
                 })
             };
             let (tag, buf) = slot.finish(result.is_ok());
+            // Only a command without a buffer of its own may be a gather.
+            let buf = buf.or_else(|| first_piece(&mut gathers[c.cid as usize]));
             f(IoCompletion { tag, buf, result });
         });
         if taken.is_err() {
@@ -1020,6 +1255,11 @@ impl<B: DmaTarget> IoQueuePair<B> {
                 buf.leak();
             }
         }
+        for gather in &mut self.gathers {
+            for (buf, _, _) in gather.drain(..) {
+                buf.leak();
+            }
+        }
         self.qp.leak_on_drop();
         self.lists.leak_on_drop();
     }
@@ -1108,6 +1348,18 @@ fn pieces(start: u64, count: u64, max: u64) -> impl Iterator<Item = (u64, u64)> 
         let at = k * max;
         (start + at, max.min(count - at))
     })
+}
+
+/// The first piece's buffer of the gather `pieces` (taken, leaving it
+/// empty); the other buffers are dropped. None when there is none.
+fn first_piece<B>(pieces: &mut Vec<GatherPiece<B>>) -> Option<B> {
+    if pieces.is_empty() {
+        return None;
+    }
+    std::mem::take(pieces)
+        .into_iter()
+        .next()
+        .map(|(buf, _, _)| buf)
 }
 
 /// PRP entries address dwords (base spec 4.1.1: bits 1:0 of the offset are

@@ -106,5 +106,5 @@ pub use async_io::{AsyncQueuePair, AsyncResult};
 pub use config::{Config, DataPointer};
 pub use controller::{Controller, SmartLog};
 pub use error::{Error, Result};
-pub use io::{IoCompletion, IoQueuePair, IO_TIMEOUT};
+pub use io::{GatherPiece, IoCompletion, IoQueuePair, IO_TIMEOUT, MAX_GATHER_PIECES};
 pub use spec::{ControllerInfo, NamespaceInfo};

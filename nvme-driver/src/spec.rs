@@ -46,6 +46,10 @@ pub(crate) mod sgl {
     pub const PSDT_SGL: u32 = 0b01 << 14;
     /// SGL Identifier (byte 15): SGL Data Block, subtype Address (type 0h, figure 118).
     pub const DATA_BLOCK: u8 = 0x00;
+    /// SGL Identifier (byte 15): SGL Last Segment, subtype Address (type 3h,
+    /// figure 121): the descriptor points at the last segment of the list,
+    /// one that holds no further segment descriptor.
+    pub const LAST_SEGMENT: u8 = 0x30;
 }
 
 /// NVM command set opcodes (NVM command set spec figure 18).
