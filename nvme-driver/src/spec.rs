@@ -314,7 +314,12 @@ impl Status {
             (StatusType::Generic, 0x06) => "Internal Error",
             (StatusType::Generic, 0x07) => "Command Abort Requested",
             (StatusType::Generic, 0x0b) => "Invalid Namespace or Format",
+            (StatusType::Generic, 0x0d) => "Invalid SGL Segment Descriptor",
+            (StatusType::Generic, 0x0e) => "Invalid Number of SGL Descriptors",
+            (StatusType::Generic, 0x0f) => "Data SGL Length Invalid",
+            (StatusType::Generic, 0x11) => "SGL Descriptor Type Invalid",
             (StatusType::Generic, 0x13) => "PRP Offset Invalid",
+            (StatusType::Generic, 0x1e) => "SGL Data Block Granularity Invalid",
             (StatusType::Generic, 0x80) => "LBA Out of Range",
             (StatusType::Generic, 0x81) => "Capacity Exceeded",
             (StatusType::Generic, 0x82) => "Namespace Not Ready",
@@ -539,6 +544,8 @@ mod tests {
         assert_eq!(Status(0x0101).kind(), StatusType::CommandSpecific);
         assert_eq!(Status(0x0501).kind(), StatusType::Reserved(5));
         assert_eq!(Status(0x00ff).name(), "unknown status");
+        assert_eq!(Status(0x000f).name(), "Data SGL Length Invalid");
+        assert_eq!(Status(0x001e).name(), "SGL Data Block Granularity Invalid");
     }
 
     #[test]
