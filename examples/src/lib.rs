@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod dmaf;
 pub mod forward;
+pub mod gather;
 pub mod kernel_copy;
 pub mod packet;
 pub mod perf;

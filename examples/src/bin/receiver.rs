@@ -7,14 +7,20 @@
 //!          [--idle-seconds S] [--staging-mib M] [--json]
 //! ```
 //!
-//! - A datagram whose data covers whole blocks at a block-aligned offset is
-//!   written by DMA straight from the receive buffer the NIC wrote (the e1000
-//!   driver leaves 2 bytes of headroom, so the data is 4-byte aligned as NVMe
-//!   PRPs need): no CPU copy.
-//! - Any other datagram is copied into a staging buffer for its 64 KiB region
-//!   of the range, written once every byte of the region has arrived. A last
-//!   block that the stream fills only in part is read first, so the bytes
-//!   after the end of the stream stay as they were.
+//! - Where the controller takes SGLs with no alignment rule (SGLS 01b, as
+//!   QEMU's does) and the queue pair uses them (`--data-pointer auto` or
+//!   `sgl`), nothing is copied: each datagram's receive buffer is held until
+//!   every byte of its 64 KiB region of the range has arrived, and the region
+//!   is written by DMA straight from those buffers, one Write gathering many
+//!   of them through an SGL (`IoQueuePair::submit_write_gather`).
+//! - Otherwise (PRPs) a datagram whose data covers whole blocks at a
+//!   block-aligned offset is written by DMA straight from the receive buffer
+//!   the NIC wrote (the e1000 driver leaves 2 bytes of headroom, so the data
+//!   is 4-byte aligned as NVMe PRPs need), and any other datagram is copied
+//!   into a staging buffer for its 64 KiB region, written once every byte of
+//!   the region has arrived.
+//! - A last block that the stream fills only in part is read first (by DMA),
+//!   so the bytes after the end of the stream stay as they were.
 //! - Duplicates (by sequence number) are ignored, reordering is harmless, and
 //!   anything malformed (checksums, lengths, magic) is counted and dropped.
 //! - Peers are untrusted: data is accepted only inside the range (from --lba
@@ -35,12 +41,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use examples::cli;
 use examples::dmaf::{self, Datagram};
+use examples::gather::{self, Piece, Write};
 use examples::perf::print_json;
 use examples::signals;
 use examples::stream::{Tracker, Verdict};
 use examples::syscount::Syscalls;
 use nic_driver::{e1000::Config, NetDevice, Packet};
-use nvme_driver::{Controller, IoQueuePair};
+use nvme_driver::{Controller, IoQueuePair, MAX_GATHER_PIECES};
 use vfio_core::dma::{Buffer, BufferPool, SharedBuffer};
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
@@ -49,6 +56,10 @@ use vfio_core::vfio::Container;
 const CHUNK: usize = 64 << 10;
 /// NVMe writes in flight.
 const DEPTH: usize = 64;
+/// Receive buffers kept free for the NIC's ring while datagrams are held.
+const RX_RESERVE: usize = 1024;
+/// The NIC driver's receive buffer size (its default), for the budget.
+const RX_BUFFER: usize = 2048;
 
 #[derive(Parser)]
 #[command(
@@ -82,8 +93,9 @@ struct Cli {
     /// most a week).
     #[arg(long, default_value = "5", value_parser = cli::seconds, allow_hyphen_values = true)]
     idle_seconds: Duration,
-    /// Memory for regions received in part, 1 to 1024 MiB (a datagram that
-    /// would need more regions in progress than this holds is refused).
+    /// Memory for regions received in part, 1 to 1024 MiB: staging buffers,
+    /// or receive buffers held for gather writes (a datagram that would need
+    /// more than this holds is refused).
     #[arg(long, default_value_t = 64, value_parser = cli::usize_in(1..=1024))]
     staging_mib: usize,
     #[arg(long)]
@@ -119,6 +131,12 @@ struct Summary {
     /// Bytes written from memory the CPU wrote: the staging buffers the
     /// payload was copied into (whole blocks).
     written_from_cpu_memory: u64,
+    /// How datagrams reached the disk: "gather" (receive buffers, SGLs) or
+    /// "staging" (PRPs: whole blocks from receive buffers, the rest copied).
+    mode: &'static str,
+    /// Payload bytes the CPU copied (into staging buffers), counted where
+    /// the copy is made.
+    payload_bytes_copied: u64,
     /// Staging buffers not back in their pool after the run (a leak if not 0).
     staging_buffers_outstanding: usize,
     missing: u64,
@@ -188,11 +206,21 @@ fn run(cli: &Cli) -> Result<(Summary, Stopped), Error> {
     let qp = nvme.create_io_queue_pair::<SharedBuffer>(DEPTH as u16 + 1)?;
     let bs = ns.block_size as usize;
     let chunk = CHUNK.min(qp.max_transfer()) / bs * bs;
-    let staging = BufferPool::new(&container, chunk, (cli.staging_mib << 20) / chunk + 1)?;
+    let gather = qp.gather_supported();
+    let budget = cli.staging_mib << 20;
+    // Gather: the receive buffers hold the regions in progress (and a few
+    // staging buffers serve last blocks and over-fragmented ones); staging:
+    // the staging buffers do.
+    let (staging_count, spare) = if gather {
+        (4, budget / RX_BUFFER + RX_RESERVE)
+    } else {
+        (budget / chunk + 1, 1024)
+    };
+    let staging = BufferPool::new(&container, chunk, staging_count)?;
     let nic = nic_driver::open(
         &container,
         nic_addr,
-        Config::default().rx_ring(1024).spare_buffers(1024),
+        Config::default().rx_ring(1024).spare_buffers(spare),
     )?;
     let mut r = Receiver {
         nic,
@@ -205,7 +233,11 @@ fn run(cli: &Cli) -> Result<(Summary, Stopped), Error> {
         port: cli.port,
         stream: Tracker::new(limit, cli.window),
         stages: HashMap::new(),
-        summary: Summary::default(),
+        gather,
+        summary: Summary {
+            mode: if gather { "gather" } else { "staging" },
+            ..Summary::default()
+        },
     };
     println!("receiver: listening on port {}", cli.port);
     let start = Instant::now();
@@ -233,6 +265,9 @@ struct Stage {
     count: usize,
     /// Blocks already written straight from receive buffers.
     direct: Vec<bool>,
+    /// Gather mode: the receive buffers holding the region's bytes, with
+    /// where in the region each piece goes.
+    held: Vec<(usize, Piece<SharedBuffer>)>,
 }
 
 struct Receiver {
@@ -248,6 +283,8 @@ struct Receiver {
     stream: Tracker,
     /// Regions in progress: at most as many as the staging pool has buffers.
     stages: HashMap<u64, Stage>,
+    /// Datagrams are held and written by gather writes (SGLs).
+    gather: bool,
     summary: Summary,
 }
 
@@ -304,6 +341,9 @@ impl Receiver {
             }
             Verdict::Data => {}
         }
+        if self.gather {
+            return self.hold(p, &d).map(|()| true);
+        }
         let bs = self.bs as u64;
         let aligned = d.offset.is_multiple_of(bs)
             && (d.len as u64).is_multiple_of(bs)
@@ -322,6 +362,11 @@ impl Receiver {
     /// buffer), and each may need a staging buffer of its own; one buffer
     /// stays free for reading the last block (`keep_tail`).
     fn room_for(&self, d: &Datagram) -> bool {
+        if self.gather {
+            // The receive buffer stays out of the NIC's pool until its
+            // region is written; the ring must still be refilled.
+            return self.nic.pool().free_count() > RX_RESERVE;
+        }
         let new = pieces(self.chunk, d.offset, d.len)
             .filter(|(region, ..)| !self.stages.contains_key(region))
             .count();
@@ -340,6 +385,22 @@ impl Receiver {
         self.flush_regions(d.offset, d.len)
     }
 
+    /// Keeps the receive buffer for the regions the datagram falls in: the
+    /// bytes not present yet are recorded as pieces to gather.
+    fn hold(&mut self, p: Packet, d: &Datagram) -> Result<(), Error> {
+        let at = p.offset() + d.at;
+        let buf = p.into_buffer().into_shared();
+        for (region, within, from, n) in pieces(self.chunk, d.offset, d.len) {
+            let stage = stage(&mut self.stages, self.chunk, self.bs, region);
+            for (start, len) in clear_runs(&stage.have, within, n) {
+                let piece = (buf.clone(), at + from + (start - within), len);
+                stage.held.push((start, piece));
+            }
+            stage.count += set_bits(&mut stage.have, within, n);
+        }
+        self.flush_regions(d.offset, d.len)
+    }
+
     /// Copies data into the staging buffers of the regions it falls in.
     fn copy(&mut self, data: &[u8], offset: u64) -> Result<(), Error> {
         for (region, within, from, n) in pieces(self.chunk, offset, data.len()) {
@@ -351,6 +412,7 @@ impl Receiver {
             }
             let buf = stage.buf.as_mut().expect("allocated above");
             buf.as_mut_slice()[within..within + n].copy_from_slice(&data[from..from + n]);
+            self.summary.payload_bytes_copied += n as u64;
         }
         self.mark(offset, data.len(), false);
         self.flush_regions(offset, data.len())
@@ -398,6 +460,9 @@ impl Receiver {
         }
         let stage = self.stages.remove(&region).expect("checked above");
         let start = region * self.chunk as u64;
+        if self.gather {
+            return self.write_gathered(start, expected, stage.held);
+        }
         let blocks = expected.div_ceil(self.bs);
         let Some(mut buf) = stage.buf else {
             return Ok(()); // every block was written directly
@@ -421,6 +486,79 @@ impl Receiver {
             b += run;
         }
         Ok(())
+    }
+
+    /// Writes the `expected` bytes of the region at `start` from the
+    /// receive buffers that hold them (and, when the stream ends inside a
+    /// block, the rest of that block as the namespace holds it now).
+    fn write_gathered(
+        &mut self,
+        start: u64,
+        expected: usize,
+        mut held: Vec<(usize, Piece<SharedBuffer>)>,
+    ) -> Result<(), Error> {
+        held.sort_unstable_by_key(|(within, _)| *within);
+        let mut pieces: Vec<Piece<SharedBuffer>> = held.into_iter().map(|(_, p)| p).collect();
+        if !expected.is_multiple_of(self.bs) {
+            pieces.push(self.old_tail(start, expected)?);
+        }
+        let same = |a: &SharedBuffer, b: &SharedBuffer| a.iova() == b.iova();
+        let mut offset = start;
+        for w in gather::plan(&pieces, self.bs, MAX_GATHER_PIECES, same) {
+            let bytes = w.blocks() * self.bs;
+            match w {
+                Write::Gather { pieces, .. } => self.write_pieces(offset, pieces)?,
+                Write::Copy { pieces } => self.write_copied(offset, &pieces)?,
+            }
+            offset += bytes as u64;
+        }
+        Ok(())
+    }
+
+    /// The bytes after `expected` in the region's last block, as the
+    /// namespace holds them now: read by DMA into a staging buffer.
+    fn old_tail(&mut self, start: u64, expected: usize) -> Result<Piece<SharedBuffer>, Error> {
+        while self.qp.in_flight() > 0 {
+            self.reap()?;
+        }
+        let block_at = expected / self.bs * self.bs;
+        let mut old = self
+            .staging
+            .alloc()
+            .ok_or("no staging buffer for the last block")?;
+        let lba = self.lba + (start + block_at as u64) / self.bs as u64;
+        self.qp.read(self.nsid, lba, &mut old, 0, self.bs)?;
+        let keep = expected - block_at;
+        Ok((old.into_shared(), keep, self.bs - keep))
+    }
+
+    /// Queues one gather Write of `pieces` at `offset` of the stream.
+    fn write_pieces(&mut self, offset: u64, pieces: Vec<Piece<SharedBuffer>>) -> Result<(), Error> {
+        while self.qp.in_flight() >= DEPTH {
+            self.reap()?;
+        }
+        let lba = self.lba + offset / self.bs as u64;
+        self.qp
+            .submit_write_gather(self.nsid, lba, pieces, offset)
+            .map_err(|(e, _)| e)?;
+        self.qp.ring();
+        Ok(())
+    }
+
+    /// A block in more pieces than one Write gathers (tiny datagrams):
+    /// copied into a staging buffer and written from there.
+    fn write_copied(&mut self, offset: u64, pieces: &[Piece<SharedBuffer>]) -> Result<(), Error> {
+        let mut buf = self
+            .staging
+            .alloc()
+            .ok_or("no staging buffer for a block of tiny datagrams")?;
+        let mut at = 0;
+        for (from, off, len) in pieces {
+            buf.as_mut_slice()[at..at + len].copy_from_slice(&from.as_slice()[*off..off + len]);
+            at += len;
+        }
+        self.summary.payload_bytes_copied += at as u64;
+        self.write(offset, buf.into_shared(), 0, self.bs)
     }
 
     /// The stream ends inside a block: fills the rest of that block in the
@@ -503,6 +641,7 @@ fn stage(stages: &mut HashMap<u64, Stage>, chunk: usize, bs: usize, region: u64)
         have: vec![0; chunk.div_ceil(64)],
         count: 0,
         direct: vec![false; chunk / bs],
+        held: Vec::new(),
     })
 }
 
@@ -544,6 +683,21 @@ fn set_bits(bits: &mut [u64], start: usize, len: usize) -> usize {
     newly
 }
 
+/// The runs of clear bits in `start..start+len`: (start, length).
+fn clear_runs(bits: &[u64], start: usize, len: usize) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for i in start..start + len {
+        if bits[i / 64] & (1 << (i % 64)) != 0 {
+            continue;
+        }
+        match runs.last_mut() {
+            Some((s, n)) if *s + *n == i => *n += 1,
+            _ => runs.push((i, 1)),
+        }
+    }
+    runs
+}
+
 fn report(cli: &Cli, s: &Summary) {
     if cli.json {
         print_json(s);
@@ -569,18 +723,33 @@ fn report(cli: &Cli, s: &Summary) {
         "written to disk from memory the NIC wrote (receive buffers): {} bytes; from memory the CPU wrote (staging copies): {} bytes",
         s.written_from_device_memory, s.written_from_cpu_memory
     );
+    println!(
+        "mode: {}; payload bytes copied by the CPU: {}",
+        s.mode, s.payload_bytes_copied
+    );
     println!("system calls of the receive loop: {}", s.syscalls);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{pieces, set_bits};
+    use super::{clear_runs, pieces, set_bits};
 
     #[test]
     fn pieces_split_at_region_boundaries() {
         let got: Vec<_> = pieces(100, 250, 170).collect();
         assert_eq!(got, [(2, 50, 0, 50), (3, 0, 50, 100), (4, 0, 150, 20)]);
         assert_eq!(pieces(100, 0, 0).count(), 0);
+    }
+
+    #[test]
+    fn clear_runs_are_the_bytes_not_present_yet() {
+        let mut bits = vec![0u64; 4];
+        assert_eq!(clear_runs(&bits, 10, 100), [(10, 100)]);
+        set_bits(&mut bits, 20, 10);
+        set_bits(&mut bits, 60, 10);
+        assert_eq!(clear_runs(&bits, 10, 100), [(10, 10), (30, 30), (70, 40)]);
+        set_bits(&mut bits, 0, 256);
+        assert!(clear_runs(&bits, 0, 256).is_empty());
     }
 
     #[test]
