@@ -3,10 +3,12 @@
 //! and counts the instructions the drivers execute per I/O.
 //!
 //! ```text
-//! bench-host WORKLOAD SPEC...
-//!   nvme     BATCH:ITERATIONS   4 KiB reads: BATCH submitted, one doorbell, polled until all are back
-//!   nic      BATCH:ITERATIONS   e1000, 60-byte frames: BATCH built, one tx_batch, one tx_clean
-//!   forward  CHUNKS             the forwarder's loop (examples::forward) over CHUNKS x 64 KiB
+//! bench-host [--count-mmio] WORKLOAD SPEC...
+//!   nvme       BATCH:ITERATIONS   4 KiB reads: BATCH submitted, one doorbell, polled until all are back
+//!   nic        BATCH:ITERATIONS   e1000, 60-byte frames: BATCH built, one tx_batch, one tx_clean
+//!   virtio-tx  BATCH:ITERATIONS   virtio-net, 60-byte frames: as nic
+//!   echo       BATCH:ITERATIONS   e1000, 60-byte frames: one rx_batch of BATCH, MACs swapped, one tx_batch, one tx_clean
+//!   forward    CHUNKS             the forwarder's loop (examples::forward) over CHUNKS x 64 KiB
 //! ```
 //!
 //! Each SPEC is one measurement: the workload runs inside
@@ -23,29 +25,42 @@
 //! line `measured WORKLOAD BATCH ITERATIONS OPS NANOSECONDS` goes to stdout:
 //! OPS is the I/Os, frames or datagrams done, NANOSECONDS the wall-clock
 //! time (meaningful when not under valgrind; it includes the models' work).
+//!
+//! With `--count-mmio` every BAR's register model is wrapped in one that
+//! counts the driver's accesses ([`CountingBar`]; config space is not
+//! counted: it is no MMIO, and no data path touches it), and a line
+//! `mmio WORKLOAD BATCH ITERATIONS READS WRITES` follows each `measured`
+//! line: the BAR reads and writes inside the measured function only. Not
+//! under callgrind: the wrapper is itself a `RegisterModel`, and nested
+//! register calls would defeat `--toggle-collect`. The models being
+//! synchronous, the counts are the same on every run.
 
 use std::collections::VecDeque;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use examples::dmaf::Endpoints;
 use examples::forward::{self, Forwarder, Options, CHUNK};
 use nic_driver::e1000::E1000;
-use nic_driver::{NetDevice, TxFrame};
+use nic_driver::virtio::VirtioNet;
+use nic_driver::{NetDevice, Packet, TxFrame};
 use nvme_driver::{Controller, IoQueuePair};
 use vfio_core::dma::{Buffer, BufferPool};
-use vfio_core::vfio::Container;
+use vfio_core::mmio::{RegisterModel, SharedModel};
+use vfio_core::vfio::{Container, Device};
 use vfio_models::e1000::{E1000Config, E1000Model};
 use vfio_models::nvme::{Namespace, NvmeConfig, NvmeModel};
+use vfio_models::virtio_net::{VirtioNetConfig, VirtioNetModel};
 
 /// The namespace every workload reads.
 const NSID: u32 = 1;
 /// Bytes of one NVMe read in the `nvme` workload.
 const READ: usize = 4096;
-/// Largest batch the `nvme` and `nic` workloads take.
+/// Largest batch the `nvme`, `nic`, `virtio-tx` and `echo` workloads take.
 const MAX_BATCH: usize = 64;
-/// Bytes of each frame of the `nic` workload.
+/// Bytes of each frame of the `nic`, `virtio-tx` and `echo` workloads.
 const FRAME: usize = 60;
 /// Most 64 KiB chunks one `forward` measurement reads.
 const MAX_CHUNKS: u64 = 1024;
@@ -63,6 +78,67 @@ trait Workload {
     /// record of every command), so that the model's own figures do not
     /// depend on when its log last grew.
     fn settle(&mut self) {}
+
+    /// Before each run (warm-up or measurement), outside it: what the run
+    /// needs from outside the driver (`echo`: its frames delivered to the
+    /// model), so that no model work is done in the measured function but
+    /// inside register accesses.
+    fn prepare(&mut self, _batch: usize, _iterations: u64) {}
+}
+
+/// The driver's BAR accesses, counted by [`CountingBar`].
+#[derive(Debug, Default)]
+struct MmioCounts {
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl MmioCounts {
+    fn take(&self) -> (u64, u64) {
+        (
+            self.reads.swap(0, Ordering::Relaxed),
+            self.writes.swap(0, Ordering::Relaxed),
+        )
+    }
+}
+
+/// A BAR's register model that counts each access and passes it on to the
+/// device model (`--count-mmio`).
+#[derive(Debug)]
+struct CountingBar {
+    model: SharedModel,
+    counts: Arc<MmioCounts>,
+}
+
+impl RegisterModel for CountingBar {
+    fn read(&mut self, offset: usize, size: usize) -> u64 {
+        self.counts.reads.fetch_add(1, Ordering::Relaxed);
+        self.model
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(offset, size)
+    }
+
+    fn write(&mut self, offset: usize, size: usize, value: u64) {
+        self.counts.writes.fetch_add(1, Ordering::Relaxed);
+        self.model
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(offset, size, value);
+    }
+}
+
+/// `device` with its BARs counted into `counts`, if given.
+fn counted(mut device: Device, counts: Option<&Arc<MmioCounts>>) -> Result<Device, Error> {
+    if let Some(counts) = counts {
+        device.wrap_model_bars(|_, model| {
+            Arc::new(Mutex::new(CountingBar {
+                model,
+                counts: Arc::clone(counts),
+            }))
+        })?;
+    }
+    Ok(device)
 }
 
 /// The one function `cargo xtask bench-host` measures (callgrind:
@@ -85,9 +161,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<(), Error> {
+    let count_mmio = args.first().is_some_and(|a| a == "--count-mmio");
+    let args = &args[count_mmio as usize..];
     let (workload, specs) = args
         .split_first()
-        .ok_or("usage: bench-host nvme|nic|forward SPEC...")?;
+        .ok_or("usage: bench-host [--count-mmio] nvme|nic|virtio-tx|echo|forward SPEC...")?;
     let specs: Vec<(usize, u64)> = specs
         .iter()
         .map(|s| parse_spec(workload, s))
@@ -95,24 +173,41 @@ fn run(args: &[String]) -> Result<(), Error> {
     if specs.is_empty() {
         return Err("no measurement asked for (SPEC...)".into());
     }
+    let counts = count_mmio.then(|| Arc::new(MmioCounts::default()));
+    let c = counts.as_ref();
     let mut work: Box<dyn Workload> = match workload.as_str() {
-        "nvme" => Box::new(NvmeReads::new()?),
-        "nic" => Box::new(NicTx::new()?),
-        "forward" => Box::new(Forward::new()?),
-        other => return Err(format!("unknown workload {other:?} (nvme, nic, forward)").into()),
+        "nvme" => Box::new(NvmeReads::new(c)?),
+        "nic" => Box::new(NicTx::new(c)?),
+        "virtio-tx" => Box::new(NicTx::virtio(c)?),
+        "echo" => Box::new(Echo::new(c)?),
+        "forward" => Box::new(Forward::new(c)?),
+        other => {
+            return Err(
+                format!("unknown workload {other:?} (nvme, nic, virtio-tx, echo, forward)").into(),
+            )
+        }
     };
     let mut batches: Vec<usize> = specs.iter().map(|s| s.0).collect();
     batches.dedup();
     for &batch in &batches {
         // Warm-up: one forwarder run of 4 chunks, or 4 rounds of the batch.
+        work.prepare(batch, 4);
         work.run(batch, 4);
     }
     for (batch, iterations) in specs {
+        work.prepare(batch, iterations);
         work.settle();
+        if let Some(c) = &counts {
+            c.take();
+        }
         let start = Instant::now();
         let ops = bench_host_measured(work.as_mut(), batch, iterations);
         let ns = start.elapsed().as_nanos();
         println!("measured {workload} {batch} {iterations} {ops} {ns}");
+        if let Some(c) = &counts {
+            let (reads, writes) = c.take();
+            println!("mmio {workload} {batch} {iterations} {reads} {writes}");
+        }
     }
     Ok(())
 }
@@ -153,7 +248,7 @@ struct NvmeReads {
 }
 
 impl NvmeReads {
-    fn new() -> Result<NvmeReads, Error> {
+    fn new(counts: Option<&Arc<MmioCounts>>) -> Result<NvmeReads, Error> {
         let container = Container::unbacked();
         let blocks = 16384; // 8 MiB of 512-byte blocks
         let config = NvmeConfig {
@@ -161,7 +256,7 @@ impl NvmeReads {
             ..NvmeConfig::default()
         };
         let (model, device) = NvmeModel::new(&container, config);
-        let mut nvme = Controller::new(device)?;
+        let mut nvme = Controller::new(counted(device, counts)?)?;
         let qp = nvme.create_io_queue_pair::<Buffer>(2 * MAX_BATCH as u16)?;
         let pool = BufferPool::new(&container, READ, MAX_BATCH)?;
         let mut free = Vec::with_capacity(MAX_BATCH);
@@ -217,42 +312,67 @@ impl Workload for NvmeReads {
     }
 }
 
-/// e1000 transmit at batch `batch`, as nic-pktgen's send loop does it:
+/// 60-byte transmit at batch `batch`, as nic-pktgen's send loop does it:
 /// `batch` frames built in fresh pool buffers (the 60 bytes copied in), one
-/// `tx_batch` (one TDT write), one `tx_clean` returning the buffers the NIC
-/// is done with. Through `dyn NetDevice`, as nic-pktgen holds the NIC.
+/// `tx_batch` (one TDT write on the e1000, one notification on virtio-net),
+/// one `tx_clean` returning the buffers the NIC is done with. Through `dyn
+/// NetDevice`, as nic-pktgen holds the NIC. The `nic` workload on the
+/// e1000, `virtio-tx` on virtio-net.
 struct NicTx {
     nic: Box<dyn NetDevice + Send>,
     queue: VecDeque<TxFrame>,
     frame: [u8; FRAME],
-    _model: Arc<Mutex<E1000Model>>,
+    _model: Box<dyn std::any::Any>,
 }
 
 impl NicTx {
-    fn new() -> Result<NicTx, Error> {
+    /// On the e1000.
+    fn new(counts: Option<&Arc<MmioCounts>>) -> Result<NicTx, Error> {
         let container = Container::unbacked();
         let config = E1000Config {
             record: false,
             ..E1000Config::default()
         };
         let (model, device) = E1000Model::new(&container, config);
-        // nic-pktgen's set-up for batches up to 512.
-        let config = nic_driver::Config::default()
-            .tx_ring(512)
-            .spare_buffers(1024);
-        let nic: Box<dyn NetDevice + Send> = Box::new(E1000::new(device, config)?);
+        let nic: Box<dyn NetDevice + Send> =
+            Box::new(E1000::new(counted(device, counts)?, pktgen_config())?);
+        Ok(NicTx::with(nic, Box::new(model)))
+    }
+
+    /// On virtio-net (its queues as large as the driver's rings).
+    fn virtio(counts: Option<&Arc<MmioCounts>>) -> Result<NicTx, Error> {
+        let container = Container::unbacked();
+        let config = VirtioNetConfig {
+            record: false,
+            queue_size: 512,
+            ..VirtioNetConfig::default()
+        };
+        let (model, device) = VirtioNetModel::new(&container, config);
+        let nic: Box<dyn NetDevice + Send> =
+            Box::new(VirtioNet::new(counted(device, counts)?, pktgen_config())?);
+        Ok(NicTx::with(nic, Box::new(model)))
+    }
+
+    fn with(nic: Box<dyn NetDevice + Send>, model: Box<dyn std::any::Any>) -> NicTx {
         // Broadcast, from the NIC, IPv4 EtherType, zeros.
         let mut frame = [0u8; FRAME];
         frame[..6].fill(0xff);
         frame[6..12].copy_from_slice(&nic.mac());
         frame[12..14].copy_from_slice(&[0x08, 0x00]);
-        Ok(NicTx {
+        NicTx {
             nic,
             queue: VecDeque::with_capacity(MAX_BATCH),
             frame,
             _model: model,
-        })
+        }
     }
+}
+
+/// nic-pktgen's set-up for batches up to 512.
+fn pktgen_config() -> nic_driver::Config {
+    nic_driver::Config::default()
+        .tx_ring(512)
+        .spare_buffers(1024)
 }
 
 impl Workload for NicTx {
@@ -263,6 +383,82 @@ impl Workload for NicTx {
                 let mut p = self.nic.alloc_packet().expect("a free buffer");
                 p.buffer_mut()[..FRAME].copy_from_slice(&self.frame);
                 p.set_len(FRAME);
+                self.queue.push_back(TxFrame::packet(p));
+            }
+            let before = self.queue.len();
+            self.nic.tx_batch(&mut self.queue).expect("transmit");
+            sent += (before - self.queue.len()) as u64;
+            self.nic.tx_clean();
+        }
+        sent
+    }
+}
+
+/// e1000 echo at batch `batch`: one `rx_batch` of `batch` received 60-byte
+/// frames, each one's MAC addresses swapped in its receive buffer, the
+/// batch sent back from those buffers with one `tx_batch`, then one
+/// `tx_clean`. The frames are delivered to the model before the run
+/// ([`Workload::prepare`]): it holds them in its receive FIFO and writes
+/// them into the ring as the driver gives descriptors back (inside the RDT
+/// write), so the measured function does no model work outside the
+/// registers.
+struct Echo {
+    nic: Box<dyn NetDevice + Send>,
+    rx: Vec<Packet>,
+    queue: VecDeque<TxFrame>,
+    /// The frame delivered: to the NIC, from a peer, IPv4 EtherType, zeros.
+    frame: Vec<u8>,
+    model: Arc<Mutex<E1000Model>>,
+}
+
+impl Echo {
+    fn new(counts: Option<&Arc<MmioCounts>>) -> Result<Echo, Error> {
+        let container = Container::unbacked();
+        let config = E1000Config {
+            record: false,
+            // Room for every frame of a measurement (4,096 of them).
+            rx_fifo: 16 << 20,
+            ..E1000Config::default()
+        };
+        let (model, device) = E1000Model::new(&container, config);
+        let config = nic_driver::Config::default()
+            .rx_ring(512)
+            .tx_ring(512)
+            .spare_buffers(1024);
+        let nic: Box<dyn NetDevice + Send> =
+            Box::new(E1000::new(counted(device, counts)?, config)?);
+        let mut frame = vec![0u8; FRAME];
+        frame[..6].copy_from_slice(&nic.mac());
+        frame[6..12].copy_from_slice(&[0x52, 0x54, 0x00, 0x12, 0x34, 0x57]);
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        Ok(Echo {
+            nic,
+            rx: Vec::with_capacity(MAX_BATCH),
+            queue: VecDeque::with_capacity(MAX_BATCH),
+            frame,
+            model,
+        })
+    }
+}
+
+impl Workload for Echo {
+    fn prepare(&mut self, batch: usize, iterations: u64) {
+        let mut model = self.model.lock().expect("the model");
+        for _ in 0..batch as u64 * iterations {
+            model.deliver(self.frame.clone());
+        }
+    }
+
+    fn run(&mut self, batch: usize, iterations: u64) -> u64 {
+        let mut sent = 0;
+        for _ in 0..iterations {
+            let n = self.nic.rx_batch(&mut self.rx, batch).expect("receive");
+            assert_eq!(n, batch, "fewer frames received than delivered");
+            for mut p in self.rx.drain(..) {
+                let d = p.data_mut();
+                for i in 0..6 {
+                    d.swap(i, 6 + i);
+                }
                 self.queue.push_back(TxFrame::packet(p));
             }
             let before = self.queue.len();
@@ -287,7 +483,7 @@ struct Forward {
 }
 
 impl Forward {
-    fn new() -> Result<Forward, Error> {
+    fn new(counts: Option<&Arc<MmioCounts>>) -> Result<Forward, Error> {
         let container = Container::unbacked();
         let bs = 512u64;
         let blocks = (MAX_CHUNKS as usize * CHUNK) / bs as usize;
@@ -296,7 +492,7 @@ impl Forward {
             ..NvmeConfig::default()
         };
         let (nvme_model, device) = NvmeModel::new(&container, config);
-        let mut nvme = Controller::new(device)?;
+        let mut nvme = Controller::new(counted(device, counts)?)?;
         let qp = nvme.create_io_queue_pair::<Buffer>(FORWARD_DEPTH as u16 + 1)?;
         let chunk = CHUNK.min(qp.max_transfer()) / bs as usize * bs as usize;
         let chunks = BufferPool::new(&container, chunk, FORWARD_DEPTH * 4)?;
@@ -305,8 +501,10 @@ impl Forward {
             ..E1000Config::default()
         };
         let (nic_model, device) = E1000Model::new(&container, config);
-        let nic: Box<dyn NetDevice + Send> =
-            Box::new(E1000::new(device, forward::nic_config(1500))?);
+        let nic: Box<dyn NetDevice + Send> = Box::new(E1000::new(
+            counted(device, counts)?,
+            forward::nic_config(1500),
+        )?);
         let ends = Endpoints {
             src_mac: nic.mac(),
             dst_mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x57],

@@ -238,6 +238,36 @@ impl Device {
         })
     }
 
+    /// Puts `wrap(bar, model)` in place of each BAR's register model of a
+    /// device made by [`Device::from_model`] or [`Device::from_models`]
+    /// (the `testing` feature): BARs mapped afterwards reach the wrapper,
+    /// which forwards to the model, e.g. to count the accesses a driver
+    /// makes. Config space is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the device is not a software model.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn wrap_model_bars(
+        &mut self,
+        mut wrap: impl FnMut(u32, crate::mmio::SharedModel) -> crate::mmio::SharedModel,
+    ) -> Result<()> {
+        let Backend::Model(m) = &mut self.backend else {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a software model: no BAR model to wrap",
+                self.addr
+            )));
+        };
+        let bars = m
+            .bars
+            .iter()
+            .map(|(bar, len, model)| (*bar, *len, wrap(*bar, Arc::clone(model))))
+            .collect();
+        let config = Arc::clone(&m.config);
+        *m = Arc::new(DeviceModel { config, bars });
+        Ok(())
+    }
+
     /// The VFIO device file (every device but a model has one).
     fn fd(&self) -> Result<&Arc<OwnedFd>> {
         match &self.backend {
