@@ -17,6 +17,13 @@
 //! divided by the difference of their operations, which cancels whatever a
 //! call costs once. Callgrind counts instructions, not time: the result is
 //! the same on every run and every machine with the same build.
+//!
+//! MMIO: the bench run natively with `--count-mmio` counts the driver's
+//! reads and writes of the devices' BARs (config space left out: it is no
+//! MMIO, and no data path touches it) inside the measured function, with
+//! the same measurements; per operation they are the difference of two
+//! measurements divided by the difference of operations, as instructions.
+//! Run twice: the counts must be the same.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,9 +59,13 @@ struct Figure {
     /// Instructions per operation the drivers are to stay within.
     budget: f64,
     unit: &'static str,
+    /// JSON keys of its MMIO reads and writes per operation.
+    mmio_keys: [&'static str; 2],
+    /// MMIO writes per operation the drivers are to stay within (reads: 0).
+    mmio_write_budget: f64,
 }
 
-const FIGURES: [Figure; 3] = [
+const FIGURES: [Figure; 5] = [
     Figure {
         key: "nvme_read_4k_instructions_per_io",
         what: "NVMe 4 KiB read, batch 32 (submit + complete)",
@@ -62,6 +73,11 @@ const FIGURES: [Figure; 3] = [
         batch: 32,
         budget: 400.0,
         unit: "I/O",
+        mmio_keys: [
+            "nvme_read_4k_mmio_reads_per_io",
+            "nvme_read_4k_mmio_writes_per_io",
+        ],
+        mmio_write_budget: 0.07,
     },
     Figure {
         key: "nic_tx_60b_instructions_per_packet",
@@ -70,6 +86,11 @@ const FIGURES: [Figure; 3] = [
         batch: 32,
         budget: 120.0,
         unit: "packet",
+        mmio_keys: [
+            "nic_tx_60b_mmio_reads_per_packet",
+            "nic_tx_60b_mmio_writes_per_packet",
+        ],
+        mmio_write_budget: 0.07,
     },
     Figure {
         key: "forward_datagram_instructions",
@@ -78,8 +99,43 @@ const FIGURES: [Figure; 3] = [
         batch: 0,
         budget: 600.0,
         unit: "datagram",
+        mmio_keys: [
+            "forward_datagram_mmio_reads",
+            "forward_datagram_mmio_writes",
+        ],
+        mmio_write_budget: 0.1,
+    },
+    Figure {
+        key: "virtio_tx_60b_instructions_per_packet",
+        what: "virtio-net 60-byte TX, batch 32",
+        workload: "virtio-tx",
+        batch: 32,
+        budget: 150.0,
+        unit: "packet",
+        mmio_keys: [
+            "virtio_tx_60b_mmio_reads_per_packet",
+            "virtio_tx_60b_mmio_writes_per_packet",
+        ],
+        mmio_write_budget: 0.07,
+    },
+    Figure {
+        key: "nic_echo_60b_instructions_per_packet",
+        what: "e1000 60-byte echo (RX, MACs swapped, TX), batch 32",
+        workload: "echo",
+        batch: 32,
+        budget: 200.0,
+        unit: "packet",
+        mmio_keys: [
+            "nic_echo_60b_mmio_reads_per_packet",
+            "nic_echo_60b_mmio_writes_per_packet",
+        ],
+        mmio_write_budget: 0.07,
     },
 ];
+
+/// Workloads measured at every batch size of [`BATCHES`] (the plot); the
+/// others at their figure's batch only.
+const SWEPT: [&str; 2] = ["nvme", "nic"];
 
 /// What callgrind counts in a run.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -114,6 +170,8 @@ struct Workload {
     ops: Vec<u64>,
     driver: Vec<Dump>,
     model: Vec<Dump>,
+    /// BAR reads and writes of each measurement (`--count-mmio`).
+    mmio: Vec<(u64, u64)>,
     /// Largest |driver + model - all| of a measurement, in instructions.
     mismatch: u64,
 }
@@ -123,6 +181,8 @@ struct PerOp {
     batch: usize,
     driver: f64,
     model: f64,
+    mmio_reads: f64,
+    mmio_writes: f64,
     /// Driver instructions per operation by function, largest first.
     functions: Vec<(String, f64)>,
 }
@@ -151,6 +211,8 @@ impl Workload {
             batch: self.batches[i],
             driver: per(&self.driver),
             model: per(&self.model),
+            mmio_reads: (self.mmio[b].0 as f64 - self.mmio[a].0 as f64) / ops,
+            mmio_writes: (self.mmio[b].1 as f64 - self.mmio[a].1 as f64) / ops,
             functions,
         }
     }
@@ -179,12 +241,15 @@ pub fn bench_host() -> Result<(), String> {
             specs_sweep.push(format!("{b}:{}", ops / b as u64));
         }
     }
+    let specs_32: Vec<String> = OPS.iter().map(|ops| format!("32:{}", ops / 32)).collect();
     let forward_specs: Vec<String> = FORWARD_CHUNKS.iter().map(u64::to_string).collect();
     let mut workloads = Vec::new();
     for (name, specs, batches) in [
         ("nvme", &specs_sweep, BATCHES.to_vec()),
         ("nic", &specs_sweep, BATCHES.to_vec()),
         ("forward", &forward_specs, vec![0]),
+        ("virtio-tx", &specs_32, vec![32]),
+        ("echo", &specs_32, vec![32]),
     ] {
         workloads.push(measure(&valgrind, &bin, &dir, name, specs, batches)?);
     }
@@ -194,7 +259,7 @@ pub fn bench_host() -> Result<(), String> {
     json.insert(
         "measured_with".into(),
         json!(format!(
-            "{} --tool=callgrind, instructions (Ir) of the drivers on the vfio-models devices, the models' own left out; per operation from two measurements (difference of instructions / difference of operations)",
+            "{} --tool=callgrind, instructions (Ir) of the drivers on the vfio-models devices, the models' own left out; MMIO: the drivers' reads and writes of the devices' BARs (config space not counted), counted natively in the bench (--count-mmio); per operation from two measurements (difference of counts / difference of operations)",
             version(&valgrind)
         )),
     );
@@ -208,6 +273,8 @@ pub fn bench_host() -> Result<(), String> {
             .expect("every figure's workload is measured");
         let p = w.at_batch(f.batch).expect("the figure's batch is measured");
         json.insert(f.key.into(), json!(round1(p.driver)));
+        json.insert(f.mmio_keys[0].into(), json!(round4(p.mmio_reads)));
+        json.insert(f.mmio_keys[1].into(), json!(round4(p.mmio_writes)));
         let ns = timing.get(f.workload).copied();
         figures.insert(
             f.key.into(),
@@ -217,6 +284,10 @@ pub fn bench_host() -> Result<(), String> {
                 "budget": f.budget,
                 "over_budget_by": round1((p.driver - f.budget).max(0.0)),
                 "model_instructions_per_op_left_out": round1(p.model),
+                "mmio_reads_per_op": round4(p.mmio_reads),
+                "mmio_writes_per_op": round4(p.mmio_writes),
+                "mmio_reads_budget": 0.0,
+                "mmio_writes_budget": f.mmio_write_budget,
                 "wall_clock_ns_per_op_driver_and_model": ns.map(round1),
                 "unit": f.unit,
             }),
@@ -227,7 +298,7 @@ pub fn bench_host() -> Result<(), String> {
     json.insert("figures".into(), Value::Object(figures));
     json.insert("functions".into(), Value::Object(splits));
     let mut sweep = serde_json::Map::new();
-    for w in workloads.iter().filter(|w| w.name != "forward") {
+    for w in workloads.iter().filter(|w| SWEPT.contains(&w.name)) {
         let points: Vec<Value> = w
             .sweep()
             .iter()
@@ -236,6 +307,8 @@ pub fn bench_host() -> Result<(), String> {
                     "batch": p.batch,
                     "instructions_per_op": round1(p.driver),
                     "model_instructions_per_op_left_out": round1(p.model),
+                    "mmio_reads_per_op": round4(p.mmio_reads),
+                    "mmio_writes_per_op": round4(p.mmio_writes),
                 })
             })
             .collect();
@@ -262,7 +335,7 @@ pub fn bench_host() -> Result<(), String> {
     let svg = target.join("bench-host.svg");
     let series: Vec<(&str, Vec<(usize, f64)>)> = workloads
         .iter()
-        .filter(|w| w.name != "forward")
+        .filter(|w| SWEPT.contains(&w.name))
         .map(|w| {
             let label = if w.name == "nvme" {
                 "NVMe 4 KiB read (per I/O)"
@@ -360,9 +433,10 @@ fn measure(
     let driver = callgrind(valgrind, bin, dir, name, specs, Mode::Driver)?;
     let model = callgrind(valgrind, bin, dir, name, specs, Mode::Model)?;
     let all = callgrind(valgrind, bin, dir, name, specs, Mode::All)?;
-    if driver.ops != model.ops || driver.ops != all.ops {
+    let (mmio_ops, mmio) = mmio_counts(bin, name, specs)?;
+    if driver.ops != model.ops || driver.ops != all.ops || driver.ops != mmio_ops {
         return Err(format!(
-            "{name}: the runs did different numbers of operations ({:?}, {:?}, {:?})",
+            "{name}: the runs did different numbers of operations ({:?}, {:?}, {:?}, {mmio_ops:?})",
             driver.ops, model.ops, all.ops
         ));
     }
@@ -390,8 +464,71 @@ fn measure(
         ops: driver.ops,
         driver: driver.dumps,
         model: model.dumps,
+        mmio,
         mismatch,
     })
+}
+
+/// Each measurement's operations, and its MMIO (reads, writes).
+type MmioCounted = (Vec<u64>, Vec<(u64, u64)>);
+
+/// `workload` with `specs` run natively with `--count-mmio`, twice: the
+/// operations and the (reads, writes) of each measurement, the same in
+/// both runs.
+fn mmio_counts(bin: &Path, name: &str, specs: &[String]) -> Result<MmioCounted, String> {
+    let once = || -> Result<MmioCounted, String> {
+        let o = Command::new(bin)
+            .arg("--count-mmio")
+            .arg(name)
+            .args(specs)
+            .output()
+            .map_err(|e| format!("start {}: {e}", bin.display()))?;
+        if !o.status.success() {
+            return Err(format!(
+                "bench-host --count-mmio {name} failed:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let ops = measured_ops(&stdout, specs.len())?
+            .into_iter()
+            .map(|(ops, _)| ops)
+            .collect();
+        Ok((ops, mmio_lines(&stdout, specs.len())?))
+    };
+    eprintln!(
+        "xtask: MMIO counts of {name} (native, twice) {}",
+        specs.join(" ")
+    );
+    let first = once()?;
+    let second = once()?;
+    if first != second {
+        return Err(format!(
+            "{name}: two runs counted different MMIO accesses or operations ({first:?}, {second:?})"
+        ));
+    }
+    Ok(first)
+}
+
+/// The bench's `mmio WORKLOAD BATCH ITERATIONS READS WRITES` lines.
+fn mmio_lines(stdout: &str, n: usize) -> Result<Vec<(u64, u64)>, String> {
+    let got: Vec<(u64, u64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                ["mmio", _, _, _, r, w] => Some((r.parse().ok()?, w.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect();
+    if got.len() != n {
+        return Err(format!(
+            "bench-host printed {} MMIO counts, {n} asked for:\n{stdout}",
+            got.len()
+        ));
+    }
+    Ok(got)
 }
 
 fn callgrind(
@@ -534,6 +671,9 @@ fn wall_clock(bin: &Path) -> Result<BTreeMap<&'static str, f64>, String> {
         ("nvme", ["32:1000", "32:20000"]),
         ("nic", ["32:1000", "32:20000"]),
         ("forward", ["16", "256"]),
+        ("virtio-tx", ["32:1000", "32:20000"]),
+        // Its frames are delivered up front, into the model's 16 MiB FIFO.
+        ("echo", ["32:100", "32:2000"]),
     ] {
         let o = Command::new(bin)
             .arg(name)
@@ -557,6 +697,10 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
 fn split_json(p: &PerOp) -> Value {
     let mut top: Vec<Value> = p
         .functions
@@ -573,8 +717,8 @@ fn split_json(p: &PerOp) -> Value {
 
 fn print_report(rows: &[(&Figure, PerOp, Option<f64>)], workloads: &[Workload]) {
     println!("== bench-host: driver instructions per operation on the software device models (callgrind; the models' own instructions left out)");
-    println!("| figure | instructions | budget | against budget | model's instructions (left out) | wall-clock ns/op, driver + model |");
-    println!("|---|---:|---:|---|---:|---:|");
+    println!("| figure | instructions | budget | against budget | MMIO reads/op | against 0 | MMIO writes/op | against budget | model's instructions (left out) | wall-clock ns/op, driver + model |");
+    println!("|---|---:|---:|---|---:|---|---:|---|---:|---:|");
     for (f, p, ns) in rows {
         let verdict = if p.driver <= f.budget {
             "met".to_string()
@@ -585,12 +729,23 @@ fn print_report(rows: &[(&Figure, PerOp, Option<f64>)], workloads: &[Workload]) 
                 p.driver / f.budget
             )
         };
+        let within = |x: f64, budget: f64| {
+            if x <= budget {
+                format!("within {budget}")
+            } else {
+                format!("over {budget}")
+            }
+        };
         println!(
-            "| {} | {:.1} per {} | {} | {verdict} | {:.1} | {} |",
+            "| {} | {:.1} per {} | {} | {verdict} | {:.4} | {} | {:.4} | {} | {:.1} | {} |",
             f.what,
             p.driver,
             f.unit,
             f.budget,
+            p.mmio_reads,
+            within(p.mmio_reads, 0.0),
+            p.mmio_writes,
+            within(p.mmio_writes, f.mmio_write_budget),
             p.model,
             ns.map_or("-".into(), |n| format!("{n:.0}"))
         );
@@ -608,7 +763,7 @@ fn print_report(rows: &[(&Figure, PerOp, Option<f64>)], workloads: &[Workload]) 
             println!("{rest:10.1}  (all others)");
         }
     }
-    for w in workloads.iter().filter(|w| w.name != "forward") {
+    for w in workloads.iter().filter(|w| SWEPT.contains(&w.name)) {
         println!(
             "\n-- {} by batch size (driver instructions per operation)",
             w.name
@@ -619,6 +774,12 @@ fn print_report(rows: &[(&Figure, PerOp, Option<f64>)], workloads: &[Workload]) 
             .map(|p| format!("{}: {:.1}", p.batch, p.driver))
             .collect();
         println!("{}", points.join(", "));
+        let mmio: Vec<String> = w
+            .sweep()
+            .iter()
+            .map(|p| format!("{}: {:.4}/{:.4}", p.batch, p.mmio_reads, p.mmio_writes))
+            .collect();
+        println!("MMIO reads/writes per operation: {}", mmio.join(", "));
     }
 }
 
