@@ -729,6 +729,7 @@ fn print_report(rows: &[(&Figure, PerOp, Option<f64>)], workloads: &[Workload]) 
                 p.driver / f.budget
             )
         };
+        // As in the JSON (0.03125 is 0.0313 there, not `{:.4}`'s 0.0312).
         let within = |x: f64, budget: f64| {
             if x <= budget {
                 format!("within {budget}")
@@ -742,9 +743,9 @@ fn print_report(rows: &[(&Figure, PerOp, Option<f64>)], workloads: &[Workload]) 
             p.driver,
             f.unit,
             f.budget,
-            p.mmio_reads,
+            round4(p.mmio_reads),
             within(p.mmio_reads, 0.0),
-            p.mmio_writes,
+            round4(p.mmio_writes),
             within(p.mmio_writes, f.mmio_write_budget),
             p.model,
             ns.map_or("-".into(), |n| format!("{n:.0}"))
@@ -777,7 +778,14 @@ fn print_report(rows: &[(&Figure, PerOp, Option<f64>)], workloads: &[Workload]) 
         let mmio: Vec<String> = w
             .sweep()
             .iter()
-            .map(|p| format!("{}: {:.4}/{:.4}", p.batch, p.mmio_reads, p.mmio_writes))
+            .map(|p| {
+                format!(
+                    "{}: {:.4}/{:.4}",
+                    p.batch,
+                    round4(p.mmio_reads),
+                    round4(p.mmio_writes)
+                )
+            })
             .collect();
         println!("MMIO reads/writes per operation: {}", mmio.join(", "));
     }
