@@ -15,6 +15,20 @@
 //! the driver before the rings are given to the NIC, so its errors after
 //! that go through the same `Drop`.
 //!
+//! **No register read on the data path** (issue 30). Each register read is
+//! a PCIe round trip, so [`NetDevice::rx_batch`], [`NetDevice::tx_batch`]
+//! and [`NetDevice::tx_clean`] read none: completions come from descriptor
+//! write-backs in memory (transmit: RS only once per batch, see `tx.rs`),
+//! and one TDT (RDT) write hands each batch over. The link state
+//! `tx_batch` checks is cached: STATUS is read again when the cache is
+//! older than [`LINK_REFRESH`] (10 ms), on every call while the cached link
+//! is down (so a link coming back is seen at once), after an interrupt
+//! whose cause (ICR) includes a link status change (LSC), and on every
+//! [`NetDevice::link`] call, which always reads STATUS. So a link that
+//! goes down is noticed by transmit within 10 ms (at once after a `link()`
+//! call); frames handed over in that window wait in the ring, owned by the
+//! NIC, until it sends them or is stopped.
+//!
 //! ```no_run
 //! use std::collections::VecDeque;
 //! use nic_driver::{e1000::{Config, E1000}, NetDevice, TxFrame};
@@ -43,9 +57,10 @@ mod tx;
 pub use rx::check_descriptor;
 pub use rx::RX_HEADROOM;
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vfio_core::dma::BufferPool;
 use vfio_core::mmio::Mmio;
@@ -85,6 +100,10 @@ pub struct E1000 {
     stats: Stats,
     /// Frames reclaimed inside `tx_batch`, reported by the next `tx_clean`.
     tx_reclaimed: usize,
+    /// The link as STATUS last showed it, and when `tx_batch` reads it
+    /// again (see the [module docs](self)); `link()` refreshes both.
+    link: Cell<Link>,
+    link_stale_at: Cell<Instant>,
 }
 
 impl E1000 {
@@ -182,6 +201,8 @@ impl E1000 {
             mac,
             stats: Stats::default(),
             tx_reclaimed: 0,
+            link: Cell::new(Link::default()),
+            link_stale_at: Cell::new(Instant::now()),
         };
         nic.start(config)?;
         Ok(nic)
@@ -234,6 +255,10 @@ impl E1000 {
         self.stats.rx_errors += b.read32(st::CRCERRS) as u64;
     }
 }
+
+/// How long `tx_batch` trusts the link state it last read from STATUS
+/// (see the [module docs](self)).
+pub const LINK_REFRESH: Duration = Duration::from_millis(10);
 
 /// How long CTRL.RST may take to clear (the manual asks for about 1 us;
 /// QEMU clears it at once). Short in unit tests, whose models may never clear it.
@@ -376,7 +401,10 @@ impl NetDevice for E1000 {
 
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
         self.tx_reclaimed += self.tx.clean();
-        if !self.link().up {
+        let cached = self.link.get();
+        // Up and fresh: no STATUS read (one clock read, a vDSO call).
+        let up = (cached.up && Instant::now() < self.link_stale_at.get()) || self.link().up;
+        if !up {
             return Err(Error::LinkDown {
                 addr: self.address(),
             });
@@ -404,6 +432,8 @@ impl NetDevice for E1000 {
         self.mac
     }
 
+    /// Reads STATUS now, and refreshes the link state `tx_batch` checks
+    /// (see the [module docs](self)).
     fn link(&self) -> Link {
         let s = self.bar.read32(regs::STATUS);
         let speed_mbps = match (s >> status::SPEED_SHIFT) & 3 {
@@ -411,11 +441,14 @@ impl NetDevice for E1000 {
             1 => 100,
             _ => 1000,
         };
-        Link {
+        let link = Link {
             up: s & status::LU != 0,
             speed_mbps,
             full_duplex: s & status::FD != 0,
-        }
+        };
+        self.link.set(link);
+        self.link_stale_at.set(Instant::now() + LINK_REFRESH);
+        link
     }
 
     fn set_promiscuous(&mut self, on: bool) {
@@ -446,6 +479,10 @@ impl NetDevice for E1000 {
         // device's on a shared line.
         let icr = self.bar.read32(regs::ICR);
         irqs.unmask()?;
+        if icr & icr::LSC != 0 {
+            // The link changed: the next tx_batch reads STATUS.
+            self.link_stale_at.set(Instant::now());
+        }
         Ok(icr != 0 || self.rx.has_frame())
     }
 }
