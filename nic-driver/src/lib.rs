@@ -342,8 +342,9 @@ pub trait NetDevice {
     /// Link state now: read from the device at each call (e1000: STATUS),
     /// so call it to poll the link, not per frame. Transmit does not call
     /// it per batch: the e1000's [`NetDevice::tx_batch`] checks a cached
-    /// state this call refreshes, read again at most every
-    /// [`e1000::LINK_REFRESH`] (see the [`e1000`] module docs).
+    /// state this call refreshes, read again after
+    /// [`e1000::LINK_REFRESH_BATCHES`] calls or a full ring (see the
+    /// [`e1000`] module docs).
     fn link(&self) -> Link;
 
     /// Receive every frame, whatever its destination (on), or only frames
