@@ -339,7 +339,12 @@ pub trait NetDevice {
     /// that reports none gets 02:00:00:00:00:01.
     fn mac(&self) -> [u8; 6];
 
-    /// Link state now.
+    /// Link state now: read from the device at each call (e1000: STATUS),
+    /// so call it to poll the link, not per frame. Transmit does not call
+    /// it per batch: the e1000's [`NetDevice::tx_batch`] checks a cached
+    /// state this call refreshes, read again after
+    /// [`e1000::LINK_REFRESH_BATCHES`] calls or a full ring (see the
+    /// [`e1000`] module docs).
     fn link(&self) -> Link;
 
     /// Receive every frame, whatever its destination (on), or only frames

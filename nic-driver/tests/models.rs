@@ -872,3 +872,27 @@ fn virtio_dropping_the_driver_resets_the_device() {
     m.deliver(frame(mac, 0, 100));
     assert_eq!((m.dropped, m.dma_faults()), (1, 0));
 }
+
+/// Issue 30: transmit checks a cached link state (no STATUS read per
+/// batch), read again after LINK_REFRESH_BATCHES calls: a cable pulled
+/// after a batch went out is noticed by transmit then, without any
+/// `link()` call, and the frame stays with the caller.
+#[test]
+fn e1000_transmit_notices_a_pulled_cable_within_link_refresh() {
+    let (model, mut nic) = e1000();
+    let f = frame([0xff; 6], 1, 100);
+    let first = VecDeque::from([TxFrame::packet(packet(&nic, &f))]);
+    send_all(&mut nic, first);
+    assert_eq!(model.transmitted(), [f]);
+    model.set_link(false);
+    let noticed = (0..=nic_driver::e1000::LINK_REFRESH_BATCHES)
+        .find(|_| nic.tx_batch(&mut VecDeque::new()).is_err());
+    assert!(noticed.is_some(), "within LINK_REFRESH_BATCHES calls");
+    let g = frame([0xff; 6], 2, 100);
+    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &g))]);
+    assert!(matches!(nic.tx_batch(&mut q), Err(Error::LinkDown { .. })));
+    assert_eq!(q.len(), 1);
+    model.set_link(true);
+    send_all(&mut nic, q);
+    assert_eq!(model.transmitted(), [g]);
+}

@@ -35,9 +35,10 @@ struct Nic {
     gone: bool,
     /// Every register write, in order.
     writes: Vec<(usize, u32)>,
-    /// Reads of CTRL and of STATUS.
+    /// Reads of CTRL and of STATUS, and of any register.
     ctrl_reads: usize,
     status_reads: usize,
+    reads: usize,
     /// Reads until the reset or the EEPROM read in progress completes, and
     /// the EERD value it then shows.
     reset_pending: usize,
@@ -64,6 +65,7 @@ impl Nic {
             writes: Vec::new(),
             ctrl_reads: 0,
             status_reads: 0,
+            reads: 0,
             reset_pending: 0,
             eerd_pending: (0, 0),
         }
@@ -97,6 +99,7 @@ const STATS: std::ops::Range<usize> = 0x4000..0x4100;
 
 impl RegisterModel for Nic {
     fn read(&mut self, offset: usize, size: usize) -> u64 {
+        self.reads += 1;
         if self.gone {
             self.ctrl_reads += (offset == regs::CTRL) as usize;
             return u64::MAX >> (64 - 8 * size);
@@ -604,14 +607,11 @@ fn frames_go_out_one_descriptor_per_segment_and_buffers_come_back_on_dd() {
     let (a0, c0, o0) = tx_descriptor(&h, 0);
     assert_eq!(
         (a0, c0, o0),
-        (one_iova, txd::CMD_EOP | txd::CMD_IFCS | txd::CMD_RS | 60, 0)
+        (one_iova, txd::CMD_EOP | txd::CMD_IFCS | 60, 0),
+        "RS only on the batch's last descriptor"
     );
     let (_, c1, _) = tx_descriptor(&h, 1);
-    assert_eq!(
-        c1,
-        txd::CMD_IFCS | txd::CMD_RS | 14,
-        "no EOP inside a frame"
-    );
+    assert_eq!(c1, txd::CMD_IFCS | 14, "no EOP inside a frame");
     let (a2, c2, _) = tx_descriptor(&h, 2);
     assert_eq!(
         (a2, c2),
@@ -625,11 +625,15 @@ fn frames_go_out_one_descriptor_per_segment_and_buffers_come_back_on_dd() {
     assert_eq!(nic.tx_clean(), 0, "nothing sent yet");
     h.sent(0);
     h.sent(1);
-    assert_eq!(nic.tx_clean(), 1, "the second frame is not done");
-    assert_eq!(pool.free_count(), free - 1, "its header segment is");
-    assert_eq!(nic.tx_pending(), 1);
+    assert_eq!(nic.tx_clean(), 0, "DD where no RS asked for it is not read");
+    assert_eq!(pool.free_count(), free - 3);
+    assert_eq!(nic.tx_pending(), 2);
     h.sent(2);
-    assert_eq!(nic.tx_clean(), 1);
+    assert_eq!(
+        nic.tx_clean(),
+        2,
+        "DD on the RS descriptor: it and all before it are done"
+    );
     assert_eq!(nic.tx_clean(), 0, "each frame once");
     assert_eq!(pool.free_count(), free);
     assert_eq!(nic.tx_pending(), 0);
@@ -697,12 +701,20 @@ fn a_full_ring_keeps_the_frames_that_do_not_fit() {
         [0, 7],
         "no TDT write for nothing"
     );
+    // The batch ended on a frame that did not fit: RS went on its last
+    // descriptor all the same, and only there.
+    for i in 0..7 {
+        let rs = tx_descriptor(&h, i).1 & txd::CMD_RS != 0;
+        assert_eq!(rs, i == 6, "RS on descriptor {i}");
+    }
     for i in 0..3 {
         h.sent(i);
     }
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 0, "no DD where RS was");
+    h.sent(6);
     // tx_batch reclaims first; tx_clean reports what it reclaimed.
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 3);
-    assert_eq!(nic.tx_clean(), 3);
+    assert_eq!(nic.tx_clean(), 7);
     assert_eq!(h.nic().writes_to(regs::TDT), [0, 7, 2], "wrapped");
 }
 
@@ -711,25 +723,168 @@ fn dd_on_descriptors_not_in_flight_or_out_of_order_releases_nothing() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 8)).unwrap();
     let pool = nic.pool().clone();
-    let mut q: VecDeque<TxFrame> = (0..2)
-        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 64))))
-        .collect();
-    nic.tx_batch(&mut q).unwrap();
+    // Two batches of two frames: RS on descriptors 1 and 3.
+    for batch in 0..2 {
+        let mut q: VecDeque<TxFrame> = (0..2)
+            .map(|i| TxFrame::packet(packet(&nic, &frame(2 * batch + i, 64))))
+            .collect();
+        nic.tx_batch(&mut q).unwrap();
+    }
     let free = pool.free_count();
-    for i in 2..8 {
+    for i in 4..8 {
         h.sent(i); // never given
     }
-    h.sent(1); // after one that is not done
+    h.sent(0); // no RS there: DD is not asked for and not read
+    h.sent(2);
+    h.sent(3); // RS, but after one (1) that is not done
     assert_eq!(nic.tx_clean(), 0);
     assert_eq!(pool.free_count(), free);
-    h.sent(0);
-    assert_eq!(nic.tx_clean(), 2);
-    assert_eq!(pool.free_count(), free + 2);
+    h.sent(1);
+    assert_eq!(nic.tx_clean(), 4);
+    assert_eq!(pool.free_count(), free + 4);
     assert_eq!(
         nic.tx_clean(),
         0,
         "the stale DD bits past the tail count for nothing"
     );
+}
+
+/// Queues `n` 60-byte frames in one `tx_batch`.
+fn send_batch(nic: &mut E1000, n: usize) -> usize {
+    let mut q: VecDeque<TxFrame> = (0..n)
+        .map(|i| TxFrame::packet(packet(nic, &frame(i as u8, 60))))
+        .collect();
+    let sent = nic.tx_batch(&mut q).unwrap();
+    assert!(q.is_empty());
+    sent
+}
+
+/// The transmit descriptors among `range` whose command has RS.
+fn with_rs(h: &Harness, range: std::ops::Range<usize>) -> Vec<usize> {
+    range
+        .filter(|&i| tx_descriptor(h, i).1 & txd::CMD_RS != 0)
+        .collect()
+}
+
+#[test]
+fn a_batch_of_32_asks_for_one_status_write_back_on_its_last_descriptor() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 64)).unwrap();
+    let pool = nic.pool().clone();
+    let free = pool.free_count();
+    assert_eq!(send_batch(&mut nic, 32), 32);
+    assert_eq!(with_rs(&h, 0..64), [31], "RS once, on the last descriptor");
+    assert_eq!(h.nic().writes_to(regs::TDT), [0, 32], "one doorbell");
+    // A NIC that writes DD where RS was not set releases nothing.
+    for i in 0..31 {
+        h.sent(i);
+    }
+    assert_eq!(nic.tx_clean(), 0);
+    assert_eq!(pool.free_count(), free - 32, "no segment released early");
+    h.sent(31);
+    assert_eq!(nic.tx_clean(), 32, "DD on the last: all 32 are done");
+    assert_eq!(pool.free_count(), free);
+    assert_eq!(nic.tx_pending(), 0);
+}
+
+#[test]
+fn a_long_batch_asks_for_a_write_back_every_32_descriptors_and_at_its_end() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 64)).unwrap();
+    let pool = nic.pool().clone();
+    let free = pool.free_count();
+    assert_eq!(send_batch(&mut nic, 40), 40);
+    assert_eq!(with_rs(&h, 0..64), [31, 39]);
+    h.sent(31);
+    assert_eq!(
+        nic.tx_clean(),
+        32,
+        "the first 32 go back before the batch ends"
+    );
+    assert_eq!(pool.free_count(), free - 8);
+    h.sent(39);
+    assert_eq!(nic.tx_clean(), 8);
+    assert_eq!(pool.free_count(), free);
+}
+
+#[test]
+fn steady_state_transmit_and_receive_read_no_register() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 64)).unwrap();
+    assert!(nic.link().up);
+    let (reads, status_reads) = {
+        let n = h.nic();
+        (n.reads, n.status_reads)
+    };
+    let mut rx = Vec::with_capacity(8);
+    let mut next_rx = 0;
+    // As many batches as trust the link state link() just read.
+    const BATCHES: usize = super::LINK_REFRESH_BATCHES as usize;
+    for b in 0..BATCHES {
+        assert_eq!(send_batch(&mut nic, 32), 32);
+        h.sent((b * 32 + 31) % 64); // as the NIC: the RS descriptor is done
+        assert_eq!(nic.tx_clean(), 32);
+        h.receive(next_rx, &frame(b as u8, 60));
+        next_rx = (next_rx + 1) % 8;
+        assert_eq!(nic.rx_batch(&mut rx, 8).unwrap(), 1);
+        rx.clear();
+    }
+    let n = h.nic();
+    assert_eq!(n.status_reads - status_reads, 0, "no STATUS read");
+    assert_eq!(n.reads - reads, 0, "no register read at all");
+    assert_eq!(
+        n.writes_to(regs::TDT).len(),
+        1 + BATCHES,
+        "one doorbell a batch"
+    );
+    drop(n);
+    // The next batch looks at the link again: once.
+    assert_eq!(send_batch(&mut nic, 32), 32);
+    assert_eq!(h.nic().status_reads - status_reads, 1);
+}
+
+#[test]
+fn transmit_notices_a_link_that_went_down_within_link_refresh_batches() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 64)).unwrap();
+    assert_eq!(send_batch(&mut nic, 1), 1);
+    h.nic().regs.set(regs::STATUS, 4, 0);
+    for _ in 0..super::LINK_REFRESH_BATCHES {
+        assert_eq!(nic.tx_batch(&mut VecDeque::new()).unwrap(), 0, "trusted");
+    }
+    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &frame(1, 60)))]);
+    assert!(matches!(nic.tx_batch(&mut q), Err(Error::LinkDown { .. })));
+    assert_eq!(q.len(), 1, "the frame stays with the caller");
+    assert_eq!(h.nic().writes_to(regs::TDT), [0, 1]);
+    // While down, every call looks again: the link coming back is seen at once.
+    let reads = h.nic().status_reads;
+    assert!(matches!(nic.tx_batch(&mut q), Err(Error::LinkDown { .. })));
+    assert_eq!(h.nic().status_reads, reads + 1);
+    h.nic().regs.set(regs::STATUS, 4, status::LU as u64);
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 1);
+    // And link() always reads STATUS, so transmit refuses right after it
+    // reported the link down.
+    h.nic().regs.set(regs::STATUS, 4, 0);
+    assert!(!nic.link().up);
+    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &frame(2, 60)))]);
+    assert!(matches!(nic.tx_batch(&mut q), Err(Error::LinkDown { .. })));
+}
+
+#[test]
+fn a_full_ring_makes_transmit_look_at_the_link_again() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let mut q: VecDeque<TxFrame> = (0..8)
+        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 60))))
+        .collect();
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 7);
+    // The NIC lost its link and sends nothing more.
+    h.nic().regs.set(regs::STATUS, 4, 0);
+    let reads = h.nic().status_reads;
+    assert_eq!(nic.tx_batch(&mut q).unwrap(), 0, "full, link trusted");
+    assert_eq!(h.nic().status_reads, reads);
+    assert!(matches!(nic.tx_batch(&mut q), Err(Error::LinkDown { .. })));
+    assert_eq!(h.nic().status_reads, reads + 1);
 }
 
 #[test]
@@ -756,13 +911,12 @@ fn checksum_offload_writes_a_context_descriptor_only_when_it_changes() {
     );
     let (lower, cmd, _) = tx_descriptor(&h, 0);
     assert_eq!(lower, 14 | 24 << 8 | 33 << 16 | 34 << 32 | 40 << 40);
-    assert_eq!(
-        cmd,
-        txd::DTYP_CONTEXT | txd::CMD_DEXT | txd::CMD_RS | txd::TUCMD_IP
-    );
+    assert_eq!(cmd, txd::DTYP_CONTEXT | txd::CMD_DEXT | txd::TUCMD_IP);
     let (_, cmd, opts) = tx_descriptor(&h, 1);
-    let data = txd::CMD_DEXT | txd::DTYP_DATA | txd::CMD_EOP | txd::CMD_IFCS | txd::CMD_RS;
+    let data = txd::CMD_DEXT | txd::DTYP_DATA | txd::CMD_EOP | txd::CMD_IFCS;
     assert_eq!(cmd, data | 80);
+    let (_, cmd, _) = tx_descriptor(&h, 4);
+    assert_eq!(cmd, data | txd::CMD_RS | 80, "RS on the last descriptor");
     assert_eq!(opts, ((txd::POPTS_IXSM | txd::POPTS_TXSM) as u32) << 8);
     let (lower, cmd, _) = tx_descriptor(&h, 3);
     assert_eq!(lower >> 40 & 0xff, 34 + 16, "TCP checksum field");
@@ -796,7 +950,7 @@ fn a_frame_whose_context_descriptor_does_not_fit_waits_and_a_context_frees_nothi
     );
     assert_eq!(q.len(), 1);
     assert_eq!(h.nic().writes_to(regs::TDT), [0, 6]);
-    h.sent(0);
+    h.sent(5);
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 1);
     assert_eq!(
         h.nic().writes_to(regs::TDT),

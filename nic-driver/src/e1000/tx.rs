@@ -1,6 +1,21 @@
 //! The transmit ring (8254x SDM section 3.3): one descriptor per segment (plus
-//! a context descriptor when the checksum offload changes), RS on every
-//! descriptor, TDT written once per batch, buffers held until DD.
+//! a context descriptor when the checksum offload changes), TDT written once
+//! per batch, buffers held until the NIC reports it is done with them.
+//!
+//! **Report Status once per batch** (issue 30). RS asks the NIC to write DD
+//! back into that descriptor (SDM 3.3.3.1; QEMU's e1000 writes the status
+//! back only then), one more DMA write, an IOMMU translation, per
+//! descriptor that has it. The NIC processes descriptors in order, so DD
+//! on one descriptor means every descriptor before it is done too. RS is
+//! set only on the last descriptor of each batch handed over with one TDT
+//! write, and on the end of a frame at least every [`RS_THRESH`]
+//! descriptors within a long batch (DPDK's `tx_rs_thresh`), to bound how
+//! long segments wait. [`TxRing::clean`] looks for DD only on those
+//! descriptors, oldest first, and releases every segment up to and
+//! including the one whose DD it found. A descriptor without RS never gets
+//! DD from a correct NIC, and whatever a NIC writes into one is never read:
+//! DD on a descriptor not in flight, without RS, or on a later RS
+//! descriptor while an earlier one is not done releases nothing.
 //!
 //! Ordering: a release fence between writing descriptors and writing TDT (the
 //! NIC reads them once it sees the tail), an acquire fence between reading DD
@@ -19,6 +34,10 @@ use vfio_core::vfio::Container;
 use super::regs::{txd, TDBAH, TDBAL, TDH, TDLEN, TDT};
 use crate::{ChecksumOffload, Result, Segment, TxFrame};
 
+/// Descriptors after which, within one batch, RS is set again on the next
+/// end of a frame (DPDK's `tx_rs_thresh`, 32 by default).
+pub(crate) const RS_THRESH: usize = 32;
+
 #[derive(Debug)]
 pub(crate) struct TxRing {
     desc: DmaMemory,
@@ -28,6 +47,13 @@ pub(crate) struct TxRing {
     tail: usize,
     clean: usize,
     in_flight: usize,
+    /// The descriptors in flight with RS set, oldest first: the only ones
+    /// [`TxRing::clean`] reads DD from.
+    reports: VecDeque<usize>,
+    /// Descriptors written since the last one with RS.
+    unreported: usize,
+    /// Frames in flight (queued, not yet released).
+    frames: usize,
     /// The checksum context the NIC has now.
     context: Option<ChecksumOffload>,
     max_frame: usize,
@@ -47,6 +73,9 @@ impl TxRing {
             tail: 0,
             clean: 0,
             in_flight: 0,
+            reports: VecDeque::with_capacity(size),
+            unreported: 0,
+            frames: 0,
             context: None,
             from: BytesByWriter::default(),
             max_frame,
@@ -72,27 +101,35 @@ impl TxRing {
 
     /// Frames queued and not yet sent.
     pub(crate) fn pending(&self) -> usize {
-        self.held
-            .iter()
-            .filter(|(s, end)| s.is_some() && *end)
-            .count()
+        self.frames
     }
 
-    /// Releases the buffers of every descriptor the NIC has written back;
-    /// returns how many frames ended there.
+    /// Releases the buffers of every descriptor up to the newest one with
+    /// RS the NIC has written back (DD), in order; returns how many frames
+    /// ended there. Reads DD only on descriptors in flight with RS, oldest
+    /// first (see the module docs).
     pub(crate) fn clean(&mut self) -> usize {
         let mut frames = 0;
-        while self.in_flight > 0
-            && self.desc.read::<u8>(self.clean * txd::SIZE + txd::STATUS) & txd::DD != 0
-        {
+        while let Some(&done) = self.reports.front() {
+            if self.desc.read::<u8>(done * txd::SIZE + txd::STATUS) & txd::DD == 0 {
+                break;
+            }
+            self.reports.pop_front();
             // DD before the buffers the NIC read go back (and may be rewritten).
             fence(Ordering::Acquire);
-            let (segment, end) = std::mem::take(&mut self.held[self.clean]);
-            drop(segment);
-            frames += end as usize;
-            self.clean = (self.clean + 1) % self.size();
-            self.in_flight -= 1;
+            loop {
+                let i = self.clean;
+                let (segment, end) = std::mem::take(&mut self.held[i]);
+                drop(segment);
+                frames += end as usize;
+                self.clean = (i + 1) % self.size();
+                self.in_flight -= 1;
+                if i == done {
+                    break;
+                }
+            }
         }
+        self.frames -= frames;
         frames
     }
 
@@ -125,10 +162,20 @@ impl TxRing {
                 self.put_context(offload);
             }
             frame.count_writers(&mut self.from);
-            self.put_frame(&mut frame);
+            // RS when this is surely the batch's last frame (the queue is
+            // empty), or when RS_THRESH descriptors went unreported.
+            self.put_frame(&mut frame, frames.is_empty());
             sent += 1;
         }
         if sent > 0 {
+            if self.unreported > 0 {
+                // The batch ended on a frame that did not fit or a bad one:
+                // its last descriptor (a frame's end) gets RS now, before
+                // the NIC may read it.
+                let last = (self.tail + self.size() - 1) % self.size();
+                self.report(last);
+            }
+            self.frames += sent;
             // The descriptors before the tail that tells the NIC to read them.
             fence(Ordering::Release);
             bar.write32(TDT, self.tail as u32);
@@ -160,24 +207,44 @@ impl TxRing {
         // IPCSS, IPCSO (checksum at +10), IPCSE (20-byte header); TUCSS, TUCSO, TUCSE = 0 (to the end).
         let lower = ip | (ip + 10) << 8 | (ip + 19) << 16 | l4 << 32 | l4_sum << 40;
         let tucmd = txd::TUCMD_IP | if o.tcp { txd::TUCMD_TCP } else { 0 };
-        let cmd = txd::DTYP_CONTEXT | txd::CMD_DEXT | txd::CMD_RS | tucmd;
+        let cmd = txd::DTYP_CONTEXT | txd::CMD_DEXT | tucmd;
         // Dwords 2 and 3 (command, then status and the MSS/header fields, 0)
         // as one little-endian word: the descriptor in two stores, one check.
         self.desc.write_words::<u64>(at, &[lower, cmd as u64]);
         self.held[at / txd::SIZE] = (None, false);
+        self.unreported += 1;
         self.context = Some(o);
     }
 
-    /// One descriptor per segment; EOP on the last.
-    fn put_frame(&mut self, frame: &mut TxFrame) {
+    /// Sets RS on descriptor `i`, already written (and not yet given to
+    /// the NIC), and expects DD there.
+    fn report(&mut self, i: usize) {
+        let at = i * txd::SIZE + txd::CMD_DWORD;
+        let dword = self.desc.read::<u32>(at);
+        self.desc.write::<u32>(at, dword | txd::CMD_RS);
+        self.reports.push_back(i);
+        self.unreported = 0;
+    }
+
+    /// One descriptor per segment; EOP on the last, and RS there too when
+    /// `last_of_batch` or [`RS_THRESH`] descriptors went without it.
+    fn put_frame(&mut self, frame: &mut TxFrame, last_of_batch: bool) {
         let offload = frame.offload.is_some();
         let segments = frame.take_segments();
         let count = segments.iter().flatten().count();
         for (n, segment) in segments.into_iter().flatten().enumerate() {
             let (iova, len) = segment.dma();
             let last = n + 1 == count;
-            let at = self.advance() * txd::SIZE;
-            let mut cmd = txd::CMD_IFCS | txd::CMD_RS | if last { txd::CMD_EOP } else { 0 };
+            let i = self.advance();
+            let at = i * txd::SIZE;
+            self.unreported += 1;
+            let rs = last && (last_of_batch || self.unreported >= RS_THRESH);
+            let mut cmd = txd::CMD_IFCS | if last { txd::CMD_EOP } else { 0 };
+            if rs {
+                cmd |= txd::CMD_RS;
+                self.reports.push_back(i);
+                self.unreported = 0;
+            }
             let mut popts = 0;
             if offload {
                 cmd |= txd::CMD_DEXT | txd::DTYP_DATA;
@@ -187,7 +254,7 @@ impl TxRing {
             // POPTS) as one little-endian word after the buffer address.
             let upper = (cmd | len as u32) as u64 | ((popts as u64) << 8) << 32;
             self.desc.write_words::<u64>(at, &[iova, upper]);
-            self.held[at / txd::SIZE] = (Some(segment), last);
+            self.held[i] = (Some(segment), last);
         }
     }
 }
