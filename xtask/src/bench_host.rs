@@ -512,19 +512,25 @@ fn mmio_counts(bin: &Path, name: &str, specs: &[String]) -> Result<MmioCounted, 
 
 /// The bench's `mmio WORKLOAD BATCH ITERATIONS READS WRITES` lines.
 fn mmio_lines(stdout: &str, n: usize) -> Result<Vec<(u64, u64)>, String> {
+    tagged_pairs(stdout, "mmio", "MMIO counts", n)
+}
+
+/// The last two numbers of each of the bench's `TAG WORKLOAD BATCH
+/// ITERATIONS A B` lines; `n` of them, else an error naming `what`.
+fn tagged_pairs(stdout: &str, tag: &str, what: &str, n: usize) -> Result<Vec<(u64, u64)>, String> {
     let got: Vec<(u64, u64)> = stdout
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             match f.as_slice() {
-                ["mmio", _, _, _, r, w] => Some((r.parse().ok()?, w.parse().ok()?)),
+                [t, _, _, _, a, b] if *t == tag => Some((a.parse().ok()?, b.parse().ok()?)),
                 _ => None,
             }
         })
         .collect();
     if got.len() != n {
         return Err(format!(
-            "bench-host printed {} MMIO counts, {n} asked for:\n{stdout}",
+            "bench-host printed {} {what}, {n} asked for:\n{stdout}",
             got.len()
         ));
     }
@@ -603,23 +609,7 @@ fn clear_dumps(out: &Path, n: usize) -> Result<(), String> {
 
 /// The bench's `measured WORKLOAD BATCH ITERATIONS OPS NS` lines: (ops, ns).
 fn measured_ops(stdout: &str, n: usize) -> Result<Vec<(u64, u64)>, String> {
-    let got: Vec<(u64, u64)> = stdout
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            match f.as_slice() {
-                ["measured", _, _, _, ops, ns] => Some((ops.parse().ok()?, ns.parse().ok()?)),
-                _ => None,
-            }
-        })
-        .collect();
-    if got.len() != n {
-        return Err(format!(
-            "bench-host printed {} measurements, {n} asked for:\n{stdout}",
-            got.len()
-        ));
-    }
-    Ok(got)
+    tagged_pairs(stdout, "measured", "measurements", n)
 }
 
 /// A callgrind dump (`--compress-strings=no`): its total, and each

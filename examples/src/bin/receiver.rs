@@ -564,19 +564,8 @@ impl Receiver {
     /// The stream ends inside a block: fills the rest of that block in the
     /// staging buffer with what the namespace holds there now.
     fn keep_tail(&mut self, buf: &mut Buffer, start: u64, expected: usize) -> Result<(), Error> {
-        while self.qp.in_flight() > 0 {
-            self.reap()?;
-        }
-        let block_at = expected / self.bs * self.bs;
-        let mut old = self
-            .staging
-            .alloc()
-            .ok_or("no staging buffer for the last block")?;
-        let lba = self.lba + (start + block_at as u64) / self.bs as u64;
-        self.qp.read(self.nsid, lba, &mut old, 0, self.bs)?;
-        let keep = expected - block_at;
-        buf.as_mut_slice()[expected..block_at + self.bs]
-            .copy_from_slice(&old.as_slice()[keep..self.bs]);
+        let (old, keep, n) = self.old_tail(start, expected)?;
+        buf.as_mut_slice()[expected..expected + n].copy_from_slice(&old.as_slice()[keep..keep + n]);
         Ok(())
     }
 
