@@ -282,3 +282,20 @@ mod tests {
         );
     }
 }
+
+/// Config space whose command register (offset 4) ignores writes: bus
+/// mastering cannot be turned off, for tests of the path where a device can
+/// be stopped neither by its own registers nor by Bus Master Enable.
+#[derive(Debug)]
+pub struct StuckCommand(pub vfio_core::mmio::RegisterFile);
+
+impl vfio_core::mmio::RegisterModel for StuckCommand {
+    fn read(&mut self, offset: usize, size: usize) -> u64 {
+        self.0.read(offset, size)
+    }
+    fn write(&mut self, offset: usize, size: usize, value: u64) {
+        if !(4..6).contains(&offset) {
+            self.0.write(offset, size, value);
+        }
+    }
+}

@@ -32,4 +32,4 @@ mod nvme_sgl;
 pub mod panicking_logger;
 pub mod virtio_net;
 
-pub use common::{ModelThread, Wedge};
+pub use common::{ModelThread, StuckCommand, Wedge};

@@ -13,9 +13,10 @@ use nvme_driver::{
     MAX_GATHER_PIECES,
 };
 use vfio_core::dma::{BufferPool, BytesByWriter, SharedBuffer};
-use vfio_core::mmio::{RegisterFile, RegisterModel, SharedModel};
+use vfio_core::mmio::{RegisterFile, SharedModel};
 use vfio_core::vfio::{Container, Device};
 use vfio_models::nvme::{Namespace, NvmeConfig, NvmeModel, Readiness};
+use vfio_models::StuckCommand;
 
 type Model = Arc<Mutex<NvmeModel>>;
 type Pieces = Vec<GatherPiece<SharedBuffer>>;
@@ -437,22 +438,6 @@ fn dropping_a_queue_pair_with_a_held_gather_deletes_it_before_the_buffers_go_bac
     assert!(lock(&model).io_queue_ids().is_empty(), "deleted first");
     assert_eq!(lock(&model).held(), 0, "the deletion aborted the gather");
     assert!(late_writes_miss(&model, &pool));
-}
-
-/// Config space whose command register ignores writes: bus mastering
-/// cannot be turned off.
-#[derive(Debug)]
-struct StuckCommand(RegisterFile);
-
-impl RegisterModel for StuckCommand {
-    fn read(&mut self, offset: usize, size: usize) -> u64 {
-        self.0.read(offset, size)
-    }
-    fn write(&mut self, offset: usize, size: usize, value: u64) {
-        if !(4..6).contains(&offset) {
-            self.0.write(offset, size, value);
-        }
-    }
 }
 
 #[test]

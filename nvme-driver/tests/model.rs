@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use nvme_driver::{Controller, Error, IoQueuePair};
 use vfio_core::dma::{Backing, Buffer, BufferPool, DmaMemory};
-use vfio_core::mmio::{RegisterFile, RegisterModel, SharedModel};
+use vfio_core::mmio::{RegisterFile, SharedModel};
 use vfio_core::vfio::{Container, Device};
 use vfio_models::nvme::{Injection, Namespace, NvmeConfig, NvmeModel, Readiness};
+use vfio_models::StuckCommand;
 
 type Model = Arc<Mutex<NvmeModel>>;
 
@@ -221,22 +222,6 @@ fn a_controller_that_does_not_decode_memory_is_not_believed_and_loses_bus_master
         4,
         "with bus mastering off the buffers are free"
     );
-}
-
-/// Config space whose command register ignores writes: bus mastering cannot
-/// be turned off.
-#[derive(Debug)]
-struct StuckCommand(RegisterFile);
-
-impl RegisterModel for StuckCommand {
-    fn read(&mut self, offset: usize, size: usize) -> u64 {
-        self.0.read(offset, size)
-    }
-    fn write(&mut self, offset: usize, size: usize, value: u64) {
-        if !(4..6).contains(&offset) {
-            self.0.write(offset, size, value);
-        }
-    }
 }
 
 #[test]

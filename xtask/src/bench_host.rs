@@ -477,19 +477,7 @@ type MmioCounted = (Vec<u64>, Vec<(u64, u64)>);
 /// both runs.
 fn mmio_counts(bin: &Path, name: &str, specs: &[String]) -> Result<MmioCounted, String> {
     let once = || -> Result<MmioCounted, String> {
-        let o = Command::new(bin)
-            .arg("--count-mmio")
-            .arg(name)
-            .args(specs)
-            .output()
-            .map_err(|e| format!("start {}: {e}", bin.display()))?;
-        if !o.status.success() {
-            return Err(format!(
-                "bench-host --count-mmio {name} failed:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            ));
-        }
-        let stdout = String::from_utf8_lossy(&o.stdout);
+        let stdout = run_bench(bin, &["--count-mmio", name], specs)?;
         let ops = measured_ops(&stdout, specs.len())?
             .into_iter()
             .map(|(ops, _)| ops)
@@ -665,22 +653,32 @@ fn wall_clock(bin: &Path) -> Result<BTreeMap<&'static str, f64>, String> {
         // Its frames are delivered up front, into the model's 16 MiB FIFO.
         ("echo", ["32:100", "32:2000"]),
     ] {
-        let o = Command::new(bin)
-            .arg(name)
-            .args(specs)
-            .output()
-            .map_err(|e| format!("start {}: {e}", bin.display()))?;
-        if !o.status.success() {
-            return Err(format!(
-                "bench-host {name} failed:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            ));
-        }
-        let m = measured_ops(&String::from_utf8_lossy(&o.stdout), specs.len())?;
+        let m = measured_ops(&run_bench(bin, &[name], &specs)?, specs.len())?;
         let (ops, ns) = m[specs.len() - 1];
         out.insert(name, ns as f64 / ops as f64);
     }
     Ok(out)
+}
+
+/// Runs the bench natively with `args` and `specs`; its standard output.
+fn run_bench(
+    bin: &Path,
+    args: &[&str],
+    specs: &[impl AsRef<std::ffi::OsStr>],
+) -> Result<String, String> {
+    let o = Command::new(bin)
+        .args(args)
+        .args(specs)
+        .output()
+        .map_err(|e| format!("start {}: {e}", bin.display()))?;
+    if !o.status.success() {
+        return Err(format!(
+            "bench-host {} failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 fn round1(x: f64) -> f64 {
