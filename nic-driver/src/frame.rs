@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use vfio_core::dma::{Buffer, BytesByWriter, DmaTarget, SharedBuffer, Writer};
+use vfio_core::dma::{Buffer, BufferCache, BytesByWriter, DmaTarget, SharedBuffer, Writer};
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
@@ -148,6 +148,16 @@ impl Segment {
             Segment::Packet(p) => DmaTarget::leak(p.into_buffer()),
             Segment::Slice { buf, .. } => DmaTarget::leak(buf),
             Segment::Shared { buf, .. } => DmaTarget::leak(buf),
+        }
+    }
+
+    /// Gives the segment's buffer back to `cache` (which sends another
+    /// pool's buffer home); a shared buffer drops its share.
+    pub(crate) fn recycle(self, cache: &mut BufferCache) {
+        match self {
+            Segment::Packet(p) => cache.free(p.into_buffer()),
+            Segment::Slice { buf, .. } => cache.free(buf),
+            Segment::Shared { .. } => {}
         }
     }
 
@@ -334,9 +344,11 @@ impl TxFrame {
         }
     }
 
-    /// Takes the segments out (to hold until the NIC has sent them).
-    pub(crate) fn take_segments(&mut self) -> [Option<Segment>; MAX_SEGMENTS] {
-        self.count = 0;
-        std::mem::take(&mut self.segments)
+    /// The segment slots in use, for a driver to take each segment out of
+    /// (`Option::take`) into its ring without moving the frame; a frame
+    /// whose segments were taken is left empty.
+    pub(crate) fn segment_slots(&mut self) -> &mut [Option<Segment>] {
+        let count = std::mem::take(&mut self.count);
+        &mut self.segments[..count]
     }
 }

@@ -329,10 +329,17 @@ pub trait NetDevice {
     /// A fresh buffer from the device's pool as a packet of length 0, for
     /// building a frame ([`Packet::buffer_mut`], [`Packet::set_len`]); None
     /// when every buffer is in use.
-    fn alloc_packet(&self) -> Option<Packet>;
+    fn alloc_packet(&mut self) -> Option<Packet>;
 
-    /// The pool the device's buffers come from (to count what is out).
+    /// The pool the device's buffers come from.
     fn pool(&self) -> &Arc<vfio_core::dma::BufferPool>;
+
+    /// Buffers of [`NetDevice::pool`] not in use (to count what is out):
+    /// those on the pool's free list and those on the driver's own stack
+    /// of free buffers ([`vfio_core::dma::BufferCache`]), which its rings
+    /// recycle without the pool's lock and which the pool's
+    /// [`free_count`](vfio_core::dma::BufferPool::free_count) does not see.
+    fn free_buffers(&self) -> usize;
 
     /// The MAC address the device reported, checked at bring-up to be a
     /// station address (not zero, not a group address); a virtio-net device
@@ -367,6 +374,12 @@ pub trait NetDevice {
 
 /// A MAC address a device reported, if it can be a station's own: not
 /// all zeros, not a group (multicast or broadcast) address.
+/// Buffers a driver's [`vfio_core::dma::BufferCache`] holds at most: a
+/// quarter of its pool, at most 128 (four batches of 32).
+pub(crate) fn cache_size(pool: &vfio_core::dma::BufferPool) -> usize {
+    (pool.capacity() / 4).clamp(2, 128)
+}
+
 pub(crate) fn check_mac(mac: [u8; 6]) -> std::result::Result<[u8; 6], String> {
     if mac == [0; 6] || mac[0] & 1 == 1 {
         return Err(format!(

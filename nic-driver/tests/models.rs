@@ -113,7 +113,7 @@ fn length(i: usize) -> usize {
     [60, 61, 64, 100, 333, 512, 1000, 1513, 1514][i % 9]
 }
 
-fn packet(nic: &dyn NetDevice, bytes: &[u8]) -> Packet {
+fn packet(nic: &mut dyn NetDevice, bytes: &[u8]) -> Packet {
     let mut p = nic.alloc_packet().expect("a free buffer");
     p.buffer_mut()[..bytes.len()].copy_from_slice(bytes);
     p.set_len(bytes.len());
@@ -159,7 +159,7 @@ fn receive(nic: &mut dyn NetDevice, n: usize) -> Vec<Vec<u8>> {
 /// Frames of every length, in batches that wrap the ring several times,
 /// come out of the device in order, byte for byte; every buffer returns.
 fn sends_byte_exact(nic: &mut dyn NetDevice, wire: &dyn Wire) {
-    let free = nic.pool().free_count();
+    let free = nic.free_buffers();
     let expected: Vec<Vec<u8>> = (0..FRAMES)
         .map(|i| frame([0xff; 6], i, length(i)))
         .collect();
@@ -171,13 +171,13 @@ fn sends_byte_exact(nic: &mut dyn NetDevice, wire: &dyn Wire) {
         send_all(nic, frames);
     }
     assert_eq!(wire.transmitted(), expected);
-    assert_eq!(nic.pool().free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
 }
 
 /// A frame of a header packet, a slice of another buffer and slices of a
 /// buffer two frames share goes out as their bytes joined.
 fn sends_segments_joined(nic: &mut dyn NetDevice, wire: &dyn Wire) {
-    let free = nic.pool().free_count();
+    let free = nic.free_buffers();
     let whole = frame([0xff; 6], 7, 1200);
     let mut shared = nic.pool().alloc().unwrap();
     shared.as_mut_slice()[..758].copy_from_slice(&whole[442..]);
@@ -211,7 +211,7 @@ fn sends_segments_joined(nic: &mut dyn NetDevice, wire: &dyn Wire) {
     drop(shared);
     send_all(nic, frames);
     assert_eq!(wire.transmitted(), [whole.clone(), whole]);
-    assert_eq!(nic.pool().free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
 }
 
 /// An Ethernet/IPv4/UDP (or TCP) frame with correct checksums, built by
@@ -311,7 +311,7 @@ fn sends_with_checksum_offload(nic: &mut dyn NetDevice, wire: &dyn Wire) {
 /// Frames of every length, more than the ring holds at once, come out of
 /// rx_batch in order, byte for byte.
 fn receives_byte_exact(nic: &mut dyn NetDevice, wire: &dyn Wire) {
-    let free = nic.pool().free_count();
+    let free = nic.free_buffers();
     let mac = nic.mac();
     let frames: Vec<Vec<u8>> = (0..FRAMES).map(|i| frame(mac, i, length(i))).collect();
     let mut got = Vec::new();
@@ -322,7 +322,7 @@ fn receives_byte_exact(nic: &mut dyn NetDevice, wire: &dyn Wire) {
         got.extend(receive(nic, batch.len()));
     }
     assert_eq!(got, frames);
-    assert_eq!(nic.pool().free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
 }
 
 /// With the link down the driver sends nothing (and keeps the frame) and
@@ -383,13 +383,13 @@ fn round_trip_on_a_thread(nic: &mut dyn NetDevice, wire: &dyn Wire) {
 fn refuses_memory_of_another_container(
     nic: &mut dyn NetDevice,
     wire: &dyn Wire,
-    other: &dyn NetDevice,
+    other: &mut dyn NetDevice,
 ) {
     assert!(!Arc::ptr_eq(
         nic.pool().container(),
         other.pool().container()
     ));
-    let free = nic.pool().free_count();
+    let free = nic.free_buffers();
     let secret = frame([0xff; 6], 0x5e, 200);
     let private = packet(nic, &secret);
     let foreign = packet(other, &frame([0xff; 6], 0xf0, 200));
@@ -457,22 +457,22 @@ fn refuses_memory_of_another_container(
     assert_eq!(wire.transmitted(), [before, after]);
     assert_eq!(other.pool().free_count(), other_free + 1);
     drop(private);
-    assert_eq!(nic.pool().free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
 }
 
 #[test]
 fn e1000_refuses_memory_of_another_container() {
     let (model, mut nic) = e1000();
-    let (other_model, other) = e1000();
-    refuses_memory_of_another_container(&mut nic, &model, &other);
+    let (other_model, mut other) = e1000();
+    refuses_memory_of_another_container(&mut nic, &model, &mut other);
     assert!(other_model.transmitted().is_empty());
 }
 
 #[test]
 fn virtio_refuses_memory_of_another_container() {
     let (model, mut nic) = virtio();
-    let (other_model, other) = virtio();
-    refuses_memory_of_another_container(&mut nic, &model, &other);
+    let (other_model, mut other) = virtio();
+    refuses_memory_of_another_container(&mut nic, &model, &mut other);
     assert!(other_model.transmitted().is_empty());
 }
 
@@ -559,7 +559,7 @@ fn e1000_counts_what_it_sent_and_received_with_padding_and_fcs() {
     let sizes = [60, 100, 1514];
     let frames = sizes
         .iter()
-        .map(|&n| TxFrame::packet(packet(&nic, &frame([0xff; 6], 0, n))))
+        .map(|&n| TxFrame::packet(packet(&mut nic, &frame([0xff; 6], 0, n))))
         .collect();
     send_all(&mut nic, frames);
     for n in [60, 1000] {
@@ -653,7 +653,7 @@ fn e1000_drops_frames_whose_write_back_is_bad_and_goes_on() {
 #[test]
 fn e1000_dd_on_every_descriptor_takes_at_most_the_ring_and_then_stops() {
     let (model, mut nic) = e1000();
-    let free = nic.pool().free_count();
+    let free = nic.free_buffers();
     lock(&model).rx_done_everywhere(100);
     let mut rx = Vec::new();
     // The 7 descriptors the NIC owned, then the one it never had, then none.
@@ -662,7 +662,7 @@ fn e1000_dd_on_every_descriptor_takes_at_most_the_ring_and_then_stops() {
     assert_eq!(nic.rx_batch(&mut rx, 64).unwrap(), 0);
     assert!(rx.iter().all(|p| p.len() == 100));
     rx.clear();
-    assert_eq!(nic.pool().free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
     // The ring and the NIC agree again: a real frame comes through.
     let f = frame(nic.mac(), 1, 300);
     model.deliver(f.clone());
@@ -676,7 +676,7 @@ fn e1000_a_hung_transmitter_fills_the_ring_and_dd_written_early_is_taken_at_its_
     let frames: Vec<Vec<u8>> = (0..10).map(|i| frame([0xff; 6], i, 200)).collect();
     let mut q: VecDeque<TxFrame> = frames
         .iter()
-        .map(|f| TxFrame::packet(packet(&nic, f)))
+        .map(|f| TxFrame::packet(packet(&mut nic, f)))
         .collect();
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 7, "all descriptors but one");
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 0, "the ring is full");
@@ -703,17 +703,17 @@ fn e1000_benchmark_mode_consumes_descriptors_without_keeping_frames() {
         ..E1000Config::default()
     };
     let (model, mut nic) = e1000_with(config);
-    let free = nic.pool().free_count();
+    let free = nic.free_buffers();
     for batch in 0..FRAMES / 4 {
         let frames = (0..4)
-            .map(|i| TxFrame::packet(packet(&nic, &frame([0xff; 6], 4 * batch + i, 60))))
+            .map(|i| TxFrame::packet(packet(&mut nic, &frame([0xff; 6], 4 * batch + i, 60))))
             .collect();
         send_all(&mut nic, frames);
     }
     let mut m = lock(&model);
     assert_eq!((m.sent, m.transmitted().len()), (FRAMES as u64, 0));
     drop(m);
-    assert_eq!(nic.pool().free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
     assert_eq!(nic.stats().tx_packets, FRAMES as u64);
 }
 
@@ -787,7 +787,7 @@ fn virtio_counts_frames_and_bytes() {
     let (model, mut nic) = virtio();
     let frames = [60, 1514]
         .iter()
-        .map(|&n| TxFrame::packet(packet(&nic, &frame([0xff; 6], 0, n))))
+        .map(|&n| TxFrame::packet(packet(&mut nic, &frame([0xff; 6], 0, n))))
         .collect();
     send_all(&mut nic, frames);
     model.deliver(frame(nic.mac(), 1, 100));
@@ -826,7 +826,7 @@ fn virtio_a_transmit_entry_for_no_chain_leaves_that_frame_in_flight() {
     let frames: Vec<Vec<u8>> = (0..3).map(|i| frame([0xff; 6], i, 100)).collect();
     let mut q = frames
         .iter()
-        .map(|f| TxFrame::packet(packet(&nic, f)))
+        .map(|f| TxFrame::packet(packet(&mut nic, f)))
         .collect();
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 3);
     assert_eq!(nic.tx_clean(), 2);
@@ -838,9 +838,9 @@ fn virtio_a_transmit_entry_for_no_chain_leaves_that_frame_in_flight() {
 fn virtio_a_used_index_ahead_of_the_chains_breaks_transmit() {
     let (model, mut nic) = virtio();
     lock(&model).tx_faults.push_back(UsedFault::IndexAhead(5));
-    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &frame([0xff; 6], 0, 100)))]);
+    let mut q = VecDeque::from([TxFrame::packet(packet(&mut nic, &frame([0xff; 6], 0, 100)))]);
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 1);
-    q.push_back(TxFrame::packet(packet(&nic, &frame([0xff; 6], 1, 100))));
+    q.push_back(TxFrame::packet(packet(&mut nic, &frame([0xff; 6], 1, 100))));
     let e = nic.tx_batch(&mut q).unwrap_err().to_string();
     assert!(e.contains("used index jumped"), "{e}");
 }
@@ -854,7 +854,7 @@ fn virtio_benchmark_mode_uses_chains_without_keeping_frames() {
     let (model, mut nic) = virtio_with(config);
     for batch in 0..FRAMES / 4 {
         let frames = (0..4)
-            .map(|i| TxFrame::packet(packet(&nic, &frame([0xff; 6], 4 * batch + i, 60))))
+            .map(|i| TxFrame::packet(packet(&mut nic, &frame([0xff; 6], 4 * batch + i, 60))))
             .collect();
         send_all(&mut nic, frames);
     }
@@ -881,7 +881,7 @@ fn virtio_dropping_the_driver_resets_the_device() {
 fn e1000_transmit_notices_a_pulled_cable_within_link_refresh() {
     let (model, mut nic) = e1000();
     let f = frame([0xff; 6], 1, 100);
-    let first = VecDeque::from([TxFrame::packet(packet(&nic, &f))]);
+    let first = VecDeque::from([TxFrame::packet(packet(&mut nic, &f))]);
     send_all(&mut nic, first);
     assert_eq!(model.transmitted(), [f]);
     model.set_link(false);
@@ -889,7 +889,7 @@ fn e1000_transmit_notices_a_pulled_cable_within_link_refresh() {
         .find(|_| nic.tx_batch(&mut VecDeque::new()).is_err());
     assert!(noticed.is_some(), "within LINK_REFRESH_BATCHES calls");
     let g = frame([0xff; 6], 2, 100);
-    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &g))]);
+    let mut q = VecDeque::from([TxFrame::packet(packet(&mut nic, &g))]);
     assert!(matches!(nic.tx_batch(&mut q), Err(Error::LinkDown { .. })));
     assert_eq!(q.len(), 1);
     model.set_link(true);

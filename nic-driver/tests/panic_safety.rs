@@ -110,7 +110,7 @@ fn drop_panics_only_after_bus_mastering_is_off<M: Nic>(
 ) {
     install();
     let pool: Arc<BufferPool> = Arc::clone(nic.pool());
-    let in_rings = pool.capacity() - pool.free_count();
+    let in_rings = pool.capacity() - nic.free_buffers();
     assert!(in_rings > 0, "the receive ring holds buffers");
     let m = Arc::clone(&model);
     set_hook(move || format!("bus master {}", lock(&m).bus_master()));
@@ -196,7 +196,7 @@ fn run_child(name: &str) -> (std::process::ExitStatus, String) {
 fn leak_child<M: Nic>(model: Arc<Mutex<M>>, nic: Box<dyn NetDevice>) {
     install();
     let pool: Arc<BufferPool> = Arc::clone(nic.pool());
-    let free = pool.free_count();
+    let free = nic.free_buffers();
     let leaked = vfio_core::dma::leaked();
     let m = Arc::clone(&model);
     let p = Arc::clone(&pool);

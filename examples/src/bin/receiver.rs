@@ -365,7 +365,7 @@ impl Receiver {
         if self.gather {
             // The receive buffer stays out of the NIC's pool until its
             // region is written; the ring must still be refilled.
-            return self.nic.pool().free_count() > RX_RESERVE;
+            return self.nic.free_buffers() > RX_RESERVE;
         }
         let new = pieces(self.chunk, d.offset, d.len)
             .filter(|(region, ..)| !self.stages.contains_key(region))

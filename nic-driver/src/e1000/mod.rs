@@ -67,7 +67,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vfio_core::dma::BufferPool;
+use vfio_core::dma::{BufferCache, BufferPool};
 use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Container, Device, Interrupts, IrqKind};
@@ -97,6 +97,10 @@ pub struct E1000 {
     // `Drop` has stopped the NIC, and before the pool and the device go.
     rx: RxRing,
     tx: TxRing,
+    /// The pool's buffers this NIC recycles without the pool's lock: the
+    /// transmit ring's cleaned buffers, the receive ring's refills,
+    /// [`NetDevice::alloc_packet`].
+    cache: BufferCache,
     irqs: Option<Interrupts>,
     pool: Arc<BufferPool>,
     bar: Mmio,
@@ -200,6 +204,7 @@ impl E1000 {
         let mut nic = E1000 {
             rx,
             tx,
+            cache: BufferCache::new(&pool, crate::cache_size(&pool)),
             irqs: None,
             pool,
             bar,
@@ -399,14 +404,14 @@ impl NetDevice for E1000 {
 
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> Result<usize> {
         let before = out.len();
-        let counts = self.rx.receive(&self.bar, &self.pool, out, max);
+        let counts = self.rx.receive(&self.bar, &mut self.cache, out, max);
         self.stats.rx_errors += counts.errors;
         self.stats.rx_dropped += counts.no_buffer;
         Ok(out.len() - before)
     }
 
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
-        self.tx_reclaimed += self.tx.clean();
+        self.tx_reclaimed += self.tx.clean(&mut self.cache);
         let trusted = self.link_trusted_for.get();
         // Up and trusted: no STATUS read.
         let up = if self.link.get().up && trusted > 0 {
@@ -429,7 +434,7 @@ impl NetDevice for E1000 {
     }
 
     fn tx_clean(&mut self) -> usize {
-        self.tx.clean() + std::mem::take(&mut self.tx_reclaimed)
+        self.tx.clean(&mut self.cache) + std::mem::take(&mut self.tx_reclaimed)
     }
 
     fn tx_pending(&self) -> usize {
@@ -440,8 +445,12 @@ impl NetDevice for E1000 {
         &self.pool
     }
 
-    fn alloc_packet(&self) -> Option<Packet> {
-        self.pool.alloc().map(|b| Packet::new(b, 0))
+    fn free_buffers(&self) -> usize {
+        self.pool.free_count() + self.cache.len()
+    }
+
+    fn alloc_packet(&mut self) -> Option<Packet> {
+        self.cache.alloc().map(|b| Packet::new(b, 0))
     }
 
     fn mac(&self) -> [u8; 6] {

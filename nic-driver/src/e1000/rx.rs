@@ -20,7 +20,7 @@
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
-use vfio_core::dma::{Backing, Buffer, BufferPool, DmaMemory};
+use vfio_core::dma::{Backing, Buffer, BufferCache, BufferPool, DmaMemory};
 use vfio_core::mmio::Mmio;
 use vfio_core::vfio::Container;
 
@@ -107,13 +107,13 @@ impl RxRing {
     }
 
     /// Takes up to `max` frames into `out`, refilling each descriptor from
-    /// `pool` (or reusing its buffer, dropping the frame, when the pool is
+    /// `cache` (or reusing its buffer, dropping the frame, when the pool is
     /// empty); then gives the descriptors back with one RDT write. Reads at
     /// most the `size - 1` descriptors the NIC owns.
     pub(crate) fn receive(
         &mut self,
         bar: &Mmio,
-        pool: &Arc<BufferPool>,
+        cache: &mut BufferCache,
         out: &mut Vec<Packet>,
         max: usize,
     ) -> RxCounts {
@@ -136,7 +136,7 @@ impl RxRing {
                 .expect("every descriptor holds a buffer");
             let good = check_descriptor(&mut self.discarding, status, errors, len, old.capacity());
             counts.errors += !good as u64;
-            match (good, pool.alloc()) {
+            match (good, cache.alloc()) {
                 (true, Some(fresh)) => {
                     out.push(Packet::received(old, RX_HEADROOM, len));
                     taken += 1;

@@ -255,7 +255,7 @@ impl Harness {
     }
 }
 
-fn packet(nic: &E1000, bytes: &[u8]) -> Packet {
+fn packet(nic: &mut E1000, bytes: &[u8]) -> Packet {
     let mut p = nic.alloc_packet().unwrap();
     p.buffer_mut()[..bytes.len()].copy_from_slice(bytes);
     p.set_len(bytes.len());
@@ -315,7 +315,7 @@ fn bring_up_takes_the_mac_from_the_eeprom_and_gives_full_rings_to_the_nic() {
     buffers.sort();
     buffers.dedup();
     assert_eq!(buffers.len(), 8, "one buffer per descriptor");
-    assert_eq!(pool.free_count(), pool.capacity() - 8);
+    assert_eq!(nic.free_buffers(), pool.capacity() - 8);
 }
 
 #[test]
@@ -404,8 +404,7 @@ fn a_device_that_is_not_an_8254x_is_refused() {
 fn frames_arrive_in_order_and_each_descriptor_gets_a_fresh_buffer() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 8)).unwrap();
-    let pool = nic.pool().clone();
-    let free = pool.free_count();
+    let free = nic.free_buffers();
     let mut out = Vec::with_capacity(8);
     assert_eq!(nic.rx_batch(&mut out, 8).unwrap(), 0);
     assert_eq!(
@@ -443,9 +442,9 @@ fn frames_arrive_in_order_and_each_descriptor_gets_a_fresh_buffer() {
         );
     }
     assert!(!nic.rx.has_frame());
-    assert_eq!(pool.free_count(), free - 3);
+    assert_eq!(nic.free_buffers(), free - 3);
     out.clear();
-    assert_eq!(pool.free_count(), free, "each packet's buffer back once");
+    assert_eq!(nic.free_buffers(), free, "each packet's buffer back once");
     let s = nic.stats();
     assert_eq!((s.rx_errors, s.rx_dropped), (0, 0));
 }
@@ -484,8 +483,7 @@ fn the_ring_wraps_and_rdt_follows() {
 fn bad_descriptors_are_counted_and_their_buffers_stay_in_the_ring() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(16, 8)).unwrap();
-    let pool = nic.pool().clone();
-    let free = pool.free_count();
+    let free = nic.free_buffers();
     let before: Vec<u64> = (0..8).map(|i| h.rx_buffer(i)).collect();
     let f = frame(1, 100);
     let good = rxd::DD | rxd::EOP;
@@ -508,7 +506,7 @@ fn bad_descriptors_are_counted_and_their_buffers_stay_in_the_ring() {
     }
     assert_eq!(h.nic().writes_to(regs::RDT), [15, 7]);
     drop(out);
-    assert_eq!(pool.free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
 }
 
 #[test]
@@ -583,12 +581,11 @@ fn tx_descriptor(h: &Harness, i: usize) -> (u64, u32, u32) {
 fn frames_go_out_one_descriptor_per_segment_and_buffers_come_back_on_dd() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 8)).unwrap();
-    let pool = nic.pool().clone();
-    let free = pool.free_count();
-    let one = packet(&nic, &frame(1, 60));
+    let free = nic.free_buffers();
+    let one = packet(&mut nic, &frame(1, 60));
     let one_iova = one.iova();
-    let mut two = TxFrame::packet(packet(&nic, &frame(2, 14)));
-    let body = packet(&nic, &frame(3, 100)).into_buffer();
+    let mut two = TxFrame::packet(packet(&mut nic, &frame(2, 14)));
+    let body = packet(&mut nic, &frame(3, 100)).into_buffer();
     let body_iova = body.iova();
     two.push(Segment::Slice {
         buf: body,
@@ -621,12 +618,12 @@ fn frames_go_out_one_descriptor_per_segment_and_buffers_come_back_on_dd() {
         )
     );
     assert_eq!(nic.tx_pending(), 2);
-    assert_eq!(pool.free_count(), free - 3);
+    assert_eq!(nic.free_buffers(), free - 3);
     assert_eq!(nic.tx_clean(), 0, "nothing sent yet");
     h.sent(0);
     h.sent(1);
     assert_eq!(nic.tx_clean(), 0, "DD where no RS asked for it is not read");
-    assert_eq!(pool.free_count(), free - 3);
+    assert_eq!(nic.free_buffers(), free - 3);
     assert_eq!(nic.tx_pending(), 2);
     h.sent(2);
     assert_eq!(
@@ -635,7 +632,7 @@ fn frames_go_out_one_descriptor_per_segment_and_buffers_come_back_on_dd() {
         "DD on the RS descriptor: it and all before it are done"
     );
     assert_eq!(nic.tx_clean(), 0, "each frame once");
-    assert_eq!(pool.free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
     assert_eq!(nic.tx_pending(), 0);
 }
 
@@ -657,7 +654,7 @@ fn sent_bytes_are_counted_by_who_wrote_them_a_copy_shows_as_the_cpus() {
         "the NIC wrote a received frame"
     );
     // Zero copy: a CPU-written header, then a slice of the received frame.
-    let mut fwd = TxFrame::packet(packet(&nic, &frame(3, 14)));
+    let mut fwd = TxFrame::packet(packet(&mut nic, &frame(3, 14)));
     let shared = first.into_buffer().into_shared();
     let slice = |offset, len| Segment::Shared {
         buf: shared.clone(),
@@ -666,10 +663,10 @@ fn sent_bytes_are_counted_by_who_wrote_them_a_copy_shows_as_the_cpus() {
     };
     fwd.push(slice(RX_HEADROOM + 14, 286)).unwrap();
     // A slice reaching one byte before the frame the NIC wrote is the CPU's.
-    let mut before = TxFrame::packet(packet(&nic, &frame(4, 14)));
+    let mut before = TxFrame::packet(packet(&mut nic, &frame(4, 14)));
     before.push(slice(RX_HEADROOM - 1, 100)).unwrap();
     // The copy a forwarder could have made instead: all the CPU's.
-    let copy = TxFrame::packet(packet(&nic, second.data()));
+    let copy = TxFrame::packet(packet(&mut nic, second.data()));
     // And the received frame itself, once the CPU has written one byte of it.
     let mut touched = second;
     touched.data_mut()[0] ^= 1;
@@ -690,7 +687,7 @@ fn a_full_ring_keeps_the_frames_that_do_not_fit() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 8)).unwrap();
     let mut q: VecDeque<TxFrame> = (0..10)
-        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 64))))
+        .map(|i| TxFrame::packet(packet(&mut nic, &frame(i, 64))))
         .collect();
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 7, "size - 1 descriptors");
     assert_eq!(q.len(), 3);
@@ -722,15 +719,14 @@ fn a_full_ring_keeps_the_frames_that_do_not_fit() {
 fn dd_on_descriptors_not_in_flight_or_out_of_order_releases_nothing() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 8)).unwrap();
-    let pool = nic.pool().clone();
     // Two batches of two frames: RS on descriptors 1 and 3.
     for batch in 0..2 {
         let mut q: VecDeque<TxFrame> = (0..2)
-            .map(|i| TxFrame::packet(packet(&nic, &frame(2 * batch + i, 64))))
+            .map(|i| TxFrame::packet(packet(&mut nic, &frame(2 * batch + i, 64))))
             .collect();
         nic.tx_batch(&mut q).unwrap();
     }
-    let free = pool.free_count();
+    let free = nic.free_buffers();
     for i in 4..8 {
         h.sent(i); // never given
     }
@@ -738,10 +734,10 @@ fn dd_on_descriptors_not_in_flight_or_out_of_order_releases_nothing() {
     h.sent(2);
     h.sent(3); // RS, but after one (1) that is not done
     assert_eq!(nic.tx_clean(), 0);
-    assert_eq!(pool.free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
     h.sent(1);
     assert_eq!(nic.tx_clean(), 4);
-    assert_eq!(pool.free_count(), free + 4);
+    assert_eq!(nic.free_buffers(), free + 4);
     assert_eq!(
         nic.tx_clean(),
         0,
@@ -770,8 +766,7 @@ fn with_rs(h: &Harness, range: std::ops::Range<usize>) -> Vec<usize> {
 fn a_batch_of_32_asks_for_one_status_write_back_on_its_last_descriptor() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 64)).unwrap();
-    let pool = nic.pool().clone();
-    let free = pool.free_count();
+    let free = nic.free_buffers();
     assert_eq!(send_batch(&mut nic, 32), 32);
     assert_eq!(with_rs(&h, 0..64), [31], "RS once, on the last descriptor");
     assert_eq!(h.nic().writes_to(regs::TDT), [0, 32], "one doorbell");
@@ -780,10 +775,10 @@ fn a_batch_of_32_asks_for_one_status_write_back_on_its_last_descriptor() {
         h.sent(i);
     }
     assert_eq!(nic.tx_clean(), 0);
-    assert_eq!(pool.free_count(), free - 32, "no segment released early");
+    assert_eq!(nic.free_buffers(), free - 32, "no segment released early");
     h.sent(31);
     assert_eq!(nic.tx_clean(), 32, "DD on the last: all 32 are done");
-    assert_eq!(pool.free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
     assert_eq!(nic.tx_pending(), 0);
 }
 
@@ -791,8 +786,7 @@ fn a_batch_of_32_asks_for_one_status_write_back_on_its_last_descriptor() {
 fn a_long_batch_asks_for_a_write_back_every_32_descriptors_and_at_its_end() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 64)).unwrap();
-    let pool = nic.pool().clone();
-    let free = pool.free_count();
+    let free = nic.free_buffers();
     assert_eq!(send_batch(&mut nic, 40), 40);
     assert_eq!(with_rs(&h, 0..64), [31, 39]);
     h.sent(31);
@@ -801,10 +795,10 @@ fn a_long_batch_asks_for_a_write_back_every_32_descriptors_and_at_its_end() {
         32,
         "the first 32 go back before the batch ends"
     );
-    assert_eq!(pool.free_count(), free - 8);
+    assert_eq!(nic.free_buffers(), free - 8);
     h.sent(39);
     assert_eq!(nic.tx_clean(), 8);
-    assert_eq!(pool.free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
 }
 
 #[test]
@@ -852,7 +846,7 @@ fn transmit_notices_a_link_that_went_down_within_link_refresh_batches() {
     for _ in 0..super::LINK_REFRESH_BATCHES {
         assert_eq!(nic.tx_batch(&mut VecDeque::new()).unwrap(), 0, "trusted");
     }
-    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &frame(1, 60)))]);
+    let mut q = VecDeque::from([TxFrame::packet(packet(&mut nic, &frame(1, 60)))]);
     assert!(matches!(nic.tx_batch(&mut q), Err(Error::LinkDown { .. })));
     assert_eq!(q.len(), 1, "the frame stays with the caller");
     assert_eq!(h.nic().writes_to(regs::TDT), [0, 1]);
@@ -866,7 +860,7 @@ fn transmit_notices_a_link_that_went_down_within_link_refresh_batches() {
     // reported the link down.
     h.nic().regs.set(regs::STATUS, 4, 0);
     assert!(!nic.link().up);
-    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &frame(2, 60)))]);
+    let mut q = VecDeque::from([TxFrame::packet(packet(&mut nic, &frame(2, 60)))]);
     assert!(matches!(nic.tx_batch(&mut q), Err(Error::LinkDown { .. })));
 }
 
@@ -875,7 +869,7 @@ fn a_full_ring_makes_transmit_look_at_the_link_again() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 8)).unwrap();
     let mut q: VecDeque<TxFrame> = (0..8)
-        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 60))))
+        .map(|i| TxFrame::packet(packet(&mut nic, &frame(i, 60))))
         .collect();
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 7);
     // The NIC lost its link and sends nothing more.
@@ -898,7 +892,7 @@ fn checksum_offload_writes_a_context_descriptor_only_when_it_changes() {
     };
     let mut q: VecDeque<TxFrame> = (0..3)
         .map(|i| {
-            let mut f = TxFrame::packet(packet(&nic, &frame(i, 80)));
+            let mut f = TxFrame::packet(packet(&mut nic, &frame(i, 80)));
             f.offload = Some(ChecksumOffload { tcp: i == 2, ..udp });
             f
         })
@@ -933,10 +927,10 @@ fn a_frame_whose_context_descriptor_does_not_fit_waits_and_a_context_frees_nothi
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 8)).unwrap();
     let mut plain: VecDeque<TxFrame> = (0..6)
-        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 64))))
+        .map(|i| TxFrame::packet(packet(&mut nic, &frame(i, 64))))
         .collect();
     assert_eq!(nic.tx_batch(&mut plain).unwrap(), 6);
-    let mut f = TxFrame::packet(packet(&nic, &frame(9, 80)));
+    let mut f = TxFrame::packet(packet(&mut nic, &frame(9, 80)));
     f.offload = Some(ChecksumOffload {
         ip_start: 14,
         l4_start: 34,
@@ -961,23 +955,22 @@ fn a_frame_whose_context_descriptor_does_not_fit_waits_and_a_context_frees_nothi
     // Writing a context descriptor releases none of the frames in flight.
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 8)).unwrap();
-    let pool = nic.pool().clone();
-    let mut f = TxFrame::packet(packet(&nic, &frame(9, 80)));
+    let mut f = TxFrame::packet(packet(&mut nic, &frame(9, 80)));
     f.offload = Some(ChecksumOffload {
         ip_start: 14,
         l4_start: 34,
         tcp: false,
     });
-    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &frame(1, 64))), f]);
-    let free = pool.free_count();
+    let mut q = VecDeque::from([TxFrame::packet(packet(&mut nic, &frame(1, 64))), f]);
+    let free = nic.free_buffers();
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 2);
     assert_eq!(nic.tx_pending(), 2);
-    assert_eq!(pool.free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
     for i in 0..3 {
         h.sent(i);
     }
     assert_eq!(nic.tx_clean(), 2);
-    assert_eq!(pool.free_count(), free + 2);
+    assert_eq!(nic.free_buffers(), free + 2);
 }
 
 #[test]
@@ -985,8 +978,8 @@ fn malformed_frames_are_refused_after_the_good_ones_before_them_went_out() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 8)).unwrap();
     let pool = nic.pool().clone();
-    let mut past_end = TxFrame::packet(packet(&nic, &frame(0, 14)));
-    let other = packet(&nic, &[0; 60]).into_buffer();
+    let mut past_end = TxFrame::packet(packet(&mut nic, &frame(0, 14)));
+    let other = packet(&mut nic, &[0; 60]).into_buffer();
     past_end
         .push(Segment::Slice {
             offset: other.capacity() - 10,
@@ -995,9 +988,9 @@ fn malformed_frames_are_refused_after_the_good_ones_before_them_went_out() {
         })
         .unwrap();
     let mut q = VecDeque::from([
-        TxFrame::packet(packet(&nic, &frame(1, 60))),
+        TxFrame::packet(packet(&mut nic, &frame(1, 60))),
         past_end,
-        TxFrame::packet(packet(&nic, &frame(2, 1515))),
+        TxFrame::packet(packet(&mut nic, &frame(2, 1515))),
     ]);
     let e = nic.tx_batch(&mut q).unwrap_err().to_string();
     assert!(e.contains("past the end of its buffer"), "{e}");
@@ -1006,7 +999,7 @@ fn malformed_frames_are_refused_after_the_good_ones_before_them_went_out() {
     let e = nic.tx_batch(&mut q).unwrap_err().to_string();
     assert!(e.contains("1515 bytes"), "{e}");
     assert_eq!(
-        pool.free_count(),
+        nic.free_buffers(),
         pool.capacity() - 8 - 1,
         "refused frames' buffers back"
     );
@@ -1017,7 +1010,7 @@ fn while_the_link_is_down_transmit_keeps_the_frames() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 8)).unwrap();
     h.nic().regs.set(regs::STATUS, 4, 0);
-    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &frame(0, 60)))]);
+    let mut q = VecDeque::from([TxFrame::packet(packet(&mut nic, &frame(0, 60)))]);
     assert!(matches!(nic.tx_batch(&mut q), Err(Error::LinkDown { .. })));
     assert_eq!(q.len(), 1);
     assert_eq!(h.nic().writes_to(regs::TDT), [0]);
@@ -1041,7 +1034,7 @@ fn while_the_link_is_down_transmit_keeps_the_frames() {
 fn busy(h: &Harness) -> E1000 {
     let mut nic = h.open(testing::config(8, 8)).unwrap();
     let mut q: VecDeque<TxFrame> = (0..2)
-        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 64))))
+        .map(|i| TxFrame::packet(packet(&mut nic, &frame(i, 64))))
         .collect();
     nic.tx_batch(&mut q).unwrap();
     nic

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
-use vfio_core::dma::{Backing, BytesByWriter, DmaMemory};
+use vfio_core::dma::{Backing, BufferCache, BytesByWriter, DmaMemory};
 use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
@@ -108,7 +108,8 @@ impl TxRing {
     /// RS the NIC has written back (DD), in order; returns how many frames
     /// ended there. Reads DD only on descriptors in flight with RS, oldest
     /// first (see the module docs).
-    pub(crate) fn clean(&mut self) -> usize {
+    /// Buffers of the NIC's pool go onto `cache`, others back to their pools.
+    pub(crate) fn clean(&mut self, cache: &mut BufferCache) -> usize {
         let mut frames = 0;
         while let Some(&done) = self.reports.front() {
             if self.desc.read::<u8>(done * txd::SIZE + txd::STATUS) & txd::DD == 0 {
@@ -120,9 +121,11 @@ impl TxRing {
             loop {
                 let i = self.clean;
                 let (segment, end) = std::mem::take(&mut self.held[i]);
-                drop(segment);
+                if let Some(segment) = segment {
+                    segment.recycle(cache);
+                }
                 frames += end as usize;
-                self.clean = (i + 1) % self.size();
+                self.clean = if i + 1 == self.size() { 0 } else { i + 1 };
                 self.in_flight -= 1;
                 if i == done {
                     break;
@@ -134,10 +137,12 @@ impl TxRing {
     }
 
     /// Queues frames from the front of `frames` while they fit; one TDT write.
-    /// A malformed frame, or one with a segment of another container than
-    /// the ring's (the NIC's, `addr`), is taken off the queue (its buffers
-    /// go back to their pools) and reported, after the frames before it are
-    /// handed to the NIC.
+    /// The frames are read where they are, their segments moved out one by
+    /// one into the ring, and the emptied frames removed at the end (no
+    /// frame is moved as a whole). A malformed frame, or one with a segment
+    /// of another container than the ring's (the NIC's, `addr`), is taken
+    /// off the queue (its buffers go back to their pools) and reported,
+    /// after the frames before it are handed to the NIC.
     pub(crate) fn send(
         &mut self,
         bar: &Mmio,
@@ -146,9 +151,9 @@ impl TxRing {
     ) -> Result<usize> {
         let mut sent = 0;
         let mut bad = None;
-        while let Some(frame) = frames.front() {
+        let queued = frames.len();
+        for frame in frames.iter_mut() {
             if let Err(e) = frame.check(self.max_frame, self.desc.container(), addr) {
-                frames.pop_front();
                 bad = Some(e);
                 break;
             }
@@ -156,23 +161,23 @@ impl TxRing {
             if self.free() < frame.segment_count() + needs_context as usize {
                 break;
             }
-            let mut frame = frames.pop_front().expect("front exists");
-            if needs_context {
-                let offload = frame.offload.expect("checked above");
+            if let (true, Some(offload)) = (needs_context, frame.offload) {
                 self.put_context(offload);
             }
             frame.count_writers(&mut self.from);
-            // RS when this is surely the batch's last frame (the queue is
-            // empty), or when RS_THRESH descriptors went unreported.
-            self.put_frame(&mut frame, frames.is_empty());
             sent += 1;
+            // RS when this is surely the batch's last frame (the queue
+            // ends here), or when RS_THRESH descriptors went unreported.
+            self.put_frame(frame, sent == queued);
         }
+        // The frames sent are empty now; a bad one is dropped with its buffers.
+        frames.drain(..sent + bad.is_some() as usize);
         if sent > 0 {
             if self.unreported > 0 {
                 // The batch ended on a frame that did not fit or a bad one:
                 // its last descriptor (a frame's end) gets RS now, before
                 // the NIC may read it.
-                let last = (self.tail + self.size() - 1) % self.size();
+                let last = self.tail.checked_sub(1).unwrap_or(self.size() - 1);
                 self.report(last);
             }
             self.frames += sent;
@@ -193,7 +198,7 @@ impl TxRing {
 
     fn advance(&mut self) -> usize {
         let i = self.tail;
-        self.tail = (self.tail + 1) % self.size();
+        self.tail = if i + 1 == self.size() { 0 } else { i + 1 };
         self.in_flight += 1;
         i
     }
@@ -226,34 +231,37 @@ impl TxRing {
         self.unreported = 0;
     }
 
-    /// One descriptor per segment; EOP on the last, and RS there too when
-    /// `last_of_batch` or [`RS_THRESH`] descriptors went without it.
+    /// One descriptor per segment, each segment moved out of `frame` into
+    /// the ring; EOP on the last, and RS there too when `last_of_batch` or
+    /// [`RS_THRESH`] descriptors went without it.
     fn put_frame(&mut self, frame: &mut TxFrame, last_of_batch: bool) {
         let offload = frame.offload.is_some();
-        let segments = frame.take_segments();
-        let count = segments.iter().flatten().count();
-        for (n, segment) in segments.into_iter().flatten().enumerate() {
+        let (mut cmd, popts) = if offload {
+            let cmd = txd::CMD_IFCS | txd::CMD_DEXT | txd::DTYP_DATA;
+            (cmd, txd::POPTS_IXSM | txd::POPTS_TXSM)
+        } else {
+            (txd::CMD_IFCS, 0)
+        };
+        let slots = frame.segment_slots();
+        let count = slots.len();
+        for (n, slot) in slots.iter_mut().enumerate() {
+            let Some(segment) = slot.take() else { continue };
             let (iova, len) = segment.dma();
             let last = n + 1 == count;
             let i = self.advance();
-            let at = i * txd::SIZE;
             self.unreported += 1;
-            let rs = last && (last_of_batch || self.unreported >= RS_THRESH);
-            let mut cmd = txd::CMD_IFCS | if last { txd::CMD_EOP } else { 0 };
-            if rs {
-                cmd |= txd::CMD_RS;
-                self.reports.push_back(i);
-                self.unreported = 0;
-            }
-            let mut popts = 0;
-            if offload {
-                cmd |= txd::CMD_DEXT | txd::DTYP_DATA;
-                popts = txd::POPTS_IXSM | txd::POPTS_TXSM;
+            if last {
+                cmd |= txd::CMD_EOP;
+                if last_of_batch || self.unreported >= RS_THRESH {
+                    cmd |= txd::CMD_RS;
+                    self.reports.push_back(i);
+                    self.unreported = 0;
+                }
             }
             // Dword 2 (command and length) and dword 3 (status 0, then
             // POPTS) as one little-endian word after the buffer address.
             let upper = (cmd | len as u32) as u64 | ((popts as u64) << 8) << 32;
-            self.desc.write_words::<u64>(at, &[iova, upper]);
+            self.desc.write_words::<u64>(i * txd::SIZE, &[iova, upper]);
             self.held[i] = (Some(segment), last);
         }
     }

@@ -434,7 +434,7 @@ fn frame_to(dst: [u8; 6], id: u8, len: usize) -> Vec<u8> {
     f
 }
 
-fn packet(nic: &VirtioNet, bytes: &[u8]) -> Packet {
+fn packet(nic: &mut VirtioNet, bytes: &[u8]) -> Packet {
     let mut p = nic.alloc_packet().unwrap();
     p.buffer_mut()[..bytes.len()].copy_from_slice(bytes);
     p.set_len(bytes.len());
@@ -499,7 +499,7 @@ fn bring_up_negotiates_sets_up_both_queues_and_fills_the_receive_queue() {
     let r = h.rings[0];
     assert_eq!(r.avail - r.desc, 8 * 16);
     let pool = nic.pool().clone();
-    assert_eq!(pool.free_count(), pool.capacity() - 8);
+    assert_eq!(nic.free_buffers(), pool.capacity() - 8);
 }
 
 #[test]
@@ -583,7 +583,7 @@ fn notification_addresses_outside_the_structure_or_the_bar_are_refused() {
     net.queues[1].notify_off = 0x3ff;
     let mut h = Harness::with_caps(net, &caps(), MULTIPLIER);
     let mut nic = h.open(testing::config(8, 8)).unwrap();
-    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &frame(1, 60)))]);
+    let mut q = VecDeque::from([TxFrame::packet(packet(&mut nic, &frame(1, 60)))]);
     nic.tx_batch(&mut q).unwrap();
     assert_eq!(h.net().notifies.last(), Some(&(0xffc, regs::TX_QUEUE)));
 }
@@ -684,8 +684,7 @@ fn errors_after_the_queues_exist_reset_the_device_before_freeing_them() {
 #[test]
 fn frames_arrive_in_order_and_each_buffer_is_replaced_and_returned_once() {
     let (mut h, mut nic) = open(Net::new());
-    let pool = nic.pool().clone();
-    let free = pool.free_count();
+    let free = nic.free_buffers();
     let frames: Vec<Vec<u8>> = (0..3)
         .map(|i| frame_to(MAC, i, 60 + 200 * i as usize))
         .collect();
@@ -705,9 +704,9 @@ fn frames_arrive_in_order_and_each_buffer_is_replaced_and_returned_once() {
         assert!(!buffers.contains(&addr), "a fresh buffer");
         assert_eq!(len as usize, 2048 - RX_HEADROOM);
     }
-    assert_eq!(pool.free_count(), free - 3);
+    assert_eq!(nic.free_buffers(), free - 3);
     out.clear();
-    assert_eq!(pool.free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
     let s = nic.stats();
     assert_eq!(
         (s.rx_packets, s.rx_bytes, s.rx_errors),
@@ -746,8 +745,7 @@ fn max_limits_a_batch() {
 #[test]
 fn bad_lengths_are_counted_and_the_buffer_goes_back_to_the_device() {
     let (mut h, mut nic) = open(Net::new());
-    let pool = nic.pool().clone();
-    let free = pool.free_count();
+    let free = nic.free_buffers();
     let mut heads = Vec::new();
     for len in [
         0,
@@ -776,7 +774,7 @@ fn bad_lengths_are_counted_and_the_buffer_goes_back_to_the_device() {
     again.sort();
     old.sort();
     assert_eq!(again, old, "the same buffers, made available again");
-    assert_eq!(pool.free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
 }
 
 #[test]
@@ -794,8 +792,7 @@ fn the_largest_frame_a_buffer_takes_is_received() {
 #[test]
 fn used_entries_for_buffers_not_in_flight_are_errors_that_name_the_queue() {
     let (mut h, mut nic) = open(Net::new());
-    let pool = nic.pool().clone();
-    let free = pool.free_count();
+    let free = nic.free_buffers();
     h.entry(0, 200, 100, true);
     let mut out = Vec::new();
     let e = nic.rx_batch(&mut out, 8).unwrap_err().to_string();
@@ -804,7 +801,7 @@ fn used_entries_for_buffers_not_in_flight_are_errors_that_name_the_queue() {
         "{e}"
     );
     assert_eq!(nic.rx_batch(&mut out, 8).unwrap(), 0, "consumed");
-    assert_eq!(pool.free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
     // A used index far ahead: an error now and at every later call.
     h.set_used_idx(0, 5000);
     for _ in 0..2 {
@@ -812,7 +809,7 @@ fn used_entries_for_buffers_not_in_flight_are_errors_that_name_the_queue() {
         assert!(e.contains("used index jumped from 1 to 5000"), "{e}");
         assert!(e.contains("needs a device reset"), "{e}");
     }
-    assert_eq!(pool.free_count(), free, "nothing handed out");
+    assert_eq!(nic.free_buffers(), free, "nothing handed out");
 }
 
 #[test]
@@ -856,18 +853,17 @@ fn a_device_that_keeps_using_buffers_cannot_keep_rx_batch_looping() {
 #[test]
 fn frames_go_out_behind_a_net_header_and_come_back_when_used() {
     let (mut h, mut nic) = open(Net::new());
-    let pool = nic.pool().clone();
-    let free = pool.free_count();
+    let free = nic.free_buffers();
     let one = frame(1, 60);
-    let mut two = TxFrame::packet(packet(&nic, &frame(2, 14)));
-    let body = packet(&nic, &frame(3, 100)).into_buffer();
+    let mut two = TxFrame::packet(packet(&mut nic, &frame(2, 14)));
+    let body = packet(&mut nic, &frame(3, 100)).into_buffer();
     two.push(Segment::Slice {
         buf: body,
         offset: 10,
         len: 90,
     })
     .unwrap();
-    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &one)), two]);
+    let mut q = VecDeque::from([TxFrame::packet(packet(&mut nic, &one)), two]);
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 2);
     assert_eq!(h.avail_idx(1), 2);
     assert_eq!(h.net().notifies.last(), Some(&(4, regs::TX_QUEUE)));
@@ -879,7 +875,7 @@ fn frames_go_out_behind_a_net_header_and_come_back_when_used() {
     expected.extend(&frame(3, 100)[10..]);
     assert_eq!(sent[1].2, expected);
     assert_eq!(nic.tx_pending(), 2);
-    assert_eq!(pool.free_count(), free - 3);
+    assert_eq!(nic.free_buffers(), free - 3);
     assert_eq!(nic.tx_clean(), 0);
     let s = nic.stats();
     assert_eq!(
@@ -889,13 +885,13 @@ fn frames_go_out_behind_a_net_header_and_come_back_when_used() {
     );
     h.entry(1, sent[1].0 as u32, 0, true);
     assert_eq!(nic.tx_clean(), 1);
-    assert_eq!(pool.free_count(), free - 1);
+    assert_eq!(nic.free_buffers(), free - 1);
     let s = nic.stats();
     assert_eq!((s.tx_packets, s.tx_bytes), (1, 14 + 90), "the used frame");
     h.entry(1, sent[0].0 as u32, 0, true);
     assert_eq!(nic.tx_clean(), 1);
     assert_eq!(nic.tx_clean(), 0);
-    assert_eq!(pool.free_count(), free);
+    assert_eq!(nic.free_buffers(), free);
     assert_eq!(nic.tx_pending(), 0);
     let s = nic.stats();
     assert_eq!((s.tx_packets, s.tx_bytes), (2, 60 + 14 + 90));
@@ -917,7 +913,7 @@ fn sent_bytes_are_counted_by_who_wrote_them_and_the_net_header_is_not_a_frame_by
     );
     let offset = p.offset();
     let shared = p.into_buffer().into_shared();
-    let mut fwd = TxFrame::packet(packet(&nic, &frame(2, 14)));
+    let mut fwd = TxFrame::packet(packet(&mut nic, &frame(2, 14)));
     fwd.push(Segment::Shared {
         buf: shared.clone(),
         offset: offset + 14,
@@ -926,7 +922,7 @@ fn sent_bytes_are_counted_by_who_wrote_them_and_the_net_header_is_not_a_frame_by
     .unwrap();
     // Bytes of the receive buffer the device did not write (its net header
     // area is the driver's, zeroed here by the test as the device): the CPU's.
-    let mut header_area = TxFrame::packet(packet(&nic, &frame(3, 14)));
+    let mut header_area = TxFrame::packet(packet(&mut nic, &frame(3, 14)));
     header_area
         .push(Segment::Shared {
             buf: shared,
@@ -950,7 +946,7 @@ fn sent_bytes_are_counted_by_who_wrote_them_and_the_net_header_is_not_a_frame_by
 fn a_full_queue_keeps_the_frames_and_notifies_only_when_asked() {
     let (mut h, mut nic) = open(Net::new());
     let mut q: VecDeque<TxFrame> = (0..6)
-        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 60))))
+        .map(|i| TxFrame::packet(packet(&mut nic, &frame(i, 60))))
         .collect();
     // The device says it needs no notification.
     let used = h.rings[1].used;
@@ -980,20 +976,19 @@ fn a_full_queue_keeps_the_frames_and_notifies_only_when_asked() {
 #[test]
 fn hostile_transmit_used_entries_free_only_what_was_in_flight() {
     let (mut h, mut nic) = open(Net::new());
-    let pool = nic.pool().clone();
     let mut q: VecDeque<TxFrame> = (0..2)
-        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 60))))
+        .map(|i| TxFrame::packet(packet(&mut nic, &frame(i, 60))))
         .collect();
     nic.tx_batch(&mut q).unwrap();
     let sent = h.transmitted();
-    let free = pool.free_count();
+    let free = nic.free_buffers();
     // Not a head (the second descriptor of a chain), then a length on a
     // transmit chain (meaningless: the chain is done all the same).
     let body = sent[0].0 as u32 + 1;
     h.entry(1, body, 0, true);
     h.entry(1, sent[0].0 as u32, 60, true);
     assert_eq!(nic.tx_clean(), 1);
-    assert_eq!(pool.free_count(), free + 1);
+    assert_eq!(nic.free_buffers(), free + 1);
     let s = nic.stats();
     assert_eq!(
         (s.tx_packets, s.tx_bytes),
@@ -1002,7 +997,7 @@ fn hostile_transmit_used_entries_free_only_what_was_in_flight() {
     );
     // An index far ahead: transmit stops with an error, nothing is freed.
     h.set_used_idx(1, 40);
-    let mut more = VecDeque::from([TxFrame::packet(packet(&nic, &frame(5, 60)))]);
+    let mut more = VecDeque::from([TxFrame::packet(packet(&mut nic, &frame(5, 60)))]);
     let e = nic.tx_batch(&mut more).unwrap_err().to_string();
     assert!(e.contains("transmit queue: used index jumped"), "{e}");
     assert_eq!(more.len(), 1, "the frame is kept");
@@ -1018,7 +1013,7 @@ fn while_the_link_is_down_transmit_keeps_the_frames() {
     let (h, mut nic) = open(Net::new());
     h.net().link = 0;
     assert!(!nic.link().up);
-    let mut q = VecDeque::from([TxFrame::packet(packet(&nic, &frame(0, 60)))]);
+    let mut q = VecDeque::from([TxFrame::packet(packet(&mut nic, &frame(0, 60)))]);
     assert!(matches!(nic.tx_batch(&mut q), Err(Error::LinkDown { .. })));
     assert_eq!(q.len(), 1);
     h.net().link = net_config::LINK_UP;
@@ -1068,7 +1063,7 @@ const UDP: ChecksumOffload = ChecksumOffload {
 #[test]
 fn with_csum_the_header_asks_the_device_and_the_driver_fills_the_ip_checksum() {
     let (mut h, mut nic) = open(Net::new());
-    let mut f = TxFrame::packet(packet(&nic, &udp_frame(&frame(7, 101))));
+    let mut f = TxFrame::packet(packet(&mut nic, &udp_frame(&frame(7, 101))));
     f.offload = Some(UDP);
     nic.tx_batch(&mut VecDeque::from([f])).unwrap();
     let (_, header, bytes) = h.transmitted().remove(0);
@@ -1099,8 +1094,8 @@ fn without_csum_the_driver_completes_the_udp_checksum_across_segments() {
     net.offered &= !feature::CSUM;
     let (mut h, mut nic) = open(net);
     let whole = udp_frame(&frame(9, 333));
-    let mut f = TxFrame::packet(packet(&nic, &whole[..50]));
-    let rest = packet(&nic, &whole[50..]).into_buffer();
+    let mut f = TxFrame::packet(packet(&mut nic, &whole[..50]));
+    let rest = packet(&mut nic, &whole[50..]).into_buffer();
     f.push(Segment::Slice {
         len: whole.len() - 50,
         buf: rest,
@@ -1126,8 +1121,8 @@ fn without_csum_the_driver_completes_the_udp_checksum_across_segments() {
 fn offload_needs_the_headers_in_a_packet_segment() {
     let (mut h, mut nic) = open(Net::new());
     let whole = udp_frame(&frame(1, 10));
-    let mut f = TxFrame::packet(packet(&nic, &whole[..20]));
-    f.push(Segment::Packet(packet(&nic, &whole[20..]))).unwrap();
+    let mut f = TxFrame::packet(packet(&mut nic, &whole[..20]));
+    f.push(Segment::Packet(packet(&mut nic, &whole[20..]))).unwrap();
     f.offload = Some(UDP);
     let e = nic
         .tx_batch(&mut VecDeque::from([f]))
@@ -1164,7 +1159,7 @@ fn checksum_of_a_known_ipv4_header_and_of_a_stream_in_odd_pieces() {
 fn busy(h: &mut Harness) -> VirtioNet {
     let mut nic = h.open(testing::config(8, 8)).unwrap();
     let mut q: VecDeque<TxFrame> = (0..2)
-        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 60))))
+        .map(|i| TxFrame::packet(packet(&mut nic, &frame(i, 60))))
         .collect();
     nic.tx_batch(&mut q).unwrap();
     nic
@@ -1247,7 +1242,7 @@ fn a_udp_checksum_that_comes_out_0_is_sent_as_ffff() {
     let s = ones_sum(words(&whole[34..]));
     whole[n - 2..].copy_from_slice(&(0xffff - s).to_be_bytes());
     assert_eq!(ones_sum(words(&whole[34..])), 0xffff);
-    let mut f = TxFrame::packet(packet(&nic, &whole));
+    let mut f = TxFrame::packet(packet(&mut nic, &whole));
     f.offload = Some(UDP);
     nic.tx_batch(&mut VecDeque::from([f])).unwrap();
     let (_, _, bytes) = h.transmitted().remove(0);
@@ -1261,7 +1256,7 @@ fn each_frame_in_flight_has_its_own_net_header() {
     let mut q: VecDeque<TxFrame> = [UDP, tcp, UDP]
         .into_iter()
         .map(|o| {
-            let mut f = TxFrame::packet(packet(&nic, &udp_frame(&frame(1, 30))));
+            let mut f = TxFrame::packet(packet(&mut nic, &udp_frame(&frame(1, 30))));
             f.offload = Some(o);
             f
         })
@@ -1281,11 +1276,11 @@ fn each_frame_in_flight_has_its_own_net_header() {
 #[test]
 fn a_frame_that_does_not_fit_the_descriptors_left_waits() {
     let (mut h, mut nic) = open(Net::new());
-    let mut two = TxFrame::packet(packet(&nic, &frame(0, 14)));
-    two.push(Segment::Packet(packet(&nic, &frame(1, 50))))
+    let mut two = TxFrame::packet(packet(&mut nic, &frame(0, 14)));
+    two.push(Segment::Packet(packet(&mut nic, &frame(1, 50))))
         .unwrap();
     let mut q = VecDeque::from([two]);
-    q.extend((2..5).map(|i| TxFrame::packet(packet(&nic, &frame(i, 60)))));
+    q.extend((2..5).map(|i| TxFrame::packet(packet(&mut nic, &frame(i, 60)))));
     // 3 + 2 + 2 descriptors of 8; the third single frame needs 2, 1 is left.
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 3);
     assert_eq!(q.len(), 1);
@@ -1307,7 +1302,7 @@ fn a_frame_that_does_not_fit_the_descriptors_left_waits() {
 fn a_full_queue_on_a_device_that_needs_a_reset_is_an_error() {
     let (h, mut nic) = open(Net::new());
     let mut q: VecDeque<TxFrame> = (0..5)
-        .map(|i| TxFrame::packet(packet(&nic, &frame(i, 60))))
+        .map(|i| TxFrame::packet(packet(&mut nic, &frame(i, 60))))
         .collect();
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 4);
     assert_eq!(nic.tx_batch(&mut q).unwrap(), 0, "full, the device is fine");

@@ -113,6 +113,7 @@ use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+mod cache;
 mod iova;
 mod memory;
 mod pool;
@@ -120,6 +121,7 @@ mod provenance;
 
 pub(crate) use iova::IovaAllocator;
 pub(crate) use memory::MappedPtr;
+pub use cache::BufferCache;
 pub use memory::{Backing, DmaMemory, DmaWord, PageKind, RawDma};
 pub use pool::{Buffer, BufferPool, SharedBuffer};
 pub use provenance::{BytesByWriter, Writer};

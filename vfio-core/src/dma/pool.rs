@@ -62,7 +62,7 @@ pub struct Buffer {
     pool: Arc<BufferPool>,
     index: u32,
     /// The bytes a device wrote since the CPU last wrote through `&mut`.
-    written: DeviceWritten,
+    pub(super) written: DeviceWritten,
 }
 
 impl BufferPool {
@@ -195,6 +195,21 @@ impl BufferPool {
             });
         }
         take
+    }
+
+    /// Returns `bufs` to the free list under one lock (a [`BufferCache`]'s
+    /// spill and drop), as dropping each would, one lock each.
+    ///
+    /// [`BufferCache`]: super::BufferCache
+    pub(super) fn give_back(&self, bufs: impl Iterator<Item = Buffer>) {
+        let mut free = self.free_list();
+        for buf in bufs {
+            let buf = ManuallyDrop::new(buf);
+            free.push(buf.index);
+            // SAFETY: `buf` is never dropped, so its Arc is moved out (and
+            // dropped here) exactly once; its index is back in the list.
+            drop(unsafe { std::ptr::read(&buf.pool) });
+        }
     }
 
     /// Free buffers now (others may take or return some at any time).

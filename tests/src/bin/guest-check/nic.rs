@@ -33,7 +33,7 @@ fn count(s: &str) -> Result<u32> {
 }
 
 /// A packet holding `bytes`.
-fn packet(nic: &Nic, bytes: &[u8]) -> Result<Packet> {
+fn packet(nic: &mut Nic, bytes: &[u8]) -> Result<Packet> {
     let mut p = nic.alloc_packet().ok_or(Error::PoolExhausted {
         capacity: nic.pool().capacity(),
     })?;
@@ -63,7 +63,7 @@ fn send_all(nic: &mut Nic, frames: &mut VecDeque<TxFrame>) -> Result<()> {
 pub fn tx(bdf: &str, n: &str) -> Result<()> {
     let (_c, mut nic) = open(bdf, Config::default())?;
     // Before anything is sent, only the receive ring holds buffers.
-    println!("tx.pool_free_idle={}", nic.pool().free_count());
+    println!("tx.pool_free_idle={}", nic.free_buffers());
     let mac = nic.mac();
     let mut queue = VecDeque::with_capacity(8);
     for seq in 0..count(n)? {
@@ -75,8 +75,8 @@ pub fn tx(bdf: &str, n: &str) -> Result<()> {
             HOST_MAC,
         );
         let frame = if seq % 3 == 2 {
-            let mut f = TxFrame::packet(packet(&nic, &bytes[..14])?);
-            let rest = packet(&nic, &bytes[14..])?;
+            let mut f = TxFrame::packet(packet(&mut nic, &bytes[..14])?);
+            let rest = packet(&mut nic, &bytes[14..])?;
             let len = rest.len();
             f.push(Segment::Slice {
                 buf: rest.into_buffer(),
@@ -86,7 +86,7 @@ pub fn tx(bdf: &str, n: &str) -> Result<()> {
             .map_err(|_| Error::InvalidArgument("segments".into()))?;
             f
         } else {
-            TxFrame::packet(packet(&nic, &bytes)?)
+            TxFrame::packet(packet(&mut nic, &bytes)?)
         };
         queue.push_back(frame);
         if queue.len() == 8 {
@@ -95,8 +95,8 @@ pub fn tx(bdf: &str, n: &str) -> Result<()> {
     }
     send_all(&mut nic, &mut queue)?;
     // A slice reaching past its buffer is refused, not sent.
-    let mut bad = TxFrame::packet(packet(&nic, &[0u8; 14])?);
-    let other = packet(&nic, &[0u8; 60])?.into_buffer();
+    let mut bad = TxFrame::packet(packet(&mut nic, &[0u8; 14])?);
+    let other = packet(&mut nic, &[0u8; 60])?.into_buffer();
     let past_end = other.capacity() - 10;
     bad.push(Segment::Slice {
         buf: other,
@@ -111,7 +111,7 @@ pub fn tx(bdf: &str, n: &str) -> Result<()> {
     }
     let stats = nic.stats();
     println!("tx.sent={}", stats.tx_packets);
-    println!("tx.pool_free={}", nic.pool().free_count());
+    println!("tx.pool_free={}", nic.free_buffers());
     println!("tx.pool_capacity={}", nic.pool().capacity());
     Ok(())
 }
@@ -131,7 +131,7 @@ pub fn tx_csum(bdf: &str, n: &str) -> Result<()> {
     let mut queue = VecDeque::with_capacity(8);
     for seq in 0..count(n)? {
         let payload = test_frame(2, seq, 19 + (seq as usize * 97) % 1400, mac, HOST_MAC);
-        queue.push_back(udp_frame(&nic, &a, &payload)?);
+        queue.push_back(udp_frame(&mut nic, &a, &payload)?);
         send_all(&mut nic, &mut queue)?;
     }
     println!("csum.sent={}", nic.stats().tx_packets);
@@ -174,7 +174,7 @@ fn udp_header(a: &Udp, payload: usize) -> Vec<u8> {
 }
 
 /// One UDP frame of `payload` with checksum offload: header and payload in two buffers.
-fn udp_frame(nic: &Nic, a: &Udp, payload: &[u8]) -> Result<TxFrame> {
+fn udp_frame(nic: &mut Nic, a: &Udp, payload: &[u8]) -> Result<TxFrame> {
     let mut f = TxFrame::packet(packet(nic, &udp_header(a, payload.len()))?);
     let body = packet(nic, payload)?;
     let len = body.len();
@@ -226,7 +226,7 @@ pub fn rx(bdf: &str, phase: &str, n: &str) -> Result<()> {
     println!("rx.received={got}");
     let s = nic.stats();
     println!("rx.stats_packets={}", s.rx_packets);
-    println!("rx.pool_free_after={}", nic.pool().free_count());
+    println!("rx.pool_free_after={}", nic.free_buffers());
     Ok(())
 }
 
@@ -273,7 +273,7 @@ pub fn link(bdf: &str) -> Result<()> {
     let mac = nic.mac();
     let mut queue = VecDeque::new();
     queue.push_back(TxFrame::packet(packet(
-        &nic,
+        &mut nic,
         &test_frame(6, 0, 100, mac, HOST_MAC),
     )?));
     let refused = nic.tx_batch(&mut queue);
@@ -300,12 +300,12 @@ pub fn tx_jumbo(bdf: &str, n: &str) -> Result<()> {
     for seq in 0..count(n)? {
         let len = [9014, 5000, 1514][seq as usize % 3];
         queue.push_back(TxFrame::packet(packet(
-            &nic,
+            &mut nic,
             &test_frame(10, seq, len, mac, HOST_MAC),
         )?));
     }
     send_all(&mut nic, &mut queue)?;
-    let too_big = TxFrame::packet(packet(&nic, &test_frame(10, 999, 9015, mac, HOST_MAC))?);
+    let too_big = TxFrame::packet(packet(&mut nic, &test_frame(10, 999, 9015, mac, HOST_MAC))?);
     let mut q = VecDeque::from([too_big]);
     println!(
         "jumbo.too_big={}",
@@ -345,7 +345,7 @@ pub fn udp_send(bdf: &str, dst_mac: &str, n: &str) -> Result<()> {
     let mut queue = VecDeque::new();
     for seq in 0..count(n)? {
         let payload = test_frame(8, seq, 100 + seq as usize * 61 % 1300, a.src_mac, a.dst_mac);
-        queue.push_back(udp_frame(&nic, &a, &payload)?);
+        queue.push_back(udp_frame(&mut nic, &a, &payload)?);
         send_all(&mut nic, &mut queue)?;
     }
     println!("udp.sent={}", nic.stats().tx_packets);

@@ -1,0 +1,163 @@
+//! A per-queue cache of one pool's buffers (DPDK's per-core mempool cache,
+//! ixy's mempool stack): a queue that gives buffers back and takes them
+//! again (a transmit ring cleaning, a receive ring refilling, a sender
+//! building frames) does it on a stack it owns, with no lock and no change
+//! of the pool's reference count. The pool's lock is taken once per half
+//! a cache, when the stack runs empty or full.
+//!
+//! A cached buffer is a [`Buffer`] like any other: owned by the cache, out
+//! of the pool's free list ([`BufferPool::free_count`] does not count it)
+//! until the cache spills it or is dropped.
+
+use std::sync::Arc;
+
+use super::provenance::DeviceWritten;
+use super::{Buffer, BufferPool};
+
+/// A stack of at most `size` free buffers of one pool, owned by one queue.
+///
+/// ```no_run
+/// use vfio_core::dma::{BufferCache, BufferPool};
+///
+/// # fn main() -> vfio_core::Result<()> {
+/// # let container = vfio_core::vfio::Container::new()?;
+/// # let _nic = container.open_device("0000:00:04.0".parse()?)?;
+/// let pool = BufferPool::new(&container, 2048, 4096)?;
+/// let mut cache = BufferCache::new(&pool, 256);
+/// let buf = cache.alloc().expect("a fresh pool has free buffers");
+/// cache.free(buf); // on the cache's stack, not the pool's list
+/// assert_eq!(cache.len(), 128); // the half it took from the pool at once
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct BufferCache {
+    pool: Arc<BufferPool>,
+    stack: Vec<Buffer>,
+    size: usize,
+}
+
+impl BufferCache {
+    /// An empty cache of up to `size` (at least 2) of `pool`'s buffers.
+    pub fn new(pool: &Arc<BufferPool>, size: usize) -> BufferCache {
+        let size = size.max(2);
+        BufferCache {
+            pool: Arc::clone(pool),
+            stack: Vec::with_capacity(size),
+            size,
+        }
+    }
+
+    /// The pool the cache takes from and gives back to.
+    pub fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
+    }
+
+    /// Buffers on the stack now.
+    pub fn len(&self) -> usize {
+        self.stack.len()
+    }
+
+    /// True when the stack is empty.
+    pub fn is_empty(&self) -> bool {
+        self.stack.is_empty()
+    }
+
+    /// A free buffer (not cleared; as fresh from the pool: the CPU's, see
+    /// [`Buffer::writer`]), from the stack, or, when it is empty, after
+    /// taking half a cache from the pool under one lock. None when the
+    /// pool has none either.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<Buffer> {
+        if self.stack.is_empty() {
+            self.refill();
+        }
+        let mut buf = self.stack.pop()?;
+        buf.written = DeviceWritten::NONE;
+        Some(buf)
+    }
+
+    /// Takes `buf` back: onto the stack when it is of the cache's pool
+    /// (the stack full, half of it goes back to the pool first, under one
+    /// lock); another pool's goes back to its own pool.
+    #[inline]
+    pub fn free(&mut self, buf: Buffer) {
+        if !Arc::ptr_eq(buf.pool(), &self.pool) {
+            return drop(buf);
+        }
+        if self.stack.len() == self.size {
+            self.spill();
+        }
+        self.stack.push(buf);
+    }
+
+    #[cold]
+    fn refill(&mut self) {
+        self.pool.alloc_batch(self.size / 2, &mut self.stack);
+    }
+
+    #[cold]
+    fn spill(&mut self) {
+        let keep = self.size / 2;
+        self.pool.give_back(self.stack.drain(keep..));
+    }
+}
+
+impl Drop for BufferCache {
+    fn drop(&mut self) {
+        self.pool.give_back(self.stack.drain(..));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dma::Writer;
+    use crate::vfio::Container;
+
+    fn pool(count: usize) -> Arc<BufferPool> {
+        BufferPool::new(&Container::unbacked(), 64, count).unwrap()
+    }
+
+    #[test]
+    fn takes_and_gives_back_half_a_cache_at_a_time() {
+        let p = pool(16);
+        let mut c = BufferCache::new(&p, 8);
+        let b = c.alloc().unwrap();
+        assert_eq!((c.len(), p.free_count()), (3, 12));
+        c.free(b);
+        assert_eq!(c.len(), 4);
+        let taken: Vec<Buffer> = (0..16).map_while(|_| c.alloc()).collect();
+        assert_eq!((taken.len(), p.free_count(), c.len()), (16, 0, 0));
+        assert!(c.alloc().is_none());
+        for b in taken {
+            c.free(b);
+            assert!(c.len() <= 8);
+        }
+        // 16 back: the stack filled (8), spilled 4, took 4 more, then 4 more.
+        assert_eq!((c.len(), p.free_count()), (8, 8));
+        drop(c);
+        assert_eq!(p.free_count(), 16);
+    }
+
+    #[test]
+    fn another_pools_buffer_goes_home() {
+        let (p, q) = (pool(4), pool(4));
+        let mut c = BufferCache::new(&p, 4);
+        let foreign = q.alloc().unwrap();
+        c.free(foreign);
+        assert_eq!((c.len(), q.free_count()), (0, 4));
+    }
+
+    #[test]
+    fn a_recycled_buffer_is_the_cpus_again() {
+        let p = pool(2);
+        let mut c = BufferCache::new(&p, 2);
+        let mut b = c.alloc().unwrap();
+        b.device_wrote(0, 64);
+        assert_eq!(b.writer(0, 64), Writer::Device);
+        let iova = b.iova();
+        c.free(b);
+        let b = c.alloc().unwrap();
+        assert_eq!((b.iova(), b.writer(0, 64)), (iova, Writer::Cpu));
+    }
+}
