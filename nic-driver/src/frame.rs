@@ -182,6 +182,34 @@ impl Segment {
         }
     }
 
+    /// What a driver checks and counts of the segment, from one match on
+    /// its kind (the transmit path's one pass over a frame).
+    fn view(&self) -> View<'_> {
+        let inside = |offset: usize, len: usize, capacity: usize| {
+            offset.checked_add(len).is_some_and(|end| end <= capacity)
+        };
+        match self {
+            Segment::Packet(p) => View {
+                len: p.len,
+                in_bounds: true,
+                container: p.buf.container(),
+                writer: p.writer(),
+            },
+            Segment::Slice { buf, offset, len } => View {
+                len: *len,
+                in_bounds: inside(*offset, *len, buf.capacity()),
+                container: buf.container(),
+                writer: buf.writer(*offset, *len),
+            },
+            Segment::Shared { buf, offset, len } => View {
+                len: *len,
+                in_bounds: inside(*offset, *len, buf.capacity()),
+                container: buf.container(),
+                writer: buf.writer(*offset, *len),
+            },
+        }
+    }
+
     /// IOVA and length of the bytes this segment sends (not checked against
     /// the buffer: see [`Segment::in_bounds`]).
     pub fn dma(&self) -> (u64, usize) {
@@ -191,6 +219,14 @@ impl Segment {
             Segment::Shared { buf, offset, len } => (buf.iova() + *offset as u64, *len),
         }
     }
+}
+
+/// A segment as [`TxFrame::check`] sees it.
+struct View<'a> {
+    len: usize,
+    in_bounds: bool,
+    container: &'a Arc<Container>,
+    writer: Writer,
 }
 
 /// Checksums the NIC inserts (the frame's IPv4 header checksum field must be
@@ -281,40 +317,44 @@ impl TxFrame {
     /// `max_frame` bytes, can send this one: segments non-empty, inside
     /// their buffers and of `container` (memory of another container is
     /// not mapped for the NIC, and its IOVA may be other memory in
-    /// `container`), the length, and the offload offsets. One pass over
-    /// the segments: a pointer comparison per segment for the container.
+    /// `container`), the length, and the offload offsets. When it can, its
+    /// bytes by who wrote them, for the driver to add to
+    /// [`crate::Stats::tx_from`] once it takes the frame. One pass over the
+    /// segments, one match on each: a pointer comparison per segment for
+    /// the container.
     pub(crate) fn check(
         &self,
         max_frame: usize,
         container: &Arc<Container>,
         addr: PciAddress,
-    ) -> crate::Result<()> {
-        let frame = self;
-        let mut len = 0usize;
+    ) -> crate::Result<BytesByWriter> {
+        let mut bytes = BytesByWriter::default();
         let mut empty_segment = false;
-        for (n, s) in frame.segments().enumerate() {
-            if !s.in_bounds() {
+        for (n, s) in self.segments[..self.count].iter().enumerate() {
+            let Some(s) = s else { continue };
+            let v = s.view();
+            if !v.in_bounds {
                 return Err(crate::Error::InvalidFrame(
                     "a segment reaches past the end of its buffer".into(),
                 ));
             }
-            let (iova, bytes) = s.dma();
-            if !Arc::ptr_eq(s.container(), container) {
+            if !Arc::ptr_eq(v.container, container) {
                 return Err(crate::Error::ForeignMemory {
                     addr,
                     what: format!(
                         "segment {} of {} of a frame to transmit",
                         n + 1,
-                        frame.segment_count()
+                        self.segment_count()
                     ),
-                    iova,
+                    iova: s.dma().0,
                 });
             }
             // In bounds: no more than the buffer holds, so the sum cannot overflow.
-            len += bytes;
-            empty_segment |= bytes == 0;
+            bytes.add(v.writer, v.len);
+            empty_segment |= v.len == 0;
         }
-        if frame.segment_count() == 0 || len == 0 {
+        let len = bytes.total() as usize;
+        if len == 0 {
             return Err(crate::Error::InvalidFrame("an empty frame".into()));
         }
         if empty_segment {
@@ -325,7 +365,7 @@ impl TxFrame {
         if len > max_frame {
             return Err(crate::Error::InvalidFrame(format!("{len} bytes is more than the {max_frame}-byte frames this NIC sends (enable jumbo frames?)")));
         }
-        if let Some(o) = frame.offload {
+        if let Some(o) = self.offload {
             if len < o.l4_start as usize + 8 || o.l4_start < o.ip_start + 20 {
                 return Err(crate::Error::InvalidFrame(format!(
                     "checksum offload with IP at {} and L4 at {} does not fit a {len}-byte frame",
@@ -333,15 +373,7 @@ impl TxFrame {
                 )));
             }
         }
-        Ok(())
-    }
-
-    /// Adds the frame's bytes to `counts` by who wrote each segment: what
-    /// a driver does for every frame it gives the NIC ([`crate::Stats::tx_from`]).
-    pub(crate) fn count_writers(&self, counts: &mut BytesByWriter) {
-        for s in self.segments() {
-            counts.add(s.writer(), s.dma().1);
-        }
+        Ok(bytes)
     }
 
     /// The segment slots in use, for a driver to take each segment out of

@@ -86,6 +86,7 @@
 pub mod e1000;
 mod error;
 mod frame;
+pub mod link;
 #[cfg(test)]
 mod testing;
 pub mod virtio;
@@ -174,6 +175,10 @@ pub struct Config {
     /// Extra pool buffers beyond those the rings hold, for frames being
     /// built or held (default 1024).
     pub spare_buffers: usize,
+    /// How long transmit trusts the link state it last read while the
+    /// link is up (default 5 ms): the link register is read at most once
+    /// per interval in steady state (see [`link`]).
+    pub link_poll: Duration,
 }
 
 impl Config {
@@ -205,6 +210,14 @@ impl Config {
         self
     }
 
+    /// Sets how long transmit trusts the link it last read (see the field
+    /// `link_poll`).
+    #[must_use]
+    pub fn link_poll(mut self, interval: Duration) -> Config {
+        self.link_poll = interval;
+        self
+    }
+
     /// Sets the extra pool buffers (see the field `spare_buffers`).
     #[must_use]
     pub fn spare_buffers(mut self, buffers: usize) -> Config {
@@ -221,9 +234,13 @@ impl Default for Config {
             jumbo: false,
             interrupts: false,
             spare_buffers: 1024,
+            link_poll: LINK_POLL,
         }
     }
 }
+
+/// How long transmit trusts the link it last read, by default.
+pub const LINK_POLL: Duration = Duration::from_millis(5);
 
 /// Link state, as [`NetDevice::link`] reads it. More fields may be added;
 /// [`Link::default`] is a link that is down.
@@ -346,12 +363,12 @@ pub trait NetDevice {
     /// that reports none gets 02:00:00:00:00:01.
     fn mac(&self) -> [u8; 6];
 
-    /// Link state now: read from the device at each call (e1000: STATUS),
-    /// so call it to poll the link, not per frame. Transmit does not call
-    /// it per batch: the e1000's [`NetDevice::tx_batch`] checks a cached
-    /// state this call refreshes, read again after
-    /// [`e1000::LINK_REFRESH_BATCHES`] calls or a full ring (see the
-    /// [`e1000`] module docs).
+    /// Link state now: read from the device at each call (e1000: STATUS;
+    /// virtio-net: the device configuration's status), so call it to poll
+    /// the link, not per frame. Transmit does not call it per batch:
+    /// [`NetDevice::tx_batch`] checks the state this call refreshes, read
+    /// again at most once per [`Config::link_poll`] while up, at once after
+    /// a full ring, and on every call while down (see [`link`]).
     fn link(&self) -> Link;
 
     /// Receive every frame, whatever its destination (on), or only frames

@@ -22,6 +22,8 @@ pub(crate) fn config(rx_ring: usize, tx_ring: usize) -> Config {
         jumbo: false,
         interrupts: false,
         spare_buffers: 4,
+        // The link read again after every crate::link::CHECK_EVERY calls.
+        link_poll: std::time::Duration::ZERO,
     }
 }
 

@@ -20,19 +20,11 @@
 //! and [`NetDevice::tx_clean`] read none: completions come from descriptor
 //! write-backs in memory (transmit: RS only once per batch, see `tx.rs`),
 //! and one TDT (RDT) write hands each batch over. The link state
-//! `tx_batch` checks is cached, and STATUS read again only for a reason:
-//! after [`LINK_REFRESH_BATCHES`] (64) `tx_batch` calls (with batches of
-//! 32 at line rate, every 2048 frames, about 1.5 ms), after a call that
-//! found the ring full (a transmitter that stopped, as one does when its
-//! link is lost), on every call while the cached link is down (so a link
-//! coming back is seen at once), after an interrupt whose cause (ICR)
-//! includes a link status change (LSC), and on every [`NetDevice::link`]
-//! call, which always reads STATUS. A count, not a clock: no clock read
-//! per batch, and the same register reads for the same calls (the
-//! instruction counts of `cargo xtask bench-host` must repeat exactly).
-//! So a link that goes down is noticed by transmit within 64 calls (at
-//! once after a `link()` call); frames handed over in between wait in the
-//! ring, owned by the NIC, until it sends them or is stopped.
+//! `tx_batch` checks is the one STATUS last showed, read again at most
+//! once per [`Config::link_poll`](crate::Config::link_poll) while the link
+//! is up, at once after a full ring or an interrupt whose cause (ICR)
+//! includes a link status change (LSC), on every call while it is down,
+//! and on every [`NetDevice::link`] call (see [`crate::link`]).
 //!
 //! ```no_run
 //! use std::collections::VecDeque;
@@ -62,7 +54,6 @@ mod tx;
 pub use rx::check_descriptor;
 pub use rx::RX_HEADROOM;
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +66,7 @@ use vfio_core::vfio::{Container, Device, Interrupts, IrqKind};
 use self::regs::{ctrl, eerd, icr, rah, rctl, stats as st, status, tctl};
 use self::rx::RxRing;
 use self::tx::TxRing;
+use crate::link::LinkWatch;
 use crate::{Error, Link, NetDevice, Packet, Result, Stats, TxFrame};
 
 /// PCI IDs this driver takes: 82540EM, 82545EM (copper), 82544GC (copper).
@@ -109,11 +101,9 @@ pub struct E1000 {
     stats: Stats,
     /// Frames reclaimed inside `tx_batch`, reported by the next `tx_clean`.
     tx_reclaimed: usize,
-    /// The link as STATUS last showed it, and the `tx_batch` calls that
-    /// may still trust it (see the [module docs](self)); `link()` refreshes
-    /// both.
-    link: Cell<Link>,
-    link_trusted_for: Cell<u32>,
+    /// The link as STATUS last showed it, and when `tx_batch` may trust
+    /// it without a read ([`crate::link`]); `link()` refreshes it.
+    link: LinkWatch,
 }
 
 impl E1000 {
@@ -212,8 +202,7 @@ impl E1000 {
             mac,
             stats: Stats::default(),
             tx_reclaimed: 0,
-            link: Cell::new(Link::default()),
-            link_trusted_for: Cell::new(0),
+            link: LinkWatch::new(config.link_poll),
         };
         nic.start(config)?;
         Ok(nic)
@@ -266,10 +255,6 @@ impl E1000 {
         self.stats.rx_errors += b.read32(st::CRCERRS) as u64;
     }
 }
-
-/// How many `tx_batch` calls trust the link state last read from STATUS
-/// (see the [module docs](self)).
-pub const LINK_REFRESH_BATCHES: u32 = 64;
 
 /// How long CTRL.RST may take to clear (the manual asks for about 1 us;
 /// QEMU clears it at once). Short in unit tests, whose models may never clear it.
@@ -412,15 +397,9 @@ impl NetDevice for E1000 {
 
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
         self.tx_reclaimed += self.tx.clean(&mut self.cache);
-        let trusted = self.link_trusted_for.get();
         // Up and trusted: no STATUS read.
-        let up = if self.link.get().up && trusted > 0 {
-            self.link_trusted_for.set(trusted - 1);
-            true
-        } else {
-            self.link().up
-        };
-        if !up {
+        let link = self.link.trusted().unwrap_or_else(|| self.link());
+        if !link.up {
             return Err(Error::LinkDown {
                 addr: self.address(),
             });
@@ -428,7 +407,7 @@ impl NetDevice for E1000 {
         let sent = self.tx.send(&self.bar, self.device.address(), frames);
         if matches!(sent, Ok(0)) && !frames.is_empty() {
             // The ring is full: the next call looks at the link again.
-            self.link_trusted_for.set(0);
+            self.link.doubt();
         }
         sent
     }
@@ -471,8 +450,7 @@ impl NetDevice for E1000 {
             speed_mbps,
             full_duplex: s & status::FD != 0,
         };
-        self.link.set(link);
-        self.link_trusted_for.set(LINK_REFRESH_BATCHES);
+        self.link.store(link);
         link
     }
 
@@ -506,7 +484,7 @@ impl NetDevice for E1000 {
         irqs.unmask()?;
         if icr & icr::LSC != 0 {
             // The link changed: the next tx_batch reads STATUS.
-            self.link_trusted_for.set(0);
+            self.link.doubt();
         }
         Ok(icr != 0 || self.rx.has_frame())
     }

@@ -813,7 +813,7 @@ fn steady_state_transmit_and_receive_read_no_register() {
     let mut rx = Vec::with_capacity(8);
     let mut next_rx = 0;
     // As many batches as trust the link state link() just read.
-    const BATCHES: usize = super::LINK_REFRESH_BATCHES as usize;
+    const BATCHES: usize = crate::link::CHECK_EVERY as usize;
     for b in 0..BATCHES {
         assert_eq!(send_batch(&mut nic, 32), 32);
         h.sent((b * 32 + 31) % 64); // as the NIC: the RS descriptor is done
@@ -837,13 +837,31 @@ fn steady_state_transmit_and_receive_read_no_register() {
     assert_eq!(h.nic().status_reads - status_reads, 1);
 }
 
+/// Issue 30: with the link up, transmit reads STATUS at most once per
+/// `link_poll`, however many batches go out (the clock is looked at every
+/// CHECK_EVERY calls).
+#[test]
+fn transmit_reads_status_at_most_once_per_link_poll() {
+    let h = Harness::new(Nic::new());
+    let config = testing::config(8, 64).link_poll(std::time::Duration::from_secs(3600));
+    let mut nic = h.open(config).unwrap();
+    assert!(nic.link().up);
+    let status_reads = h.nic().status_reads;
+    for b in 0..4 * crate::link::CHECK_EVERY as usize {
+        assert_eq!(send_batch(&mut nic, 1), 1);
+        h.sent(b % 64);
+        assert_eq!(nic.tx_clean(), 1);
+    }
+    assert_eq!(h.nic().status_reads, status_reads, "no STATUS read");
+}
+
 #[test]
 fn transmit_notices_a_link_that_went_down_within_link_refresh_batches() {
     let h = Harness::new(Nic::new());
     let mut nic = h.open(testing::config(8, 64)).unwrap();
     assert_eq!(send_batch(&mut nic, 1), 1);
     h.nic().regs.set(regs::STATUS, 4, 0);
-    for _ in 0..super::LINK_REFRESH_BATCHES {
+    for _ in 0..crate::link::CHECK_EVERY {
         assert_eq!(nic.tx_batch(&mut VecDeque::new()).unwrap(), 0, "trusted");
     }
     let mut q = VecDeque::from([TxFrame::packet(packet(&mut nic, &frame(1, 60)))]);

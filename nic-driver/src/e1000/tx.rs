@@ -153,10 +153,13 @@ impl TxRing {
         let mut bad = None;
         let queued = frames.len();
         for frame in frames.iter_mut() {
-            if let Err(e) = frame.check(self.max_frame, self.desc.container(), addr) {
-                bad = Some(e);
-                break;
-            }
+            let bytes = match frame.check(self.max_frame, self.desc.container(), addr) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            };
             let needs_context = frame.offload.is_some() && frame.offload != self.context;
             if self.free() < frame.segment_count() + needs_context as usize {
                 break;
@@ -164,7 +167,8 @@ impl TxRing {
             if let (true, Some(offload)) = (needs_context, frame.offload) {
                 self.put_context(offload);
             }
-            frame.count_writers(&mut self.from);
+            self.from.device += bytes.device;
+            self.from.cpu += bytes.cpu;
             sent += 1;
             // RS when this is surely the batch's last frame (the queue
             // ends here), or when RS_THRESH descriptors went unreported.

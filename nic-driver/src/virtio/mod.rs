@@ -65,6 +65,7 @@ use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Device, Interrupts, IrqKind};
 
 use self::regs::{cap, common, feature, hdr, net_config, pci, status};
+use crate::link::LinkWatch;
 use crate::{
     ChecksumOffload, Config, Error, Link, NetDevice, Packet, Result, Segment, Stats, TxFrame,
     MAX_SEGMENTS,
@@ -152,6 +153,9 @@ pub struct VirtioNet {
     mac: [u8; 6],
     promiscuous: bool,
     stats: Stats,
+    /// The link as last read, and when `tx_batch` may trust it without a
+    /// read ([`crate::link`]); `link()` refreshes it.
+    link: LinkWatch,
     /// Frames reclaimed inside `tx_batch`, reported by the next `tx_clean`.
     tx_reclaimed: usize,
     max_frame: usize,
@@ -310,6 +314,7 @@ impl VirtioNet {
             mac,
             promiscuous: false,
             stats: Stats::default(),
+            link: LinkWatch::new(config.link_poll),
             tx_reclaimed: 0,
             max_frame,
             irqs,
@@ -843,8 +848,11 @@ impl NetDevice for VirtioNet {
                 "virtio-net tx ring full: {} in flight, status {s:#x}",
                 self.tx.in_flight()
             );
+            // A transmitter that stopped: look at the link again now.
+            self.link.doubt();
         }
-        if !self.link().up {
+        // Up and trusted: no read of the device configuration.
+        if !self.link.trusted().unwrap_or_else(|| self.link()).up {
             return Err(Error::LinkDown {
                 addr: self.address(),
             });
@@ -856,10 +864,13 @@ impl NetDevice for VirtioNet {
         // by one (no frame moved as a whole); the emptied ones, and a bad
         // one, are removed at the end.
         for frame in frames.iter_mut() {
-            if let Err(e) = frame.check(self.max_frame, self.device.container(), addr) {
-                bad = Some(e);
-                break;
-            }
+            let bytes = match frame.check(self.max_frame, self.device.container(), addr) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            };
             if self.tx.free() < frame.segment_count() + 1 {
                 break;
             }
@@ -871,7 +882,8 @@ impl NetDevice for VirtioNet {
                     break;
                 }
             };
-            frame.count_writers(&mut self.stats.tx_from);
+            self.stats.tx_from.device += bytes.device;
+            self.stats.tx_from.cpu += bytes.cpu;
             let mut held: Held = Default::default();
             let mut chain = [(hdr_iova, hdr::SIZE as u32, false); virtqueue::MAX_CHAIN];
             let mut n = 1;
@@ -926,14 +938,19 @@ impl NetDevice for VirtioNet {
         self.mac
     }
 
+    /// Reads the device configuration's status now (a device without
+    /// VIRTIO_NET_F_STATUS is always up), and refreshes the link state
+    /// `tx_batch` checks ([`crate::link`]).
     fn link(&self) -> Link {
         let up = self.features & feature::STATUS == 0
             || self.device_cfg.r16(net_config::STATUS) & net_config::LINK_UP != 0;
-        Link {
+        let link = Link {
             up,
             speed_mbps: 10_000,
             full_duplex: true,
-        }
+        };
+        self.link.store(link);
+        link
     }
 
     fn set_promiscuous(&mut self, on: bool) {

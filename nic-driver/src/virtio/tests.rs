@@ -1122,7 +1122,8 @@ fn offload_needs_the_headers_in_a_packet_segment() {
     let (mut h, mut nic) = open(Net::new());
     let whole = udp_frame(&frame(1, 10));
     let mut f = TxFrame::packet(packet(&mut nic, &whole[..20]));
-    f.push(Segment::Packet(packet(&mut nic, &whole[20..]))).unwrap();
+    f.push(Segment::Packet(packet(&mut nic, &whole[20..])))
+        .unwrap();
     f.offload = Some(UDP);
     let e = nic
         .tx_batch(&mut VecDeque::from([f]))

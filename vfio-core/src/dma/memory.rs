@@ -321,16 +321,19 @@ impl DmaMemory {
 
     /// The container whose IOMMU maps this memory: only devices opened in it
     /// can reach it, at [`DmaMemory::iova`].
+    #[inline]
     pub fn container(&self) -> &Arc<Container> {
         &self.container
     }
 
     /// The IOVA devices use for byte 0.
+    #[inline]
     pub fn iova(&self) -> u64 {
         self.iova
     }
 
     /// Length in bytes: the size asked for, rounded up to the page size.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -348,6 +351,7 @@ impl DmaMemory {
     /// The virtual address of byte 0. Reading through it needs `unsafe`, and
     /// atomic reads: a device or another thread may write the memory at any
     /// time.
+    #[inline]
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
     }
@@ -408,6 +412,7 @@ impl DmaMemory {
     ///
     /// When the words are not inside the region or `offset` is not a
     /// multiple of the word size.
+    #[inline]
     pub fn write_words<T: DmaWord>(&self, offset: usize, values: &[T]) {
         let len = size_of_val(values);
         let p = self.at(offset, len, size_of::<T>());
@@ -542,11 +547,13 @@ impl RawDma {
     }
 
     /// IOVA of byte 0.
+    #[inline]
     pub fn iova(&self) -> u64 {
         self.iova
     }
 
     /// Length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -557,6 +564,7 @@ impl RawDma {
     }
 
     /// The container the range is in.
+    #[inline]
     pub fn container(&self) -> &Arc<Container> {
         &self.container
     }

@@ -119,9 +119,9 @@ mod memory;
 mod pool;
 mod provenance;
 
+pub use cache::BufferCache;
 pub(crate) use iova::IovaAllocator;
 pub(crate) use memory::MappedPtr;
-pub use cache::BufferCache;
 pub use memory::{Backing, DmaMemory, DmaWord, PageKind, RawDma};
 pub use pool::{Buffer, BufferPool, SharedBuffer};
 pub use provenance::{BytesByWriter, Writer};

@@ -218,21 +218,25 @@ impl BufferPool {
     }
 
     /// Total buffers (`count`).
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.count
     }
 
     /// Bytes per buffer: `buf_size` as rounded by [`BufferPool::new`].
+    #[inline]
     pub fn buf_size(&self) -> usize {
         self.buf_size
     }
 
     /// IOVA of the first buffer (byte 0 of the pool's region).
+    #[inline]
     pub fn iova(&self) -> u64 {
         self.memory.iova()
     }
 
     /// The container whose IOMMU maps the pool.
+    #[inline]
     pub fn container(&self) -> &Arc<Container> {
         self.memory.container()
     }
@@ -257,26 +261,31 @@ fn rounded_buf_size(buf_size: usize, count: usize) -> Result<usize> {
 }
 
 impl Buffer {
+    #[inline]
     fn offset(&self) -> usize {
         self.index as usize * self.pool.buf_size
     }
 
     /// IOVA of byte 0 of this buffer: what a device descriptor points at.
+    #[inline]
     pub fn iova(&self) -> u64 {
         self.pool.memory.iova() + self.offset() as u64
     }
 
     /// Virtual address of byte 0.
+    #[inline]
     pub fn as_ptr(&self) -> *const u8 {
         self.pool.memory.as_ptr().wrapping_add(self.offset())
     }
 
     /// Size of the buffer in bytes (the pool's [`BufferPool::buf_size`]).
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.pool.buf_size
     }
 
     /// The buffer's bytes, all of [`Buffer::capacity`].
+    #[inline]
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: this Buffer is the only owner of its index, so no other
         // slice covers these bytes, and while `self` is borrowed here the
@@ -286,6 +295,7 @@ impl Buffer {
 
     /// The buffer's bytes, writable. Forgets which bytes a device wrote
     /// ([`Buffer::writer`] says [`Writer::Cpu`] for all of them afterwards).
+    #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         self.written = DeviceWritten::NONE;
         // SAFETY: as in `as_slice`, and `&mut self` makes this the only slice.
@@ -303,6 +313,7 @@ impl Buffer {
     ///
     /// When the word is not inside the buffer or `offset` is not a multiple of
     /// its size.
+    #[inline]
     pub fn read<T: DmaWord>(&self, offset: usize) -> T {
         self.check(offset, size_of::<T>());
         self.pool.memory.read(self.offset() + offset)
@@ -316,12 +327,14 @@ impl Buffer {
     ///
     /// When the word is not inside the buffer or `offset` is not a multiple of
     /// its size.
+    #[inline]
     pub fn write<T: DmaWord>(&mut self, offset: usize, value: T) {
         self.check(offset, size_of::<T>());
         self.written = DeviceWritten::NONE;
         self.pool.memory.write(self.offset() + offset, value)
     }
 
+    #[inline]
     fn check(&self, offset: usize, len: usize) {
         assert!(
             offset
@@ -336,6 +349,7 @@ impl Buffer {
     /// driver recorded a device writing all of them
     /// ([`Buffer::device_wrote`]) and the CPU has not written the buffer
     /// since; else [`Writer::Cpu`] (a fresh buffer is the CPU's).
+    #[inline]
     pub fn writer(&self, offset: usize, len: usize) -> Writer {
         self.written.writer(offset, len)
     }
@@ -343,16 +357,19 @@ impl Buffer {
     /// Records that a device wrote `len` bytes at `offset` (replacing any
     /// earlier record; `len` 0, or a range outside the buffer, records
     /// none). Drivers call it when the device's write completed.
+    #[inline]
     pub fn device_wrote(&mut self, offset: usize, len: usize) {
         self.written = DeviceWritten::new(offset, len, self.capacity());
     }
 
     /// The pool this buffer belongs to.
+    #[inline]
     pub fn pool(&self) -> &Arc<BufferPool> {
         &self.pool
     }
 
     /// The container whose IOMMU maps the buffer.
+    #[inline]
     pub fn container(&self) -> &Arc<Container> {
         self.pool.container()
     }
@@ -404,32 +421,38 @@ pub struct SharedBuffer {
 }
 
 impl SharedBuffer {
+    #[inline]
     fn offset(&self) -> usize {
         self.index as usize * self.pool.buf_size
     }
 
     /// IOVA of byte 0.
+    #[inline]
     pub fn iova(&self) -> u64 {
         self.pool.memory.iova() + self.offset() as u64
     }
 
     /// Size of the buffer in bytes.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.pool.buf_size
     }
 
     /// The container whose IOMMU maps the buffer.
+    #[inline]
     pub fn container(&self) -> &Arc<Container> {
         self.pool.container()
     }
 
     /// Who last wrote `len` bytes at `offset`, as [`Buffer::writer`] said
     /// when the buffer was shared (no owner can write it since).
+    #[inline]
     pub fn writer(&self, offset: usize, len: usize) -> Writer {
         self.written.writer(offset, len)
     }
 
     /// The bytes (read-only: no owner can write them).
+    #[inline]
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the buffer was a Buffer's, consumed by `into_shared`; no
         // owner of a SharedBuffer can write it, so shared slices are sound.

@@ -42,6 +42,7 @@ pub struct BytesByWriter {
 
 impl BytesByWriter {
     /// Adds `bytes` to the count of `writer`.
+    #[inline]
     pub fn add(&mut self, writer: Writer, bytes: usize) {
         match writer {
             Writer::Device => self.device += bytes as u64,
@@ -50,6 +51,7 @@ impl BytesByWriter {
     }
 
     /// Both counts together.
+    #[inline]
     pub fn total(&self) -> u64 {
         self.device + self.cpu
     }
@@ -69,6 +71,7 @@ impl DeviceWritten {
 
     /// `len` bytes at `offset` of a buffer of `capacity` bytes; empty when
     /// the range is empty or does not lie inside the buffer.
+    #[inline]
     pub(crate) fn new(offset: usize, len: usize, capacity: usize) -> DeviceWritten {
         match offset.checked_add(len) {
             Some(end) if len > 0 && end <= capacity && end <= u32::MAX as usize => DeviceWritten {
@@ -81,6 +84,7 @@ impl DeviceWritten {
 
     /// Who wrote `len` bytes at `offset`: the device only if it wrote every
     /// one of them (an empty range has no device bytes: the CPU's).
+    #[inline]
     pub(crate) fn writer(self, offset: usize, len: usize) -> Writer {
         let inside = len > 0
             && offset >= self.start as usize
