@@ -26,7 +26,7 @@ use crate::config::DataPointer;
 use crate::prp::{self, Prp2};
 use crate::queue::QueuePair;
 use crate::sgl;
-use crate::spec::{nvm, Command, ControllerInfo, NamespaceInfo, PAGE_SIZE};
+use crate::spec::{nvm, Command, ControllerInfo, NamespaceInfo, Status, PAGE_SIZE};
 use crate::{Error, Result};
 
 /// How long a queue pair waits for its commands unless set otherwise with
@@ -87,6 +87,12 @@ struct Span {
 /// (none for blocking calls, whose caller's borrow holds the memory, and
 /// for a gather Write of several pieces, whose buffers are in
 /// `IoQueuePair::gathers` under the same command ID).
+///
+/// The queue keeps one per command ID, written when the command is
+/// submitted and read in place when it completes (only the buffer moves
+/// out): whether one is in use is whether its command ID is in flight,
+/// which [`QueuePair`] knows and checks every completion against. The
+/// slot of a command ID not in flight holds no buffer.
 #[derive(Debug)]
 struct Slot<B> {
     name: &'static str,
@@ -107,15 +113,55 @@ struct DeviceWrote<B> {
 }
 
 impl<B> Slot<B> {
-    /// The buffer back from a finished command: a read's bytes recorded as
-    /// the controller's when it succeeded, as nobody's when it did not.
-    fn finish(self, ok: bool) -> (u64, Option<B>) {
-        let mut buf = self.buf;
-        if let (Some(w), Some(b)) = (self.wrote, buf.as_mut()) {
+    /// The slot of a command ID not in flight.
+    const FREE: Slot<B> = Slot {
+        name: "",
+        tag: 0,
+        buf: None,
+        wrote: None,
+    };
+
+    /// Finishes its command, which leaves the slot free: the tag, the
+    /// buffer (for a gather Write, its first piece's, taken from `gather`)
+    /// with a read's bytes recorded as the controller's when it succeeded,
+    /// as nobody's when it did not, and the result from `status` (None:
+    /// aborted).
+    #[inline]
+    fn finish(
+        &mut self,
+        gather: &mut Vec<GatherPiece<B>>,
+        status: Option<Status>,
+    ) -> IoCompletion<B> {
+        let ok = status.is_some_and(Status::is_success);
+        let mut buf = self.buf.take();
+        if let (Some(w), Some(b)) = (&self.wrote, buf.as_mut()) {
             let bytes = if ok { w.bytes } else { 0 };
             (w.record)(b, w.offset, bytes);
         }
-        (self.tag, buf)
+        // Only a command without a buffer of its own may be a gather.
+        let buf = buf.or_else(|| first_piece(gather));
+        // The result made last, in place: an error is rare, and big.
+        IoCompletion {
+            tag: self.tag,
+            buf,
+            result: if ok {
+                Ok(())
+            } else {
+                Err(self.failure(status))
+            },
+        }
+    }
+
+    /// The error of a command that failed with `status` (None: aborted).
+    #[cold]
+    fn failure(&self, status: Option<Status>) -> Error {
+        match status {
+            Some(status) => Error::Command {
+                command: self.name,
+                status,
+            },
+            None => Error::Aborted { command: self.name },
+        }
     }
 }
 
@@ -198,7 +244,8 @@ pub struct IoQueuePair<B: DmaTarget = Buffer> {
     /// One page per command ID for its PRP list or, for a gather Write, its
     /// SGL Data Block descriptors; and a spare page for DSM ranges.
     lists: DmaMemory,
-    slots: Vec<Option<Slot<B>>>,
+    /// By command ID (see [`Slot`]).
+    slots: Vec<Slot<B>>,
     /// By command ID: the pieces of a gather Write of more than one piece
     /// in flight (empty otherwise). Only gather commands touch it: their
     /// slot holds no buffer.
@@ -238,7 +285,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
         controller: ControllerInfo,
         max_transfer: usize,
     ) -> Self {
-        let slots = (0..=qp.depth()).map(|_| None).collect();
+        let slots = (0..=qp.depth()).map(|_| Slot::FREE).collect();
         let gathers = (0..=qp.depth()).map(|_| Vec::new()).collect();
         IoQueuePair {
             qp,
@@ -460,12 +507,11 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// aborted (with its buffer: the disabled controller DMAs no more), and the
     /// rings start empty. The caller checked that the reset came after them.
     pub(crate) fn abort_all(&mut self, mut f: impl FnMut(IoCompletion<B>)) {
-        for (slot, gather) in self.slots.iter_mut().zip(&mut self.gathers) {
-            let Some(slot) = slot.take() else { continue };
-            let result = Err(Error::Aborted { command: slot.name });
-            let (tag, buf) = slot.finish(false);
-            let buf = buf.or_else(|| first_piece(gather));
-            f(IoCompletion { tag, buf, result });
+        let slots = self.slots.iter_mut().zip(&mut self.gathers);
+        for (cid, (slot, gather)) in slots.enumerate() {
+            if self.qp.is_in_flight(cid) {
+                f(slot.finish(gather, None));
+            }
         }
         self.qp.reset();
         self.failed = false;
@@ -621,10 +667,12 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// Keeps `slot` for command `cid`, just submitted, until it completes.
     #[inline]
     fn record(&mut self, cid: u16, slot: Slot<B>) {
+        // Stored first: nothing between its making and its store (the clock
+        // read) keeps it on the stack for a copy.
+        self.slots[cid as usize] = slot;
         if self.in_flight() == 1 {
             self.progress = Instant::now();
         }
-        self.slots[cid as usize] = Some(slot);
     }
 
     fn queue_full(&self) -> Error {
@@ -664,17 +712,19 @@ impl<B: DmaTarget> IoQueuePair<B> {
             let writer = buf.writer(span.offset, span.bytes);
             self.written_from.add(writer, span.bytes);
         }
-        let slot = Slot {
-            name: if op == nvm::READ { "Read" } else { "Write" },
-            tag,
-            buf: Some(buf),
-            wrote: wrote.map(|record| DeviceWrote {
-                record,
-                offset: span.offset,
-                bytes: span.bytes,
-            }),
-        };
-        self.record(cid, slot);
+        self.record(
+            cid,
+            Slot {
+                name: if op == nvm::READ { "Read" } else { "Write" },
+                tag,
+                buf: Some(buf),
+                wrote: wrote.map(|record| DeviceWrote {
+                    record,
+                    offset: span.offset,
+                    bytes: span.bytes,
+                }),
+            },
+        );
         Ok(())
     }
 
@@ -921,21 +971,8 @@ impl<B: DmaTarget> IoQueuePair<B> {
         let slots = &mut self.slots;
         let gathers = &mut self.gathers;
         let taken = self.qp.poll(max, |c| {
-            let slot = slots[c.cid as usize]
-                .take()
-                .expect("every command in flight has a slot");
-            let result = if c.status.is_success() {
-                Ok(())
-            } else {
-                Err(Error::Command {
-                    command: slot.name,
-                    status: c.status,
-                })
-            };
-            let (tag, buf) = slot.finish(result.is_ok());
-            // Only a command without a buffer of its own may be a gather.
-            let buf = buf.or_else(|| first_piece(&mut gathers[c.cid as usize]));
-            f(IoCompletion { tag, buf, result });
+            let cid = c.cid as usize;
+            f(slots[cid].finish(&mut gathers[cid], Some(c.status)));
         });
         if taken.is_err() {
             self.failed = true;
@@ -1272,10 +1309,8 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// Leaves every buffer the controller may still write, and the rings,
     /// allocated and mapped for good.
     fn leak(&mut self) {
-        for slot in self.slots.iter_mut().filter_map(Option::take) {
-            if let Some(buf) = slot.buf {
-                buf.leak();
-            }
+        for buf in self.slots.iter_mut().filter_map(|s| s.buf.take()) {
+            buf.leak();
         }
         for gather in &mut self.gathers {
             for (buf, _, _) in gather.drain(..) {
@@ -1386,18 +1421,25 @@ fn first_piece<B>(pieces: &mut Vec<GatherPiece<B>>) -> Option<B> {
 
 /// Checks that `blocks` blocks at `lba` lie in namespace `nsid` of
 /// `geometry` (block size, blocks).
+#[inline]
 fn blocks_in_namespace(nsid: u32, geometry: (usize, u64), lba: u64, blocks: u64) -> Result<()> {
-    let (bs, size) = geometry;
-    if blocks == 0 {
-        return Err(Error::InvalidArgument("a transfer of zero blocks".into()));
-    }
-    if lba.checked_add(blocks).is_none_or(|end| end > size) {
-        return Err(Error::InvalidArgument(format!(
-            "blocks {lba}..{} are past the end of namespace {nsid}, which has {size} blocks of {bs} bytes",
-            lba.saturating_add(blocks),
-        )));
+    if blocks == 0 || lba.checked_add(blocks).is_none_or(|end| end > geometry.1) {
+        return Err(blocks_outside(nsid, geometry, lba, blocks));
     }
     Ok(())
+}
+
+/// The error of `blocks` blocks at `lba` that [`blocks_in_namespace`] refuses.
+#[cold]
+fn blocks_outside(nsid: u32, geometry: (usize, u64), lba: u64, blocks: u64) -> Error {
+    let (bs, size) = geometry;
+    if blocks == 0 {
+        return Error::InvalidArgument("a transfer of zero blocks".into());
+    }
+    Error::InvalidArgument(format!(
+        "blocks {lba}..{} are past the end of namespace {nsid}, which has {size} blocks of {bs} bytes",
+        lba.saturating_add(blocks),
+    ))
 }
 
 #[cold]
