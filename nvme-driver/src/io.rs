@@ -133,13 +133,17 @@ impl<B> Slot<B> {
         status: Option<Status>,
     ) -> IoCompletion<B> {
         let ok = status.is_some_and(Status::is_success);
-        let mut buf = self.buf.take();
-        if let (Some(w), Some(b)) = (&self.wrote, buf.as_mut()) {
+        // Recorded while the buffer is in the slot: it then moves once,
+        // from the slot into the completion.
+        if let (Some(w), Some(b)) = (&self.wrote, self.buf.as_mut()) {
             let bytes = if ok { w.bytes } else { 0 };
             (w.record)(b, w.offset, bytes);
         }
-        // Only a command without a buffer of its own may be a gather.
-        let buf = buf.or_else(|| first_piece(gather));
+        let buf = match self.buf.take() {
+            Some(b) => Some(b),
+            // Only a command without a buffer of its own may be a gather.
+            None => first_piece(gather),
+        };
         // The result made last, in place: an error is rare, and big.
         IoCompletion {
             tag: self.tag,
@@ -667,9 +671,21 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// Keeps `slot` for command `cid`, just submitted, until it completes.
     #[inline]
     fn record(&mut self, cid: u16, slot: Slot<B>) {
-        // Stored first: nothing between its making and its store (the clock
-        // read) keeps it on the stack for a copy.
-        self.slots[cid as usize] = slot;
+        // Stored first, field by field: nothing between its making and its
+        // store (the clock read, the drop of what the slot held) keeps it
+        // on the stack for a copy. Only `buf` has anything to drop, and
+        // holds nothing: the command ID was free.
+        let Slot {
+            name,
+            tag,
+            buf,
+            wrote,
+        } = slot;
+        let s = &mut self.slots[cid as usize];
+        s.name = name;
+        s.tag = tag;
+        s.wrote = wrote;
+        s.buf = buf;
         if self.in_flight() == 1 {
             self.progress = Instant::now();
         }
