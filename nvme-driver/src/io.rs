@@ -592,6 +592,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// Checks a transfer of `bytes` at `lba` from or into `mem` at `offset`:
     /// returns the namespace's block size and the IOVA of the data. The
     /// namespace is looked up once for all of it.
+    #[inline]
     fn check(&mut self, span: Span, mem: &impl DmaTarget) -> Result<(usize, u64)> {
         let Span {
             nsid,
@@ -702,6 +703,12 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// paid once: the namespace looked up once, the room in the queue
     /// checked once (by the submission itself), the command and its slot
     /// written where they stay.
+    ///
+    /// Inline, with [`IoQueuePair::check`], into the caller's
+    /// `submit_read`/`submit_write`: no call, no returned `Result` through
+    /// memory, and what the caller passes as constants (the namespace, a
+    /// fixed transfer size) folds into the checks.
+    #[inline]
     fn submit_rw(
         &mut self,
         op: u8,
