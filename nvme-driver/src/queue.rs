@@ -175,7 +175,7 @@ impl QueuePair {
     /// Writes `cmd` into the next SQ slot with a fresh command ID; the doorbell
     /// is written by [`QueuePair::ring`], once per batch.
     pub(crate) fn submit(&mut self, cmd: Command) -> Result<u16> {
-        self.submit_with(|_| cmd).ok_or(Error::QueueFull {
+        self.submit_with(|_| cmd).ok_or_else(|| Error::QueueFull {
             qid: self.qid,
             depth: self.in_flight(),
         })

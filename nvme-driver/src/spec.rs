@@ -260,19 +260,20 @@ impl Completion {
     pub fn validate(&self, qid: u16, entries: u16, in_flight: &[bool]) -> crate::Result<()> {
         // Every completion pays these three compares; only a bad one pays
         // for finding which check it fails.
-        let in_flight = in_flight.get(self.cid as usize).copied().unwrap_or(false);
-        if in_flight && self.sq_id == qid && self.sq_head < entries {
+        let known = in_flight.get(self.cid as usize).copied().unwrap_or(false);
+        if known && self.sq_id == qid && self.sq_head < entries {
             return Ok(());
         }
-        Err(self.invalid(qid, entries, in_flight))
+        Err(self.invalid(qid, entries, known))
     }
 
     /// The error of an entry that [`Completion::validate`] refuses
-    /// (`in_flight`: whether its command ID is), the first check it fails.
+    /// (`known`: whether its command ID is in flight), the first check it
+    /// fails.
     #[cold]
-    fn invalid(&self, qid: u16, entries: u16, in_flight: bool) -> crate::Error {
+    fn invalid(&self, qid: u16, entries: u16, known: bool) -> crate::Error {
         let protocol = |what: String| crate::Error::Protocol(format!("queue {qid}: {what}"));
-        if !in_flight {
+        if !known {
             return protocol(format!(
                 "completion for command ID {} that is not in flight",
                 self.cid
@@ -551,6 +552,41 @@ fn ascii(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validation_names_the_first_check_an_entry_fails() {
+        let in_flight = [false, true, false, false];
+        let entry = |cid: u16, sq_id: u16, sq_head: u16| {
+            Completion::parse([
+                0,
+                0,
+                u32::from(sq_id) << 16 | u32::from(sq_head),
+                cid.into(),
+            ])
+            .0
+        };
+        let error = |c: Completion| match c.validate(1, 4, &in_flight) {
+            Err(crate::Error::Protocol(what)) => what,
+            other => panic!("{other:?}"),
+        };
+        assert!(entry(1, 1, 3).validate(1, 4, &in_flight).is_ok());
+        // Each check alone, then all failing: the command ID is named first.
+        assert_eq!(
+            error(entry(0, 1, 3)),
+            "queue 1: completion for command ID 0 that is not in flight"
+        );
+        assert_eq!(
+            error(entry(9, 1, 3)),
+            "queue 1: completion for command ID 9 that is not in flight"
+        );
+        assert_eq!(error(entry(1, 2, 3)), "queue 1: completion names SQ 2");
+        assert_eq!(error(entry(1, 1, 4)), "queue 1: SQ head 4 beyond 4 entries");
+        assert_eq!(
+            error(entry(2, 2, 4)),
+            "queue 1: completion for command ID 2 that is not in flight"
+        );
+        assert_eq!(error(entry(1, 2, 4)), "queue 1: completion names SQ 2");
+    }
 
     #[test]
     fn qwords_lay_out_the_dwords_in_order() {
