@@ -104,6 +104,7 @@ impl Admin {
         self.device.address()
     }
 
+    #[inline]
     pub(crate) fn container(&self) -> &Arc<Container> {
         self.device.container()
     }
@@ -117,6 +118,7 @@ impl Admin {
     }
 
     /// How often the controller has been disabled.
+    #[inline]
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }

@@ -26,7 +26,7 @@ use crate::config::DataPointer;
 use crate::prp::{self, Prp2};
 use crate::queue::QueuePair;
 use crate::sgl;
-use crate::spec::{nvm, Command, ControllerInfo, NamespaceInfo, PAGE_SIZE};
+use crate::spec::{nvm, Command, ControllerInfo, NamespaceInfo, Status, PAGE_SIZE};
 use crate::{Error, Result};
 
 /// How long a queue pair waits for its commands unless set otherwise with
@@ -87,6 +87,12 @@ struct Span {
 /// (none for blocking calls, whose caller's borrow holds the memory, and
 /// for a gather Write of several pieces, whose buffers are in
 /// `IoQueuePair::gathers` under the same command ID).
+///
+/// The queue keeps one per command ID, written when the command is
+/// submitted and read in place when it completes (only the buffer moves
+/// out): whether one is in use is whether its command ID is in flight,
+/// which [`QueuePair`] knows and checks every completion against. The
+/// slot of a command ID not in flight holds no buffer.
 #[derive(Debug)]
 struct Slot<B> {
     name: &'static str,
@@ -107,15 +113,59 @@ struct DeviceWrote<B> {
 }
 
 impl<B> Slot<B> {
-    /// The buffer back from a finished command: a read's bytes recorded as
-    /// the controller's when it succeeded, as nobody's when it did not.
-    fn finish(self, ok: bool) -> (u64, Option<B>) {
-        let mut buf = self.buf;
-        if let (Some(w), Some(b)) = (self.wrote, buf.as_mut()) {
+    /// The slot of a command ID not in flight.
+    const FREE: Slot<B> = Slot {
+        name: "",
+        tag: 0,
+        buf: None,
+        wrote: None,
+    };
+
+    /// Finishes its command, which leaves the slot free: the tag, the
+    /// buffer (for a gather Write, its first piece's, taken from `gather`)
+    /// with a read's bytes recorded as the controller's when it succeeded,
+    /// as nobody's when it did not, and the result from `status` (None:
+    /// aborted).
+    #[inline]
+    fn finish(
+        &mut self,
+        gather: &mut Vec<GatherPiece<B>>,
+        status: Option<Status>,
+    ) -> IoCompletion<B> {
+        let ok = status.is_some_and(Status::is_success);
+        // Recorded while the buffer is in the slot: it then moves once,
+        // from the slot into the completion.
+        if let (Some(w), Some(b)) = (&self.wrote, self.buf.as_mut()) {
             let bytes = if ok { w.bytes } else { 0 };
             (w.record)(b, w.offset, bytes);
         }
-        (self.tag, buf)
+        let buf = match self.buf.take() {
+            Some(b) => Some(b),
+            // Only a command without a buffer of its own may be a gather.
+            None => first_piece(gather),
+        };
+        // The result made last, in place: an error is rare, and big.
+        IoCompletion {
+            tag: self.tag,
+            buf,
+            result: if ok {
+                Ok(())
+            } else {
+                Err(self.failure(status))
+            },
+        }
+    }
+
+    /// The error of a command that failed with `status` (None: aborted).
+    #[cold]
+    fn failure(&self, status: Option<Status>) -> Error {
+        match status {
+            Some(status) => Error::Command {
+                command: self.name,
+                status,
+            },
+            None => Error::Aborted { command: self.name },
+        }
     }
 }
 
@@ -198,12 +248,16 @@ pub struct IoQueuePair<B: DmaTarget = Buffer> {
     /// One page per command ID for its PRP list or, for a gather Write, its
     /// SGL Data Block descriptors; and a spare page for DSM ranges.
     lists: DmaMemory,
-    slots: Vec<Option<Slot<B>>>,
+    /// By command ID (see [`Slot`]).
+    slots: Vec<Slot<B>>,
     /// By command ID: the pieces of a gather Write of more than one piece
     /// in flight (empty otherwise). Only gather commands touch it: their
     /// slot holds no buffer.
     gathers: Vec<Vec<GatherPiece<B>>>,
     namespaces: Vec<NamespaceInfo>,
+    /// Index in `namespaces` of the namespace of the last request, tried
+    /// first by the next.
+    last_namespace: usize,
     controller: ControllerInfo,
     max_transfer: usize,
     timeout: Duration,
@@ -235,7 +289,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
         controller: ControllerInfo,
         max_transfer: usize,
     ) -> Self {
-        let slots = (0..=qp.depth()).map(|_| None).collect();
+        let slots = (0..=qp.depth()).map(|_| Slot::FREE).collect();
         let gathers = (0..=qp.depth()).map(|_| Vec::new()).collect();
         IoQueuePair {
             qp,
@@ -243,6 +297,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
             slots,
             gathers,
             namespaces,
+            last_namespace: 0,
             controller,
             max_transfer,
             timeout: IO_TIMEOUT,
@@ -456,12 +511,11 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// aborted (with its buffer: the disabled controller DMAs no more), and the
     /// rings start empty. The caller checked that the reset came after them.
     pub(crate) fn abort_all(&mut self, mut f: impl FnMut(IoCompletion<B>)) {
-        for (slot, gather) in self.slots.iter_mut().zip(&mut self.gathers) {
-            let Some(slot) = slot.take() else { continue };
-            let result = Err(Error::Aborted { command: slot.name });
-            let (tag, buf) = slot.finish(false);
-            let buf = buf.or_else(|| first_piece(gather));
-            f(IoCompletion { tag, buf, result });
+        let slots = self.slots.iter_mut().zip(&mut self.gathers);
+        for (cid, (slot, gather)) in slots.enumerate() {
+            if self.qp.is_in_flight(cid) {
+                f(slot.finish(gather, None));
+            }
         }
         self.qp.reset();
         self.failed = false;
@@ -496,57 +550,67 @@ impl<B: DmaTarget> IoQueuePair<B> {
         self.namespaces
             .iter()
             .find(|n| n.nsid == nsid)
-            .ok_or_else(|| {
-                let known: Vec<u32> = self.namespaces.iter().map(|n| n.nsid).collect();
-                Error::InvalidArgument(format!(
-                    "namespace {nsid} does not exist or is not supported; this queue pair serves namespaces {known:?}"
-                ))
-            })
+            .ok_or_else(|| self.unknown_namespace(nsid))
+    }
+
+    #[cold]
+    fn unknown_namespace(&self, nsid: u32) -> Error {
+        let known: Vec<u32> = self.namespaces.iter().map(|n| n.nsid).collect();
+        Error::InvalidArgument(format!(
+            "namespace {nsid} does not exist or is not supported; this queue pair serves namespaces {known:?}"
+        ))
+    }
+
+    /// Block size and size in blocks of namespace `nsid`, as
+    /// [`IoQueuePair::namespace`] finds it, but the namespace of the last
+    /// request is tried first, without a search: most callers use one.
+    fn geometry(&mut self, nsid: u32) -> Result<(usize, u64)> {
+        let ns = match self.namespaces.get(self.last_namespace) {
+            Some(ns) if ns.nsid == nsid => ns,
+            _ => self.find_namespace(nsid)?,
+        };
+        Ok((ns.block_size as usize, ns.blocks))
+    }
+
+    /// Namespace `nsid` found by a search, and remembered as the last one.
+    #[cold]
+    fn find_namespace(&mut self, nsid: u32) -> Result<&NamespaceInfo> {
+        let Some(i) = self.namespaces.iter().position(|n| n.nsid == nsid) else {
+            return Err(self.unknown_namespace(nsid));
+        };
+        self.last_namespace = i;
+        Ok(&self.namespaces[i])
     }
 
     /// Checks `blocks` blocks at `lba` of namespace `nsid`; returns its block size.
-    fn check_blocks(&self, nsid: u32, lba: u64, blocks: u64) -> Result<usize> {
-        let ns = self.namespace(nsid)?;
-        let bs = ns.block_size as usize;
-        if blocks == 0 {
-            return Err(Error::InvalidArgument("a transfer of zero blocks".into()));
-        }
-        if lba.checked_add(blocks).is_none_or(|end| end > ns.blocks) {
-            return Err(Error::InvalidArgument(format!(
-                "blocks {lba}..{} are past the end of namespace {nsid}, which has {} blocks of {bs} bytes",
-                lba.saturating_add(blocks),
-                ns.blocks
-            )));
-        }
+    fn check_blocks(&mut self, nsid: u32, lba: u64, blocks: u64) -> Result<usize> {
+        let (bs, size) = self.geometry(nsid)?;
+        blocks_in_namespace(nsid, (bs, size), lba, blocks)?;
         Ok(bs)
     }
 
     /// Checks a transfer of `bytes` at `lba` from or into `mem` at `offset`:
-    /// returns the namespace's block size and the IOVA of the data.
-    fn check(&self, span: Span, mem: &impl DmaTarget) -> Result<(usize, u64)> {
+    /// returns the namespace's block size and the IOVA of the data. The
+    /// namespace is looked up once for all of it.
+    #[inline]
+    fn check(&mut self, span: Span, mem: &impl DmaTarget) -> Result<(usize, u64)> {
         let Span {
             nsid,
             lba,
             offset,
             bytes,
         } = span;
-        let bs = self.namespace(nsid)?.block_size as usize;
+        let (bs, size) = self.geometry(nsid)?;
         if !bytes.is_multiple_of(bs) {
-            return Err(Error::InvalidArgument(format!(
-                "{bytes} bytes is not a whole number of {bs}-byte blocks"
-            )));
+            return Err(partial_block(bytes, bs));
         }
-        self.check_blocks(nsid, lba, (bytes / bs) as u64)?;
+        blocks_in_namespace(nsid, (bs, size), lba, (bytes / bs) as u64)?;
         let iova = mem
             .dma_range(self.admin.container(), offset, bytes)
-            .map_err(|e| match e {
-                vfio_core::Error::InvalidArgument(what) => {
-                    Error::InvalidArgument(format!("buffer too small or foreign: {what}"))
-                }
-                e => Error::Vfio(e),
-            })?;
-        if !self.unaligned_ok() {
-            dword_aligned(iova)?;
+            .map_err(unusable_buffer)?;
+        // The address first: aligned data (the usual) needs no look at the rule.
+        if !iova.is_multiple_of(4) && !self.unaligned_ok() {
+            return Err(misaligned(iova));
         }
         Ok((bs, iova))
     }
@@ -564,31 +628,36 @@ impl<B: DmaTarget> IoQueuePair<B> {
         Ok(())
     }
 
+    /// How data of `bytes` at `iova` is described (PRPs or an SGL, see
+    /// [`crate::DataPointer`]).
+    fn data_pointer_for(&self, iova: u64, bytes: usize) -> DataPtr {
+        let prp2 = prp::plan(iova, bytes).1;
+        if self.sgl_for(iova, prp2) {
+            let len = u32::try_from(bytes).expect("checked against max_transfer");
+            DataPtr::Sgl(sgl::data_block(iova, len))
+        } else {
+            DataPtr::Prp(iova, prp2)
+        }
+    }
+
     /// Submits `cmd`, moving `data` (IOVA, bytes) if any, recording `slot`
     /// under its command ID.
     fn submit_data(
         &mut self,
-        mut cmd: Command,
+        cmd: Command,
         data: Option<(u64, usize)>,
         slot: Slot<B>,
     ) -> Result<()> {
-        let cid = self.qp.next_cid().ok_or_else(|| self.queue_full())?;
-        match data.map(|(iova, bytes)| (iova, bytes, prp::plan(iova, bytes).1)) {
-            None => cmd.set_prps(0, 0),
-            Some((iova, bytes, prp2)) if self.sgl_for(iova, prp2) => {
-                let len = u32::try_from(bytes).expect("checked against max_transfer");
-                cmd.set_sgl1(sgl::data_block(iova, len));
-            }
-            Some((iova, _, prp2)) => {
-                let prp2 = match prp2 {
-                    Prp2::None => 0,
-                    Prp2::Page(p) => p,
-                    Prp2::List { first, count } => self.write_list(cid, first, count),
-                };
-                cmd.set_prps(iova, prp2);
-            }
-        }
-        self.push(cmd, cid, slot)
+        let ptr = match data {
+            None => DataPtr::None,
+            Some((iova, bytes)) => self.data_pointer_for(iova, bytes),
+        };
+        let lists = &self.lists;
+        let Some(cid) = self.qp.submit_with(|cid| ptr.apply(cmd, cid, lists)) else {
+            return Err(self.queue_full());
+        };
+        self.record(cid, slot);
+        Ok(())
     }
 
     /// Submits `cmd`, whose data pointer is set, as command `cid` (the
@@ -596,11 +665,31 @@ impl<B: DmaTarget> IoQueuePair<B> {
     fn push(&mut self, cmd: Command, cid: u16, slot: Slot<B>) -> Result<()> {
         let got = self.qp.submit(cmd)?;
         debug_assert_eq!(got, cid);
+        self.record(cid, slot);
+        Ok(())
+    }
+
+    /// Keeps `slot` for command `cid`, just submitted, until it completes.
+    #[inline]
+    fn record(&mut self, cid: u16, slot: Slot<B>) {
+        // Stored first, field by field: nothing between its making and its
+        // store (the clock read, the drop of what the slot held) keeps it
+        // on the stack for a copy. Only `buf` has anything to drop, and
+        // holds nothing: the command ID was free.
+        let Slot {
+            name,
+            tag,
+            buf,
+            wrote,
+        } = slot;
+        let s = &mut self.slots[cid as usize];
+        s.name = name;
+        s.tag = tag;
+        s.wrote = wrote;
+        s.buf = buf;
         if self.in_flight() == 1 {
             self.progress = Instant::now();
         }
-        self.slots[cid as usize] = Some(slot);
-        Ok(())
     }
 
     fn queue_full(&self) -> Error {
@@ -610,16 +699,16 @@ impl<B: DmaTarget> IoQueuePair<B> {
         }
     }
 
-    /// Writes the PRP list of command `cid`; returns its IOVA.
-    fn write_list(&mut self, cid: u16, first: u64, count: usize) -> u64 {
-        let base = cid as usize * PAGE_SIZE;
-        for i in 0..count {
-            self.lists
-                .write::<u64>(base + 8 * i, first + (i * PAGE_SIZE) as u64);
-        }
-        self.lists.iova() + base as u64
-    }
-
+    /// Checks and queues a Read or Write of `span` with `buf`. Each check is
+    /// paid once: the namespace looked up once, the room in the queue
+    /// checked once (by the submission itself), the command and its slot
+    /// written where they stay.
+    ///
+    /// Inline, with [`IoQueuePair::check`], into the caller's
+    /// `submit_read`/`submit_write`: no call, no returned `Result` through
+    /// memory, and what the caller passes as constants (the namespace, a
+    /// fixed transfer size) folds into the checks.
+    #[inline]
     fn submit_rw(
         &mut self,
         op: u8,
@@ -628,40 +717,46 @@ impl<B: DmaTarget> IoQueuePair<B> {
         tag: u64,
         wrote: Option<fn(&mut B, usize, usize)>,
     ) -> Result<(), (Error, B)> {
-        let (bs, iova) = match self.usable().and_then(|_| self.check(span, &buf)) {
+        let (bs, iova) = match self.usable().and_then(|()| self.check(span, &buf)) {
             Ok(r) => r,
             Err(e) => return Err((e, buf)),
         };
         if span.bytes > self.max_transfer {
-            let e = Error::InvalidArgument(format!(
-                "{} bytes exceed the {}-byte limit of one command; split it (read/write do)",
-                span.bytes, self.max_transfer
-            ));
-            return Err((e, buf));
-        }
-        if self.qp.next_cid().is_none() {
-            return Err((self.queue_full(), buf));
+            return Err((self.too_long(span.bytes), buf));
         }
         let blocks = (span.bytes / bs) as u32;
-        let name = if op == nvm::READ { "Read" } else { "Write" };
+        let cmd = Command::read_write(op, span.nsid, span.lba, blocks);
+        let ptr = self.data_pointer_for(iova, span.bytes);
+        let lists = &self.lists;
+        let Some(cid) = self.qp.submit_with(|cid| ptr.apply(cmd, cid, lists)) else {
+            return Err((self.queue_full(), buf));
+        };
         if op == nvm::WRITE {
             let writer = buf.writer(span.offset, span.bytes);
             self.written_from.add(writer, span.bytes);
         }
-        let cmd = Command::read_write(op, span.nsid, span.lba, blocks);
-        let slot = Slot {
-            name,
-            tag,
-            buf: Some(buf),
-            wrote: wrote.map(|record| DeviceWrote {
-                record,
-                offset: span.offset,
-                bytes: span.bytes,
-            }),
-        };
-        self.submit_data(cmd, Some((iova, span.bytes)), slot)
-            .expect("a free command ID was checked");
+        self.record(
+            cid,
+            Slot {
+                name: if op == nvm::READ { "Read" } else { "Write" },
+                tag,
+                buf: Some(buf),
+                wrote: wrote.map(|record| DeviceWrote {
+                    record,
+                    offset: span.offset,
+                    bytes: span.bytes,
+                }),
+            },
+        );
         Ok(())
+    }
+
+    #[cold]
+    fn too_long(&self, bytes: usize) -> Error {
+        Error::InvalidArgument(format!(
+            "{bytes} bytes exceed the {}-byte limit of one command; split it (read/write do)",
+            self.max_transfer
+        ))
     }
 
     /// Queues a write of `bytes` from `buf` at `offset` to `lba` of namespace
@@ -796,7 +891,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// Checks a gather Write of `pieces` to `lba` of namespace `nsid` and
     /// that a command ID is free: returns the block size and the bytes.
     fn check_gather(
-        &self,
+        &mut self,
         nsid: u32,
         lba: u64,
         pieces: &[GatherPiece<B>],
@@ -827,7 +922,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
                 })?;
             bytes = bytes.saturating_add(*len);
         }
-        let bs = self.namespace(nsid)?.block_size as usize;
+        let (bs, _) = self.geometry(nsid)?;
         if !bytes.is_multiple_of(bs) {
             return Err(Error::InvalidArgument(format!(
                 "the {} pieces of the gather Write total {bytes} bytes, not a whole number of {bs}-byte blocks; end the last piece on a block boundary ({} bytes more or {} fewer)",
@@ -899,21 +994,8 @@ impl<B: DmaTarget> IoQueuePair<B> {
         let slots = &mut self.slots;
         let gathers = &mut self.gathers;
         let taken = self.qp.poll(max, |c| {
-            let slot = slots[c.cid as usize]
-                .take()
-                .expect("every command in flight has a slot");
-            let result = if c.status.is_success() {
-                Ok(())
-            } else {
-                Err(Error::Command {
-                    command: slot.name,
-                    status: c.status,
-                })
-            };
-            let (tag, buf) = slot.finish(result.is_ok());
-            // Only a command without a buffer of its own may be a gather.
-            let buf = buf.or_else(|| first_piece(&mut gathers[c.cid as usize]));
-            f(IoCompletion { tag, buf, result });
+            let cid = c.cid as usize;
+            f(slots[cid].finish(&mut gathers[cid], Some(c.status)));
         });
         if taken.is_err() {
             self.failed = true;
@@ -1250,10 +1332,8 @@ impl<B: DmaTarget> IoQueuePair<B> {
     /// Leaves every buffer the controller may still write, and the rings,
     /// allocated and mapped for good.
     fn leak(&mut self) {
-        for slot in self.slots.iter_mut().filter_map(Option::take) {
-            if let Some(buf) = slot.buf {
-                buf.leak();
-            }
+        for buf in self.slots.iter_mut().filter_map(|s| s.buf.take()) {
+            buf.leak();
         }
         for gather in &mut self.gathers {
             for (buf, _, _) in gather.drain(..) {
@@ -1362,13 +1442,96 @@ fn first_piece<B>(pieces: &mut Vec<GatherPiece<B>>) -> Option<B> {
         .map(|(buf, _, _)| buf)
 }
 
-/// PRP entries address dwords (base spec 4.1.1: bits 1:0 of the offset are
-/// 0), and so do SGL data blocks when SGLS is 10b.
-fn dword_aligned(iova: u64) -> Result<()> {
-    if !iova.is_multiple_of(4) {
-        return Err(Error::InvalidArgument(format!(
-            "data at IOVA {iova:#x} is not 4-byte aligned, which NVMe PRP entries need (SGLs without an alignment rule do not; see DataPointer)"
-        )));
+/// Checks that `blocks` blocks at `lba` lie in namespace `nsid` of
+/// `geometry` (block size, blocks).
+#[inline]
+fn blocks_in_namespace(nsid: u32, geometry: (usize, u64), lba: u64, blocks: u64) -> Result<()> {
+    if blocks == 0 || lba.checked_add(blocks).is_none_or(|end| end > geometry.1) {
+        return Err(blocks_outside(nsid, geometry, lba, blocks));
     }
     Ok(())
+}
+
+/// The error of `blocks` blocks at `lba` that [`blocks_in_namespace`] refuses.
+#[cold]
+fn blocks_outside(nsid: u32, geometry: (usize, u64), lba: u64, blocks: u64) -> Error {
+    let (bs, size) = geometry;
+    if blocks == 0 {
+        return Error::InvalidArgument("a transfer of zero blocks".into());
+    }
+    Error::InvalidArgument(format!(
+        "blocks {lba}..{} are past the end of namespace {nsid}, which has {size} blocks of {bs} bytes",
+        lba.saturating_add(blocks),
+    ))
+}
+
+#[cold]
+fn partial_block(bytes: usize, bs: usize) -> Error {
+    Error::InvalidArgument(format!(
+        "{bytes} bytes is not a whole number of {bs}-byte blocks"
+    ))
+}
+
+/// The error for memory `dma_range` refused.
+#[cold]
+fn unusable_buffer(e: vfio_core::Error) -> Error {
+    match e {
+        vfio_core::Error::InvalidArgument(what) => {
+            Error::InvalidArgument(format!("buffer too small or foreign: {what}"))
+        }
+        e => Error::Vfio(e),
+    }
+}
+
+/// PRP entries address dwords (base spec 4.1.1: bits 1:0 of the offset are
+/// 0), and so do SGL data blocks when SGLS is 10b: the error for data at
+/// `iova` that is not dword aligned where that rule holds.
+#[cold]
+fn misaligned(iova: u64) -> Error {
+    Error::InvalidArgument(format!(
+        "data at IOVA {iova:#x} is not 4-byte aligned, which NVMe PRP entries need (SGLs without an alignment rule do not; see DataPointer)"
+    ))
+}
+
+/// A command's data pointer, decided before its command ID is known: only
+/// a PRP list needs that (it goes in the command ID's list page).
+#[derive(Clone, Copy, Debug)]
+enum DataPtr {
+    /// No data.
+    None,
+    /// PRP1, and what PRP2 must be.
+    Prp(u64, Prp2),
+    /// SGL1, one Data Block descriptor.
+    Sgl([u32; 4]),
+}
+
+impl DataPtr {
+    /// `cmd` with this data pointer, as command `cid`, whose PRP list (if
+    /// any) is written to its page of `lists`.
+    #[inline]
+    fn apply(self, mut cmd: Command, cid: u16, lists: &DmaMemory) -> Command {
+        match self {
+            DataPtr::None => cmd.set_prps(0, 0),
+            DataPtr::Sgl(desc) => cmd.set_sgl1(desc),
+            DataPtr::Prp(prp1, prp2) => {
+                let prp2 = match prp2 {
+                    Prp2::None => 0,
+                    Prp2::Page(p) => p,
+                    Prp2::List { first, count } => write_prp_list(lists, cid, first, count),
+                };
+                cmd.set_prps(prp1, prp2);
+            }
+        }
+        cmd
+    }
+}
+
+/// Writes the PRP list of command `cid` (`count` pages from `first`) to
+/// its page of `lists`; returns its IOVA.
+fn write_prp_list(lists: &DmaMemory, cid: u16, first: u64, count: usize) -> u64 {
+    let base = cid as usize * PAGE_SIZE;
+    for i in 0..count {
+        lists.write::<u64>(base + 8 * i, first + (i * PAGE_SIZE) as u64);
+    }
+    lists.iova() + base as u64
 }

@@ -87,6 +87,7 @@ pub(crate) struct Command {
 
 impl Command {
     /// A command with `opcode` for namespace `nsid` (0 for none).
+    #[inline]
     pub fn new(opcode: u8, nsid: u32) -> Command {
         let mut c = Command::default();
         c.cdw[0] = opcode as u32;
@@ -95,11 +96,22 @@ impl Command {
     }
 
     /// Sets the command identifier (CDW0 bits 31:16).
+    #[inline]
     pub fn set_cid(&mut self, cid: u16) {
         self.cdw[0] = (self.cdw[0] & 0xffff) | (cid as u32) << 16;
     }
 
+    /// The entry as eight quadwords, CDW(2i) in the low half of the i-th:
+    /// stored one after the other they lay out the same bytes as the
+    /// sixteen dwords on a little-endian host (as the dword stores of the
+    /// entries always assumed), with half the stores.
+    #[inline]
+    pub fn qwords(&self) -> [u64; 8] {
+        std::array::from_fn(|i| u64::from(self.cdw[2 * i]) | u64::from(self.cdw[2 * i + 1]) << 32)
+    }
+
     /// Sets PRP entry 1 and 2 (data pointer, CDW6..9).
+    #[inline]
     pub fn set_prps(&mut self, prp1: u64, prp2: u64) {
         self.cdw[6] = prp1 as u32;
         self.cdw[7] = (prp1 >> 32) as u32;
@@ -109,6 +121,7 @@ impl Command {
 
     /// Sets SGL1 (DPTR, CDW6..9) to the 16-byte descriptor `desc` and PSDT to
     /// 01b (CDW0 bits 15:14): the data is described by an SGL (base spec 4.2).
+    #[inline]
     pub fn set_sgl1(&mut self, desc: [u32; 4]) {
         self.cdw[0] = (self.cdw[0] & !(0b11 << 14)) | sgl::PSDT_SGL;
         self.cdw[6..10].copy_from_slice(&desc);
@@ -180,11 +193,11 @@ impl Command {
     /// Read, Write or Write Zeroes of `blocks` (1..=65536) logical blocks at
     /// `lba`: NLB is the low 16 bits of CDW12, 0-based; callers split larger
     /// counts (a count out of range would set other fields of CDW12).
+    #[inline]
     pub fn read_write(opcode: u8, nsid: u32, lba: u64, blocks: u32) -> Command {
-        assert!(
-            (1..=1 << 16).contains(&blocks),
-            "{blocks} blocks in one command"
-        );
+        if !(1..=1 << 16).contains(&blocks) {
+            too_many_blocks(blocks);
+        }
         let mut c = Command::new(opcode, nsid);
         c.cdw[10] = lba as u32;
         c.cdw[11] = (lba >> 32) as u32;
@@ -199,6 +212,12 @@ impl Command {
         c.cdw[11] = 1 << 2; // AD: attribute deallocate
         c
     }
+}
+
+#[cold]
+#[track_caller]
+fn too_many_blocks(blocks: u32) -> ! {
+    panic!("{blocks} blocks in one command")
 }
 
 /// A completion queue entry (section 4.6).
@@ -237,9 +256,24 @@ impl Completion {
     /// driver acts on it: a completion for a command that is not in flight, for
     /// another submission queue, or with an SQ head beyond the queue is a
     /// protocol error, whatever the device meant.
+    #[inline]
     pub fn validate(&self, qid: u16, entries: u16, in_flight: &[bool]) -> crate::Result<()> {
-        let protocol = |what: String| Err(crate::Error::Protocol(format!("queue {qid}: {what}")));
-        if !in_flight.get(self.cid as usize).copied().unwrap_or(false) {
+        // Every completion pays these three compares; only a bad one pays
+        // for finding which check it fails.
+        let known = in_flight.get(self.cid as usize).copied().unwrap_or(false);
+        if known && self.sq_id == qid && self.sq_head < entries {
+            return Ok(());
+        }
+        Err(self.invalid(qid, entries, known))
+    }
+
+    /// The error of an entry that [`Completion::validate`] refuses
+    /// (`known`: whether its command ID is in flight), the first check it
+    /// fails.
+    #[cold]
+    fn invalid(&self, qid: u16, entries: u16, known: bool) -> crate::Error {
+        let protocol = |what: String| crate::Error::Protocol(format!("queue {qid}: {what}"));
+        if !known {
             return protocol(format!(
                 "completion for command ID {} that is not in flight",
                 self.cid
@@ -248,10 +282,8 @@ impl Completion {
         if self.sq_id != qid {
             return protocol(format!("completion names SQ {}", self.sq_id));
         }
-        if self.sq_head >= entries {
-            return protocol(format!("SQ head {} beyond {entries} entries", self.sq_head));
-        }
-        Ok(())
+        debug_assert!(self.sq_head >= entries);
+        protocol(format!("SQ head {} beyond {entries} entries", self.sq_head))
     }
 }
 
@@ -520,6 +552,50 @@ fn ascii(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validation_names_the_first_check_an_entry_fails() {
+        let in_flight = [false, true, false, false];
+        let entry = |cid: u16, sq_id: u16, sq_head: u16| {
+            Completion::parse([
+                0,
+                0,
+                u32::from(sq_id) << 16 | u32::from(sq_head),
+                cid.into(),
+            ])
+            .0
+        };
+        let error = |c: Completion| match c.validate(1, 4, &in_flight) {
+            Err(crate::Error::Protocol(what)) => what,
+            other => panic!("{other:?}"),
+        };
+        assert!(entry(1, 1, 3).validate(1, 4, &in_flight).is_ok());
+        // Each check alone, then all failing: the command ID is named first.
+        assert_eq!(
+            error(entry(0, 1, 3)),
+            "queue 1: completion for command ID 0 that is not in flight"
+        );
+        assert_eq!(
+            error(entry(9, 1, 3)),
+            "queue 1: completion for command ID 9 that is not in flight"
+        );
+        assert_eq!(error(entry(1, 2, 3)), "queue 1: completion names SQ 2");
+        assert_eq!(error(entry(1, 1, 4)), "queue 1: SQ head 4 beyond 4 entries");
+        assert_eq!(
+            error(entry(2, 2, 4)),
+            "queue 1: completion for command ID 2 that is not in flight"
+        );
+        assert_eq!(error(entry(1, 2, 4)), "queue 1: completion names SQ 2");
+    }
+
+    #[test]
+    fn qwords_lay_out_the_dwords_in_order() {
+        let mut c = Command::read_write(nvm::READ, 1, 0x1_0000_0002, 8);
+        c.set_cid(0x1234);
+        let bytes: Vec<u8> = c.qwords().iter().flat_map(|q| q.to_le_bytes()).collect();
+        let dwords: Vec<u8> = c.cdw.iter().flat_map(|d| d.to_le_bytes()).collect();
+        assert_eq!(bytes, dwords);
+    }
 
     #[test]
     fn completion_fields_and_phase() {
