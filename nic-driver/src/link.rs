@@ -2,7 +2,7 @@
 //! (issue 30): a register read is a PCIe round trip of hundreds of
 //! nanoseconds, so no driver reads one per batch.
 //!
-//! [`LinkWatch`] keeps the link as the driver last read it. While that
+//! A driver keeps the link as it last read it. While that
 //! link is up, transmit trusts it for [`CHECK_EVERY`] calls, then looks
 //! at the clock (once per 64 calls, so the clock costs next to nothing
 //! per batch) and trusts it again until [`Config::link_poll`] has passed
@@ -10,8 +10,7 @@
 //! register again. A link that is down is read on every call (so one
 //! coming back is seen at once), and so it is after a reason to doubt
 //! it: a full ring (a transmitter that stopped, as one does when its link
-//! is lost) or an interrupt whose cause is a link change
-//! ([`LinkWatch::doubt`]). Every [`NetDevice::link`] call reads the
+//! is lost) or an interrupt whose cause is a link change. Every [`NetDevice::link`] call reads the
 //! register and refreshes the watch.
 //!
 //! So in steady state a driver reads the link register at most once per
