@@ -35,7 +35,6 @@
 //! register calls would defeat `--toggle-collect`. The models being
 //! synchronous, the counts are the same on every run.
 
-use std::collections::VecDeque;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,7 +44,7 @@ use examples::dmaf::Endpoints;
 use examples::forward::{self, Forwarder, Options, CHUNK};
 use nic_driver::e1000::E1000;
 use nic_driver::virtio::VirtioNet;
-use nic_driver::{NetDevice, Packet, TxFrame};
+use nic_driver::{NetDevice, Packet};
 use nvme_driver::{Controller, IoQueuePair};
 use vfio_core::dma::{Buffer, BufferPool};
 use vfio_core::mmio::{RegisterModel, SharedModel};
@@ -320,7 +319,7 @@ impl Workload for NvmeReads {
 /// e1000, `virtio-tx` on virtio-net.
 struct NicTx {
     nic: Box<dyn NetDevice + Send>,
-    queue: VecDeque<TxFrame>,
+    queue: Vec<Packet>,
     frame: [u8; FRAME],
     _model: Box<dyn std::any::Any>,
 }
@@ -361,7 +360,7 @@ impl NicTx {
         frame[12..14].copy_from_slice(&[0x08, 0x00]);
         NicTx {
             nic,
-            queue: VecDeque::with_capacity(MAX_BATCH),
+            queue: Vec::with_capacity(MAX_BATCH),
             frame,
             _model: model,
         }
@@ -390,15 +389,14 @@ impl Workload for NicTx {
     fn run(&mut self, batch: usize, iterations: u64) -> u64 {
         let mut sent = 0;
         for _ in 0..iterations {
-            while self.queue.len() < batch {
-                let mut p = self.nic.alloc_packet().expect("a free buffer");
+            let have = self.queue.len();
+            let got = self.nic.alloc_packets(batch - have, &mut self.queue);
+            assert_eq!(got, batch - have, "a free buffer per frame");
+            for p in &mut self.queue[have..] {
                 p.buffer_mut()[..FRAME].copy_from_slice(&self.frame);
                 p.set_len(FRAME);
-                self.queue.push_back(TxFrame::packet(p));
             }
-            let before = self.queue.len();
-            self.nic.tx_batch(&mut self.queue).expect("transmit");
-            sent += (before - self.queue.len()) as u64;
+            sent += self.nic.tx_packets(&mut self.queue).expect("transmit") as u64;
             self.nic.tx_clean();
         }
         sent
@@ -416,7 +414,6 @@ impl Workload for NicTx {
 struct Echo {
     nic: Box<dyn NetDevice + Send>,
     rx: Vec<Packet>,
-    queue: VecDeque<TxFrame>,
     /// The frame delivered: to the NIC, from a peer, IPv4 EtherType, zeros.
     frame: Vec<u8>,
     model: Arc<Mutex<E1000Model>>,
@@ -446,7 +443,6 @@ impl Echo {
         Ok(Echo {
             nic,
             rx: Vec::with_capacity(MAX_BATCH),
-            queue: VecDeque::with_capacity(MAX_BATCH),
             frame,
             model,
         })
@@ -466,16 +462,14 @@ impl Workload for Echo {
         for _ in 0..iterations {
             let n = self.nic.rx_batch(&mut self.rx, batch).expect("receive");
             assert_eq!(n, batch, "fewer frames received than delivered");
-            for mut p in self.rx.drain(..) {
+            for p in &mut self.rx {
                 let d = p.data_mut();
                 for i in 0..6 {
                     d.swap(i, 6 + i);
                 }
-                self.queue.push_back(TxFrame::packet(p));
             }
-            let before = self.queue.len();
-            self.nic.tx_batch(&mut self.queue).expect("transmit");
-            sent += (before - self.queue.len()) as u64;
+            sent += self.nic.tx_packets(&mut self.rx).expect("transmit") as u64;
+            assert!(self.rx.is_empty(), "every frame sent back");
             self.nic.tx_clean();
         }
         sent

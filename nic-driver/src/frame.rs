@@ -23,10 +23,12 @@ pub struct Packet {
 
 impl Packet {
     /// A frame of `len` bytes at the start of `buf`.
+    #[inline]
     pub fn new(buf: Buffer, len: usize) -> Packet {
         Packet::at(buf, 0, len)
     }
     /// A frame of `len` bytes at `offset` in `buf` (both clamped to the buffer).
+    #[inline]
     pub fn at(buf: Buffer, offset: usize, len: usize) -> Packet {
         let offset = offset.min(buf.capacity());
         let len = len.min(buf.capacity() - offset);
@@ -84,6 +86,54 @@ impl Packet {
     pub fn into_buffer(self) -> Buffer {
         self.buf
     }
+}
+
+/// How many packets from the front of `packets` a NIC at `addr` in
+/// `container`, sending frames of at most `max_frame` bytes, can send now,
+/// at most `room`: each one non-empty, no longer than `max_frame` and of
+/// `container` (see [`TxFrame::check`]). The first one it cannot send, if
+/// it comes within `room`, ends the count and is the error.
+pub(crate) fn check_packets(
+    packets: &[Packet],
+    max_frame: usize,
+    container: &Arc<Container>,
+    addr: PciAddress,
+    room: usize,
+) -> (usize, Option<crate::Error>) {
+    for (n, p) in packets.iter().take(room).enumerate() {
+        if p.len == 0 || p.len > max_frame || !Arc::ptr_eq(p.buf.container(), container) {
+            return (n, Some(packet_error(p, max_frame, container, addr)));
+        }
+    }
+    (packets.len().min(room), None)
+}
+
+/// Why [`check_packets`] refused `p`.
+#[cold]
+fn packet_error(
+    p: &Packet,
+    max_frame: usize,
+    container: &Arc<Container>,
+    addr: PciAddress,
+) -> crate::Error {
+    if !Arc::ptr_eq(p.buf.container(), container) {
+        return crate::Error::ForeignMemory {
+            addr,
+            what: "a packet to transmit".into(),
+            iova: p.iova(),
+        };
+    }
+    if p.len == 0 {
+        return crate::Error::InvalidFrame("an empty frame".into());
+    }
+    too_long(p.len, max_frame)
+}
+
+/// A frame of `len` bytes, more than `max_frame`.
+fn too_long(len: usize, max_frame: usize) -> crate::Error {
+    crate::Error::InvalidFrame(format!(
+        "{len} bytes is more than the {max_frame}-byte frames this NIC sends (enable jumbo frames?)"
+    ))
 }
 
 /// One piece of a frame to transmit. It owns (or, for `Shared`, shares) its
@@ -153,6 +203,7 @@ impl Segment {
 
     /// Gives the segment's buffer back to `cache` (which sends another
     /// pool's buffer home); a shared buffer drops its share.
+    #[inline]
     pub(crate) fn recycle(self, cache: &mut BufferCache) {
         match self {
             Segment::Packet(p) => cache.free(p.into_buffer()),
@@ -363,7 +414,7 @@ impl TxFrame {
             ));
         }
         if len > max_frame {
-            return Err(crate::Error::InvalidFrame(format!("{len} bytes is more than the {max_frame}-byte frames this NIC sends (enable jumbo frames?)")));
+            return Err(too_long(len, max_frame));
         }
         if let Some(o) = self.offload {
             if len < o.l4_start as usize + 8 || o.l4_start < o.ip_start + 20 {

@@ -335,6 +335,37 @@ pub trait NetDevice {
     ///   wrote a used-ring index no correct device writes.
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize>;
 
+    /// Sends packets from the front of `packets`, each one frame of one
+    /// buffer (its bytes as they are, no offload), until it is empty or the
+    /// ring is full, removing the sent ones; returns how many. The path for
+    /// frames in one buffer (a generator's, an echo's: `rx_batch`'s vector
+    /// can be handed back as it is): one descriptor per packet, no
+    /// [`TxFrame`] built or moved. A sent packet's buffer belongs to the
+    /// device until the NIC has sent it.
+    ///
+    /// # Errors
+    ///
+    /// As [`NetDevice::tx_batch`]: [`Error::LinkDown`] (nothing taken),
+    /// [`Error::InvalidFrame`] for the first packet that is empty or too
+    /// long and [`Error::ForeignMemory`] for the first of another
+    /// container (taken off and dropped, after the packets before it were
+    /// queued); virtio-net: [`Error::Device`].
+    fn tx_packets(&mut self, packets: &mut Vec<Packet>) -> Result<usize>;
+
+    /// Appends up to `n` fresh packets of length 0 to `out`, as `n` calls
+    /// of [`NetDevice::alloc_packet`] would, in one call; returns how
+    /// many (fewer when the buffers run out).
+    fn alloc_packets(&mut self, n: usize, out: &mut Vec<Packet>) -> usize {
+        let before = out.len();
+        for _ in 0..n {
+            match self.alloc_packet() {
+                Some(p) => out.push(p),
+                None => break,
+            }
+        }
+        out.len() - before
+    }
+
     /// Releases the segments of frames the NIC has sent, each buffer back to
     /// its pool; returns how many frames (including those released inside
     /// [`NetDevice::tx_batch`] since the last call).
@@ -395,6 +426,23 @@ pub trait NetDevice {
 /// quarter of its pool, at most 128 (four batches of 32).
 pub(crate) fn cache_size(pool: &vfio_core::dma::BufferPool) -> usize {
     (pool.capacity() / 4).clamp(2, 128)
+}
+
+/// Up to `n` packets of length 0 from `cache` appended to `out`; how many
+/// (a driver's [`NetDevice::alloc_packets`]: one loop, no call per packet).
+pub(crate) fn alloc_packets(
+    cache: &mut vfio_core::dma::BufferCache,
+    n: usize,
+    out: &mut Vec<Packet>,
+) -> usize {
+    out.reserve(n);
+    for taken in 0..n {
+        let Some(buf) = cache.alloc() else {
+            return taken;
+        };
+        out.push(Packet::new(buf, 0));
+    }
+    n
 }
 
 pub(crate) fn check_mac(mac: [u8; 6]) -> std::result::Result<[u8; 6], String> {

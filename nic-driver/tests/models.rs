@@ -325,6 +325,85 @@ fn receives_byte_exact(nic: &mut dyn NetDevice, wire: &dyn Wire) {
     assert_eq!(nic.free_buffers(), free);
 }
 
+/// Sends every packet with `tx_packets` (as many calls as the ring needs)
+/// and waits until the device has sent them all; panics after 10 s.
+fn send_all_packets(nic: &mut dyn NetDevice, packets: &mut Vec<Packet>) {
+    let start = Instant::now();
+    while !packets.is_empty() || nic.tx_pending() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "packets stuck");
+        if !packets.is_empty() {
+            nic.tx_packets(packets).unwrap();
+        }
+        if nic.tx_clean() == 0 {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Issue 30: packets of every length, allocated in batches and sent with
+/// `tx_packets` in batches larger than the ring, come out in order, byte
+/// for byte; every buffer returns.
+fn sends_packets_byte_exact(nic: &mut dyn NetDevice, wire: &dyn Wire) {
+    let free = nic.free_buffers();
+    let expected: Vec<Vec<u8>> = (0..FRAMES)
+        .map(|i| frame([0xff; 6], i, length(i)))
+        .collect();
+    let mut packets = Vec::new();
+    for batch in expected.chunks(3 * RING) {
+        assert_eq!(nic.alloc_packets(batch.len(), &mut packets), batch.len());
+        for (p, f) in packets.iter_mut().zip(batch) {
+            p.buffer_mut()[..f.len()].copy_from_slice(f);
+            p.set_len(f.len());
+        }
+        send_all_packets(nic, &mut packets);
+    }
+    assert_eq!(wire.transmitted(), expected);
+    assert_eq!(nic.free_buffers(), free);
+}
+
+/// Issue 30: an empty or too long packet is refused after the packets
+/// before it were sent, taken off and its buffer returned; the packets
+/// after it stay with the caller.
+fn refuses_bad_packets_after_the_good_ones(nic: &mut dyn NetDevice, wire: &dyn Wire) {
+    let free = nic.free_buffers();
+    let (a, b) = (frame([0xff; 6], 1, 60), frame([0xff; 6], 2, 60));
+    let mut empty = packet(nic, &[]);
+    empty.set_len(0);
+    let mut long = packet(nic, &frame([0xff; 6], 3, 1514));
+    long.set_len(1515);
+    for (bad, what) in [(empty, "an empty frame"), (long, "1515 bytes")] {
+        let mut q = vec![packet(nic, &a), bad, packet(nic, &b)];
+        match nic.tx_packets(&mut q) {
+            Err(Error::InvalidFrame(m)) => assert!(m.contains(what), "{m}"),
+            other => panic!("expected InvalidFrame, got {other:?}"),
+        }
+        assert_eq!(q.len(), 1, "the bad one taken off, the next kept");
+        send_all_packets(nic, &mut q);
+    }
+    assert_eq!(wire.transmitted(), [a.clone(), b.clone(), a, b]);
+    assert_eq!(nic.free_buffers(), free);
+}
+
+/// Issue 30: what `rx_batch` received goes back out with `tx_packets` from
+/// the same buffers (an echo), byte for byte.
+fn echoes_received_packets(nic: &mut dyn NetDevice, wire: &dyn Wire) {
+    let free = nic.free_buffers();
+    let mac = nic.mac();
+    let frames: Vec<Vec<u8>> = (0..RING).map(|i| frame(mac, i, length(i))).collect();
+    for f in &frames {
+        wire.deliver(f.clone());
+    }
+    let mut rx = Vec::with_capacity(RING);
+    let start = Instant::now();
+    while rx.len() < frames.len() {
+        assert!(start.elapsed() < Duration::from_secs(10), "frames stuck");
+        nic.rx_batch(&mut rx, RING).unwrap();
+    }
+    send_all_packets(nic, &mut rx);
+    assert_eq!(wire.transmitted(), frames);
+    assert_eq!(nic.free_buffers(), free);
+}
+
 /// With the link down the driver sends nothing (and keeps the frame) and
 /// nothing arrives; once it is up again both work.
 fn link_down_and_up(nic: &mut dyn NetDevice, wire: &dyn Wire) {
@@ -456,6 +535,19 @@ fn refuses_memory_of_another_container(
     send_all(nic, q);
     assert_eq!(wire.transmitted(), [before, after]);
     assert_eq!(other.pool().free_count(), other_free + 1);
+
+    // A packet of the other container's buffer, on the packet path.
+    let other_free = other.free_buffers();
+    let foreign = packet(other, &frame([0xff; 6], 0xf1, 200));
+    let foreign_iova = foreign.iova();
+    let mut q = vec![foreign];
+    match nic.tx_packets(&mut q) {
+        Err(Error::ForeignMemory { iova, .. }) => assert_eq!(iova, foreign_iova),
+        other => panic!("expected Error::ForeignMemory, got {other:?}"),
+    }
+    assert!(q.is_empty(), "the refused packet was taken off");
+    assert!(wire.transmitted().is_empty(), "nothing more on the wire");
+    assert_eq!(other.free_buffers(), other_free, "its buffer is back");
     drop(private);
     assert_eq!(nic.free_buffers(), free);
 }
@@ -501,6 +593,9 @@ on_both!(
     sends_with_checksum_offload,
     receives_byte_exact,
     link_down_and_up,
+    sends_packets_byte_exact,
+    refuses_bad_packets_after_the_good_ones,
+    echoes_received_packets,
 );
 
 // A device's DMA from another thread and the driver's volatile reads of

@@ -5,13 +5,12 @@
 //! nic-echo --device BDF [--count N] [--seconds S] [--interrupts] [--batch B]
 //! ```
 
-use std::collections::VecDeque;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use examples::cli;
-use nic_driver::{e1000::Config, Error, Result, TxFrame};
+use nic_driver::{e1000::Config, Error, Result};
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
@@ -65,10 +64,7 @@ fn run(cli: &Cli) -> Result<()> {
         nic.mac(),
         nic.driver_name()
     );
-    let (mut rx, mut tx) = (
-        Vec::with_capacity(cli.batch),
-        VecDeque::with_capacity(cli.batch),
-    );
+    let mut rx = Vec::with_capacity(cli.batch);
     let start = Instant::now();
     let until = cli.seconds.map(|s| start + s);
     let (mut echoed, mut bytes, mut wakeups) = (0u64, 0u64, 0u64);
@@ -83,14 +79,14 @@ fn run(cli: &Cli) -> Result<()> {
                     wakeups += 1;
                 }
                 nic.rx_batch(&mut rx, cli.batch)?;
-                for mut p in rx.drain(..) {
+                for p in &mut rx {
                     swap_macs(p.data_mut());
                     bytes += p.len() as u64;
-                    tx.push_back(TxFrame::packet(p));
                 }
-                echoed += tx.len() as u64;
-                while !tx.is_empty() {
-                    nic.tx_batch(&mut tx)?;
+                echoed += rx.len() as u64;
+                // Sent back from the buffers they arrived in.
+                while !rx.is_empty() {
+                    nic.tx_packets(&mut rx)?;
                 }
             }
             Ok(())

@@ -15,7 +15,6 @@
 //! nic-pktgen --device BDF --size 60 --count 100000 --batch 32 [--dst-mac MAC] [--baseline] [--json]
 //! ```
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ use examples::cli::{self, MacAddress};
 use examples::packet::PacketSocket;
 use examples::perf::machine_label;
 use examples::syscount::{self, Syscalls};
-use nic_driver::{e1000::Config, Error, NetDevice, Result, TxFrame};
+use nic_driver::{e1000::Config, Error, NetDevice, Packet, Result};
 use vfio_core::pci::{PciAddress, Sysfs};
 use vfio_core::vfio::Container;
 
@@ -58,7 +57,7 @@ struct Cli {
 /// One side's result.
 #[derive(serde::Serialize)]
 struct Run {
-    /// Frames the driver took (`tx_batch`) or sendmmsg accepted.
+    /// Frames the driver took (`tx_packets`) or sendmmsg accepted.
     sent: u64,
     /// Frames the userspace driver reported sent (the sum of `tx_clean`'s
     /// counts); null for the kernel.
@@ -139,7 +138,7 @@ fn userspace(cli: &Cli, addr: PciAddress, dst: [u8; 6]) -> Result<(Run, [u8; 6])
         .spare_buffers(2 * cli.batch.max(512));
     let mut nic = nic_driver::open(&container, addr, config)?;
     let frame = udp_frame(nic.mac(), dst, cli.size, USER_PORT);
-    let mut queue = VecDeque::with_capacity(cli.batch);
+    let mut queue = Vec::with_capacity(cli.batch);
     let (mut sent, mut completed) = (0u64, 0u64);
     let start = Instant::now();
     let mut result = Ok(());
@@ -181,22 +180,22 @@ fn send_loop(
     nic: &mut (dyn NetDevice + Send),
     frame: &[u8],
     cli: &Cli,
-    queue: &mut VecDeque<TxFrame>,
+    queue: &mut Vec<Packet>,
     sent: &mut u64,
     completed: &mut u64,
 ) -> Result<()> {
     while *sent < cli.count && examples::signals::requested().is_none() {
-        while queue.len() < cli.batch && *sent + (queue.len() as u64) < cli.count {
-            let Some(mut p) = nic.alloc_packet() else {
-                break;
-            };
-            p.buffer_mut()[..frame.len()].copy_from_slice(frame);
-            p.set_len(frame.len());
-            queue.push_back(TxFrame::packet(p));
+        // Fresh packets for what the last batch sent, built where they lie.
+        let want = cli.batch.min((cli.count - *sent) as usize);
+        let have = queue.len();
+        if have < want {
+            nic.alloc_packets(want - have, queue);
+            for p in &mut queue[have..] {
+                p.buffer_mut()[..frame.len()].copy_from_slice(frame);
+                p.set_len(frame.len());
+            }
         }
-        let before = queue.len();
-        nic.tx_batch(queue)?;
-        *sent += (before - queue.len()) as u64;
+        *sent += nic.tx_packets(queue)? as u64;
         *completed += nic.tx_clean() as u64;
     }
     Ok(())

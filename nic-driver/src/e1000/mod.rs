@@ -382,6 +382,21 @@ fn enable_interrupts(device: &Device, bar: &Mmio) -> Result<Interrupts> {
     Ok(irqs)
 }
 
+impl E1000 {
+    /// What every transmit call does first: releases what the NIC sent,
+    /// and refuses while the link is down (up and trusted: no STATUS read).
+    fn tx_ready(&mut self) -> Result<()> {
+        self.tx_reclaimed += self.tx.clean(&mut self.cache);
+        let link = self.link.trusted().unwrap_or_else(|| self.link());
+        if !link.up {
+            return Err(Error::LinkDown {
+                addr: self.address(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl NetDevice for E1000 {
     fn driver_name(&self) -> &'static str {
         "e1000"
@@ -396,16 +411,21 @@ impl NetDevice for E1000 {
     }
 
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
-        self.tx_reclaimed += self.tx.clean(&mut self.cache);
-        // Up and trusted: no STATUS read.
-        let link = self.link.trusted().unwrap_or_else(|| self.link());
-        if !link.up {
-            return Err(Error::LinkDown {
-                addr: self.address(),
-            });
-        }
+        self.tx_ready()?;
         let sent = self.tx.send(&self.bar, self.device.address(), frames);
         if matches!(sent, Ok(0)) && !frames.is_empty() {
+            // The ring is full: the next call looks at the link again.
+            self.link.doubt();
+        }
+        sent
+    }
+
+    fn tx_packets(&mut self, packets: &mut Vec<Packet>) -> Result<usize> {
+        self.tx_ready()?;
+        let sent = self
+            .tx
+            .send_packets(&self.bar, self.device.address(), packets);
+        if matches!(sent, Ok(0)) && !packets.is_empty() {
             // The ring is full: the next call looks at the link again.
             self.link.doubt();
         }
@@ -430,6 +450,10 @@ impl NetDevice for E1000 {
 
     fn alloc_packet(&mut self) -> Option<Packet> {
         self.cache.alloc().map(|b| Packet::new(b, 0))
+    }
+
+    fn alloc_packets(&mut self, n: usize, out: &mut Vec<Packet>) -> usize {
+        crate::alloc_packets(&mut self.cache, n, out)
     }
 
     fn mac(&self) -> [u8; 6] {

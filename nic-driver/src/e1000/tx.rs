@@ -32,7 +32,8 @@ use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
 use super::regs::{txd, TDBAH, TDBAL, TDH, TDLEN, TDT};
-use crate::{ChecksumOffload, Result, Segment, TxFrame};
+use crate::frame::check_packets;
+use crate::{ChecksumOffload, Packet, Result, Segment, TxFrame};
 
 /// Descriptors after which, within one batch, RS is set again on the next
 /// end of a frame (DPDK's `tx_rs_thresh`, 32 by default).
@@ -118,17 +119,20 @@ impl TxRing {
             self.reports.pop_front();
             // DD before the buffers the NIC read go back (and may be rewritten).
             fence(Ordering::Acquire);
-            loop {
-                let i = self.clean;
-                let (segment, end) = std::mem::take(&mut self.held[i]);
-                if let Some(segment) = segment {
-                    segment.recycle(cache);
-                }
-                frames += end as usize;
-                self.clean = if i + 1 == self.size() { 0 } else { i + 1 };
-                self.in_flight -= 1;
-                if i == done {
-                    break;
+            // Descriptors clean..=done, in order: one or two runs of the ring.
+            let (first, second) = if done >= self.clean {
+                (self.clean..done + 1, 0..0)
+            } else {
+                (self.clean..self.size(), 0..done + 1)
+            };
+            self.in_flight -= first.len() + second.len();
+            self.clean = if done + 1 == self.size() { 0 } else { done + 1 };
+            for range in [first, second] {
+                for (segment, end) in &mut self.held[range] {
+                    if let Some(segment) = segment.take() {
+                        segment.recycle(cache);
+                    }
+                    frames += *end as usize;
                 }
             }
         }
@@ -176,6 +180,46 @@ impl TxRing {
         }
         // The frames sent are empty now; a bad one is dropped with its buffers.
         frames.drain(..sent + bad.is_some() as usize);
+        self.hand_over(bar, sent);
+        bad.map_or(Ok(sent), Err)
+    }
+
+    /// Queues packets from the front of `packets`, one descriptor each,
+    /// while they fit, and removes them from `packets`; one TDT write. A
+    /// packet the NIC cannot send (empty, too long, of another container)
+    /// is removed and dropped and reported after the packets before it
+    /// were handed over, as [`TxRing::send`] does with a frame.
+    pub(crate) fn send_packets(
+        &mut self,
+        bar: &Mmio,
+        addr: PciAddress,
+        packets: &mut Vec<Packet>,
+    ) -> Result<usize> {
+        let room = self.free();
+        let (sent, bad) = check_packets(packets, self.max_frame, self.desc.container(), addr, room);
+        for (n, p) in packets.drain(..sent).enumerate() {
+            self.from.add(p.writer(), p.len());
+            let (iova, len) = (p.iova(), p.len());
+            self.put(
+                iova,
+                len,
+                txd::CMD_IFCS,
+                0,
+                Segment::Packet(p),
+                true,
+                n + 1 == sent,
+            );
+        }
+        if bad.is_some() {
+            packets.remove(0);
+        }
+        self.hand_over(bar, sent);
+        bad.map_or(Ok(sent), Err)
+    }
+
+    /// Hands the `sent` frames just written to the NIC: RS on the last
+    /// descriptor if the batch ended without one, one TDT write.
+    fn hand_over(&mut self, bar: &Mmio, sent: usize) {
         if sent > 0 {
             if self.unreported > 0 {
                 // The batch ended on a frame that did not fit or a bad one:
@@ -189,7 +233,6 @@ impl TxRing {
             fence(Ordering::Release);
             bar.write32(TDT, self.tail as u32);
         }
-        bad.map_or(Ok(sent), Err)
     }
 
     /// Leaves the descriptor memory and every segment the ring holds
@@ -239,8 +282,7 @@ impl TxRing {
     /// the ring; EOP on the last, and RS there too when `last_of_batch` or
     /// [`RS_THRESH`] descriptors went without it.
     fn put_frame(&mut self, frame: &mut TxFrame, last_of_batch: bool) {
-        let offload = frame.offload.is_some();
-        let (mut cmd, popts) = if offload {
+        let (cmd, popts) = if frame.offload.is_some() {
             let cmd = txd::CMD_IFCS | txd::CMD_DEXT | txd::DTYP_DATA;
             (cmd, txd::POPTS_IXSM | txd::POPTS_TXSM)
         } else {
@@ -251,22 +293,48 @@ impl TxRing {
         for (n, slot) in slots.iter_mut().enumerate() {
             let Some(segment) = slot.take() else { continue };
             let (iova, len) = segment.dma();
-            let last = n + 1 == count;
-            let i = self.advance();
-            self.unreported += 1;
-            if last {
-                cmd |= txd::CMD_EOP;
-                if last_of_batch || self.unreported >= RS_THRESH {
-                    cmd |= txd::CMD_RS;
-                    self.reports.push_back(i);
-                    self.unreported = 0;
-                }
-            }
-            // Dword 2 (command and length) and dword 3 (status 0, then
-            // POPTS) as one little-endian word after the buffer address.
-            let upper = (cmd | len as u32) as u64 | ((popts as u64) << 8) << 32;
-            self.desc.write_words::<u64>(i * txd::SIZE, &[iova, upper]);
-            self.held[i] = (Some(segment), last);
+            self.put(
+                iova,
+                len,
+                cmd,
+                popts,
+                segment,
+                n + 1 == count,
+                last_of_batch,
+            );
         }
+    }
+
+    /// One data descriptor for `segment` (`len` bytes at `iova`), which the
+    /// ring holds until the NIC is done; EOP when it is a frame's `end`,
+    /// and then RS too when `last_of_batch` or [`RS_THRESH`] descriptors
+    /// went without it.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn put(
+        &mut self,
+        iova: u64,
+        len: usize,
+        mut cmd: u32,
+        popts: u8,
+        segment: Segment,
+        end: bool,
+        last_of_batch: bool,
+    ) {
+        let i = self.advance();
+        self.unreported += 1;
+        if end {
+            cmd |= txd::CMD_EOP;
+            if last_of_batch || self.unreported >= RS_THRESH {
+                cmd |= txd::CMD_RS;
+                self.reports.push_back(i);
+                self.unreported = 0;
+            }
+        }
+        // Dword 2 (command and length) and dword 3 (status 0, then
+        // POPTS) as one little-endian word after the buffer address.
+        let upper = (cmd | len as u32) as u64 | ((popts as u64) << 8) << 32;
+        self.desc.write_words::<u64>(i * txd::SIZE, &[iova, upper]);
+        self.held[i] = (Some(segment), end);
     }
 }

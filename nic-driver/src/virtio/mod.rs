@@ -65,6 +65,7 @@ use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Device, Interrupts, IrqKind};
 
 use self::regs::{cap, common, feature, hdr, net_config, pci, status};
+use crate::frame::check_packets;
 use crate::link::LinkWatch;
 use crate::{
     ChecksumOffload, Config, Error, Link, NetDevice, Packet, Result, Segment, Stats, TxFrame,
@@ -773,6 +774,47 @@ impl Caps {
     }
 }
 
+impl VirtioNet {
+    /// What every transmit call does first: reclaims what the device used,
+    /// says so when a full queue is a device that stopped, and refuses
+    /// while the link is down (up and trusted: no read of the device
+    /// configuration).
+    fn tx_ready(&mut self) -> Result<()> {
+        self.reclaim()?;
+        if self.tx.free() == 0 {
+            let s = self.common.r8(common::DEVICE_STATUS);
+            if s & (status::NEEDS_RESET | status::FAILED) != 0 {
+                return Err(self.protocol(format!(
+                    "the device stopped (status {s:#x}: it needs a reset)"
+                )));
+            }
+            log::debug!(
+                "virtio-net tx ring full: {} in flight, status {s:#x}",
+                self.tx.in_flight()
+            );
+            // A transmitter that stopped: look at the link again now.
+            self.link.doubt();
+        }
+        if !self.link.trusted().unwrap_or_else(|| self.link()).up {
+            return Err(Error::LinkDown {
+                addr: self.address(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes the `sent` chains just added visible to the device, and
+    /// notifies it when it asked to be.
+    fn publish_tx(&mut self, sent: usize) {
+        if sent > 0 {
+            self.tx.publish();
+            if self.tx.wants_notify() {
+                self.notify[1].w16(0, regs::TX_QUEUE);
+            }
+        }
+    }
+}
+
 impl NetDevice for VirtioNet {
     fn driver_name(&self) -> &'static str {
         "virtio-net"
@@ -836,27 +878,7 @@ impl NetDevice for VirtioNet {
     }
 
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
-        self.reclaim()?;
-        if self.tx.free() == 0 {
-            let s = self.common.r8(common::DEVICE_STATUS);
-            if s & (status::NEEDS_RESET | status::FAILED) != 0 {
-                return Err(self.protocol(format!(
-                    "the device stopped (status {s:#x}: it needs a reset)"
-                )));
-            }
-            log::debug!(
-                "virtio-net tx ring full: {} in flight, status {s:#x}",
-                self.tx.in_flight()
-            );
-            // A transmitter that stopped: look at the link again now.
-            self.link.doubt();
-        }
-        // Up and trusted: no read of the device configuration.
-        if !self.link.trusted().unwrap_or_else(|| self.link()).up {
-            return Err(Error::LinkDown {
-                addr: self.address(),
-            });
-        }
+        self.tx_ready()?;
         let addr = self.address();
         let mut sent = 0;
         let mut bad = None;
@@ -900,12 +922,37 @@ impl NetDevice for VirtioNet {
             sent += 1;
         }
         frames.drain(..sent + bad.is_some() as usize);
-        if sent > 0 {
-            self.tx.publish();
-            if self.tx.wants_notify() {
-                self.notify[1].w16(0, regs::TX_QUEUE);
-            }
+        self.publish_tx(sent);
+        bad.map_or(Ok(sent), Err)
+    }
+
+    fn tx_packets(&mut self, packets: &mut Vec<Packet>) -> Result<usize> {
+        self.tx_ready()?;
+        let addr = self.address();
+        // A chain of two descriptors per packet: its net header, its bytes.
+        let room = self.tx.free() / 2;
+        let (sent, bad) =
+            check_packets(packets, self.max_frame, self.device.container(), addr, room);
+        for p in packets.drain(..sent) {
+            let head = self.tx.next_head().expect("free descriptors counted");
+            let at = head as usize * 16;
+            self.tx_hdrs.write_bytes(at, &[0; hdr::SIZE]);
+            let hdr_iova = self.tx_hdrs.iova() + at as u64;
+            self.stats.tx_from.add(p.writer(), p.len());
+            let chain = [
+                (hdr_iova, hdr::SIZE as u32, false),
+                (p.iova(), p.len() as u32, false),
+            ];
+            let got = self.tx.add(&chain).expect("free descriptors counted");
+            debug_assert_eq!(got, head);
+            let mut held: Held = Default::default();
+            held[0] = Some(Segment::Packet(p));
+            self.tx_held[head as usize] = Some(held);
         }
+        if bad.is_some() {
+            packets.remove(0);
+        }
+        self.publish_tx(sent);
         bad.map_or(Ok(sent), Err)
     }
 
@@ -932,6 +979,10 @@ impl NetDevice for VirtioNet {
 
     fn alloc_packet(&mut self) -> Option<Packet> {
         self.cache.alloc().map(|b| Packet::new(b, 0))
+    }
+
+    fn alloc_packets(&mut self, n: usize, out: &mut Vec<Packet>) -> usize {
+        crate::alloc_packets(&mut self.cache, n, out)
     }
 
     fn mac(&self) -> [u8; 6] {

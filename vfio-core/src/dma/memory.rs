@@ -454,6 +454,7 @@ impl DmaMemory {
     /// # Safety
     /// Nothing may write the range while the slice lives: the caller owns it
     /// exclusively (no device has it, no `&mut` slice to it exists).
+    #[inline]
     pub(crate) unsafe fn slice(&self, offset: usize, len: usize) -> &[u8] {
         let p = self.at(offset, len, 1);
         // SAFETY: in bounds (`at`); exclusivity is the caller's promise.
@@ -466,6 +467,7 @@ impl DmaMemory {
     /// The caller owns the range exclusively for the slice's life (no device
     /// has it, no other slice to it exists).
     #[allow(clippy::mut_from_ref)]
+    #[inline]
     pub(crate) unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
         let p = self.at(offset, len, 1);
         // SAFETY: in bounds (`at`); exclusivity is the caller's promise.
