@@ -96,8 +96,8 @@ impl RxRing {
     /// Puts `buf` into descriptor `i`, status cleared.
     fn arm(&mut self, i: usize, buf: Buffer) {
         let at = i * rxd::SIZE;
-        self.desc.write::<u64>(at, buf.iova() + RX_HEADROOM as u64);
-        self.desc.write::<u64>(at + 8, 0);
+        let iova = buf.iova() + RX_HEADROOM as u64;
+        self.desc.write_words::<u64>(at, &[iova, 0]);
         self.bufs[i] = Some(buf);
     }
 
@@ -128,9 +128,15 @@ impl RxRing {
             fence(Ordering::Acquire);
             let i = self.next;
             let at = i * rxd::SIZE;
-            let status = self.desc.read::<u8>(at + rxd::STATUS);
-            let errors = self.desc.read::<u8>(at + rxd::ERRORS);
-            let len = self.desc.read::<u16>(at + rxd::LENGTH) as usize;
+            // Dwords 2 and 3 (length, checksum, status, errors, special)
+            // in one read; the fields by their byte offsets in it.
+            let upper = self.desc.read::<u64>(at + rxd::LENGTH);
+            let field = |offset: usize, bits: u32| {
+                (upper >> (8 * (offset - rxd::LENGTH))) as usize & ((1 << bits) - 1)
+            };
+            let status = field(rxd::STATUS, 8) as u8;
+            let errors = field(rxd::ERRORS, 8) as u8;
+            let len = field(rxd::LENGTH, 16);
             let old = self.bufs[i]
                 .take()
                 .expect("every descriptor holds a buffer");
@@ -149,7 +155,7 @@ impl RxRing {
                 (false, _) => self.arm(i, old),
             }
             last = Some(i);
-            self.next = (i + 1) % self.size();
+            self.next = if i + 1 == self.size() { 0 } else { i + 1 };
         }
         if let Some(i) = last {
             // The re-armed descriptors before the NIC may own them again.

@@ -137,7 +137,13 @@ pub struct VirtioNet {
     rx: Virtqueue,
     tx: Virtqueue,
     rx_bufs: Vec<Option<Buffer>>,
-    tx_held: Vec<Option<Held>>,
+    /// By descriptor head: the segments of the chain in flight there, the
+    /// first `tx_count[head]` of them (0: no chain of ours there).
+    tx_held: Vec<Held>,
+    tx_count: Vec<u8>,
+    /// By descriptor head: whether its net header holds offload fields (a
+    /// plain frame's header must then be zeroed again).
+    tx_hdr_set: Vec<bool>,
     /// One net header per transmit descriptor head.
     tx_hdrs: DmaMemory,
     /// The pool's buffers this NIC recycles without the pool's lock (as
@@ -303,7 +309,10 @@ impl VirtioNet {
             rx,
             tx,
             rx_bufs: (0..rx_size).map(|_| None).collect(),
-            tx_held: (0..tx_size).map(|_| None).collect(),
+            tx_held: (0..tx_size).map(|_| Held::default()).collect(),
+            tx_count: vec![0; tx_size],
+            // Unknown at first: each header is zeroed at its first use.
+            tx_hdr_set: vec![true; tx_size],
             tx_hdrs,
             cache: BufferCache::new(&pool, crate::cache_size(&pool)),
             pool,
@@ -404,12 +413,15 @@ impl VirtioNet {
                     return Err(self.protocol(format!("transmit queue: {e}")));
                 }
             };
-            if let Some(held) = self.tx_held[head as usize].take() {
+            let count = std::mem::take(&mut self.tx_count[head as usize]) as usize;
+            if count > 0 {
                 self.tx_reclaimed += 1;
                 self.stats.tx_packets += 1;
-                for segment in held.into_iter().flatten() {
-                    self.stats.tx_bytes += segment.dma().1 as u64;
-                    segment.recycle(&mut self.cache);
+                for slot in &mut self.tx_held[head as usize][..count] {
+                    if let Some(segment) = slot.take() {
+                        self.stats.tx_bytes += segment.dma().1 as u64;
+                        segment.recycle(&mut self.cache);
+                    }
                 }
             }
         }
@@ -433,22 +445,35 @@ impl VirtioNet {
     fn header(&mut self, head: u16, frame: &mut TxFrame) -> Result<u64> {
         let at = head as usize * 16;
         let mut h = [0u8; hdr::SIZE];
-        if let Some(o) = frame.offload {
-            ipv4_checksum(frame, o)?;
-            if self.features & feature::CSUM != 0 {
-                h[hdr::FLAGS] = hdr::NEEDS_CSUM;
-                h[hdr::CSUM_START..hdr::CSUM_START + 2]
-                    .copy_from_slice(&(o.l4_start as u16).to_le_bytes());
-                h[hdr::CSUM_OFFSET..hdr::CSUM_OFFSET + 2]
-                    .copy_from_slice(&(o.checksum_offset() as u16).to_le_bytes());
-            } else {
-                // QEMU offers CSUM only with a backend that takes the net
-                // header (tap): do the L4 sum here, reading the payload.
-                l4_checksum(frame, o)?;
-            }
+        let Some(o) = frame.offload else {
+            return Ok(self.plain_header(head));
+        };
+        ipv4_checksum(frame, o)?;
+        if self.features & feature::CSUM != 0 {
+            h[hdr::FLAGS] = hdr::NEEDS_CSUM;
+            h[hdr::CSUM_START..hdr::CSUM_START + 2]
+                .copy_from_slice(&(o.l4_start as u16).to_le_bytes());
+            h[hdr::CSUM_OFFSET..hdr::CSUM_OFFSET + 2]
+                .copy_from_slice(&(o.checksum_offset() as u16).to_le_bytes());
+        } else {
+            // QEMU offers CSUM only with a backend that takes the net
+            // header (tap): do the L4 sum here, reading the payload.
+            l4_checksum(frame, o)?;
         }
+        self.tx_hdr_set[head as usize] = true;
         self.tx_hdrs.write_bytes(at, &h);
         Ok(self.tx_hdrs.iova() + at as u64)
+    }
+
+    /// The IOVA of head `head`'s net header for a frame without offload:
+    /// all zeros, written again only when an offload frame last set it.
+    #[inline]
+    fn plain_header(&mut self, head: u16) -> u64 {
+        let at = head as usize * 16;
+        if std::mem::take(&mut self.tx_hdr_set[head as usize]) {
+            self.tx_hdrs.write_bytes(at, &[0; hdr::SIZE]);
+        }
+        self.tx_hdrs.iova() + at as u64
     }
 }
 
@@ -906,19 +931,19 @@ impl NetDevice for VirtioNet {
             };
             self.stats.tx_from.device += bytes.device;
             self.stats.tx_from.cpu += bytes.cpu;
-            let mut held: Held = Default::default();
+            let held = &mut self.tx_held[head as usize];
             let mut chain = [(hdr_iova, hdr::SIZE as u32, false); virtqueue::MAX_CHAIN];
             let mut n = 1;
-            for (slot, held) in frame.segment_slots().iter_mut().zip(&mut held) {
+            for slot in frame.segment_slots() {
                 let Some(s) = slot.take() else { continue };
                 let (iova, len) = s.dma();
                 chain[n] = (iova, len as u32, false);
+                held[n - 1] = Some(s);
                 n += 1;
-                *held = Some(s);
             }
             let got = self.tx.add(&chain[..n]).expect("free descriptors counted");
             debug_assert_eq!(got, head);
-            self.tx_held[head as usize] = Some(held);
+            self.tx_count[head as usize] = (n - 1) as u8;
             sent += 1;
         }
         frames.drain(..sent + bad.is_some() as usize);
@@ -935,9 +960,7 @@ impl NetDevice for VirtioNet {
             check_packets(packets, self.max_frame, self.device.container(), addr, room);
         for p in packets.drain(..sent) {
             let head = self.tx.next_head().expect("free descriptors counted");
-            let at = head as usize * 16;
-            self.tx_hdrs.write_bytes(at, &[0; hdr::SIZE]);
-            let hdr_iova = self.tx_hdrs.iova() + at as u64;
+            let hdr_iova = self.plain_header(head);
             self.stats.tx_from.add(p.writer(), p.len());
             let chain = [
                 (hdr_iova, hdr::SIZE as u32, false),
@@ -945,9 +968,8 @@ impl NetDevice for VirtioNet {
             ];
             let got = self.tx.add(&chain).expect("free descriptors counted");
             debug_assert_eq!(got, head);
-            let mut held: Held = Default::default();
-            held[0] = Some(Segment::Packet(p));
-            self.tx_held[head as usize] = Some(held);
+            self.tx_held[head as usize][0] = Some(Segment::Packet(p));
+            self.tx_count[head as usize] = 1;
         }
         if bad.is_some() {
             packets.remove(0);
@@ -1045,8 +1067,10 @@ impl Drop for VirtioNet {
                     .iter_mut()
                     .filter_map(Option::take)
                     .for_each(vfio_core::dma::DmaTarget::leak);
-                for held in tx_held.iter_mut().filter_map(Option::take) {
-                    held.into_iter().flatten().for_each(Segment::leak);
+                for held in tx_held.iter_mut() {
+                    held.iter_mut()
+                        .filter_map(Option::take)
+                        .for_each(Segment::leak);
                 }
                 rx.leak();
                 tx.leak();

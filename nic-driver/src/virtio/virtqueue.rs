@@ -120,6 +120,9 @@ pub(crate) struct Virtqueue {
     /// The available index the device has been shown.
     published: u16,
     last_used: u16,
+    /// The used index as last read (checked then against `published`):
+    /// entries up to it are taken without reading it again.
+    used_seen: u16,
     broken: Option<UsedError>,
 }
 
@@ -151,6 +154,7 @@ impl Virtqueue {
             avail_idx: 0,
             published: 0,
             last_used: 0,
+            used_seen: 0,
             broken: None,
         })
     }
@@ -228,17 +232,17 @@ impl Virtqueue {
             if write {
                 writable = writable.saturating_add(len);
             }
-            self.mem.write::<u64>(at, iova);
-            self.mem.write::<u32>(at + 8, len);
-            self.mem.write::<u16>(at + 12, flags);
-            self.mem.write::<u16>(at + 14, next);
+            // Address, then length, flags and next as one little-endian
+            // word: the descriptor in two stores under one bounds check.
+            let rest = len as u64 | (flags as u64) << 32 | (next as u64) << 48;
+            self.mem.write_words::<u64>(at, &[iova, rest]);
             self.next[id as usize] = next;
         }
         let head = ids[0];
         self.chain[head as usize] = ids.len() as u16;
         self.writable[head as usize] = writable;
         self.chains += 1;
-        let slot = self.avail + 4 + 2 * (self.avail_idx % self.size) as usize;
+        let slot = self.avail + 4 + 2 * (self.avail_idx & (self.size - 1)) as usize;
         self.mem.write::<u16>(slot, head);
         self.avail_idx = self.avail_idx.wrapping_add(1);
         Some(head)
@@ -267,24 +271,28 @@ impl Virtqueue {
         if let Some(e) = self.broken {
             return Some(Err(e));
         }
-        let idx = self.mem.read::<u16>(self.used + 2);
-        let pending = idx.wrapping_sub(self.last_used);
-        if pending == 0 {
-            return None;
+        if self.last_used == self.used_seen {
+            // Every entry the index showed last time is taken: read it again.
+            let idx = self.mem.read::<u16>(self.used + 2);
+            let pending = idx.wrapping_sub(self.last_used);
+            if pending == 0 {
+                return None;
+            }
+            let available = self.published.wrapping_sub(self.last_used);
+            if pending > available {
+                let e = UsedError::IndexJump {
+                    from: self.last_used,
+                    to: idx,
+                    available,
+                };
+                self.broken = Some(e);
+                return Some(Err(e));
+            }
+            self.used_seen = idx;
+            // The index before the entries it covers.
+            fence(Ordering::Acquire);
         }
-        let available = self.published.wrapping_sub(self.last_used);
-        if pending > available {
-            let e = UsedError::IndexJump {
-                from: self.last_used,
-                to: idx,
-                available,
-            };
-            self.broken = Some(e);
-            return Some(Err(e));
-        }
-        // The index before the entry it covers.
-        fence(Ordering::Acquire);
-        let at = self.used + 4 + 8 * (self.last_used % self.size) as usize;
+        let at = self.used + 4 + 8 * (self.last_used & (self.size - 1)) as usize;
         self.last_used = self.last_used.wrapping_add(1);
         let (id, len) = (self.mem.read::<u32>(at), self.mem.read::<u32>(at + 4));
         let count = self.chain.get(id as usize).copied().unwrap_or(0);
