@@ -44,25 +44,30 @@ impl Packet {
     }
     /// Who last wrote the frame's bytes ([`Buffer::writer`]): the NIC for a
     /// received frame the CPU has not written since.
+    #[inline]
     pub fn writer(&self) -> Writer {
         self.buf.writer(self.offset, self.len)
     }
     /// The frame's bytes.
+    #[inline]
     pub fn data(&self) -> &[u8] {
         &self.buf.as_slice()[self.offset..self.offset + self.len]
     }
     /// The frame's bytes, writable.
+    #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         let (offset, len) = (self.offset, self.len);
         &mut self.buf.as_mut_slice()[offset..offset + len]
     }
     /// The buffer from the frame's start to its end, writable (to build a
     /// frame before `set_len`).
+    #[inline]
     pub fn buffer_mut(&mut self) -> &mut [u8] {
         let offset = self.offset;
         &mut self.buf.as_mut_slice()[offset..]
     }
     /// Length of the frame.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -71,6 +76,7 @@ impl Packet {
         self.len == 0
     }
     /// Sets the frame's length (at most what the buffer holds after its start).
+    #[inline]
     pub fn set_len(&mut self, len: usize) {
         self.len = len.min(self.buf.capacity() - self.offset);
     }
@@ -79,10 +85,12 @@ impl Packet {
         self.offset
     }
     /// IOVA of the frame's first byte.
+    #[inline]
     pub fn iova(&self) -> u64 {
         self.buf.iova() + self.offset as u64
     }
     /// The buffer, to give back or reuse (the frame is at [`Packet::offset`]).
+    #[inline]
     pub fn into_buffer(self) -> Buffer {
         self.buf
     }
@@ -214,6 +222,7 @@ impl Segment {
 
     /// Who last wrote the bytes this segment sends (see
     /// [`vfio_core::dma::DmaTarget::writer`]).
+    #[inline]
     pub fn writer(&self) -> Writer {
         match self {
             Segment::Packet(p) => p.writer(),
@@ -235,6 +244,7 @@ impl Segment {
 
     /// What a driver checks and counts of the segment, from one match on
     /// its kind (the transmit path's one pass over a frame).
+    #[inline]
     fn view(&self) -> View<'_> {
         let inside = |offset: usize, len: usize, capacity: usize| {
             offset.checked_add(len).is_some_and(|end| end <= capacity)
@@ -263,6 +273,7 @@ impl Segment {
 
     /// IOVA and length of the bytes this segment sends (not checked against
     /// the buffer: see [`Segment::in_bounds`]).
+    #[inline]
     pub fn dma(&self) -> (u64, usize) {
         match self {
             Segment::Packet(p) => (p.iova(), p.len()),
@@ -317,6 +328,7 @@ pub struct TxFrame {
 
 impl TxFrame {
     /// A frame of one packet, without offload.
+    #[inline]
     pub fn packet(p: Packet) -> TxFrame {
         let mut f = TxFrame {
             segments: Default::default(),
@@ -329,6 +341,7 @@ impl TxFrame {
     }
 
     /// Appends a segment; gives it back when the frame has [`MAX_SEGMENTS`] already.
+    #[inline]
     pub fn push(&mut self, s: Segment) -> Result<(), Segment> {
         if self.count == MAX_SEGMENTS {
             return Err(s);
@@ -350,6 +363,7 @@ impl TxFrame {
 
     /// Total length in bytes (the segments' lengths, not checked against
     /// their buffers).
+    #[inline]
     pub fn len(&self) -> usize {
         self.segments().map(|s| s.dma().1).sum()
     }
