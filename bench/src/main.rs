@@ -35,6 +35,7 @@
 //! register calls would defeat `--toggle-collect`. The models being
 //! synchronous, the counts are the same on every run.
 
+use std::hint::black_box;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -284,7 +285,11 @@ impl Workload for NvmeReads {
                 } else {
                     0
                 };
-                if let Err((e, _)) = self.qp.submit_read(NSID, lba, buf, 0, READ, lba) {
+                // The namespace, offset and size as a program has them: values
+                // it read at run time, which the compiler cannot fold into
+                // the driver's checks (nvme-perf takes them from its command line).
+                let (nsid, offset, bytes) = black_box((NSID, 0, READ));
+                if let Err((e, _)) = self.qp.submit_read(nsid, lba, buf, offset, bytes, lba) {
                     panic!("submitting a read: {e}");
                 }
             }

@@ -601,10 +601,12 @@ impl<B: DmaTarget> IoQueuePair<B> {
             bytes,
         } = span;
         let (bs, size) = self.geometry(nsid)?;
-        if !bytes.is_multiple_of(bs) {
+        // A block size is 1 << LBADS: a mask and a shift, no division.
+        if bytes & (bs - 1) != 0 {
             return Err(partial_block(bytes, bs));
         }
-        blocks_in_namespace(nsid, (bs, size), lba, (bytes / bs) as u64)?;
+        let blocks = bytes >> bs.trailing_zeros();
+        blocks_in_namespace(nsid, (bs, size), lba, blocks as u64)?;
         let iova = mem
             .dma_range(self.admin.container(), offset, bytes)
             .map_err(unusable_buffer)?;
@@ -724,7 +726,7 @@ impl<B: DmaTarget> IoQueuePair<B> {
         if span.bytes > self.max_transfer {
             return Err((self.too_long(span.bytes), buf));
         }
-        let blocks = (span.bytes / bs) as u32;
+        let blocks = (span.bytes >> bs.trailing_zeros()) as u32;
         let cmd = Command::read_write(op, span.nsid, span.lba, blocks);
         let ptr = self.data_pointer_for(iova, span.bytes);
         let lists = &self.lists;

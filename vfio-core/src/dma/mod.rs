@@ -129,6 +129,27 @@ pub use provenance::{BytesByWriter, Writer};
 use crate::vfio::Container;
 use crate::{Error, Result};
 
+/// Why [`DmaTarget::dma_range`] refused `offset..offset + len` of `mem`
+/// for `container` (the first check it fails).
+#[cold]
+fn dma_range_error<T: DmaTarget + ?Sized>(
+    mem: &T,
+    container: &Arc<Container>,
+    offset: usize,
+    len: usize,
+) -> Error {
+    if !Arc::ptr_eq(mem.container(), container) {
+        return Error::InvalidArgument(format!(
+            "DMA memory at IOVA {:#x} belongs to another VFIO container; a device reaches only memory of its own container",
+            mem.iova()
+        ));
+    }
+    Error::InvalidArgument(format!(
+        "{len} bytes at offset {offset} reach past the end of {} bytes of DMA memory",
+        mem.dma_len()
+    ))
+}
+
 mod sealed {
     pub trait Sealed {}
 }
@@ -200,23 +221,15 @@ pub trait DmaTarget: sealed::Sealed + Send + 'static {
     ///
     /// [`Error::InvalidArgument`] when the memory lives in another container
     /// (`Arc::ptr_eq` fails) or `offset + len` reaches past its end.
+    #[inline]
     fn dma_range(&self, container: &Arc<Container>, offset: usize, len: usize) -> Result<u64> {
-        if !Arc::ptr_eq(self.container(), container) {
-            return Err(Error::InvalidArgument(format!(
-                "DMA memory at IOVA {:#x} belongs to another VFIO container; a device reaches only memory of its own container",
-                self.iova()
-            )));
-        }
-        if offset
+        let inside = offset
             .checked_add(len)
-            .is_none_or(|end| end > self.dma_len())
-        {
-            return Err(Error::InvalidArgument(format!(
-                "{len} bytes at offset {offset} reach past the end of {} bytes of DMA memory",
-                self.dma_len()
-            )));
+            .is_some_and(|end| end <= self.dma_len());
+        if Arc::ptr_eq(self.container(), container) && inside {
+            return Ok(self.iova() + offset as u64);
         }
-        Ok(self.iova() + offset as u64)
+        Err(dma_range_error(self, container, offset, len))
     }
 
     /// As [`DmaTarget::dma_range`], and checked that the last of the `len`
@@ -317,16 +330,20 @@ macro_rules! dma_target {
     ($($t:ty: $iova:expr, $len:expr $(, $writer:expr)?;)*) => {$(
         impl sealed::Sealed for $t {}
         impl DmaTarget for $t {
+            #[inline]
             fn iova(&self) -> u64 {
                 $iova(self)
             }
+            #[inline]
             fn dma_len(&self) -> usize {
                 $len(self)
             }
+            #[inline]
             fn container(&self) -> &Arc<Container> {
                 self.container()
             }
-            $(fn writer(&self, offset: usize, len: usize) -> Writer {
+            $(#[inline]
+            fn writer(&self, offset: usize, len: usize) -> Writer {
                 $writer(self, offset, len)
             })?
         }
@@ -364,6 +381,7 @@ impl DmaTargetMut for DmaMemory {
     fn device_wrote(&mut self, _offset: usize, _len: usize) {}
 }
 impl DmaTargetMut for Buffer {
+    #[inline]
     fn device_wrote(&mut self, offset: usize, len: usize) {
         Buffer::device_wrote(self, offset, len)
     }
