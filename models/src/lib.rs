@@ -29,7 +29,7 @@ mod common;
 pub mod e1000;
 pub mod nvme;
 mod nvme_sgl;
-pub mod panicking_logger;
+pub use vfio_core::panicking_logger;
 pub mod virtio_net;
 
 pub use common::{ModelThread, StuckCommand, Wedge};

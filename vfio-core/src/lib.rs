@@ -115,14 +115,17 @@
 //! - `testing`: software device models for host tests, with no kernel and no
 //!   hardware: `Container::unbacked`, `Device::from_model`,
 //!   `Mmio::from_model`, `Container::dma_read`/`dma_write` and the
-//!   `mmio::RegisterModel` trait. For dev-dependencies only, never in a
-//!   driver's build.
+//!   `mmio::RegisterModel` trait, and `panicking_logger` (a logger that
+//!   panics on every warning, for a driver's panic-safety tests). For
+//!   dev-dependencies only, never in a driver's build.
 
 #![deny(missing_docs)]
 
 pub mod dma;
 pub mod error;
 pub mod mmio;
+#[cfg(feature = "testing")]
+pub mod panicking_logger;
 pub mod pci;
 pub mod poll;
 pub mod vfio;

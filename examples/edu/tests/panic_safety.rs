@@ -7,75 +7,14 @@
 //! the moment it is called, and that memory the caller gets back is not
 //! written when the model finally runs the transfer.
 
-use std::cell::RefCell;
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use edu_driver::{regs, Edu};
 use vfio_core::dma::{BufferPool, DmaTarget};
 use vfio_core::mmio::{RegisterFile, RegisterModel};
+use vfio_core::panicking_logger::{install, panicked, set_hook, the_warning};
 use vfio_core::vfio::{Container, Device};
-
-// ---- a logger that panics ----
-
-type Logged = (log::Level, String, String);
-
-thread_local! {
-    /// Called by the logger before it panics: the device's state then.
-    static HOOK: RefCell<Option<Box<dyn Fn() -> String>>> = const { RefCell::new(None) };
-    static LOGGED: RefCell<Vec<Logged>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Panics on every warning and error, after recording it.
-struct PanickingLogger;
-
-impl log::Log for PanickingLogger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::Level::Warn
-    }
-
-    fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let state = HOOK.with(|h| h.borrow().as_ref().map_or_else(String::new, |f| f()));
-        let message = record.args().to_string();
-        LOGGED.with(|l| l.borrow_mut().push((record.level(), message, state)));
-        panic!("the test's logger panics on every {}", record.level());
-    }
-
-    fn flush(&self) {}
-}
-
-/// Installs the panicking logger (once per process) and clears this
-/// thread's hook and record.
-fn panicking_logger() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&PanickingLogger).expect("the only logger");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-    HOOK.with(|h| *h.borrow_mut() = None);
-    LOGGED.with(|l| l.borrow_mut().clear());
-}
-
-fn set_hook(f: impl Fn() -> String + 'static) {
-    HOOK.with(|h| *h.borrow_mut() = Some(Box::new(f)));
-}
-
-/// The one warning logged so far, and what the hook said then.
-fn the_warning() -> (String, String) {
-    let logged = LOGGED.with(|l| l.borrow().clone());
-    assert_eq!(logged.len(), 1, "{logged:?}");
-    let (level, message, state) = logged.into_iter().next().unwrap();
-    assert_eq!(level, log::Level::Warn, "{message}");
-    (message, state)
-}
-
-fn panicked(f: impl FnOnce()) -> bool {
-    panic::catch_unwind(AssertUnwindSafe(f)).is_err()
-}
 
 // ---- a small edu ----
 
@@ -182,7 +121,7 @@ fn rig() -> (Rig, Device) {
 
 #[test]
 fn a_transfer_that_never_ends_panics_only_after_bus_mastering_is_off() {
-    panicking_logger();
+    install();
     let (rig, device) = rig();
     let mut edu = Edu::new(device).unwrap();
     edu.set_timeout(Duration::from_millis(30));
@@ -216,7 +155,7 @@ fn a_transfer_that_never_ends_panics_only_after_bus_mastering_is_off() {
 
 #[test]
 fn a_quiesce_step_that_panics_ends_with_bus_mastering_off_before_the_log_and_loans_end() {
-    panicking_logger();
+    install();
     let (rig, device) = rig();
     let pool = BufferPool::new(device.container(), 4096, 2).unwrap();
     let lent = device.lend(pool.alloc().unwrap());
