@@ -256,6 +256,16 @@ impl E1000 {
     }
 }
 
+/// The descriptor after `i` in a ring of `size`: a compare, not a `%`.
+#[inline]
+fn ring_next(i: usize, size: usize) -> usize {
+    if i + 1 == size {
+        0
+    } else {
+        i + 1
+    }
+}
+
 /// How long CTRL.RST may take to clear (the manual asks for about 1 us;
 /// QEMU clears it at once). Short in unit tests, whose models may never clear it.
 const RESET_TIMEOUT: Duration = if cfg!(test) {
@@ -395,6 +405,16 @@ impl E1000 {
         }
         Ok(())
     }
+
+    /// After a transmit call: one that took nothing while frames were
+    /// `waiting` found the ring full, as a transmitter that stopped leaves
+    /// it (one does when its link is lost): the next call looks at the link
+    /// again.
+    fn full_ring_check(&self, sent: &Result<usize>, waiting: bool) {
+        if matches!(sent, Ok(0)) && waiting {
+            self.link.doubt();
+        }
+    }
 }
 
 impl NetDevice for E1000 {
@@ -413,10 +433,7 @@ impl NetDevice for E1000 {
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
         self.tx_ready()?;
         let sent = self.tx.send(&self.bar, self.device.address(), frames);
-        if matches!(sent, Ok(0)) && !frames.is_empty() {
-            // The ring is full: the next call looks at the link again.
-            self.link.doubt();
-        }
+        self.full_ring_check(&sent, !frames.is_empty());
         sent
     }
 
@@ -425,10 +442,7 @@ impl NetDevice for E1000 {
         let sent = self
             .tx
             .send_packets(&self.bar, self.device.address(), packets);
-        if matches!(sent, Ok(0)) && !packets.is_empty() {
-            // The ring is full: the next call looks at the link again.
-            self.link.doubt();
-        }
+        self.full_ring_check(&sent, !packets.is_empty());
         sent
     }
 

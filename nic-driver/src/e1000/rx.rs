@@ -155,7 +155,7 @@ impl RxRing {
                 (false, _) => self.arm(i, old),
             }
             last = Some(i);
-            self.next = if i + 1 == self.size() { 0 } else { i + 1 };
+            self.next = super::ring_next(i, self.size());
         }
         if let Some(i) = last {
             // The re-armed descriptors before the NIC may own them again.

@@ -126,7 +126,7 @@ impl TxRing {
                 (self.clean..self.size(), 0..done + 1)
             };
             self.in_flight -= first.len() + second.len();
-            self.clean = if done + 1 == self.size() { 0 } else { done + 1 };
+            self.clean = super::ring_next(done, self.size());
             for range in [first, second] {
                 for (segment, end) in &mut self.held[range] {
                     if let Some(segment) = segment.take() {
@@ -171,8 +171,7 @@ impl TxRing {
             if let (true, Some(offload)) = (needs_context, frame.offload) {
                 self.put_context(offload);
             }
-            self.from.device += bytes.device;
-            self.from.cpu += bytes.cpu;
+            self.from.add_all(bytes);
             sent += 1;
             // RS when this is surely the batch's last frame (the queue
             // ends here), or when RS_THRESH descriptors went unreported.
@@ -245,7 +244,7 @@ impl TxRing {
 
     fn advance(&mut self) -> usize {
         let i = self.tail;
-        self.tail = if i + 1 == self.size() { 0 } else { i + 1 };
+        self.tail = super::ring_next(i, self.size());
         self.in_flight += 1;
         i
     }

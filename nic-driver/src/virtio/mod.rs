@@ -929,8 +929,7 @@ impl NetDevice for VirtioNet {
                     break;
                 }
             };
-            self.stats.tx_from.device += bytes.device;
-            self.stats.tx_from.cpu += bytes.cpu;
+            self.stats.tx_from.add_all(bytes);
             let held = &mut self.tx_held[head as usize];
             let mut chain = [(hdr_iova, hdr::SIZE as u32, false); virtqueue::MAX_CHAIN];
             let mut n = 1;

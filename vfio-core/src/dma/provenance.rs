@@ -50,6 +50,13 @@ impl BytesByWriter {
         }
     }
 
+    /// Adds both of `other`'s counts.
+    #[inline]
+    pub fn add_all(&mut self, other: BytesByWriter) {
+        self.device += other.device;
+        self.cpu += other.cpu;
+    }
+
     /// Both counts together.
     #[inline]
     pub fn total(&self) -> u64 {
