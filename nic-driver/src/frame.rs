@@ -34,6 +34,17 @@ impl Packet {
         let len = len.min(buf.capacity() - offset);
         Packet { buf, offset, len }
     }
+    /// An empty frame at `offset` (at most `buf`'s capacity: the caller's
+    /// check, made once for a batch).
+    #[inline]
+    pub(crate) fn empty_at(buf: Buffer, offset: usize) -> Packet {
+        debug_assert!(offset <= buf.capacity());
+        Packet {
+            buf,
+            offset,
+            len: 0,
+        }
+    }
     /// A frame of `len` bytes at `offset` that the NIC wrote into `buf` (a
     /// received frame): clamped as [`Packet::at`], and recorded as the
     /// device's bytes ([`Buffer::device_wrote`]) until the CPU writes them.

@@ -428,21 +428,19 @@ pub(crate) fn cache_size(pool: &vfio_core::dma::BufferPool) -> usize {
     (pool.capacity() / 4).clamp(2, 128)
 }
 
-/// Up to `n` packets of length 0 from `cache` appended to `out`; how many
-/// (a driver's [`NetDevice::alloc_packets`]: one loop, no call per packet).
+/// Up to `n` packets of length 0 at `headroom` (at most a buffer) from
+/// `cache` appended to `out`; how many (a driver's
+/// [`NetDevice::alloc_packets`]: one pass over the cache, no call per
+/// packet).
+#[inline]
 pub(crate) fn alloc_packets(
     cache: &mut vfio_core::dma::BufferCache,
     n: usize,
+    headroom: usize,
     out: &mut Vec<Packet>,
 ) -> usize {
-    out.reserve(n);
-    for taken in 0..n {
-        let Some(buf) = cache.alloc() else {
-            return taken;
-        };
-        out.push(Packet::new(buf, 0));
-    }
-    n
+    let headroom = headroom.min(cache.pool().buf_size());
+    cache.alloc_into(n, out, |buf| Packet::empty_at(buf, headroom))
 }
 
 pub(crate) fn check_mac(mac: [u8; 6]) -> std::result::Result<[u8; 6], String> {

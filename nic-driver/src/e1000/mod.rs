@@ -467,7 +467,7 @@ impl NetDevice for E1000 {
     }
 
     fn alloc_packets(&mut self, n: usize, out: &mut Vec<Packet>) -> usize {
-        crate::alloc_packets(&mut self.cache, n, out)
+        crate::alloc_packets(&mut self.cache, n, 0, out)
     }
 
     fn mac(&self) -> [u8; 6] {

@@ -76,6 +76,36 @@ impl BufferCache {
         Some(buf)
     }
 
+    /// Up to `n` free buffers (as [`BufferCache::alloc`] gives them), each
+    /// turned into a `T` by `f` and appended to `out`, in one pass over the
+    /// stack (refilled under one lock per half a cache); how many. Fewer
+    /// than `n` only when the pool has run out.
+    #[inline]
+    pub fn alloc_into<T>(
+        &mut self,
+        n: usize,
+        out: &mut Vec<T>,
+        mut f: impl FnMut(Buffer) -> T,
+    ) -> usize {
+        let mut taken = 0;
+        while taken < n {
+            if self.stack.is_empty() {
+                self.refill();
+                if self.stack.is_empty() {
+                    break;
+                }
+            }
+            let k = (n - taken).min(self.stack.len());
+            let from = self.stack.len() - k;
+            out.extend(self.stack.drain(from..).map(|mut buf| {
+                buf.written = DeviceWritten::NONE;
+                f(buf)
+            }));
+            taken += k;
+        }
+        taken
+    }
+
     /// Takes `buf` back: onto the stack when it is of the cache's pool
     /// (the stack full, half of it goes back to the pool first, under one
     /// lock); another pool's goes back to its own pool.
@@ -137,6 +167,25 @@ mod tests {
         assert_eq!((c.len(), p.free_count()), (8, 8));
         drop(c);
         assert_eq!(p.free_count(), 16);
+    }
+
+    #[test]
+    fn alloc_into_takes_what_the_pool_has_across_refills() {
+        let p = pool(10);
+        let mut c = BufferCache::new(&p, 4);
+        let mut dirty = c.alloc().unwrap();
+        dirty.device_wrote(0, 8);
+        c.free(dirty);
+        let mut out = Vec::new();
+        assert_eq!(c.alloc_into(7, &mut out, |b| (b.writer(0, 8), b)), 7);
+        assert!(out.iter().all(|(w, _)| *w == Writer::Cpu), "records reset");
+        let mut iovas: Vec<u64> = out.iter().map(|(_, b)| b.iova()).collect();
+        iovas.sort_unstable();
+        iovas.dedup();
+        assert_eq!(iovas.len(), 7, "seven distinct buffers");
+        assert_eq!(c.alloc_into(7, &mut out, |b| (Writer::Cpu, b)), 3);
+        assert_eq!((out.len(), p.free_count(), c.len()), (10, 0, 0));
+        assert_eq!(c.alloc_into(1, &mut out, |b| (Writer::Cpu, b)), 0);
     }
 
     #[test]
