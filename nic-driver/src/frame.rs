@@ -224,10 +224,18 @@ impl Segment {
     /// pool's buffer home); a shared buffer drops its share.
     #[inline]
     pub(crate) fn recycle(self, cache: &mut BufferCache) {
+        self.into_hold().recycle(cache)
+    }
+
+    /// The buffer (or share) that keeps the segment's bytes alive, for a
+    /// ring to hold once the descriptor is written (offset and length are
+    /// in the descriptor then).
+    #[inline]
+    pub(crate) fn into_hold(self) -> Hold {
         match self {
-            Segment::Packet(p) => cache.free(p.into_buffer()),
-            Segment::Slice { buf, .. } => cache.free(buf),
-            Segment::Shared { .. } => {}
+            Segment::Packet(p) => Hold::Own(p.into_buffer()),
+            Segment::Slice { buf, .. } => Hold::Own(buf),
+            Segment::Shared { buf, .. } => Hold::Shared(buf),
         }
     }
 
@@ -290,6 +298,39 @@ impl Segment {
             Segment::Packet(p) => (p.iova(), p.len()),
             Segment::Slice { buf, offset, len } => (buf.iova() + *offset as u64, *len),
             Segment::Shared { buf, offset, len } => (buf.iova() + *offset as u64, *len),
+        }
+    }
+}
+
+/// What a transmit descriptor in flight holds until the NIC is done with
+/// it: the buffer its bytes are in, owned, or one share of a shared buffer.
+/// Smaller than a [`Segment`] (no offset or length: the descriptor has
+/// them), so a ring stores and takes it in a few moves.
+#[derive(Debug)]
+pub(crate) enum Hold {
+    /// An owned buffer: back to the ring's cache (or its own pool).
+    Own(Buffer),
+    /// A share: dropped, the buffer going home with the last one.
+    Shared(SharedBuffer),
+}
+
+impl Hold {
+    /// Gives the buffer back to `cache` (another pool's goes home); a
+    /// share is dropped.
+    #[inline]
+    pub(crate) fn recycle(self, cache: &mut BufferCache) {
+        match self {
+            Hold::Own(buf) => cache.free(buf),
+            Hold::Shared(_) => {}
+        }
+    }
+
+    /// Leaves the buffer allocated, mapped and out of its pool for good (a
+    /// NIC that could not be stopped).
+    pub(crate) fn leak(self) {
+        match self {
+            Hold::Own(buf) => DmaTarget::leak(buf),
+            Hold::Shared(buf) => DmaTarget::leak(buf),
         }
     }
 }

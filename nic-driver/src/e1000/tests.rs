@@ -801,6 +801,50 @@ fn a_long_batch_asks_for_a_write_back_every_32_descriptors_and_at_its_end() {
     assert_eq!(nic.free_buffers(), free);
 }
 
+/// The single-buffer path asks for write-backs as `tx_batch` does, and
+/// `tx_clean` counts frames, not descriptors, across both paths (a
+/// context descriptor ends no frame).
+#[test]
+fn tx_packets_reports_every_32_descriptors_and_clean_counts_frames() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 64)).unwrap();
+    let free = nic.free_buffers();
+    let mut q: Vec<Packet> = (0..40).map(|i| packet(&mut nic, &frame(i, 60))).collect();
+    assert_eq!(nic.tx_packets(&mut q).unwrap(), 40);
+    assert!(q.is_empty());
+    assert_eq!(with_rs(&h, 0..64), [31, 39]);
+    let (_, cmd, _) = tx_descriptor(&h, 39);
+    assert_eq!(cmd, txd::CMD_IFCS | txd::CMD_EOP | txd::CMD_RS | 60);
+    h.sent(31);
+    assert_eq!(nic.tx_clean(), 32);
+    // A frame with a checksum offload (context + data), then two packets.
+    let mut f = TxFrame::packet(packet(&mut nic, &frame(40, 80)));
+    f.offload = Some(ChecksumOffload {
+        ip_start: 14,
+        l4_start: 34,
+        tcp: false,
+    });
+    assert_eq!(nic.tx_batch(&mut VecDeque::from([f])).unwrap(), 1);
+    let mut q: Vec<Packet> = (0..2).map(|i| packet(&mut nic, &frame(i, 60))).collect();
+    assert_eq!(nic.tx_packets(&mut q).unwrap(), 2);
+    assert_eq!(
+        with_rs(&h, 40..64),
+        [41, 43],
+        "the frame's end, the batch's end"
+    );
+    h.sent(39);
+    assert_eq!(nic.tx_clean(), 8);
+    h.sent(41);
+    h.sent(43);
+    assert_eq!(
+        nic.tx_clean(),
+        3,
+        "one frame and two packets, not four descriptors"
+    );
+    assert_eq!(nic.tx_clean(), 0);
+    assert_eq!(nic.free_buffers(), free);
+}
+
 #[test]
 fn steady_state_transmit_and_receive_read_no_register() {
     let h = Harness::new(Nic::new());

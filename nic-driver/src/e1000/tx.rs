@@ -32,27 +32,37 @@ use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
 use super::regs::{txd, TDBAH, TDBAL, TDH, TDLEN, TDT};
-use crate::frame::check_packets;
-use crate::{ChecksumOffload, Packet, Result, Segment, TxFrame};
+use crate::frame::{check_packets, Hold};
+use crate::{ChecksumOffload, Packet, Result, TxFrame};
 
 /// Descriptors after which, within one batch, RS is set again on the next
 /// end of a frame (DPDK's `tx_rs_thresh`, 32 by default).
 pub(crate) const RS_THRESH: usize = 32;
 
+/// A descriptor with RS in flight: DD there releases it and every
+/// descriptor before it, and ends `frames` frames.
+#[derive(Clone, Copy, Debug)]
+struct Report {
+    desc: usize,
+    frames: usize,
+}
+
 #[derive(Debug)]
 pub(crate) struct TxRing {
     desc: DmaMemory,
-    /// The segment each descriptor sends, held until the NIC is done; and
-    /// whether the descriptor ends a frame.
-    held: Vec<(Option<Segment>, bool)>,
+    /// The buffer each descriptor sends from, held until the NIC is done
+    /// (none for a context descriptor).
+    held: Vec<Option<Hold>>,
     tail: usize,
     clean: usize,
     in_flight: usize,
     /// The descriptors in flight with RS set, oldest first: the only ones
     /// [`TxRing::clean`] reads DD from.
-    reports: VecDeque<usize>,
+    reports: VecDeque<Report>,
     /// Descriptors written since the last one with RS.
     unreported: usize,
+    /// Frames ended since the last descriptor with RS.
+    unreported_frames: usize,
     /// Frames in flight (queued, not yet released).
     frames: usize,
     /// The checksum context the NIC has now.
@@ -67,7 +77,7 @@ impl TxRing {
     /// not yet given to the NIC ([`TxRing::start`]).
     pub(crate) fn new(container: &Arc<Container>, size: usize, max_frame: usize) -> Result<TxRing> {
         let desc = DmaMemory::new(container, size * txd::SIZE, Backing::Auto)?;
-        let held = (0..size).map(|_| (None, false)).collect();
+        let held = (0..size).map(|_| None).collect();
         Ok(TxRing {
             desc,
             held,
@@ -76,6 +86,7 @@ impl TxRing {
             in_flight: 0,
             reports: VecDeque::with_capacity(size),
             unreported: 0,
+            unreported_frames: 0,
             frames: 0,
             context: None,
             from: BytesByWriter::default(),
@@ -112,7 +123,11 @@ impl TxRing {
     /// Buffers of the NIC's pool go onto `cache`, others back to their pools.
     pub(crate) fn clean(&mut self, cache: &mut BufferCache) -> usize {
         let mut frames = 0;
-        while let Some(&done) = self.reports.front() {
+        while let Some(&Report {
+            desc: done,
+            frames: ended,
+        }) = self.reports.front()
+        {
             if self.desc.read::<u8>(done * txd::SIZE + txd::STATUS) & txd::DD == 0 {
                 break;
             }
@@ -128,13 +143,13 @@ impl TxRing {
             self.in_flight -= first.len() + second.len();
             self.clean = super::ring_next(done, self.size());
             for range in [first, second] {
-                for (segment, end) in &mut self.held[range] {
-                    if let Some(segment) = segment.take() {
-                        segment.recycle(cache);
+                for held in &mut self.held[range] {
+                    if let Some(held) = held.take() {
+                        held.recycle(cache);
                     }
-                    frames += *end as usize;
                 }
             }
+            frames += ended;
         }
         self.frames -= frames;
         frames
@@ -196,19 +211,29 @@ impl TxRing {
     ) -> Result<usize> {
         let room = self.free();
         let (sent, bad) = check_packets(packets, self.max_frame, self.desc.container(), addr, room);
-        for (n, p) in packets.drain(..sent).enumerate() {
-            self.from.add(p.writer(), p.len());
-            let (iova, len) = (p.iova(), p.len());
-            self.put(
-                iova,
-                len,
-                txd::CMD_IFCS,
-                0,
-                Segment::Packet(p),
-                true,
-                n + 1 == sent,
-            );
+        // The ring's counters in locals for the loop (the descriptor
+        // stores would otherwise make the compiler reload them).
+        let (size, mut tail) = (self.size(), self.tail);
+        let (mut unreported, mut frames) = (self.unreported, self.unreported_frames);
+        let mut from = BytesByWriter::default();
+        for p in packets.drain(..sent) {
+            from.add(p.writer(), p.len());
+            let mut cmd = txd::CMD_IFCS | txd::CMD_EOP | p.len() as u32;
+            (unreported, frames) = (unreported + 1, frames + 1);
+            if unreported >= RS_THRESH {
+                cmd |= txd::CMD_RS;
+                self.reports.push_back(Report { desc: tail, frames });
+                (unreported, frames) = (0, 0);
+            }
+            // Dword 2 (command and length), dword 3 (status, POPTS) 0.
+            self.desc
+                .write_words::<u64>(tail * txd::SIZE, &[p.iova(), cmd as u64]);
+            self.held[tail] = Some(Hold::Own(p.into_buffer()));
+            tail = super::ring_next(tail, size);
         }
+        (self.tail, self.unreported, self.unreported_frames) = (tail, unreported, frames);
+        self.in_flight += sent;
+        self.from.add_all(from);
         if bad.is_some() {
             packets.remove(0);
         }
@@ -238,8 +263,8 @@ impl TxRing {
     /// allocated and mapped for good, for a NIC that could not be stopped.
     pub(crate) fn leak(&mut self) {
         self.desc.leak_on_drop();
-        let held = self.held.iter_mut().filter_map(|(s, _)| s.take());
-        held.for_each(Segment::leak);
+        let held = self.held.iter_mut().filter_map(Option::take);
+        held.for_each(Hold::leak);
     }
 
     fn advance(&mut self) -> usize {
@@ -262,7 +287,7 @@ impl TxRing {
         // Dwords 2 and 3 (command, then status and the MSS/header fields, 0)
         // as one little-endian word: the descriptor in two stores, one check.
         self.desc.write_words::<u64>(at, &[lower, cmd as u64]);
-        self.held[at / txd::SIZE] = (None, false);
+        self.held[at / txd::SIZE] = None;
         self.unreported += 1;
         self.context = Some(o);
     }
@@ -273,8 +298,11 @@ impl TxRing {
         let at = i * txd::SIZE + txd::CMD_DWORD;
         let dword = self.desc.read::<u32>(at);
         self.desc.write::<u32>(at, dword | txd::CMD_RS);
-        self.reports.push_back(i);
-        self.unreported = 0;
+        self.reports.push_back(Report {
+            desc: i,
+            frames: self.unreported_frames,
+        });
+        (self.unreported, self.unreported_frames) = (0, 0);
     }
 
     /// One descriptor per segment, each segment moved out of `frame` into
@@ -297,7 +325,7 @@ impl TxRing {
                 len,
                 cmd,
                 popts,
-                segment,
+                segment.into_hold(),
                 n + 1 == count,
                 last_of_batch,
             );
@@ -316,7 +344,7 @@ impl TxRing {
         len: usize,
         mut cmd: u32,
         popts: u8,
-        segment: Segment,
+        held: Hold,
         end: bool,
         last_of_batch: bool,
     ) {
@@ -324,16 +352,20 @@ impl TxRing {
         self.unreported += 1;
         if end {
             cmd |= txd::CMD_EOP;
+            self.unreported_frames += 1;
             if last_of_batch || self.unreported >= RS_THRESH {
                 cmd |= txd::CMD_RS;
-                self.reports.push_back(i);
-                self.unreported = 0;
+                self.reports.push_back(Report {
+                    desc: i,
+                    frames: self.unreported_frames,
+                });
+                (self.unreported, self.unreported_frames) = (0, 0);
             }
         }
         // Dword 2 (command and length) and dword 3 (status 0, then
         // POPTS) as one little-endian word after the buffer address.
         let upper = (cmd | len as u32) as u64 | ((popts as u64) << 8) << 32;
         self.desc.write_words::<u64>(i * txd::SIZE, &[iova, upper]);
-        self.held[i] = (Some(segment), end);
+        self.held[i] = Some(held);
     }
 }

@@ -93,11 +93,11 @@ impl DeviceWritten {
     /// one of them (an empty range has no device bytes: the CPU's).
     #[inline]
     pub(crate) fn writer(self, offset: usize, len: usize) -> Writer {
-        let inside = len > 0
-            && offset >= self.start as usize
-            && offset
-                .checked_add(len)
-                .is_some_and(|end| end <= self.end as usize);
+        let (start, end) = (self.start as usize, self.end as usize);
+        // 1 <= len <= end - offset, with start <= offset < end: three
+        // compares, no overflow (`len - 1` wraps only for len 0, to the
+        // largest value, which no room is more than).
+        let inside = start <= offset && offset < end && len.wrapping_sub(1) < end - offset;
         if inside {
             Writer::Device
         } else {
