@@ -30,6 +30,8 @@ use crate::{Packet, Result};
 /// What one call to [`RxRing::receive`] found besides packets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RxCounts {
+    /// Frames taken out as packets.
+    pub taken: usize,
     pub errors: u64,
     pub no_buffer: u64,
 }
@@ -42,7 +44,9 @@ pub const RX_HEADROOM: usize = 2;
 #[derive(Debug)]
 pub(crate) struct RxRing {
     desc: DmaMemory,
-    bufs: Vec<Option<Buffer>>,
+    /// The buffer each descriptor points at, the NIC's to write until
+    /// [`RxRing::receive`] swaps it for a fresh one (every descriptor has one).
+    bufs: Vec<Buffer>,
     next: usize,
     /// In the middle of a frame that spans descriptors (dropped whole).
     discarding: bool,
@@ -64,17 +68,18 @@ impl RxRing {
             "the receive pool is of another container than the NIC's"
         );
         let desc = DmaMemory::new(container, size * rxd::SIZE, Backing::Auto)?;
-        let mut ring = RxRing {
+        let bufs = (0..size)
+            .map(|_| pool.try_alloc())
+            .collect::<vfio_core::Result<Vec<Buffer>>>()?;
+        for (i, buf) in bufs.iter().enumerate() {
+            arm(&desc, i, buf);
+        }
+        Ok(RxRing {
             desc,
-            bufs: (0..size).map(|_| None).collect(),
+            bufs,
             next: 0,
             discarding: false,
-        };
-        for i in 0..size {
-            let buf = pool.try_alloc()?;
-            ring.arm(i, buf);
-        }
-        Ok(ring)
+        })
     }
 
     /// Gives the ring to the NIC: base, length, head 0, tail at the last
@@ -91,14 +96,6 @@ impl RxRing {
 
     fn size(&self) -> usize {
         self.bufs.len()
-    }
-
-    /// Puts `buf` into descriptor `i`, status cleared.
-    fn arm(&mut self, i: usize, buf: Buffer) {
-        let at = i * rxd::SIZE;
-        let iova = buf.iova() + RX_HEADROOM as u64;
-        self.desc.write_words::<u64>(at, &[iova, 0]);
-        self.bufs[i] = Some(buf);
     }
 
     /// True when the descriptor at the head has a frame.
@@ -118,16 +115,17 @@ impl RxRing {
         max: usize,
     ) -> RxCounts {
         let mut counts = RxCounts::default();
-        let mut last = None;
-        let mut taken = 0;
-        for _ in 0..self.size() - 1 {
-            if taken == max || !self.has_frame() {
+        let (size, mut i) = (self.size(), self.next);
+        let mut seen = 0;
+        let max = max.min(size - 1);
+        out.reserve(max);
+        while seen < size - 1 && counts.taken < max {
+            let at = i * rxd::SIZE;
+            if self.desc.read::<u8>(at + rxd::STATUS) & rxd::DD == 0 {
                 break;
             }
             // DD before the rest of the descriptor and the frame it describes.
             fence(Ordering::Acquire);
-            let i = self.next;
-            let at = i * rxd::SIZE;
             // Dwords 2 and 3 (length, checksum, status, errors, special)
             // in one read; the fields by their byte offsets in it.
             let upper = self.desc.read::<u64>(at + rxd::LENGTH);
@@ -137,30 +135,29 @@ impl RxRing {
             let status = field(rxd::STATUS, 8) as u8;
             let errors = field(rxd::ERRORS, 8) as u8;
             let len = field(rxd::LENGTH, 16);
-            let old = self.bufs[i]
-                .take()
-                .expect("every descriptor holds a buffer");
-            let good = check_descriptor(&mut self.discarding, status, errors, len, old.capacity());
+            let slot = &mut self.bufs[i];
+            let good = check_descriptor(&mut self.discarding, status, errors, len, slot.capacity());
             counts.errors += !good as u64;
-            match (good, cache.alloc()) {
-                (true, Some(fresh)) => {
-                    out.push(Packet::received(old, RX_HEADROOM, len));
-                    taken += 1;
-                    self.arm(i, fresh);
+            if good {
+                match cache.alloc() {
+                    Some(fresh) => {
+                        let old = std::mem::replace(slot, fresh);
+                        out.push(Packet::received(old, RX_HEADROOM, len));
+                        counts.taken += 1;
+                    }
+                    // The frame is dropped; its buffer stays.
+                    None => counts.no_buffer += 1,
                 }
-                (true, None) => {
-                    counts.no_buffer += 1;
-                    self.arm(i, old);
-                }
-                (false, _) => self.arm(i, old),
             }
-            last = Some(i);
-            self.next = super::ring_next(i, self.size());
+            arm(&self.desc, i, slot);
+            seen += 1;
+            i = super::ring_next(i, size);
         }
-        if let Some(i) = last {
+        if seen > 0 {
+            self.next = i;
             // The re-armed descriptors before the NIC may own them again.
             fence(Ordering::Release);
-            bar.write32(RDT, i as u32);
+            bar.write32(RDT, i.checked_sub(1).unwrap_or(size - 1) as u32);
         }
         counts
     }
@@ -170,10 +167,16 @@ impl RxRing {
     pub(crate) fn leak(&mut self) {
         self.desc.leak_on_drop();
         self.bufs
-            .iter_mut()
-            .filter_map(Option::take)
+            .drain(..)
             .for_each(vfio_core::dma::DmaTarget::leak);
     }
+}
+
+/// Points descriptor `i` at `buf` (after the headroom), status cleared.
+#[inline]
+fn arm(desc: &DmaMemory, i: usize, buf: &Buffer) {
+    let iova = buf.iova() + RX_HEADROOM as u64;
+    desc.write_words::<u64>(i * rxd::SIZE, &[iova, 0]);
 }
 
 /// Whether a written-back receive descriptor (its STATUS, ERRORS and LENGTH
