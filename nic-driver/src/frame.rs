@@ -439,6 +439,7 @@ impl TxFrame {
     /// [`crate::Stats::tx_from`] once it takes the frame. One pass over the
     /// segments, one match on each: a pointer comparison per segment for
     /// the container.
+    #[inline]
     pub(crate) fn check(
         &self,
         max_frame: usize,
@@ -446,17 +447,47 @@ impl TxFrame {
         addr: PciAddress,
     ) -> crate::Result<BytesByWriter> {
         let mut bytes = BytesByWriter::default();
+        for s in self.segments[..self.count].iter().flatten() {
+            let v = s.view();
+            if !v.in_bounds || v.len == 0 || !Arc::ptr_eq(v.container, container) {
+                return Err(self.refusal(max_frame, container, addr));
+            }
+            // In bounds: no more than the buffer holds, so the sum cannot overflow.
+            bytes.add(v.writer, v.len);
+        }
+        let len = bytes.total() as usize;
+        let offload_fits = self
+            .offload
+            .is_none_or(|o| len >= o.l4_start as usize + 8 && o.l4_start >= o.ip_start + 20);
+        if len == 0 || len > max_frame || !offload_fits {
+            return Err(self.refusal(max_frame, container, addr));
+        }
+        Ok(bytes)
+    }
+
+    /// Why [`TxFrame::check`] refuses the frame: the first segment that is
+    /// out of bounds or of another container, then an empty frame, an
+    /// empty segment, a frame too long, an offload that does not fit.
+    #[cold]
+    #[inline(never)]
+    fn refusal(
+        &self,
+        max_frame: usize,
+        container: &Arc<Container>,
+        addr: PciAddress,
+    ) -> crate::Error {
+        let mut len = 0;
         let mut empty_segment = false;
         for (n, s) in self.segments[..self.count].iter().enumerate() {
             let Some(s) = s else { continue };
             let v = s.view();
             if !v.in_bounds {
-                return Err(crate::Error::InvalidFrame(
+                return crate::Error::InvalidFrame(
                     "a segment reaches past the end of its buffer".into(),
-                ));
+                );
             }
             if !Arc::ptr_eq(v.container, container) {
-                return Err(crate::Error::ForeignMemory {
+                return crate::Error::ForeignMemory {
                     addr,
                     what: format!(
                         "segment {} of {} of a frame to transmit",
@@ -464,33 +495,25 @@ impl TxFrame {
                         self.segment_count()
                     ),
                     iova: s.dma().0,
-                });
+                };
             }
-            // In bounds: no more than the buffer holds, so the sum cannot overflow.
-            bytes.add(v.writer, v.len);
+            len += v.len;
             empty_segment |= v.len == 0;
         }
-        let len = bytes.total() as usize;
         if len == 0 {
-            return Err(crate::Error::InvalidFrame("an empty frame".into()));
+            return crate::Error::InvalidFrame("an empty frame".into());
         }
         if empty_segment {
-            return Err(crate::Error::InvalidFrame(
-                "a frame with an empty segment".into(),
-            ));
+            return crate::Error::InvalidFrame("a frame with an empty segment".into());
         }
         if len > max_frame {
-            return Err(too_long(len, max_frame));
+            return too_long(len, max_frame);
         }
-        if let Some(o) = self.offload {
-            if len < o.l4_start as usize + 8 || o.l4_start < o.ip_start + 20 {
-                return Err(crate::Error::InvalidFrame(format!(
-                    "checksum offload with IP at {} and L4 at {} does not fit a {len}-byte frame",
-                    o.ip_start, o.l4_start
-                )));
-            }
-        }
-        Ok(bytes)
+        // What is left is the offload (check refuses nothing else).
+        let (ip, l4) = self.offload.map_or((0, 0), |o| (o.ip_start, o.l4_start));
+        crate::Error::InvalidFrame(format!(
+            "checksum offload with IP at {ip} and L4 at {l4} does not fit a {len}-byte frame"
+        ))
     }
 
     /// The segment slots in use, for a driver to take each segment out of
