@@ -317,14 +317,14 @@ impl Workload for NvmeReads {
 }
 
 /// 60-byte transmit at batch `batch`, as nic-pktgen's send loop does it:
-/// `batch` frames built in fresh pool buffers (the 60 bytes copied in), one
-/// `tx_batch` (one TDT write on the e1000, one notification on virtio-net),
-/// one `tx_clean` returning the buffers the NIC is done with. Through `dyn
-/// NetDevice`, as nic-pktgen holds the NIC. The `nic` workload on the
-/// e1000, `virtio-tx` on virtio-net.
+/// one `tx_fill` of `batch` frames built in fresh pool buffers where the
+/// NIC sends them from (the 60 bytes copied in; one TDT write on the
+/// e1000, one notification on virtio-net), one `tx_clean` returning the
+/// buffers the NIC is done with. Through `dyn NetDevice`, as nic-pktgen
+/// holds the NIC. The `nic` workload on the e1000, `virtio-tx` on
+/// virtio-net.
 struct NicTx {
     nic: Box<dyn NetDevice + Send>,
-    queue: Vec<Packet>,
     frame: [u8; FRAME],
     _model: Box<dyn std::any::Any>,
 }
@@ -365,7 +365,6 @@ impl NicTx {
         frame[12..14].copy_from_slice(&[0x08, 0x00]);
         NicTx {
             nic,
-            queue: Vec::with_capacity(MAX_BATCH),
             frame,
             _model: model,
         }
@@ -393,15 +392,15 @@ const STEADY_LINK: std::time::Duration = std::time::Duration::from_secs(3600);
 impl Workload for NicTx {
     fn run(&mut self, batch: usize, iterations: u64) -> u64 {
         let mut sent = 0;
+        let frame = &self.frame;
+        let mut fill = |room: &mut [u8]| {
+            room[..FRAME].copy_from_slice(frame);
+            FRAME
+        };
         for _ in 0..iterations {
-            let have = self.queue.len();
-            let got = self.nic.alloc_packets(batch - have, &mut self.queue);
-            assert_eq!(got, batch - have, "a free buffer per frame");
-            for p in &mut self.queue[have..] {
-                p.buffer_mut()[..FRAME].copy_from_slice(&self.frame);
-                p.set_len(FRAME);
-            }
-            sent += self.nic.tx_packets(&mut self.queue).expect("transmit") as u64;
+            let got = self.nic.tx_fill(batch, &mut fill).expect("transmit");
+            assert_eq!(got, batch, "a free buffer and descriptor per frame");
+            sent += got as u64;
             self.nic.tx_clean();
         }
         sent

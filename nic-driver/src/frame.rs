@@ -149,7 +149,7 @@ fn packet_error(
 }
 
 /// A frame of `len` bytes, more than `max_frame`.
-fn too_long(len: usize, max_frame: usize) -> crate::Error {
+pub(crate) fn too_long(len: usize, max_frame: usize) -> crate::Error {
     crate::Error::InvalidFrame(format!(
         "{len} bytes is more than the {max_frame}-byte frames this NIC sends (enable jumbo frames?)"
     ))

@@ -352,6 +352,38 @@ pub trait NetDevice {
     /// queued); virtio-net: [`Error::Device`].
     fn tx_packets(&mut self, packets: &mut Vec<Packet>) -> Result<usize>;
 
+    /// Builds up to `n` frames in place and sends them, one doorbell for
+    /// all: each in a fresh buffer of the device's pool, which `fill`
+    /// writes (it gets the buffer's room for a frame, at most the largest
+    /// frame the NIC sends) and whose frame length it returns. 0 ends the
+    /// batch (that buffer goes back unsent). Returns how many were sent:
+    /// fewer than `n` when the ring is full, the pool has run out, or
+    /// `fill` ended the batch. The path for a generator: no [`Packet`] is
+    /// made, moved or checked per frame (the buffers are the device's own,
+    /// so of its container), each frame goes to the NIC from where it was
+    /// written, and counts as the CPU's bytes ([`Stats::tx_from`]).
+    ///
+    /// ```no_run
+    /// # fn main() -> nic_driver::Result<()> {
+    /// # let container = vfio_core::vfio::Container::new()?;
+    /// let mut nic = nic_driver::open(&container, "0000:00:03.0".parse()?, Default::default())?;
+    /// let frame = [0u8; 60]; // destination, source, EtherType, payload
+    /// let sent = nic.tx_fill(32, &mut |room| {
+    ///     room[..frame.len()].copy_from_slice(&frame);
+    ///     frame.len()
+    /// })?;
+    /// println!("{sent} frames on the wire");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LinkDown`] as [`NetDevice::tx_batch`] (nothing built);
+    /// [`Error::InvalidFrame`] when `fill` returns more than the room it
+    /// was given (that frame is not sent, the frames before it are);
+    /// virtio-net: [`Error::Device`].
+    fn tx_fill(&mut self, n: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> Result<usize>;
+
     /// Appends up to `n` fresh packets of length 0 to `out`, as `n` calls
     /// of [`NetDevice::alloc_packet`] would, in one call; returns how
     /// many (fewer when the buffers run out).
@@ -441,6 +473,32 @@ pub(crate) fn alloc_packets(
 ) -> usize {
     let headroom = headroom.min(cache.pool().buf_size());
     cache.alloc_into(n, out, |buf| Packet::empty_at(buf, headroom))
+}
+
+/// Builds frames in `packets` (fresh, of length 0) with `fill`, each in at
+/// most `max_frame` bytes of room, for a driver's
+/// [`NetDevice::tx_fill`] that sends packets: drops the packets from the
+/// first that `fill` ends (0) or overfills (the refusal returned) on.
+pub(crate) fn fill_packets(
+    packets: &mut Vec<Packet>,
+    max_frame: usize,
+    fill: &mut dyn FnMut(&mut [u8]) -> usize,
+) -> Option<Error> {
+    let mut refused = None;
+    let mut built = 0;
+    for p in packets.iter_mut() {
+        let buffer = p.buffer_mut();
+        let room = buffer.len().min(max_frame);
+        let len = fill(&mut buffer[..room]);
+        if len == 0 || len > room {
+            refused = (len > room).then(|| frame::too_long(len, room));
+            break;
+        }
+        p.set_len(len);
+        built += 1;
+    }
+    packets.truncate(built);
+    refused
 }
 
 pub(crate) fn check_mac(mac: [u8; 6]) -> std::result::Result<[u8; 6], String> {

@@ -384,6 +384,79 @@ fn refuses_bad_packets_after_the_good_ones(nic: &mut dyn NetDevice, wire: &dyn W
     assert_eq!(nic.free_buffers(), free);
 }
 
+/// Issue 30: frames built in place with `tx_fill` (in batches larger than
+/// the ring: each call sends what fits) come out in order, byte for byte;
+/// every buffer returns.
+fn fills_in_place_byte_exact(nic: &mut dyn NetDevice, wire: &dyn Wire) {
+    let free = nic.free_buffers();
+    let expected: Vec<Vec<u8>> = (0..FRAMES)
+        .map(|i| frame([0xff; 6], i, length(i)))
+        .collect();
+    let mut next = 0;
+    let start = Instant::now();
+    while next < expected.len() || nic.tx_pending() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "frames stuck");
+        let want = (expected.len() - next).min(3 * RING);
+        let mut filled = next;
+        let sent = nic
+            .tx_fill(want, &mut |room| {
+                let f = &expected[filled];
+                room[..f.len()].copy_from_slice(f);
+                filled += 1;
+                f.len()
+            })
+            .unwrap();
+        assert_eq!(filled - next, sent, "one fill per frame sent");
+        assert!(sent <= RING, "no more than the ring holds");
+        next += sent;
+        if nic.tx_clean() == 0 {
+            std::thread::yield_now();
+        }
+    }
+    assert_eq!(wire.transmitted(), expected);
+    assert_eq!(nic.free_buffers(), free);
+}
+
+/// Issue 30: `fill` returning 0 ends a `tx_fill` batch, and a length past
+/// the room it was given is refused after the frames before it went out;
+/// neither buffer is sent or lost.
+fn fill_ends_on_zero_and_refuses_too_long(nic: &mut dyn NetDevice, wire: &dyn Wire) {
+    let free = nic.free_buffers();
+    let a = frame([0xff; 6], 1, 60);
+    let mut calls = 0;
+    let sent = nic
+        .tx_fill(4, &mut |room| {
+            calls += 1;
+            if calls > 2 {
+                return 0;
+            }
+            room[..a.len()].copy_from_slice(&a);
+            a.len()
+        })
+        .unwrap();
+    assert_eq!((sent, calls), (2, 3));
+    let mut rooms = Vec::new();
+    match nic.tx_fill(4, &mut |room| {
+        rooms.push(room.len());
+        if rooms.len() == 1 {
+            room[..a.len()].copy_from_slice(&a);
+            return a.len();
+        }
+        room.len() + 1
+    }) {
+        Err(Error::InvalidFrame(m)) => assert!(m.contains("1515 bytes"), "{m}"),
+        other => panic!("expected InvalidFrame, got {other:?}"),
+    }
+    assert_eq!(rooms, [1514, 1514], "the room is the largest frame");
+    let start = Instant::now();
+    while nic.tx_pending() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "frames stuck");
+        nic.tx_clean();
+    }
+    assert_eq!(wire.transmitted(), [a.clone(), a.clone(), a]);
+    assert_eq!(nic.free_buffers(), free);
+}
+
 /// Issue 30: what `rx_batch` received goes back out with `tx_packets` from
 /// the same buffers (an echo), byte for byte.
 fn echoes_received_packets(nic: &mut dyn NetDevice, wire: &dyn Wire) {
@@ -596,6 +669,8 @@ on_both!(
     sends_packets_byte_exact,
     refuses_bad_packets_after_the_good_ones,
     echoes_received_packets,
+    fills_in_place_byte_exact,
+    fill_ends_on_zero_and_refuses_too_long,
 );
 
 // A device's DMA from another thread and the driver's volatile reads of

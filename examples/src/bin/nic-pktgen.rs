@@ -24,7 +24,7 @@ use examples::cli::{self, MacAddress};
 use examples::packet::PacketSocket;
 use examples::perf::machine_label;
 use examples::syscount::{self, Syscalls};
-use nic_driver::{e1000::Config, Error, NetDevice, Packet, Result};
+use nic_driver::{e1000::Config, Error, NetDevice, Result};
 use vfio_core::pci::{PciAddress, Sysfs};
 use vfio_core::vfio::Container;
 
@@ -138,20 +138,12 @@ fn userspace(cli: &Cli, addr: PciAddress, dst: [u8; 6]) -> Result<(Run, [u8; 6])
         .spare_buffers(2 * cli.batch.max(512));
     let mut nic = nic_driver::open(&container, addr, config)?;
     let frame = udp_frame(nic.mac(), dst, cli.size, USER_PORT);
-    let mut queue = Vec::with_capacity(cli.batch);
     let (mut sent, mut completed) = (0u64, 0u64);
     let start = Instant::now();
     let mut result = Ok(());
     let counting = syscount::start();
     let info = allocation_counter::measure(|| {
-        result = send_loop(
-            nic.as_mut(),
-            &frame,
-            cli,
-            &mut queue,
-            &mut sent,
-            &mut completed,
-        )
+        result = send_loop(nic.as_mut(), &frame, cli, &mut sent, &mut completed)
     });
     let syscalls = counting.finish();
     result?;
@@ -174,28 +166,27 @@ fn userspace(cli: &Cli, addr: PciAddress, dst: [u8; 6]) -> Result<(Run, [u8; 6])
     Ok((run, nic.mac()))
 }
 
-/// Fills batches from the pool and sends them until `count` are queued;
-/// adds the frames the driver reports sent to `completed`.
+/// Builds batches in place in the NIC's own buffers ([`NetDevice::tx_fill`])
+/// and sends them until `count` are queued; adds the frames the driver
+/// reports sent to `completed`.
 fn send_loop(
     nic: &mut (dyn NetDevice + Send),
     frame: &[u8],
     cli: &Cli,
-    queue: &mut Vec<Packet>,
     sent: &mut u64,
     completed: &mut u64,
 ) -> Result<()> {
-    while *sent < cli.count && examples::signals::requested().is_none() {
-        // Fresh packets for what the last batch sent, built where they lie.
-        let want = cli.batch.min((cli.count - *sent) as usize);
-        let have = queue.len();
-        if have < want {
-            nic.alloc_packets(want - have, queue);
-            for p in &mut queue[have..] {
-                p.buffer_mut()[..frame.len()].copy_from_slice(frame);
-                p.set_len(frame.len());
-            }
+    // A frame longer than the room is not copied: its length makes
+    // tx_fill refuse it with an error that names both sizes.
+    let mut fill = |room: &mut [u8]| {
+        if let Some(at) = room.get_mut(..frame.len()) {
+            at.copy_from_slice(frame);
         }
-        *sent += nic.tx_packets(queue)? as u64;
+        frame.len()
+    };
+    while *sent < cli.count && examples::signals::requested().is_none() {
+        let want = cli.batch.min((cli.count - *sent) as usize);
+        *sent += nic.tx_fill(want, &mut fill)? as u64;
         *completed += nic.tx_clean() as u64;
     }
     Ok(())

@@ -446,6 +446,13 @@ impl NetDevice for E1000 {
         sent
     }
 
+    fn tx_fill(&mut self, n: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> Result<usize> {
+        self.tx_ready()?;
+        let sent = self.tx.fill(&self.bar, &mut self.cache, n, fill);
+        self.full_ring_check(&sent, n > 0);
+        sent
+    }
+
     fn tx_clean(&mut self) -> usize {
         self.tx.clean(&mut self.cache) + std::mem::take(&mut self.tx_reclaimed)
     }

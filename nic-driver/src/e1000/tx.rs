@@ -241,6 +241,51 @@ impl TxRing {
         bad.map_or(Ok(sent), Err)
     }
 
+    /// Builds up to `n` frames in buffers from `cache` (see
+    /// [`crate::NetDevice::tx_fill`]) while they fit, one descriptor each;
+    /// one TDT write. A length of 0 from `fill` ends the batch, one past
+    /// the room is refused; either way that buffer goes back to `cache`.
+    pub(crate) fn fill(
+        &mut self,
+        bar: &Mmio,
+        cache: &mut BufferCache,
+        n: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<usize> {
+        let n = n.min(self.free());
+        let room = self.max_frame.min(cache.pool().buf_size());
+        let (size, mut tail) = (self.size(), self.tail);
+        let (mut unreported, mut frames) = (self.unreported, self.unreported_frames);
+        let (mut sent, mut bytes, mut refused) = (0, 0, None);
+        while sent < n {
+            let Some(mut buf) = cache.alloc() else { break };
+            let len = fill(&mut buf.as_mut_slice()[..room]);
+            if len == 0 || len > room {
+                cache.free(buf);
+                refused = (len > room).then(|| crate::frame::too_long(len, room));
+                break;
+            }
+            let mut cmd = txd::CMD_IFCS | txd::CMD_EOP | len as u32;
+            (unreported, frames) = (unreported + 1, frames + 1);
+            if unreported >= RS_THRESH {
+                cmd |= txd::CMD_RS;
+                self.reports.push_back(Report { desc: tail, frames });
+                (unreported, frames) = (0, 0);
+            }
+            self.desc
+                .write_words::<u64>(tail * txd::SIZE, &[buf.iova(), cmd as u64]);
+            self.held[tail] = Some(Hold::Own(buf));
+            tail = super::ring_next(tail, size);
+            (sent, bytes) = (sent + 1, bytes + len as u64);
+        }
+        (self.tail, self.unreported, self.unreported_frames) = (tail, unreported, frames);
+        self.in_flight += sent;
+        // Written by the CPU, through the buffers' `&mut` slices.
+        self.from.cpu += bytes;
+        self.hand_over(bar, sent);
+        refused.map_or(Ok(sent), Err)
+    }
+
     /// Hands the `sent` frames just written to the NIC: RS on the last
     /// descriptor if the batch ended without one, one TDT write.
     fn hand_over(&mut self, bar: &Mmio, sent: usize) {

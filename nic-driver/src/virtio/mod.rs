@@ -977,6 +977,17 @@ impl NetDevice for VirtioNet {
         bad.map_or(Ok(sent), Err)
     }
 
+    fn tx_fill(&mut self, n: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> Result<usize> {
+        self.tx_ready()?;
+        // As many as fit (two descriptors each), so no frame is built in vain.
+        let n = n.min(self.tx.free() / 2);
+        let mut packets = Vec::with_capacity(n);
+        crate::alloc_packets(&mut self.cache, n, 0, &mut packets);
+        let refused = crate::fill_packets(&mut packets, self.max_frame, fill);
+        let sent = self.tx_packets(&mut packets)?;
+        refused.map_or(Ok(sent), Err)
+    }
+
     fn tx_clean(&mut self) -> usize {
         if let Err(e) = self.reclaim() {
             if !std::mem::replace(&mut self.tx_broken_logged, true) {
