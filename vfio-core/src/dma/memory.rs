@@ -449,29 +449,33 @@ impl DmaMemory {
         unsafe { copy_to_device(data, p) }
     }
 
-    /// `len` bytes at `offset` as a slice.
+    /// `len` bytes at `offset` as a slice. Not checked at run time (the
+    /// pool's buffers lie inside its region by construction, and the check
+    /// would be paid on every packet's access): debug builds assert it.
     ///
     /// # Safety
-    /// Nothing may write the range while the slice lives: the caller owns it
-    /// exclusively (no device has it, no `&mut` slice to it exists).
+    /// The range lies inside the region, and nothing may write it while the
+    /// slice lives: the caller owns it exclusively (no device has it, no
+    /// `&mut` slice to it exists).
     #[inline]
     pub(crate) unsafe fn slice(&self, offset: usize, len: usize) -> &[u8] {
-        let p = self.at(offset, len, 1);
-        // SAFETY: in bounds (`at`); exclusivity is the caller's promise.
-        unsafe { std::slice::from_raw_parts(p, len) }
+        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        // SAFETY: in bounds and exclusive: the caller's promise.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset), len) }
     }
 
-    /// `len` bytes at `offset` as a mutable slice.
+    /// `len` bytes at `offset` as a mutable slice, unchecked as
+    /// [`DmaMemory::slice`].
     ///
     /// # Safety
-    /// The caller owns the range exclusively for the slice's life (no device
-    /// has it, no other slice to it exists).
+    /// The range lies inside the region, and the caller owns it exclusively
+    /// for the slice's life (no device has it, no other slice to it exists).
     #[allow(clippy::mut_from_ref)]
     #[inline]
     pub(crate) unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
-        let p = self.at(offset, len, 1);
-        // SAFETY: in bounds (`at`); exclusivity is the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(p, len) }
+        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        // SAFETY: in bounds and exclusive: the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(offset), len) }
     }
 }
 

@@ -287,9 +287,11 @@ impl Buffer {
     /// The buffer's bytes, all of [`Buffer::capacity`].
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: this Buffer is the only owner of its index, so no other
-        // slice covers these bytes, and while `self` is borrowed here the
-        // buffer cannot be handed to a device (that takes it by value).
+        // SAFETY: index < count and count * buf_size <= the region's
+        // length (`from_memory` asserts it), so the range is inside. This
+        // Buffer is the only owner of its index, so no other slice covers
+        // these bytes, and while `self` is borrowed here the buffer cannot
+        // be handed to a device (that takes it by value).
         unsafe { self.pool.memory.slice(self.offset(), self.pool.buf_size) }
     }
 
@@ -454,8 +456,9 @@ impl SharedBuffer {
     /// The bytes (read-only: no owner can write them).
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: the buffer was a Buffer's, consumed by `into_shared`; no
-        // owner of a SharedBuffer can write it, so shared slices are sound.
+        // SAFETY: inside the region as in `Buffer::as_slice`; the buffer
+        // was a Buffer's, consumed by `into_shared`; no owner of a
+        // SharedBuffer can write it, so shared slices are sound.
         unsafe { self.pool.memory.slice(self.offset(), self.pool.buf_size) }
     }
 }
