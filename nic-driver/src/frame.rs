@@ -324,15 +324,6 @@ impl Hold {
             Hold::Shared(_) => {}
         }
     }
-
-    /// Leaves the buffer allocated, mapped and out of its pool for good (a
-    /// NIC that could not be stopped).
-    pub(crate) fn leak(self) {
-        match self {
-            Hold::Own(buf) => DmaTarget::leak(buf),
-            Hold::Shared(buf) => DmaTarget::leak(buf),
-        }
-    }
 }
 
 /// A segment as [`TxFrame::check`] sees it.

@@ -86,6 +86,7 @@
 pub mod e1000;
 mod error;
 mod frame;
+mod held;
 pub mod link;
 #[cfg(test)]
 mod testing;

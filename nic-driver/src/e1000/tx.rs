@@ -32,7 +32,8 @@ use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
 use super::regs::{txd, TDBAH, TDBAL, TDH, TDLEN, TDT};
-use crate::frame::{check_packets, Hold};
+use crate::frame::check_packets;
+use crate::held::Held;
 use crate::{ChecksumOffload, Packet, Result, TxFrame};
 
 /// Descriptors after which, within one batch, RS is set again on the next
@@ -52,7 +53,7 @@ pub(crate) struct TxRing {
     desc: DmaMemory,
     /// The buffer each descriptor sends from, held until the NIC is done
     /// (none for a context descriptor).
-    held: Vec<Option<Hold>>,
+    held: Held,
     tail: usize,
     clean: usize,
     in_flight: usize,
@@ -77,7 +78,7 @@ impl TxRing {
     /// not yet given to the NIC ([`TxRing::start`]).
     pub(crate) fn new(container: &Arc<Container>, size: usize, max_frame: usize) -> Result<TxRing> {
         let desc = DmaMemory::new(container, size * txd::SIZE, Backing::Auto)?;
-        let held = (0..size).map(|_| None).collect();
+        let held = Held::new(size);
         Ok(TxRing {
             desc,
             held,
@@ -104,7 +105,7 @@ impl TxRing {
     }
 
     fn size(&self) -> usize {
-        self.held.len()
+        self.held.size()
     }
 
     fn free(&self) -> usize {
@@ -143,11 +144,7 @@ impl TxRing {
             self.in_flight -= first.len() + second.len();
             self.clean = super::ring_next(done, self.size());
             for range in [first, second] {
-                for held in &mut self.held[range] {
-                    if let Some(held) = held.take() {
-                        held.recycle(cache);
-                    }
-                }
+                self.held.release(range, cache);
             }
             frames += ended;
         }
@@ -228,7 +225,7 @@ impl TxRing {
             // Dword 2 (command and length), dword 3 (status, POPTS) 0.
             self.desc
                 .write_words::<u64>(tail * txd::SIZE, &[p.iova(), cmd as u64]);
-            self.held[tail] = Some(Hold::Own(p.into_buffer()));
+            self.held.own(tail, p.into_buffer());
             tail = super::ring_next(tail, size);
         }
         (self.tail, self.unreported, self.unreported_frames) = (tail, unreported, frames);
@@ -274,7 +271,7 @@ impl TxRing {
             }
             self.desc
                 .write_words::<u64>(tail * txd::SIZE, &[buf.iova(), cmd as u64]);
-            self.held[tail] = Some(Hold::Own(buf));
+            self.held.own(tail, buf);
             tail = super::ring_next(tail, size);
             (sent, bytes) = (sent + 1, bytes + len as u64);
         }
@@ -308,8 +305,7 @@ impl TxRing {
     /// allocated and mapped for good, for a NIC that could not be stopped.
     pub(crate) fn leak(&mut self) {
         self.desc.leak_on_drop();
-        let held = self.held.iter_mut().filter_map(Option::take);
-        held.for_each(Hold::leak);
+        self.held.leak();
     }
 
     fn advance(&mut self) -> usize {
@@ -332,7 +328,6 @@ impl TxRing {
         // Dwords 2 and 3 (command, then status and the MSS/header fields, 0)
         // as one little-endian word: the descriptor in two stores, one check.
         self.desc.write_words::<u64>(at, &[lower, cmd as u64]);
-        self.held[at / txd::SIZE] = None;
         self.unreported += 1;
         self.context = Some(o);
     }
@@ -389,7 +384,7 @@ impl TxRing {
         len: usize,
         mut cmd: u32,
         popts: u8,
-        held: Hold,
+        held: crate::frame::Hold,
         end: bool,
         last_of_batch: bool,
     ) {
@@ -411,6 +406,6 @@ impl TxRing {
         // POPTS) as one little-endian word after the buffer address.
         let upper = (cmd | len as u32) as u64 | ((popts as u64) << 8) << 32;
         self.desc.write_words::<u64>(i * txd::SIZE, &[iova, upper]);
-        self.held[i] = Some(held);
+        self.held.put(i, held);
     }
 }

@@ -1,0 +1,92 @@
+//! What a transmit ring's descriptors hold until the NIC is done with them,
+//! by descriptor index: the buffer the bytes are in (owned, back to the
+//! ring's [`BufferCache`] on release), or one share of a shared buffer
+//! (dropped on release, the buffer going home with the last share).
+//!
+//! Owned buffers and shares are kept apart so that the common case, a ring
+//! of owned buffers, stores and takes 24 bytes per descriptor with no tag
+//! to match, and release looks at the shares only while there are some.
+
+use std::ops::Range;
+
+use vfio_core::dma::{Buffer, BufferCache, DmaTarget, SharedBuffer};
+
+use crate::frame::Hold;
+
+#[derive(Debug)]
+pub(crate) struct Held {
+    own: Vec<Option<Buffer>>,
+    shared: Vec<Option<SharedBuffer>>,
+    /// Shares held now.
+    shares: usize,
+}
+
+impl Held {
+    /// Nothing held, for a ring of `size` descriptors.
+    pub(crate) fn new(size: usize) -> Held {
+        Held {
+            own: (0..size).map(|_| None).collect(),
+            shared: (0..size).map(|_| None).collect(),
+            shares: 0,
+        }
+    }
+
+    /// Descriptors of the ring.
+    #[inline]
+    pub(crate) fn size(&self) -> usize {
+        self.own.len()
+    }
+
+    /// Descriptor `i` (released since it was last used) holds `buf`.
+    #[inline(always)]
+    pub(crate) fn own(&mut self, i: usize, buf: Buffer) {
+        let old = self.own[i].replace(buf);
+        debug_assert!(old.is_none(), "descriptor {i} still held a buffer");
+    }
+
+    /// Descriptor `i` (released since it was last used) holds `hold`.
+    #[inline(always)]
+    pub(crate) fn put(&mut self, i: usize, hold: Hold) {
+        match hold {
+            Hold::Own(buf) => self.own(i, buf),
+            Hold::Shared(share) => {
+                debug_assert!(
+                    self.shared[i].is_none(),
+                    "descriptor {i} still holds a share"
+                );
+                self.shared[i] = Some(share);
+                self.shares += 1;
+            }
+        }
+    }
+
+    /// Releases what descriptors `range` hold: owned buffers onto `cache`
+    /// (another pool's go home), shares dropped.
+    #[inline]
+    pub(crate) fn release(&mut self, range: Range<usize>, cache: &mut BufferCache) {
+        for buf in self.own[range.clone()].iter_mut().filter_map(Option::take) {
+            cache.free(buf);
+        }
+        if self.shares > 0 {
+            let dropped = self.shared[range]
+                .iter_mut()
+                .filter_map(Option::take)
+                .count();
+            self.shares -= dropped;
+        }
+    }
+
+    /// Leaves everything held allocated, mapped and out of its pool for
+    /// good (a NIC that could not be stopped).
+    pub(crate) fn leak(&mut self) {
+        self.own
+            .iter_mut()
+            .filter_map(Option::take)
+            .for_each(DmaTarget::leak);
+        self.shared
+            .iter_mut()
+            .filter_map(Option::take)
+            .for_each(DmaTarget::leak);
+        self.shares = 0;
+    }
+}
