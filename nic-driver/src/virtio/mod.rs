@@ -165,6 +165,8 @@ pub struct VirtioNet {
     link: LinkWatch,
     /// Frames reclaimed inside `tx_batch`, reported by the next `tx_clean`.
     tx_reclaimed: usize,
+    /// The packets `tx_fill` builds, kept to be reused (no allocation per call).
+    tx_fill_packets: Vec<Packet>,
     max_frame: usize,
     /// MSI-X vector 0 (receive) in interrupt mode.
     irqs: Option<Interrupts>,
@@ -326,6 +328,7 @@ impl VirtioNet {
             stats: Stats::default(),
             link: LinkWatch::new(config.link_poll),
             tx_reclaimed: 0,
+            tx_fill_packets: Vec::with_capacity(tx_size),
             max_frame,
             irqs,
             tx_broken_logged: false,
@@ -981,10 +984,13 @@ impl NetDevice for VirtioNet {
         self.tx_ready()?;
         // As many as fit (two descriptors each), so no frame is built in vain.
         let n = n.min(self.tx.free() / 2);
-        let mut packets = Vec::with_capacity(n);
+        let mut packets = std::mem::take(&mut self.tx_fill_packets);
         crate::alloc_packets(&mut self.cache, n, 0, &mut packets);
         let refused = crate::fill_packets(&mut packets, self.max_frame, fill);
-        let sent = self.tx_packets(&mut packets)?;
+        let sent = self.tx_packets(&mut packets);
+        packets.clear();
+        self.tx_fill_packets = packets;
+        let sent = sent?;
         refused.map_or(Ok(sent), Err)
     }
 
