@@ -21,26 +21,71 @@ pub struct Endpoints {
     pub dst_port: u16,
 }
 
-/// Writes the 58 header bytes of a datagram carrying `data_len` bytes into
-/// `out`, ready for checksum offload: the IPv4 checksum 0, the UDP checksum
-/// seeded with the pseudo-header sum (the NIC completes both).
-pub fn write_header(out: &mut [u8], e: &Endpoints, seq: u32, offset: u64, data_len: usize) {
-    let udp_len = (8 + HEADER + data_len) as u16;
-    out[0..6].copy_from_slice(&e.dst_mac);
-    out[6..12].copy_from_slice(&e.src_mac);
-    out[12..14].copy_from_slice(&[0x08, 0x00]);
-    out[14..34].copy_from_slice(&[
-        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
-    out[16..18].copy_from_slice(&(20 + udp_len).to_be_bytes());
-    out[18..20].copy_from_slice(&(seq as u16).to_be_bytes());
-    out[26..30].copy_from_slice(&e.src_ip);
-    out[30..34].copy_from_slice(&e.dst_ip);
-    out[34..36].copy_from_slice(&e.src_port.to_be_bytes());
-    out[36..38].copy_from_slice(&e.dst_port.to_be_bytes());
-    out[38..40].copy_from_slice(&udp_len.to_be_bytes());
-    out[40..42].copy_from_slice(&pseudo_header_sum(e, udp_len).to_be_bytes());
-    out[42..58].copy_from_slice(&header(seq, offset));
+/// The 58 header bytes of a stream's datagrams with what never changes
+/// (addresses, ports, protocol, flags, magic) written once: a datagram's
+/// header is a copy of it with five fields set (lengths, IP ID, the UDP
+/// checksum seed, sequence number and offset), ready for checksum offload
+/// (the IPv4 checksum 0, the UDP checksum seeded with the pseudo-header
+/// sum; the NIC completes both).
+#[derive(Clone, Debug)]
+pub struct HeaderTemplate {
+    bytes: [u8; FRAME_OVERHEAD],
+    /// The pseudo-header sum without the UDP length, unfolded.
+    pseudo: u32,
+}
+
+impl HeaderTemplate {
+    /// The template of the stream between `e`.
+    pub fn new(e: &Endpoints) -> HeaderTemplate {
+        let mut b = [0u8; FRAME_OVERHEAD];
+        b[0..6].copy_from_slice(&e.dst_mac);
+        b[6..12].copy_from_slice(&e.src_mac);
+        b[12..14].copy_from_slice(&[0x08, 0x00]);
+        // Version 4, 20-byte header; don't fragment; TTL 64; UDP.
+        b[14..34].copy_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        b[26..30].copy_from_slice(&e.src_ip);
+        b[30..34].copy_from_slice(&e.dst_ip);
+        b[34..36].copy_from_slice(&e.src_port.to_be_bytes());
+        b[36..38].copy_from_slice(&e.dst_port.to_be_bytes());
+        b[42..46].copy_from_slice(&MAGIC);
+        let word = |x: &[u8; 4]| {
+            u16::from_be_bytes([x[0], x[1]]) as u32 + u16::from_be_bytes([x[2], x[3]]) as u32
+        };
+        HeaderTemplate {
+            bytes: b,
+            pseudo: word(&e.src_ip) + word(&e.dst_ip) + 17,
+        }
+    }
+
+    /// Writes the header of datagram `seq` carrying `data_len` bytes from
+    /// `offset` of the stream into the first 58 bytes of `out`.
+    ///
+    /// # Panics
+    ///
+    /// When `out` is shorter than 58 bytes.
+    #[inline]
+    pub fn write(&self, out: &mut [u8], seq: u32, offset: u64, data_len: usize) {
+        let out: &mut [u8; FRAME_OVERHEAD] =
+            (&mut out[..FRAME_OVERHEAD]).try_into().expect("58 bytes");
+        *out = self.bytes;
+        let udp_len = (8 + HEADER + data_len) as u16;
+        out[16..18].copy_from_slice(&(20 + udp_len).to_be_bytes());
+        out[18..20].copy_from_slice(&(seq as u16).to_be_bytes());
+        out[38..40].copy_from_slice(&udp_len.to_be_bytes());
+        out[40..42].copy_from_slice(&fold(self.pseudo + udp_len as u32).to_be_bytes());
+        out[46..50].copy_from_slice(&seq.to_be_bytes());
+        out[50..58].copy_from_slice(&offset.to_be_bytes());
+    }
+}
+
+/// A one's-complement sum folded to 16 bits.
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
 }
 
 /// The 16-byte DMAF header alone (for programs whose socket adds the rest).
@@ -50,18 +95,6 @@ pub fn header(seq: u32, offset: u64) -> [u8; HEADER] {
     h[4..8].copy_from_slice(&seq.to_be_bytes());
     h[8..].copy_from_slice(&offset.to_be_bytes());
     h
-}
-
-/// The folded one's-complement sum of the UDP pseudo-header.
-fn pseudo_header_sum(e: &Endpoints, udp_len: u16) -> u16 {
-    let word = |x: &[u8; 4]| {
-        u16::from_be_bytes([x[0], x[1]]) as u32 + u16::from_be_bytes([x[2], x[3]]) as u32
-    };
-    let mut sum = word(&e.src_ip) + word(&e.dst_ip) + 17 + udp_len as u32;
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
 
 /// A datagram of a stream found in an Ethernet frame: its sequence number,
@@ -134,10 +167,25 @@ mod tests {
             src_port: 4000,
             dst_port: 9000,
         };
+        let t = HeaderTemplate::new(&e);
         let mut f = vec![0u8; FRAME_OVERHEAD];
-        write_header(&mut f, &e, 7, 1 << 40, 100);
+        // Another datagram's header first: nothing of it may stay.
+        t.write(&mut f, 0x1234_5678, 9, 1456);
+        t.write(&mut f, 7, 1 << 40, 100);
+        assert_eq!(f[..12], [[4; 6], [2; 6]].concat(), "destination, source");
         assert_eq!(u16::from_be_bytes([f[16], f[17]]), 20 + 8 + 16 + 100);
+        assert_eq!(
+            u16::from_be_bytes([f[18], f[19]]),
+            7,
+            "IP ID: the sequence number"
+        );
+        assert_eq!(f[22..24], [64, 17], "TTL, UDP");
+        assert_eq!(f[24..26], [0, 0], "IPv4 checksum left to the NIC");
         assert_eq!(u16::from_be_bytes([f[38], f[39]]), 8 + 16 + 100);
+        // The pseudo-header sum: addresses, protocol, UDP length, folded.
+        let sum: u32 = 198 * 256 + 51 + 100 * 256 + 1 + 198 * 256 + 51 + 100 * 256 + 2 + 17 + 124;
+        assert_eq!(u16::from_be_bytes([f[40], f[41]]), fold(sum));
+        assert!(sum > 0xffff, "the fold is exercised");
         assert_eq!(parse(&f[42..]), Some((7, 1 << 40, &[][..])));
         assert_eq!(parse(b"DMAX0000000000000000"), None);
         assert_eq!(parse(b"DMAF"), None, "too short");

@@ -11,7 +11,7 @@ use nic_driver::{ChecksumOffload, Config, NetDevice, Segment, TxFrame};
 use nvme_driver::IoQueuePair;
 use vfio_core::dma::{Buffer, BufferPool, SharedBuffer};
 
-use crate::dmaf::{self, Endpoints, FRAME_OVERHEAD};
+use crate::dmaf::{self, Endpoints, HeaderTemplate, FRAME_OVERHEAD};
 use crate::progress::Progress;
 use crate::signals;
 use crate::syscount::Syscalls;
@@ -98,7 +98,8 @@ pub struct Forwarder {
     qp: IoQueuePair<Buffer>,
     nic: Box<dyn NetDevice + Send>,
     chunks: std::sync::Arc<BufferPool>,
-    ends: Endpoints,
+    /// The datagrams' headers with the stream's addresses filled in.
+    template: HeaderTemplate,
     nsid: u32,
     block: u64,
     payload: usize,
@@ -182,7 +183,7 @@ impl Forwarder {
             qp,
             nic,
             chunks,
-            ends,
+            template: HeaderTemplate::new(&ends),
             nsid,
             block: block_size,
             payload: options.payload,
@@ -357,7 +358,8 @@ impl Forwarder {
     fn queue(&mut self, sent: Sent) -> Option<()> {
         let mut header = self.nic.alloc_packet()?;
         let len = sent.data.as_ref().map_or(0, |d| d.2);
-        dmaf::write_header(header.buffer_mut(), &self.ends, sent.seq, sent.offset, len);
+        self.template
+            .write(header.buffer_mut(), sent.seq, sent.offset, len);
         header.set_len(FRAME_OVERHEAD);
         if let (true, Some((buf, offset, len))) = (self.copy_payload, &sent.data) {
             let data = &buf.as_slice()[*offset..offset + len];

@@ -64,16 +64,21 @@ impl Held {
     /// (another pool's go home), shares dropped.
     #[inline]
     pub(crate) fn release(&mut self, range: Range<usize>, cache: &mut BufferCache) {
-        for buf in self.own[range.clone()].iter_mut().filter_map(Option::take) {
-            cache.free(buf);
+        if self.shares == 0 {
+            for buf in self.own[range].iter_mut().filter_map(Option::take) {
+                cache.free(buf);
+            }
+            return;
         }
-        if self.shares > 0 {
-            let dropped = self.shared[range]
-                .iter_mut()
-                .filter_map(Option::take)
-                .count();
-            self.shares -= dropped;
+        let mut dropped = 0;
+        let own = self.own[range.clone()].iter_mut();
+        for (own, share) in own.zip(&mut self.shared[range]) {
+            if let Some(buf) = own.take() {
+                cache.free(buf);
+            }
+            dropped += share.take().is_some() as usize;
         }
+        self.shares -= dropped;
     }
 
     /// Leaves everything held allocated, mapped and out of its pool for
