@@ -17,8 +17,10 @@ pub const MAX_SEGMENTS: usize = 4;
 #[derive(Debug)]
 pub struct Packet {
     buf: Buffer,
-    offset: usize,
-    len: usize,
+    // 32-bit: a packet is 32 bytes, moved in four words (offsets and
+    // lengths are clamped to the buffer, and to 4 GiB).
+    offset: u32,
+    len: u32,
 }
 
 impl Packet {
@@ -30,18 +32,23 @@ impl Packet {
     /// A frame of `len` bytes at `offset` in `buf` (both clamped to the buffer).
     #[inline]
     pub fn at(buf: Buffer, offset: usize, len: usize) -> Packet {
-        let offset = offset.min(buf.capacity());
-        let len = len.min(buf.capacity() - offset);
-        Packet { buf, offset, len }
+        let capacity = buf.capacity().min(u32::MAX as usize);
+        let offset = offset.min(capacity);
+        let len = len.min(capacity - offset);
+        Packet {
+            buf,
+            offset: offset as u32,
+            len: len as u32,
+        }
     }
     /// An empty frame at `offset` (at most `buf`'s capacity: the caller's
     /// check, made once for a batch).
     #[inline]
     pub(crate) fn empty_at(buf: Buffer, offset: usize) -> Packet {
-        debug_assert!(offset <= buf.capacity());
+        debug_assert!(offset <= buf.capacity() && offset <= u32::MAX as usize);
         Packet {
             buf,
-            offset,
+            offset: offset as u32,
             len: 0,
         }
     }
@@ -50,37 +57,37 @@ impl Packet {
     /// device's bytes ([`Buffer::device_wrote`]) until the CPU writes them.
     pub(crate) fn received(buf: Buffer, offset: usize, len: usize) -> Packet {
         let mut p = Packet::at(buf, offset, len);
-        p.buf.device_wrote(p.offset, p.len);
+        p.buf.device_wrote(p.offset(), p.len());
         p
     }
     /// Who last wrote the frame's bytes ([`Buffer::writer`]): the NIC for a
     /// received frame the CPU has not written since.
     #[inline]
     pub fn writer(&self) -> Writer {
-        self.buf.writer(self.offset, self.len)
+        self.buf.writer(self.offset(), self.len())
     }
     /// The frame's bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        &self.buf.as_slice()[self.offset..self.offset + self.len]
+        &self.buf.as_slice()[self.offset()..self.offset() + self.len()]
     }
     /// The frame's bytes, writable.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        let (offset, len) = (self.offset, self.len);
+        let (offset, len) = (self.offset(), self.len());
         &mut self.buf.as_mut_slice()[offset..offset + len]
     }
     /// The buffer from the frame's start to its end, writable (to build a
     /// frame before `set_len`).
     #[inline]
     pub fn buffer_mut(&mut self) -> &mut [u8] {
-        let offset = self.offset;
+        let offset = self.offset();
         &mut self.buf.as_mut_slice()[offset..]
     }
     /// Length of the frame.
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
     /// True for an empty frame.
     pub fn is_empty(&self) -> bool {
@@ -89,11 +96,12 @@ impl Packet {
     /// Sets the frame's length (at most what the buffer holds after its start).
     #[inline]
     pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(self.buf.capacity() - self.offset);
+        // At most the buffer after the start, which `at` kept under 4 GiB.
+        self.len = len.min(self.buf.capacity().min(u32::MAX as usize) - self.offset()) as u32;
     }
     /// Where the frame starts in its buffer.
     pub fn offset(&self) -> usize {
-        self.offset
+        self.offset as usize
     }
     /// IOVA of the frame's first byte.
     #[inline]
@@ -120,7 +128,7 @@ pub(crate) fn check_packets(
     room: usize,
 ) -> (usize, Option<crate::Error>) {
     for (n, p) in packets.iter().take(room).enumerate() {
-        if p.len == 0 || p.len > max_frame || !Arc::ptr_eq(p.buf.container(), container) {
+        if p.len == 0 || p.len() > max_frame || !Arc::ptr_eq(p.buf.container(), container) {
             return (n, Some(packet_error(p, max_frame, container, addr)));
         }
     }
@@ -145,7 +153,7 @@ fn packet_error(
     if p.len == 0 {
         return crate::Error::InvalidFrame("an empty frame".into());
     }
-    too_long(p.len, max_frame)
+    too_long(p.len(), max_frame)
 }
 
 /// A frame of `len` bytes, more than `max_frame`.
@@ -270,7 +278,7 @@ impl Segment {
         };
         match self {
             Segment::Packet(p) => View {
-                len: p.len,
+                len: p.len(),
                 in_bounds: true,
                 container: p.buf.container(),
                 writer: p.writer(),
