@@ -464,6 +464,7 @@ impl SharedBuffer {
 }
 
 impl Clone for SharedBuffer {
+    #[inline]
     fn clone(&self) -> Self {
         let before = self.pool.shares[self.index as usize].fetch_add(1, Ordering::Relaxed);
         if before >= MAX_SHARES {
@@ -478,10 +479,20 @@ impl Clone for SharedBuffer {
 }
 
 impl Drop for SharedBuffer {
+    #[inline]
     fn drop(&mut self) {
         if self.pool.shares[self.index as usize].fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.pool.free_list().push(self.index);
+            self.last_share_dropped();
         }
+    }
+}
+
+impl SharedBuffer {
+    /// The last owner is gone: the buffer goes back to the pool (under its lock).
+    #[cold]
+    #[inline(never)]
+    fn last_share_dropped(&self) {
+        self.pool.free_list().push(self.index);
     }
 }
 
