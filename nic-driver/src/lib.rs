@@ -102,21 +102,63 @@ use std::sync::Arc;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
+/// A driver of this crate: its name, the PCI IDs it takes, and how it
+/// brings up a device. [`DRIVERS`] lists them; [`open`] picks from it by
+/// the device's IDs. A new driver is one more entry.
+#[derive(Clone, Copy, Debug)]
+pub struct Driver {
+    /// What [`NetDevice::driver_name`] says.
+    pub name: &'static str,
+    /// PCI vendor ID.
+    pub vendor: u16,
+    /// PCI device IDs.
+    pub device_ids: &'static [u16],
+    /// Brings up an opened device.
+    pub open: fn(vfio_core::vfio::Device, Config) -> Result<Box<dyn NetDevice + Send>>,
+}
+
+impl Driver {
+    /// True when the driver takes `vendor:device`.
+    pub fn takes(&self, vendor: u16, device: u16) -> bool {
+        vendor == self.vendor && self.device_ids.contains(&device)
+    }
+}
+
+/// Every driver of this crate, in the order [`open`] tries them.
+pub const DRIVERS: &[Driver] = &[
+    Driver {
+        name: "e1000",
+        vendor: e1000::VENDOR,
+        device_ids: e1000::DEVICE_IDS,
+        open: |device, config| Ok(Box::new(e1000::E1000::new(device, config)?)),
+    },
+    Driver {
+        name: "virtio-net",
+        vendor: virtio::regs::VENDOR,
+        device_ids: virtio::DEVICE_IDS,
+        open: |device, config| Ok(Box::new(virtio::VirtioNet::new(device, config)?)),
+    },
+];
+
+/// The driver of [`DRIVERS`] that takes `vendor:device`, if any.
+pub fn driver_for(vendor: u16, device: u16) -> Option<&'static Driver> {
+    DRIVERS.iter().find(|d| d.takes(vendor, device))
+}
+
 /// Opens the NIC at `addr` (bound to vfio-pci) in `container` with the
-/// driver its PCI ID calls for ([`e1000::E1000`] for the IDs in
-/// [`e1000::DEVICE_IDS`], [`virtio::VirtioNet`] for [`virtio::DEVICE_IDS`])
-/// and brings it up.
+/// driver of [`DRIVERS`] its PCI IDs call for, and brings it up.
 ///
 /// # Errors
 ///
 /// [`Error::Vfio`] when the device cannot be opened or its IDs read;
-/// [`Error::Device`] when no driver here knows its PCI ID; then those of
-/// [`e1000::E1000::new`] or [`virtio::VirtioNet::new`].
+/// [`Error::Device`] when no driver here takes its PCI IDs (the message
+/// lists those they take); then those of the driver's bring-up
+/// ([`e1000::E1000::new`], [`virtio::VirtioNet::new`]).
 ///
 /// ```no_run
 /// # fn main() -> nic_driver::Result<()> {
 /// let container = vfio_core::vfio::Container::new()?;
-/// let nic = nic_driver::open(&container, "0000:00:04.0".parse()?, nic_driver::e1000::Config::default())?;
+/// let nic = nic_driver::open(&container, "0000:00:04.0".parse()?, nic_driver::Config::default())?;
 /// println!("{} {:02x?}", nic.driver_name(), nic.mac());
 /// # Ok(()) }
 /// ```
@@ -127,21 +169,24 @@ pub fn open(
 ) -> Result<Box<dyn NetDevice + Send>> {
     let device = container.open_device(addr)?;
     let (vendor, id) = (device.vendor_id()?, device.device_id()?);
-    if vendor == 0x8086 && e1000::DEVICE_IDS.contains(&id) {
-        return Ok(Box::new(e1000::E1000::new(device, config)?));
+    match driver_for(vendor, id) {
+        Some(driver) => (driver.open)(device, config),
+        None => Err(Error::Device {
+            addr,
+            what: format!(
+                "{vendor:04x}:{id:04x} is no NIC these drivers know ({})",
+                known_ids()
+            ),
+        }),
     }
-    if vendor == virtio::regs::VENDOR && virtio::DEVICE_IDS.contains(&id) {
-        return Ok(Box::new(virtio::VirtioNet::new(device, config)?));
-    }
-    Err(Error::Device {
-        addr,
-        what: format!(
-            "{vendor:04x}:{id:04x} is no NIC these drivers know (e1000: 8086:{:04x?}, virtio-net: 1af4:{:04x?})",
-            e1000::DEVICE_IDS,
-            virtio::DEVICE_IDS
-        ),
-    })
 }
+
+/// The PCI IDs every driver takes, e.g. `e1000: 8086:[100e, 100f]`.
+fn known_ids() -> String {
+    let ids = |d: &Driver| format!("{}: {:04x}:{:04x?}", d.name, d.vendor, d.device_ids);
+    DRIVERS.iter().map(ids).collect::<Vec<_>>().join(", ")
+}
+
 pub use frame::{ChecksumOffload, Packet, Segment, TxFrame, MAX_SEGMENTS};
 
 /// How a NIC is set up (every driver takes the same settings). Start from
@@ -400,8 +445,17 @@ pub trait NetDevice {
     }
 
     /// Releases the segments of frames the NIC has sent, each buffer back to
-    /// its pool; returns how many frames (including those released inside
-    /// [`NetDevice::tx_batch`] since the last call).
+    /// its pool; returns how many frames.
+    ///
+    /// The contract every driver keeps: each frame taken by a transmit
+    /// call ([`NetDevice::tx_batch`], [`NetDevice::tx_packets`],
+    /// [`NetDevice::tx_fill`]) is counted by exactly one `tx_clean`, the
+    /// first after the NIC is done with it. A driver that reclaims inside a
+    /// transmit call (to make room in a full ring) keeps the count and
+    /// reports it here. Callers rely on it: the forwarder keeps each
+    /// datagram for a resend until a `tx_clean` has counted it, so a frame
+    /// released and not reported would hold its window (and its buffers)
+    /// for good.
     fn tx_clean(&mut self) -> usize;
 
     /// Frames queued for transmission and not yet released.
@@ -510,4 +564,37 @@ pub(crate) fn check_mac(mac: [u8; 6]) -> std::result::Result<[u8; 6], String> {
         ));
     }
     Ok(mac)
+}
+
+#[cfg(test)]
+mod driver_table {
+    use super::*;
+
+    #[test]
+    fn each_pci_id_has_one_driver_and_the_error_names_them_all() {
+        for d in DRIVERS {
+            for &id in d.device_ids {
+                let takers: Vec<&str> = DRIVERS
+                    .iter()
+                    .filter(|o| o.takes(d.vendor, id))
+                    .map(|o| o.name)
+                    .collect();
+                assert_eq!(takers, [d.name], "{:04x}:{id:04x}", d.vendor);
+            }
+        }
+        assert_eq!(driver_for(0x8086, 0x100e).map(|d| d.name), Some("e1000"));
+        assert_eq!(
+            driver_for(0x1af4, 0x1041).map(|d| d.name),
+            Some("virtio-net")
+        );
+        assert!(
+            driver_for(0x8086, 0x1041).is_none(),
+            "the vendor counts too"
+        );
+        assert!(driver_for(0x10ec, 0x8139).is_none());
+        assert_eq!(
+            known_ids(),
+            "e1000: 8086:[100e, 100f, 100c], virtio-net: 1af4:[1041]"
+        );
+    }
 }

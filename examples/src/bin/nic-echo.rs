@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use examples::cli;
-use nic_driver::{e1000::Config, Error, Result};
+use nic_driver::{Config, Error, Result};
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 

@@ -24,7 +24,7 @@ use examples::cli::{self, MacAddress};
 use examples::packet::PacketSocket;
 use examples::perf::machine_label;
 use examples::syscount::{self, Syscalls};
-use nic_driver::{e1000::Config, Error, NetDevice, Result};
+use nic_driver::{Config, Error, NetDevice, Result};
 use vfio_core::pci::{PciAddress, Sysfs};
 use vfio_core::vfio::Container;
 

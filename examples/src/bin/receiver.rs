@@ -46,7 +46,7 @@ use examples::perf::print_json;
 use examples::signals;
 use examples::stream::{Tracker, Verdict};
 use examples::syscount::Syscalls;
-use nic_driver::{e1000::Config, NetDevice, Packet};
+use nic_driver::{Config, NetDevice, Packet};
 use nvme_driver::{Controller, IoQueuePair, MAX_GATHER_PIECES};
 use vfio_core::dma::{Buffer, BufferPool, SharedBuffer};
 use vfio_core::pci::PciAddress;

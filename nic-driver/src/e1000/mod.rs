@@ -28,7 +28,7 @@
 //!
 //! ```no_run
 //! use std::collections::VecDeque;
-//! use nic_driver::{e1000::{Config, E1000}, NetDevice, TxFrame};
+//! use nic_driver::{e1000::E1000, Config, NetDevice, TxFrame};
 //!
 //! # fn main() -> nic_driver::Result<()> {
 //! let container = vfio_core::vfio::Container::new()?;
@@ -67,13 +67,12 @@ use self::regs::{ctrl, eerd, icr, rah, rctl, stats as st, status, tctl};
 use self::rx::RxRing;
 use self::tx::TxRing;
 use crate::link::LinkWatch;
-use crate::{Error, Link, NetDevice, Packet, Result, Stats, TxFrame};
+use crate::{Config, Error, Link, NetDevice, Packet, Result, Stats, TxFrame};
 
 /// PCI IDs this driver takes: 82540EM, 82545EM (copper), 82544GC (copper).
 pub const DEVICE_IDS: &[u16] = &[0x100e, 0x100f, 0x100c];
-const INTEL: u16 = 0x8086;
-
-pub use crate::Config;
+/// PCI vendor ID (Intel).
+pub const VENDOR: u16 = 0x8086;
 
 /// An Intel 8254x NIC, brought up, with one receive and one transmit ring
 /// in DMA memory and a buffer pool (see [`Config`] for the sizes). Drive it
@@ -139,7 +138,7 @@ impl E1000 {
     pub fn new(device: Device, config: Config) -> Result<E1000> {
         let addr = device.address();
         let (vendor, id) = (device.vendor_id()?, device.device_id()?);
-        if vendor != INTEL || !DEVICE_IDS.contains(&id) {
+        if vendor != VENDOR || !DEVICE_IDS.contains(&id) {
             return Err(Error::Device {
                 addr,
                 what: format!(
