@@ -11,8 +11,13 @@
 //! the device only when its used ring does not say it need not. Jumbo frames
 //! (up to 9014 bytes) use 16 KiB receive buffers.
 //!
-//! Every frame carries the 12-byte `virtio_net_hdr` in front: on transmit a
-//! small header area per descriptor head (checksum offload: NEEDS_CSUM with
+//! Every frame carries the 12-byte `virtio_net_hdr` in front. On transmit
+//! a packet sent with [`NetDevice::tx_packets`] that has 12 bytes of
+//! headroom (a received frame has) gets a zero header written there, in
+//! its own buffer, and goes out as one descriptor (VERSION_1 lets the
+//! device take the header and frame in any framing, spec 2.7.4 and
+//! 5.1.6.2, as DPDK's virtio driver does); other frames get a chain: a
+//! header from a small header area per descriptor head (checksum offload: NEEDS_CSUM with
 //! the L4 start and the checksum's offset; virtio leaves the IPv4 header
 //! checksum to the driver, which computes those 20 bytes; a device that does
 //! not offer CSUM, as QEMU's with a backend other than tap, gets the L4 sum
@@ -828,6 +833,26 @@ impl VirtioNet {
         Ok(())
     }
 
+    /// How many packets from the front of `packets` the free descriptors
+    /// take: one each with room for the net header before the frame, two
+    /// each without (see [`NetDevice::tx_packets`]).
+    fn tx_room(&self, packets: &[Packet]) -> usize {
+        let mut free = self.tx.free();
+        if free >= 2 * packets.len() {
+            return packets.len();
+        }
+        let mut n = 0;
+        for p in packets {
+            let need = if p.offset() >= hdr::SIZE { 1 } else { 2 };
+            if need > free {
+                break;
+            }
+            free -= need;
+            n += 1;
+        }
+        n
+    }
+
     /// Makes the `sent` chains just added visible to the device, and
     /// notifies it when it asked to be.
     fn publish_tx(&mut self, sent: usize) {
@@ -950,23 +975,36 @@ impl NetDevice for VirtioNet {
         bad.map_or(Ok(sent), Err)
     }
 
+    /// A packet with 12 bytes of headroom, the net header's size (as
+    /// [`NetDevice::alloc_packets`] and received frames have) goes out as
+    /// one descriptor: its zero net header written into the headroom, just
+    /// before the frame, in its own buffer (VERSION_1 lets the device take
+    /// any framing, 2.7.4 and 5.1.6.2; QEMU reads the header from the start
+    /// of the chain). One without is a chain of two: a header from the
+    /// header area, then the frame. Either way only the frame's bytes are
+    /// counted in [`Stats::tx_from`], by who wrote them: the header lies
+    /// outside them, so a frame the NIC wrote stays the NIC's.
     fn tx_packets(&mut self, packets: &mut Vec<Packet>) -> Result<usize> {
         self.tx_ready()?;
         let addr = self.address();
-        // A chain of two descriptors per packet: its net header, its bytes.
-        let room = self.tx.free() / 2;
+        let room = self.tx_room(packets);
         let (sent, bad) =
             check_packets(packets, self.max_frame, self.device.container(), addr, room);
-        for p in packets.drain(..sent) {
-            let head = self.tx.next_head().expect("free descriptors counted");
-            let hdr_iova = self.plain_header(head);
+        for mut p in packets.drain(..sent) {
+            let head = if p.offset() >= hdr::SIZE {
+                p.write_headroom(&[0; hdr::SIZE]);
+                let len = (hdr::SIZE + p.len()) as u32;
+                self.tx.add(&[(p.iova() - hdr::SIZE as u64, len, false)])
+            } else {
+                let head = self.tx.next_head().expect("free descriptors counted");
+                let hdr_iova = self.plain_header(head);
+                self.tx.add(&[
+                    (hdr_iova, hdr::SIZE as u32, false),
+                    (p.iova(), p.len() as u32, false),
+                ])
+            }
+            .expect("free descriptors counted");
             self.stats.tx_from.add(p.writer(), p.len());
-            let chain = [
-                (hdr_iova, hdr::SIZE as u32, false),
-                (p.iova(), p.len() as u32, false),
-            ];
-            let got = self.tx.add(&chain).expect("free descriptors counted");
-            debug_assert_eq!(got, head);
             self.tx_held[head as usize][0] = Some(Segment::Packet(p));
             self.tx_count[head as usize] = 1;
         }

@@ -334,6 +334,22 @@ impl Buffer {
         self.pool.memory.write(self.offset() + offset, value)
     }
 
+    /// Copies `bytes` to byte `offset` of the buffer. Unlike
+    /// [`Buffer::as_mut_slice`] it forgets which bytes a device wrote only
+    /// when it writes one of them: a header written into the headroom
+    /// before a frame the device wrote leaves the frame the device's
+    /// ([`Buffer::writer`]).
+    ///
+    /// # Panics
+    ///
+    /// When the bytes are not inside the buffer.
+    #[inline]
+    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        let written = self.written.after_cpu_write(offset, bytes.len());
+        self.as_mut_slice()[offset..][..bytes.len()].copy_from_slice(bytes);
+        self.written = written;
+    }
+
     #[inline]
     fn check(&self, offset: usize, len: usize) {
         assert!(
@@ -633,6 +649,41 @@ mod tests {
             Writer::Cpu,
             "a range past the buffer records none"
         );
+    }
+
+    #[test]
+    fn write_at_keeps_the_record_unless_it_writes_into_it() {
+        let p = pool(2048, 1);
+        let mut b = p.alloc().unwrap();
+        b.device_wrote(14, 60);
+        b.write_at(2, &[0xaa; 12]);
+        assert_eq!(b.as_slice()[2..14], [0xaa; 12]);
+        assert_eq!((b.as_slice()[1], b.as_slice()[14]), (0, 0), "only those");
+        assert_eq!(
+            b.writer(14, 60),
+            Writer::Device,
+            "a header before the frame"
+        );
+        b.write_at(74, &[1; 4]);
+        assert_eq!(b.writer(14, 60), Writer::Device, "bytes after it");
+        b.write_at(73, &[7]);
+        assert_eq!(
+            b.writer(14, 59),
+            Writer::Cpu,
+            "a byte of it written: the CPU's"
+        );
+        assert_eq!(b.as_slice()[73], 7);
+        b.device_wrote(14, 60);
+        b.write_at(10, &[0; 8]);
+        assert_eq!(b.writer(18, 10), Writer::Cpu, "an overlapping header");
+    }
+
+    #[test]
+    #[should_panic]
+    fn write_at_past_the_buffer_panics() {
+        let p = pool(64, 1);
+        let mut b = p.alloc().unwrap();
+        b.write_at(60, &[0; 8]);
     }
 
     #[test]
