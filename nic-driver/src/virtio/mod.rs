@@ -82,6 +82,14 @@ pub use regs::DEVICE_IDS;
 /// Bytes before the net header in each receive buffer; a received frame
 /// starts after both, at [`Packet::offset`] = `RX_HEADROOM` + 12.
 pub const RX_HEADROOM: usize = 2;
+/// Where the packets of [`NetDevice::alloc_packet`] and
+/// [`NetDevice::alloc_packets`] start in their buffers: where received
+/// frames start, so that [`NetDevice::tx_packets`] writes the net header
+/// into the 12 bytes before the frame and gives the device one descriptor.
+/// The pool's buffers hold a whole frame after it (2048 bytes for
+/// 1514-byte frames, 16 KiB for jumbo ones); a pool whose buffers did not
+/// would give packets at 0, sent as a chain of two descriptors.
+pub const TX_HEADROOM: usize = RX_HEADROOM + hdr::SIZE;
 /// Largest frame sent or received: 1514 bytes, or 9014 with jumbo frames
 /// (receive buffers of 16 KiB then hold a whole frame: no mergeable buffers).
 const MAX_FRAME: usize = 1514;
@@ -171,6 +179,9 @@ pub struct VirtioNet {
     /// Frames reclaimed inside `tx_batch`, reported by the next `tx_clean`.
     tx_reclaimed: usize,
     max_frame: usize,
+    /// Where [`NetDevice::alloc_packet`]'s packets start: [`TX_HEADROOM`],
+    /// or 0 when a buffer would then be too short for a frame.
+    tx_headroom: usize,
     /// MSI-X vector 0 (receive) in interrupt mode.
     irqs: Option<Interrupts>,
     /// A broken transmit queue was logged (by `tx_clean`, which returns no error).
@@ -309,6 +320,11 @@ impl VirtioNet {
         // descriptor points at memory of another container.
         assert!(Arc::ptr_eq(pool.container(), &container));
         let tx_hdrs = DmaMemory::new(&container, tx_size * 16, Backing::Auto)?;
+        let tx_headroom = if pool.buf_size() >= TX_HEADROOM + max_frame {
+            TX_HEADROOM
+        } else {
+            0
+        };
         // From here on `Drop` resets the device before any of this memory goes.
         let mut nic = VirtioNet {
             rx,
@@ -332,6 +348,7 @@ impl VirtioNet {
             link: LinkWatch::new(config.link_poll),
             tx_reclaimed: 0,
             max_frame,
+            tx_headroom,
             irqs,
             tx_broken_logged: false,
         };
@@ -1036,12 +1053,16 @@ impl NetDevice for VirtioNet {
         self.pool.free_count() + self.cache.len()
     }
 
+    /// A packet at [`TX_HEADROOM`] in its buffer, which
+    /// [`NetDevice::tx_packets`] sends as one descriptor.
     fn alloc_packet(&mut self) -> Option<Packet> {
-        self.cache.alloc().map(|b| Packet::new(b, 0))
+        let headroom = self.tx_headroom;
+        self.cache.alloc().map(|b| Packet::at(b, headroom, 0))
     }
 
+    /// Packets at [`TX_HEADROOM`], as [`VirtioNet::alloc_packet`] gives them.
     fn alloc_packets(&mut self, n: usize, out: &mut Vec<Packet>) -> usize {
-        crate::alloc_packets(&mut self.cache, n, 0, out)
+        crate::alloc_packets(&mut self.cache, n, self.tx_headroom, out)
     }
 
     fn mac(&self) -> [u8; 6] {

@@ -870,10 +870,11 @@ fn frames_go_out_behind_a_net_header_and_come_back_when_used() {
     let free = nic.free_buffers();
     let one = frame(1, 60);
     let mut two = TxFrame::packet(packet(&mut nic, &frame(2, 14)));
-    let body = packet(&mut nic, &frame(3, 100)).into_buffer();
+    let body = packet(&mut nic, &frame(3, 100));
+    let at = body.offset();
     two.push(Segment::Slice {
-        buf: body,
-        offset: 10,
+        buf: body.into_buffer(),
+        offset: at + 10,
         len: 90,
     })
     .unwrap();
@@ -1003,6 +1004,27 @@ fn a_packet_with_headroom_goes_out_as_one_descriptor_its_header_in_the_headroom(
     nic.tx_packets(&mut out).unwrap();
     assert_eq!(nic.stats().tx_from.cpu, 60);
     assert_eq!(h.transmitted_chains()[0].1.len(), 1);
+}
+
+#[test]
+fn allocated_packets_leave_room_for_the_header_and_go_out_as_one_descriptor() {
+    let (mut h, mut nic) = open(Net::new());
+    let mut q = vec![packet(&mut nic, &frame(1, 1514))];
+    assert_eq!(nic.alloc_packets(2, &mut q), 2);
+    for (i, p) in q.iter_mut().enumerate().skip(1) {
+        p.buffer_mut()[..60].copy_from_slice(&frame(i as u8 + 1, 60));
+        p.set_len(60);
+    }
+    assert!(q.iter().all(|p| p.offset() == super::TX_HEADROOM));
+    assert_eq!(q[0].len(), 1514, "a whole frame fits after the headroom");
+    assert_eq!(nic.tx_packets(&mut q).unwrap(), 3);
+    let sent = h.transmitted_chains();
+    let expected = [frame(1, 1514), frame(2, 60), frame(3, 60)];
+    for ((_, chain, hd, bytes), want) in sent.iter().zip(&expected) {
+        assert_eq!(chain.len(), 1);
+        assert_eq!(chain[0].1 as usize, hdr::SIZE + want.len());
+        assert_eq!((&hd[..], bytes), (&[0; hdr::SIZE][..], want));
+    }
 }
 
 #[test]
