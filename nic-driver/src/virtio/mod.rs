@@ -64,7 +64,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vfio_core::dma::{Backing, Buffer, BufferCache, BufferPool, DmaMemory};
+use vfio_core::dma::{
+    Backing, Buffer, BufferCache, BufferPool, BytesByWriter, DmaMemory, DmaTarget,
+};
 use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Device, Interrupts, IrqKind};
@@ -150,8 +152,11 @@ pub struct VirtioNet {
     rx: Virtqueue,
     tx: Virtqueue,
     rx_bufs: Vec<Option<Buffer>>,
-    /// By descriptor head: the segments of the chain in flight there, the
-    /// first `tx_count[head]` of them (0: no chain of ours there).
+    /// By descriptor head: the packet [`NetDevice::tx_packets`] sent from
+    /// there.
+    tx_packet: Vec<Option<Packet>>,
+    /// By descriptor head: the segments of the chain [`NetDevice::tx_batch`]
+    /// sent from there, the first `tx_count[head]` of them (0: none).
     tx_held: Vec<Held>,
     tx_count: Vec<u8>,
     /// By descriptor head: whether its net header holds offload fields (a
@@ -330,6 +335,7 @@ impl VirtioNet {
             rx,
             tx,
             rx_bufs: (0..rx_size).map(|_| None).collect(),
+            tx_packet: (0..tx_size).map(|_| None).collect(),
             tx_held: (0..tx_size).map(|_| Held::default()).collect(),
             tx_count: vec![0; tx_size],
             // Unknown at first: each header is zeroed at its first use.
@@ -411,43 +417,63 @@ impl VirtioNet {
         let len = (buf.capacity() - RX_HEADROOM) as u32;
         let head = self
             .rx
-            .add(&[(buf.iova() + RX_HEADROOM as u64, len, true)])
+            .add_one(buf.iova() + RX_HEADROOM as u64, len, true)
             .expect("a used descriptor was freed for this buffer");
         self.rx_bufs[head as usize] = Some(buf);
     }
 
-    /// Releases the segments of frames the device has sent, counting them
-    /// in `tx_reclaimed` and in [`Stats::tx_packets`] and
-    /// [`Stats::tx_bytes`] (a frame is sent when the device gives its chain
-    /// back, not when it is queued); an error when the transmit queue is broken.
+    /// Releases the packets and segments of frames the device has sent (one
+    /// read of the used index, then the entries it shows), counting them in
+    /// `tx_reclaimed` and in [`Stats::tx_packets`] and [`Stats::tx_bytes`]
+    /// (a frame is sent when the device gives its chain back, not when it
+    /// is queued); an error when the transmit queue is broken.
     fn reclaim(&mut self) -> Result<()> {
-        while let Some(used) = self.tx.pop_used() {
+        if let Err(e) = self.tx.used_ready() {
+            return Err(self.protocol(format!("transmit queue: {e}")));
+        }
+        let (mut frames, mut bytes) = (0, 0);
+        while let Some(used) = self.tx.take_used() {
             let head = match used {
                 Ok(u) => u.head,
                 // Nothing is written on transmit, so the length means nothing;
                 // the chain is done all the same.
                 Err(UsedError::TooLong { head, .. }) => head,
-                Err(e @ UsedError::NotInFlight { .. }) => {
+                // NotInFlight (an index jump comes only from `used_ready`).
+                Err(e) => {
                     log::warn!("{}: virtio-net transmit queue: {e}", self.address());
                     continue;
                 }
-                Err(e @ UsedError::IndexJump { .. }) => {
-                    return Err(self.protocol(format!("transmit queue: {e}")));
-                }
             };
-            let count = std::mem::take(&mut self.tx_count[head as usize]) as usize;
-            if count > 0 {
-                self.tx_reclaimed += 1;
-                self.stats.tx_packets += 1;
-                for slot in &mut self.tx_held[head as usize][..count] {
-                    if let Some(segment) = slot.take() {
-                        self.stats.tx_bytes += segment.dma().1 as u64;
-                        segment.recycle(&mut self.cache);
-                    }
-                }
+            if let Some(p) = self.tx_packet[head as usize].take() {
+                frames += 1;
+                bytes += p.len();
+                self.cache.free(p.into_buffer());
+            } else if let Some(n) = self.release_segments(head) {
+                frames += 1;
+                bytes += n;
             }
         }
+        self.tx_reclaimed += frames;
+        self.stats.tx_packets += frames as u64;
+        self.stats.tx_bytes += bytes as u64;
         Ok(())
+    }
+
+    /// Releases the segments of the frame [`NetDevice::tx_batch`] sent from
+    /// head `head`; its bytes, or None when it held none.
+    fn release_segments(&mut self, head: u16) -> Option<usize> {
+        let count = std::mem::take(&mut self.tx_count[head as usize]) as usize;
+        if count == 0 {
+            return None;
+        }
+        let mut bytes = 0;
+        for slot in &mut self.tx_held[head as usize][..count] {
+            if let Some(segment) = slot.take() {
+                bytes += segment.dma().1;
+                segment.recycle(&mut self.cache);
+            }
+        }
+        Some(bytes)
     }
 
     fn protocol(&self, what: String) -> Error {
@@ -1007,11 +1033,12 @@ impl NetDevice for VirtioNet {
         let room = self.tx_room(packets);
         let (sent, bad) =
             check_packets(packets, self.max_frame, self.device.container(), addr, room);
+        let mut from = BytesByWriter::default();
         for mut p in packets.drain(..sent) {
             let head = if p.offset() >= hdr::SIZE {
                 p.write_headroom(&[0; hdr::SIZE]);
                 let len = (hdr::SIZE + p.len()) as u32;
-                self.tx.add(&[(p.iova() - hdr::SIZE as u64, len, false)])
+                self.tx.add_one(p.iova() - hdr::SIZE as u64, len, false)
             } else {
                 let head = self.tx.next_head().expect("free descriptors counted");
                 let hdr_iova = self.plain_header(head);
@@ -1021,10 +1048,12 @@ impl NetDevice for VirtioNet {
                 ])
             }
             .expect("free descriptors counted");
-            self.stats.tx_from.add(p.writer(), p.len());
-            self.tx_held[head as usize][0] = Some(Segment::Packet(p));
-            self.tx_count[head as usize] = 1;
+            from.add(p.writer(), p.len());
+            let slot = &mut self.tx_packet[head as usize];
+            debug_assert!(slot.is_none(), "head {head} was free");
+            *slot = Some(p);
         }
+        self.stats.tx_from.add_all(from);
         if bad.is_some() {
             packets.remove(0);
         }
@@ -1115,7 +1144,8 @@ impl Drop for VirtioNet {
     /// are leaked.
     fn drop(&mut self) {
         let (common, addr) = (&self.common, self.device.address());
-        let (rx_bufs, tx_held) = (&mut self.rx_bufs, &mut self.tx_held);
+        let (rx_bufs, tx_packet, tx_held) =
+            (&mut self.rx_bufs, &mut self.tx_packet, &mut self.tx_held);
         let (rx, tx, tx_hdrs) = (&self.rx, &self.tx, &self.tx_hdrs);
         self.device.stop_dma(
             "virtio-net",
@@ -1124,7 +1154,10 @@ impl Drop for VirtioNet {
                 rx_bufs
                     .iter_mut()
                     .filter_map(Option::take)
-                    .for_each(vfio_core::dma::DmaTarget::leak);
+                    .for_each(DmaTarget::leak);
+                for p in tx_packet.iter_mut().filter_map(Option::take) {
+                    DmaTarget::leak(p.into_buffer());
+                }
                 for held in tx_held.iter_mut() {
                     held.iter_mut()
                         .filter_map(Option::take)
