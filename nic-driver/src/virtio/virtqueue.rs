@@ -98,6 +98,14 @@ impl fmt::Display for UsedError {
     }
 }
 
+/// A chain in flight, by its head: how many descriptors it holds (0: no
+/// chain in flight there) and how many bytes the device may write into it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Head {
+    count: u16,
+    writable: u32,
+}
+
 /// A split virtqueue. Private to the driver: its descriptors take raw IOVAs
 /// that the device may write, which only the driver knows to be its own
 /// buffers (the fuzz target gets [`UsedRingHarness`] instead).
@@ -110,10 +118,8 @@ pub(crate) struct Virtqueue {
     free: Vec<u16>,
     /// Per descriptor: the next one in its chain (ours, not the device's).
     next: Vec<u16>,
-    /// Per head: how many descriptors its chain holds (0: not in flight).
-    chain: Vec<u16>,
-    /// Per head: the bytes the device may write into its chain.
-    writable: Vec<u32>,
+    /// Per head: its chain in flight (`count` 0: none).
+    heads: Vec<Head>,
     /// Chains in flight (added and not yet used).
     chains: usize,
     avail_idx: u16,
@@ -150,8 +156,7 @@ impl Virtqueue {
             used,
             free: (0..size).rev().collect(),
             next: vec![0; n],
-            chain: vec![0; n],
-            writable: vec![0; n],
+            heads: vec![Head::default(); n],
             chains: 0,
             avail_idx: 0,
             published: 0,
@@ -248,7 +253,7 @@ impl Virtqueue {
     /// Queues one buffer as a chain of its own: [`Virtqueue::add`] of one
     /// buffer, without the chain to link. Returns its head, or None when no
     /// descriptor is free.
-    #[inline]
+    #[inline(always)]
     pub fn add_one(&mut self, iova: u64, len: u32, device_writes: bool) -> Option<u16> {
         let head = self.free.pop()?;
         let (flags, writable) = if device_writes {
@@ -269,8 +274,7 @@ impl Virtqueue {
     /// the available ring.
     #[inline]
     fn make_available(&mut self, head: u16, count: u16, writable: u32) {
-        self.chain[head as usize] = count;
-        self.writable[head as usize] = writable;
+        self.heads[head as usize] = Head { count, writable };
         self.chains += 1;
         let slot = self.avail + 4 + 2 * (self.avail_idx & (self.size - 1)) as usize;
         self.mem.write::<u16>(slot, head);
@@ -360,12 +364,14 @@ impl Virtqueue {
     /// Frees the chain a used entry names, if it heads one in flight.
     #[inline]
     fn release(&mut self, id: u32, len: u32) -> std::result::Result<Used, UsedError> {
-        let count = self.chain.get(id as usize).copied().unwrap_or(0);
-        if count == 0 {
+        let Some(h) = self.heads.get_mut(id as usize).filter(|h| h.count > 0) else {
             return Err(UsedError::NotInFlight { id });
-        }
+        };
+        let Head {
+            count,
+            writable: max,
+        } = std::mem::take(h);
         let head = id as u16;
-        self.chain[head as usize] = 0;
         self.chains -= 1;
         self.free.push(head);
         let mut d = head;
@@ -373,7 +379,6 @@ impl Virtqueue {
             d = self.next[d as usize];
             self.free.push(d);
         }
-        let max = self.writable[head as usize];
         if len > max {
             return Err(UsedError::TooLong { head, len, max });
         }
