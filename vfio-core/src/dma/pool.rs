@@ -345,9 +345,14 @@ impl Buffer {
     /// When the bytes are not inside the buffer.
     #[inline]
     pub fn write_at(&mut self, offset: usize, bytes: &[u8]) {
-        let written = self.written.after_cpu_write(offset, bytes.len());
-        self.as_mut_slice()[offset..][..bytes.len()].copy_from_slice(bytes);
-        self.written = written;
+        self.check(offset, bytes.len());
+        self.written = self.written.after_cpu_write(offset, bytes.len());
+        let to = self.as_ptr().cast_mut().wrapping_add(offset);
+        // SAFETY: the bytes lie inside the buffer (`check`), which this
+        // Buffer owns alone and `&mut self` borrows alone: no slice covers
+        // them and no device has them (as in `as_mut_slice`); `bytes` is
+        // another borrow, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), to, bytes.len()) }
     }
 
     #[inline]
