@@ -113,6 +113,15 @@ impl Packet {
     pub fn into_buffer(self) -> Buffer {
         self.buf
     }
+    /// Writes `bytes` into the headroom so that they end where the frame
+    /// starts (a header the NIC reads with the frame from one descriptor),
+    /// with [`Buffer::write_at`]: the frame's bytes are not touched, so who
+    /// wrote them ([`Packet::writer`]) stays as it was. The caller checks
+    /// that [`Packet::offset`] leaves room for them.
+    #[inline]
+    pub(crate) fn write_headroom(&mut self, bytes: &[u8]) {
+        self.buf.write_at(self.offset - bytes.len(), bytes)
+    }
 }
 
 /// How many packets from the front of `packets` a NIC at `addr` in

@@ -11,8 +11,13 @@
 //! the device only when its used ring does not say it need not. Jumbo frames
 //! (up to 9014 bytes) use 16 KiB receive buffers.
 //!
-//! Every frame carries the 12-byte `virtio_net_hdr` in front: on transmit a
-//! small header area per descriptor head (checksum offload: NEEDS_CSUM with
+//! Every frame carries the 12-byte `virtio_net_hdr` in front. On transmit
+//! a packet sent with [`NetDevice::tx_packets`] that has 12 bytes of
+//! headroom (a received frame has) gets a zero header written there, in
+//! its own buffer, and goes out as one descriptor (VERSION_1 lets the
+//! device take the header and frame in any framing, spec 2.7.4 and
+//! 5.1.6.2, as DPDK's virtio driver does); other frames get a chain: a
+//! header from a small header area per descriptor head (checksum offload: NEEDS_CSUM with
 //! the L4 start and the checksum's offset; virtio leaves the IPv4 header
 //! checksum to the driver, which computes those 20 bytes; a device that does
 //! not offer CSUM, as QEMU's with a backend other than tap, gets the L4 sum
@@ -59,7 +64,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vfio_core::dma::{Backing, Buffer, BufferCache, BufferPool, DmaMemory};
+use vfio_core::dma::{
+    Backing, Buffer, BufferCache, BufferPool, BytesByWriter, DmaMemory, DmaTarget,
+};
 use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Device, Interrupts, IrqKind};
@@ -77,6 +84,14 @@ pub use regs::DEVICE_IDS;
 /// Bytes before the net header in each receive buffer; a received frame
 /// starts after both, at [`Packet::offset`] = `RX_HEADROOM` + 12.
 pub const RX_HEADROOM: usize = 2;
+/// Where the packets of [`NetDevice::alloc_packet`] and
+/// [`NetDevice::alloc_packets`] start in their buffers: where received
+/// frames start, so that [`NetDevice::tx_packets`] writes the net header
+/// into the 12 bytes before the frame and gives the device one descriptor.
+/// The pool's buffers hold a whole frame after it (2048 bytes for
+/// 1514-byte frames, 16 KiB for jumbo ones); a pool whose buffers did not
+/// would give packets at 0, sent as a chain of two descriptors.
+pub const TX_HEADROOM: usize = RX_HEADROOM + hdr::SIZE;
 /// Largest frame sent or received: 1514 bytes, or 9014 with jumbo frames
 /// (receive buffers of 16 KiB then hold a whole frame: no mergeable buffers).
 const MAX_FRAME: usize = 1514;
@@ -137,8 +152,11 @@ pub struct VirtioNet {
     rx: Virtqueue,
     tx: Virtqueue,
     rx_bufs: Vec<Option<Buffer>>,
-    /// By descriptor head: the segments of the chain in flight there, the
-    /// first `tx_count[head]` of them (0: no chain of ours there).
+    /// By descriptor head: the packet [`NetDevice::tx_packets`] sent from
+    /// there.
+    tx_packet: Vec<Option<Packet>>,
+    /// By descriptor head: the segments of the chain [`NetDevice::tx_batch`]
+    /// sent from there, the first `tx_count[head]` of them (0: none).
     tx_held: Vec<Held>,
     tx_count: Vec<u8>,
     /// By descriptor head: whether its net header holds offload fields (a
@@ -168,6 +186,9 @@ pub struct VirtioNet {
     /// The packets `tx_fill` builds, kept to be reused (no allocation per call).
     tx_fill_packets: Vec<Packet>,
     max_frame: usize,
+    /// Where [`NetDevice::alloc_packet`]'s packets start: [`TX_HEADROOM`],
+    /// or 0 when a buffer would then be too short for a frame.
+    tx_headroom: usize,
     /// MSI-X vector 0 (receive) in interrupt mode.
     irqs: Option<Interrupts>,
     /// A broken transmit queue was logged (by `tx_clean`, which returns no error).
@@ -306,11 +327,17 @@ impl VirtioNet {
         // descriptor points at memory of another container.
         assert!(Arc::ptr_eq(pool.container(), &container));
         let tx_hdrs = DmaMemory::new(&container, tx_size * 16, Backing::Auto)?;
+        let tx_headroom = if pool.buf_size() >= TX_HEADROOM + max_frame {
+            TX_HEADROOM
+        } else {
+            0
+        };
         // From here on `Drop` resets the device before any of this memory goes.
         let mut nic = VirtioNet {
             rx,
             tx,
             rx_bufs: (0..rx_size).map(|_| None).collect(),
+            tx_packet: (0..tx_size).map(|_| None).collect(),
             tx_held: (0..tx_size).map(|_| Held::default()).collect(),
             tx_count: vec![0; tx_size],
             // Unknown at first: each header is zeroed at its first use.
@@ -330,6 +357,7 @@ impl VirtioNet {
             tx_reclaimed: 0,
             tx_fill_packets: Vec::with_capacity(tx_size),
             max_frame,
+            tx_headroom,
             irqs,
             tx_broken_logged: false,
         };
@@ -392,43 +420,63 @@ impl VirtioNet {
         let len = (buf.capacity() - RX_HEADROOM) as u32;
         let head = self
             .rx
-            .add(&[(buf.iova() + RX_HEADROOM as u64, len, true)])
+            .add_one(buf.iova() + RX_HEADROOM as u64, len, true)
             .expect("a used descriptor was freed for this buffer");
         self.rx_bufs[head as usize] = Some(buf);
     }
 
-    /// Releases the segments of frames the device has sent, counting them
-    /// in `tx_reclaimed` and in [`Stats::tx_packets`] and
-    /// [`Stats::tx_bytes`] (a frame is sent when the device gives its chain
-    /// back, not when it is queued); an error when the transmit queue is broken.
+    /// Releases the packets and segments of frames the device has sent (one
+    /// read of the used index, then the entries it shows), counting them in
+    /// `tx_reclaimed` and in [`Stats::tx_packets`] and [`Stats::tx_bytes`]
+    /// (a frame is sent when the device gives its chain back, not when it
+    /// is queued); an error when the transmit queue is broken.
     fn reclaim(&mut self) -> Result<()> {
-        while let Some(used) = self.tx.pop_used() {
+        if let Err(e) = self.tx.used_ready() {
+            return Err(self.protocol(format!("transmit queue: {e}")));
+        }
+        let (mut frames, mut bytes) = (0, 0);
+        while let Some(used) = self.tx.take_used() {
             let head = match used {
                 Ok(u) => u.head,
                 // Nothing is written on transmit, so the length means nothing;
                 // the chain is done all the same.
                 Err(UsedError::TooLong { head, .. }) => head,
-                Err(e @ UsedError::NotInFlight { .. }) => {
+                // NotInFlight (an index jump comes only from `used_ready`).
+                Err(e) => {
                     log::warn!("{}: virtio-net transmit queue: {e}", self.address());
                     continue;
                 }
-                Err(e @ UsedError::IndexJump { .. }) => {
-                    return Err(self.protocol(format!("transmit queue: {e}")));
-                }
             };
-            let count = std::mem::take(&mut self.tx_count[head as usize]) as usize;
-            if count > 0 {
-                self.tx_reclaimed += 1;
-                self.stats.tx_packets += 1;
-                for slot in &mut self.tx_held[head as usize][..count] {
-                    if let Some(segment) = slot.take() {
-                        self.stats.tx_bytes += segment.dma().1 as u64;
-                        segment.recycle(&mut self.cache);
-                    }
-                }
+            if let Some(p) = self.tx_packet[head as usize].take() {
+                frames += 1;
+                bytes += p.len();
+                self.cache.free(p.into_buffer());
+            } else if let Some(n) = self.release_segments(head) {
+                frames += 1;
+                bytes += n;
             }
         }
+        self.tx_reclaimed += frames;
+        self.stats.tx_packets += frames as u64;
+        self.stats.tx_bytes += bytes as u64;
         Ok(())
+    }
+
+    /// Releases the segments of the frame [`NetDevice::tx_batch`] sent from
+    /// head `head`; its bytes, or None when it held none.
+    fn release_segments(&mut self, head: u16) -> Option<usize> {
+        let count = std::mem::take(&mut self.tx_count[head as usize]) as usize;
+        if count == 0 {
+            return None;
+        }
+        let mut bytes = 0;
+        for slot in &mut self.tx_held[head as usize][..count] {
+            if let Some(segment) = slot.take() {
+                bytes += segment.dma().1;
+                segment.recycle(&mut self.cache);
+            }
+        }
+        Some(bytes)
     }
 
     fn protocol(&self, what: String) -> Error {
@@ -831,6 +879,26 @@ impl VirtioNet {
         Ok(())
     }
 
+    /// How many packets from the front of `packets` the free descriptors
+    /// take: one each with room for the net header before the frame, two
+    /// each without (see [`NetDevice::tx_packets`]).
+    fn tx_room(&self, packets: &[Packet]) -> usize {
+        let mut free = self.tx.free();
+        if free >= 2 * packets.len() {
+            return packets.len();
+        }
+        let mut n = 0;
+        for p in packets {
+            let need = if p.offset() >= hdr::SIZE { 1 } else { 2 };
+            if need > free {
+                break;
+            }
+            free -= need;
+            n += 1;
+        }
+        n
+    }
+
     /// Makes the `sent` chains just added visible to the device, and
     /// notifies it when it asked to be.
     fn publish_tx(&mut self, sent: usize) {
@@ -953,26 +1021,42 @@ impl NetDevice for VirtioNet {
         bad.map_or(Ok(sent), Err)
     }
 
+    /// A packet with 12 bytes of headroom, the net header's size (as
+    /// [`NetDevice::alloc_packets`] and received frames have) goes out as
+    /// one descriptor: its zero net header written into the headroom, just
+    /// before the frame, in its own buffer (VERSION_1 lets the device take
+    /// any framing, 2.7.4 and 5.1.6.2; QEMU reads the header from the start
+    /// of the chain). One without is a chain of two: a header from the
+    /// header area, then the frame. Either way only the frame's bytes are
+    /// counted in [`Stats::tx_from`], by who wrote them: the header lies
+    /// outside them, so a frame the NIC wrote stays the NIC's.
     fn tx_packets(&mut self, packets: &mut Vec<Packet>) -> Result<usize> {
         self.tx_ready()?;
         let addr = self.address();
-        // A chain of two descriptors per packet: its net header, its bytes.
-        let room = self.tx.free() / 2;
+        let room = self.tx_room(packets);
         let (sent, bad) =
             check_packets(packets, self.max_frame, self.device.container(), addr, room);
-        for p in packets.drain(..sent) {
-            let head = self.tx.next_head().expect("free descriptors counted");
-            let hdr_iova = self.plain_header(head);
-            self.stats.tx_from.add(p.writer(), p.len());
-            let chain = [
-                (hdr_iova, hdr::SIZE as u32, false),
-                (p.iova(), p.len() as u32, false),
-            ];
-            let got = self.tx.add(&chain).expect("free descriptors counted");
-            debug_assert_eq!(got, head);
-            self.tx_held[head as usize][0] = Some(Segment::Packet(p));
-            self.tx_count[head as usize] = 1;
+        let mut from = BytesByWriter::default();
+        for mut p in packets.drain(..sent) {
+            let head = if p.offset() >= hdr::SIZE {
+                p.write_headroom(&[0; hdr::SIZE]);
+                let len = (hdr::SIZE + p.len()) as u32;
+                self.tx.add_one(p.iova() - hdr::SIZE as u64, len, false)
+            } else {
+                let head = self.tx.next_head().expect("free descriptors counted");
+                let hdr_iova = self.plain_header(head);
+                self.tx.add(&[
+                    (hdr_iova, hdr::SIZE as u32, false),
+                    (p.iova(), p.len() as u32, false),
+                ])
+            }
+            .expect("free descriptors counted");
+            from.add(p.writer(), p.len());
+            let slot = &mut self.tx_packet[head as usize];
+            debug_assert!(slot.is_none(), "head {head} was free");
+            *slot = Some(p);
         }
+        self.stats.tx_from.add_all(from);
         if bad.is_some() {
             packets.remove(0);
         }
@@ -1015,12 +1099,16 @@ impl NetDevice for VirtioNet {
         self.pool.free_count() + self.cache.len()
     }
 
+    /// A packet at [`TX_HEADROOM`] in its buffer, which
+    /// [`NetDevice::tx_packets`] sends as one descriptor.
     fn alloc_packet(&mut self) -> Option<Packet> {
-        self.cache.alloc().map(|b| Packet::new(b, 0))
+        let headroom = self.tx_headroom;
+        self.cache.alloc().map(|b| Packet::at(b, headroom, 0))
     }
 
+    /// Packets at [`TX_HEADROOM`], as [`VirtioNet::alloc_packet`] gives them.
     fn alloc_packets(&mut self, n: usize, out: &mut Vec<Packet>) -> usize {
-        crate::alloc_packets(&mut self.cache, n, 0, out)
+        crate::alloc_packets(&mut self.cache, n, self.tx_headroom, out)
     }
 
     fn mac(&self) -> [u8; 6] {
@@ -1073,7 +1161,8 @@ impl Drop for VirtioNet {
     /// are leaked.
     fn drop(&mut self) {
         let (common, addr) = (&self.common, self.device.address());
-        let (rx_bufs, tx_held) = (&mut self.rx_bufs, &mut self.tx_held);
+        let (rx_bufs, tx_packet, tx_held) =
+            (&mut self.rx_bufs, &mut self.tx_packet, &mut self.tx_held);
         let (rx, tx, tx_hdrs) = (&self.rx, &self.tx, &self.tx_hdrs);
         self.device.stop_dma(
             "virtio-net",
@@ -1082,7 +1171,10 @@ impl Drop for VirtioNet {
                 rx_bufs
                     .iter_mut()
                     .filter_map(Option::take)
-                    .for_each(vfio_core::dma::DmaTarget::leak);
+                    .for_each(DmaTarget::leak);
+                for p in tx_packet.iter_mut().filter_map(Option::take) {
+                    DmaTarget::leak(p.into_buffer());
+                }
                 for held in tx_held.iter_mut() {
                     held.iter_mut()
                         .filter_map(Option::take)

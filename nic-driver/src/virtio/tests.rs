@@ -357,7 +357,7 @@ impl Harness {
     }
 
     /// (address, length, flags) of each descriptor of the chain at `head`.
-    fn chain(&self, q: usize, head: u16) -> Vec<(u64, u32, u16)> {
+    fn chain(&self, q: usize, head: u16) -> Vec<Desc> {
         let c = &self.container;
         let mut out = Vec::new();
         let mut d = head;
@@ -409,6 +409,16 @@ impl Harness {
     /// As the device: reads every frame made available on the transmit
     /// queue (header, frame), without using them yet; with their heads.
     fn transmitted(&mut self) -> Vec<(u16, Vec<u8>, Vec<u8>)> {
+        self.transmitted_chains()
+            .into_iter()
+            .map(|(head, _, hd, frame)| (head, hd, frame))
+            .collect()
+    }
+
+    /// As [`Harness::transmitted`], with each chain's descriptors. The
+    /// header is the chain's first 12 bytes, in whatever descriptors they
+    /// lie (as QEMU reads it: VERSION_1 allows any framing).
+    fn transmitted_chains(&mut self) -> Vec<Chain> {
         let mut out = Vec::new();
         while let Some(head) = self.take(1) {
             let chain = self.chain(1, head);
@@ -419,13 +429,17 @@ impl Harness {
                 self.container.dma_read(addr, &mut b).unwrap();
                 bytes.extend(b);
             }
-            assert_eq!(chain[0].1 as usize, hdr::SIZE, "the header alone first");
             let frame = bytes.split_off(hdr::SIZE);
-            out.push((head, bytes, frame));
+            out.push((head, chain, bytes, frame));
         }
         out
     }
 }
+
+/// A descriptor as the device reads it: address, length, flags.
+type Desc = (u64, u32, u16);
+/// A transmitted chain: its head, its descriptors, its net header, its frame.
+type Chain = (u16, Vec<Desc>, Vec<u8>, Vec<u8>);
 
 /// A frame for `dst` of `len` bytes.
 fn frame_to(dst: [u8; 6], id: u8, len: usize) -> Vec<u8> {
@@ -856,10 +870,11 @@ fn frames_go_out_behind_a_net_header_and_come_back_when_used() {
     let free = nic.free_buffers();
     let one = frame(1, 60);
     let mut two = TxFrame::packet(packet(&mut nic, &frame(2, 14)));
-    let body = packet(&mut nic, &frame(3, 100)).into_buffer();
+    let body = packet(&mut nic, &frame(3, 100));
+    let at = body.offset();
     two.push(Segment::Slice {
-        buf: body,
-        offset: 10,
+        buf: body.into_buffer(),
+        offset: at + 10,
         len: 90,
     })
     .unwrap();
@@ -940,6 +955,124 @@ fn sent_bytes_are_counted_by_who_wrote_them_and_the_net_header_is_not_a_frame_by
             cpu: 14 + 14 + 50
         }
     );
+}
+
+#[test]
+fn a_packet_with_headroom_goes_out_as_one_descriptor_its_header_in_the_headroom() {
+    use vfio_core::dma::{BytesByWriter, Writer};
+    let (mut h, mut nic) = open(Net::new());
+    let free = nic.free_buffers();
+    // Received frames lie behind their net header's room: echo one back.
+    let received = frame_to(MAC, 1, 60);
+    h.deliver(&received);
+    let mut out = Vec::new();
+    assert_eq!(nic.rx_batch(&mut out, 1).unwrap(), 1);
+    assert_eq!(out[0].offset(), RX_HEADROOM + hdr::SIZE);
+    let iova = out[0].iova();
+    // Whatever the device left in front of the frame (its header, made
+    // nonzero here) is overwritten with the plain header.
+    h.container
+        .dma_write(iova - hdr::SIZE as u64, &[0xee; hdr::SIZE])
+        .unwrap();
+    assert_eq!(nic.tx_packets(&mut out).unwrap(), 1);
+    assert!(out.is_empty());
+    let sent = h.transmitted_chains();
+    assert_eq!(sent.len(), 1);
+    let (head, chain, hd, bytes) = &sent[0];
+    assert_eq!(
+        chain[..],
+        [(iova - hdr::SIZE as u64, (hdr::SIZE + 60) as u32, 0)],
+        "one descriptor: header and frame"
+    );
+    assert_eq!((&hd[..], &bytes[..]), (&[0; hdr::SIZE][..], &received[..]));
+    assert_eq!(
+        nic.stats().tx_from,
+        BytesByWriter { device: 60, cpu: 0 },
+        "the header is no frame byte, and the frame stays the device's"
+    );
+    assert_eq!(nic.tx_pending(), 1);
+    h.entry(1, *head as u32, 0, true);
+    assert_eq!(nic.tx_clean(), 1);
+    let s = nic.stats();
+    assert_eq!((s.tx_packets, s.tx_bytes), (1, 60));
+    assert_eq!(nic.free_buffers(), free);
+    // A frame the CPU wrote there (over the device's) is the CPU's.
+    h.deliver(&received);
+    assert_eq!(nic.rx_batch(&mut out, 1).unwrap(), 1);
+    out[0].data_mut()[0] = 0x02;
+    assert_eq!(out[0].writer(), Writer::Cpu);
+    nic.tx_packets(&mut out).unwrap();
+    assert_eq!(nic.stats().tx_from.cpu, 60);
+    assert_eq!(h.transmitted_chains()[0].1.len(), 1);
+}
+
+#[test]
+fn allocated_packets_leave_room_for_the_header_and_go_out_as_one_descriptor() {
+    let (mut h, mut nic) = open(Net::new());
+    let mut q = vec![packet(&mut nic, &frame(1, 1514))];
+    assert_eq!(nic.alloc_packets(2, &mut q), 2);
+    for (i, p) in q.iter_mut().enumerate().skip(1) {
+        p.buffer_mut()[..60].copy_from_slice(&frame(i as u8 + 1, 60));
+        p.set_len(60);
+    }
+    assert!(q.iter().all(|p| p.offset() == super::TX_HEADROOM));
+    assert_eq!(q[0].len(), 1514, "a whole frame fits after the headroom");
+    assert_eq!(nic.tx_packets(&mut q).unwrap(), 3);
+    let sent = h.transmitted_chains();
+    let expected = [frame(1, 1514), frame(2, 60), frame(3, 60)];
+    for ((_, chain, hd, bytes), want) in sent.iter().zip(&expected) {
+        assert_eq!(chain.len(), 1);
+        assert_eq!(chain[0].1 as usize, hdr::SIZE + want.len());
+        assert_eq!((&hd[..], bytes), (&[0; hdr::SIZE][..], want));
+    }
+}
+
+#[test]
+fn a_packet_without_headroom_goes_out_as_a_header_and_its_frame() {
+    use vfio_core::dma::BytesByWriter;
+    let (mut h, mut nic) = open(Net::new());
+    let free = nic.free_buffers();
+    let bytes = frame(7, 61);
+    let mut buf = nic.pool().alloc().unwrap();
+    buf.as_mut_slice()[..61].copy_from_slice(&bytes);
+    let p = Packet::new(buf, 61);
+    assert_eq!(p.offset(), 0);
+    let iova = p.iova();
+    // Two packets without headroom, one with: 5 descriptors of 8.
+    let mut q = vec![p, Packet::at(nic.pool().alloc().unwrap(), 11, 60)];
+    q.push(Packet::at(nic.pool().alloc().unwrap(), 12, 60));
+    assert_eq!(nic.tx_packets(&mut q).unwrap(), 3);
+    let sent = h.transmitted_chains();
+    let (head, chain, hd, got) = &sent[0];
+    assert_eq!(chain.len(), 2, "{chain:x?}");
+    assert_eq!(chain[0].1 as usize, hdr::SIZE, "the header alone first");
+    assert_eq!((chain[0].2, chain[1]), (ring::DESC_F_NEXT, (iova, 61, 0)));
+    assert_eq!((&hd[..], &got[..]), (&[0; hdr::SIZE][..], &bytes[..]));
+    assert_eq!(sent[1].1.len(), 2, "11 bytes of headroom are too few");
+    assert_eq!(sent[2].1.len(), 1, "12 are enough");
+    assert_eq!(
+        nic.stats().tx_from,
+        BytesByWriter {
+            device: 0,
+            cpu: 61 + 60 + 60
+        }
+    );
+    // 3 descriptors left: a packet with headroom, one without; the third waits.
+    let mut q = vec![Packet::at(nic.pool().alloc().unwrap(), 12, 60)];
+    q.push(Packet::at(nic.pool().alloc().unwrap(), 0, 60));
+    q.push(Packet::at(nic.pool().alloc().unwrap(), 0, 60));
+    assert_eq!(nic.tx_packets(&mut q).unwrap(), 2);
+    assert_eq!(q.len(), 1);
+    drop(q);
+    h.entry(1, *head as u32, 0, true);
+    for (head, ..) in &sent[1..] {
+        h.entry(1, *head as u32, 0, true);
+    }
+    for (head, ..) in h.transmitted_chains() {
+        h.entry(1, head as u32, 0, true);
+    }
+    assert_eq!(nic.tx_clean(), 5);
+    assert_eq!(nic.free_buffers(), free);
 }
 
 #[test]
@@ -1095,17 +1228,18 @@ fn without_csum_the_driver_completes_the_udp_checksum_across_segments() {
     let (mut h, mut nic) = open(net);
     let whole = udp_frame(&frame(9, 333));
     let mut f = TxFrame::packet(packet(&mut nic, &whole[..50]));
-    let rest = packet(&mut nic, &whole[50..]).into_buffer();
+    let rest = packet(&mut nic, &whole[50..]);
     f.push(Segment::Slice {
         len: whole.len() - 50,
-        buf: rest,
-        offset: 0,
+        offset: rest.offset(),
+        buf: rest.into_buffer(),
     })
     .unwrap();
     f.offload = Some(UDP);
     nic.tx_batch(&mut VecDeque::from([f])).unwrap();
     let (_, header, bytes) = h.transmitted().remove(0);
     assert_eq!(header, [0; hdr::SIZE]);
+    assert_eq!(bytes[50..], whole[50..], "the payload as written");
     assert_eq!(ones_sum(words(&bytes[14..34])), 0xffff);
     let udp_len = (bytes.len() - 34) as u16;
     let pseudo = words(&bytes[26..34]).chain([17, udp_len]);
@@ -1163,6 +1297,9 @@ fn busy(h: &mut Harness) -> VirtioNet {
         .map(|i| TxFrame::packet(packet(&mut nic, &frame(i, 60))))
         .collect();
     nic.tx_batch(&mut q).unwrap();
+    // And one packet held at its head by tx_packets.
+    let mut packets = vec![packet(&mut nic, &frame(2, 60))];
+    assert_eq!(nic.tx_packets(&mut packets).unwrap(), 1);
     nic
 }
 
@@ -1215,10 +1352,10 @@ fn drop_leaks_everything_the_device_may_reach_when_it_cannot_be_stopped() {
     let before = vfio_core::dma::leaked();
     drop(nic);
     assert!(
-        vfio_core::dma::leaked() >= before + 10 + 3,
-        "8 receive buffers, 2 frames, 2 queues, the header area"
+        vfio_core::dma::leaked() >= before + 11 + 3,
+        "8 receive buffers, 3 frames, 2 queues, the header area"
     );
-    assert_eq!(pool.free_count(), pool.capacity() - 10);
+    assert_eq!(pool.free_count(), pool.capacity() - 11);
     drop(pool);
     assert_eq!(h.container.mapping_count(), 4);
     // The device can still read what it was given.

@@ -98,6 +98,14 @@ impl fmt::Display for UsedError {
     }
 }
 
+/// A chain in flight, by its head: how many descriptors it holds (0: no
+/// chain in flight there) and how many bytes the device may write into it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Head {
+    count: u16,
+    writable: u32,
+}
+
 /// A split virtqueue. Private to the driver: its descriptors take raw IOVAs
 /// that the device may write, which only the driver knows to be its own
 /// buffers (the fuzz target gets [`UsedRingHarness`] instead).
@@ -110,10 +118,8 @@ pub(crate) struct Virtqueue {
     free: Vec<u16>,
     /// Per descriptor: the next one in its chain (ours, not the device's).
     next: Vec<u16>,
-    /// Per head: how many descriptors its chain holds (0: not in flight).
-    chain: Vec<u16>,
-    /// Per head: the bytes the device may write into its chain.
-    writable: Vec<u32>,
+    /// Per head: its chain in flight (`count` 0: none).
+    heads: Vec<Head>,
     /// Chains in flight (added and not yet used).
     chains: usize,
     avail_idx: u16,
@@ -137,7 +143,9 @@ impl Virtqueue {
         }
         let n = size as usize;
         let avail = n * ring::DESC_SIZE;
-        let used = (avail + 6 + 2 * n).next_multiple_of(4);
+        // The used ring 4-byte aligned (2.7) and placed so that its entries,
+        // 4 bytes in, are 8-byte aligned: each is read in one load.
+        let used = (avail + 6 + 2 * n + 4).next_multiple_of(8) - 4;
         let mem = DmaMemory::new(container, used + 6 + 8 * n, Backing::Auto)?;
         mem.write_bytes(0, &vec![0; mem.len()]);
         mem.write::<u16>(avail, ring::AVAIL_F_NO_INTERRUPT);
@@ -148,8 +156,7 @@ impl Virtqueue {
             used,
             free: (0..size).rev().collect(),
             next: vec![0; n],
-            chain: vec![0; n],
-            writable: vec![0; n],
+            heads: vec![Head::default(); n],
             chains: 0,
             avail_idx: 0,
             published: 0,
@@ -239,13 +246,39 @@ impl Virtqueue {
             self.next[id as usize] = next;
         }
         let head = ids[0];
-        self.chain[head as usize] = ids.len() as u16;
-        self.writable[head as usize] = writable;
+        self.make_available(head, ids.len() as u16, writable);
+        Some(head)
+    }
+
+    /// Queues one buffer as a chain of its own: [`Virtqueue::add`] of one
+    /// buffer, without the chain to link. Returns its head, or None when no
+    /// descriptor is free.
+    #[inline(always)]
+    pub fn add_one(&mut self, iova: u64, len: u32, device_writes: bool) -> Option<u16> {
+        let head = self.free.pop()?;
+        let (flags, writable) = if device_writes {
+            (ring::DESC_F_WRITE, len)
+        } else {
+            (0, 0)
+        };
+        // As in `add`: the descriptor in two stores, no NEXT flag.
+        let rest = len as u64 | (flags as u64) << 32;
+        let at = head as usize * ring::DESC_SIZE;
+        self.mem.write_words::<u64>(at, &[iova, rest]);
+        self.make_available(head, 1, writable);
+        Some(head)
+    }
+
+    /// Records the chain at `head` (`count` descriptors, `writable` bytes
+    /// the device may write) as in flight and puts it in the next slot of
+    /// the available ring.
+    #[inline]
+    fn make_available(&mut self, head: u16, count: u16, writable: u32) {
+        self.heads[head as usize] = Head { count, writable };
         self.chains += 1;
         let slot = self.avail + 4 + 2 * (self.avail_idx & (self.size - 1)) as usize;
         self.mem.write::<u16>(slot, head);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        Some(head)
     }
 
     /// Makes the chains added so far visible to the device.
@@ -266,52 +299,90 @@ impl Virtqueue {
 
     /// The next used chain, its descriptors back on the free stack; None when
     /// the device has used nothing more. What the device wrote is checked
-    /// first (see [`UsedError`]).
+    /// first (see [`UsedError`]). [`Virtqueue::used_ready`], then
+    /// [`Virtqueue::take_used`].
     pub fn pop_used(&mut self) -> Option<std::result::Result<Used, UsedError>> {
+        match self.used_ready() {
+            Ok(0) => None,
+            Ok(_) => self.take_used(),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// How many used entries [`Virtqueue::take_used`] takes now: those the
+    /// used index showed when last read, or, once all of them are taken,
+    /// those it shows now (read once; an index past what was published
+    /// breaks the queue, [`UsedError::IndexJump`], for every later call).
+    /// For a batch: one call, then `take_used` until it says None.
+    #[inline]
+    pub fn used_ready(&mut self) -> std::result::Result<u16, UsedError> {
         if let Some(e) = self.broken {
-            return Some(Err(e));
+            return Err(e);
         }
         if self.last_used == self.used_seen {
-            // Every entry the index showed last time is taken: read it again.
-            let idx = self.mem.read::<u16>(self.used + 2);
-            let pending = idx.wrapping_sub(self.last_used);
-            if pending == 0 {
-                return None;
-            }
-            let available = self.published.wrapping_sub(self.last_used);
-            if pending > available {
-                let e = UsedError::IndexJump {
-                    from: self.last_used,
-                    to: idx,
-                    available,
-                };
-                self.broken = Some(e);
-                return Some(Err(e));
-            }
-            self.used_seen = idx;
-            // The index before the entries it covers.
-            fence(Ordering::Acquire);
+            self.read_used_index()?;
+        }
+        Ok(self.used_seen.wrapping_sub(self.last_used))
+    }
+
+    /// Reads the used index, checked against what was made available.
+    fn read_used_index(&mut self) -> std::result::Result<(), UsedError> {
+        let idx = self.mem.read::<u16>(self.used + 2);
+        let pending = idx.wrapping_sub(self.last_used);
+        let available = self.published.wrapping_sub(self.last_used);
+        if pending > available {
+            let e = UsedError::IndexJump {
+                from: self.last_used,
+                to: idx,
+                available,
+            };
+            self.broken = Some(e);
+            return Err(e);
+        }
+        self.used_seen = idx;
+        // The index before the entries it covers.
+        fence(Ordering::Acquire);
+        Ok(())
+    }
+
+    /// The next of the entries [`Virtqueue::used_ready`] counted (None when
+    /// they are all taken; the used index is not read here): its chain's
+    /// descriptors back on the free stack, what the device wrote checked
+    /// first ([`UsedError::NotInFlight`], [`UsedError::TooLong`]).
+    #[inline]
+    pub fn take_used(&mut self) -> Option<std::result::Result<Used, UsedError>> {
+        if self.last_used == self.used_seen {
+            return None;
         }
         let at = self.used + 4 + 8 * (self.last_used & (self.size - 1)) as usize;
         self.last_used = self.last_used.wrapping_add(1);
-        let (id, len) = (self.mem.read::<u32>(at), self.mem.read::<u32>(at + 4));
-        let count = self.chain.get(id as usize).copied().unwrap_or(0);
-        if count == 0 {
-            return Some(Err(UsedError::NotInFlight { id }));
-        }
+        // The entry's id and len (little-endian) in one load.
+        let entry = self.mem.read::<u64>(at);
+        Some(self.release(entry as u32, (entry >> 32) as u32))
+    }
+
+    /// Frees the chain a used entry names, if it heads one in flight.
+    #[inline]
+    fn release(&mut self, id: u32, len: u32) -> std::result::Result<Used, UsedError> {
+        let Some(h) = self.heads.get_mut(id as usize).filter(|h| h.count > 0) else {
+            return Err(UsedError::NotInFlight { id });
+        };
+        let Head {
+            count,
+            writable: max,
+        } = std::mem::take(h);
         let head = id as u16;
-        let mut d = head;
-        for _ in 0..count {
-            self.free.push(d);
-            d = self.next[d as usize];
-        }
-        self.chain[head as usize] = 0;
         self.chains -= 1;
-        let max = self.writable[head as usize];
-        if len > max {
-            return Some(Err(UsedError::TooLong { head, len, max }));
+        self.free.push(head);
+        let mut d = head;
+        for _ in 1..count {
+            d = self.next[d as usize];
+            self.free.push(d);
         }
-        Some(Ok(Used { head, len }))
+        if len > max {
+            return Err(UsedError::TooLong { head, len, max });
+        }
+        Ok(Used { head, len })
     }
 
     /// Leaves the ring memory allocated and mapped for good when dropped,
@@ -507,6 +578,64 @@ mod tests {
     }
 
     #[test]
+    fn add_one_writes_a_chain_of_one_as_add_does_and_comes_back_the_same_way() {
+        let (mut vq, mut dev) = Dev::new(4);
+        let a = vq.add_one(0x1000, 60, false).unwrap();
+        let b = vq.add_one(0x2000, 2046, true).unwrap();
+        let c = vq.add(&[(0x3000, 72, false)]).unwrap();
+        assert_eq!((a, b, c), (0, 1, 2), "from the same free stack");
+        assert_eq!((dev.avail_slot(0), dev.avail_slot(1)), (a, b));
+        assert_eq!(dev.avail_idx(), 0, "not visible before publish");
+        vq.publish();
+        assert_eq!(dev.avail_idx(), 3);
+        assert_eq!(dev.desc(a), (0x1000, 60, 0, 0));
+        assert_eq!(dev.desc(b), (0x2000, 2046, ring::DESC_F_WRITE, 0));
+        assert_eq!(dev.desc(c), (0x3000, 72, 0, 0), "as add writes one");
+        assert_eq!(dev.chain(b), [b]);
+        assert_eq!((vq.free(), vq.in_flight()), (1, 3));
+        assert!(vq.add_one(0x4000, 1, false).is_some());
+        assert_eq!(vq.add_one(0x5000, 1, false), None, "no descriptor free");
+        // Used in a batch: the index read once, every entry it shows taken.
+        dev.entry(b as u32, 2046);
+        dev.entry(a as u32, 0);
+        dev.set_idx(2);
+        assert_eq!(vq.used_ready(), Ok(2));
+        dev.used(c as u32, 0); // shown after the read: waits for the next one
+        assert_eq!(vq.take_used(), Some(Ok(Used { head: b, len: 2046 })));
+        assert_eq!(vq.take_used(), Some(Ok(Used { head: a, len: 0 })));
+        assert_eq!(vq.take_used(), None, "the index is not read again here");
+        assert_eq!((vq.free(), vq.in_flight()), (2, 2));
+        assert_eq!(vq.used_ready(), Ok(1));
+        assert_eq!(vq.take_used(), Some(Ok(Used { head: c, len: 0 })));
+        // The checks of what the device wrote hold on this path too.
+        let d = vq.add_one(0x6000, 100, true).unwrap();
+        vq.publish();
+        dev.used(d as u32, 101);
+        dev.used(d as u32, 0); // twice
+        assert_eq!(vq.used_ready(), Ok(2));
+        assert_eq!(
+            vq.take_used(),
+            Some(Err(UsedError::TooLong {
+                head: d,
+                len: 101,
+                max: 100
+            }))
+        );
+        assert_eq!(
+            vq.take_used(),
+            Some(Err(UsedError::NotInFlight { id: d as u32 }))
+        );
+        dev.set_idx(dev.used_idx.wrapping_add(2));
+        assert!(matches!(
+            vq.used_ready(),
+            Err(UsedError::IndexJump { available: 0, .. })
+        ));
+        assert_eq!(vq.take_used(), None);
+        assert!(vq.used_ready().is_err(), "broken for good");
+        assert_eq!((vq.free(), vq.in_flight()), (3, 1));
+    }
+
+    #[test]
     fn add_refuses_empty_chains_long_chains_and_chains_that_do_not_fit() {
         let (mut vq, _dev) = Dev::new(8);
         assert_eq!(vq.add(&[]), None);
@@ -692,11 +821,17 @@ mod tests {
     fn the_rings_lie_where_the_spec_puts_them() {
         let (vq, dev) = Dev::new(256);
         assert_eq!(dev.avail - dev.desc, 256 * 16);
-        assert_eq!(
-            dev.used - dev.avail,
-            (4096 + 6 + 512usize).next_multiple_of(4) as u64 - 4096
-        );
-        assert_eq!(dev.used % 4, 0);
+        // Right after the available ring (its flags, index, 256 slots and
+        // used_event), at 4 bytes before a multiple of 8: 4-byte aligned as
+        // the spec asks, its 8-byte entries 8-byte aligned.
+        assert_eq!(dev.used - dev.avail, 4 + 6 + 512 + 2);
+        assert_eq!((dev.used % 4, (dev.used + 4) % 8), (0, 0));
+        for size in [1, 2, 8, 32768] {
+            let (_vq, dev) = Dev::new(size);
+            let avail_end = dev.avail + 6 + 2 * size as u64;
+            assert!(dev.used >= avail_end && dev.used < avail_end + 8);
+            assert_eq!((dev.used % 4, (dev.used + 4) % 8), (0, 0), "size {size}");
+        }
         // The last used entry and avail_event fit the memory.
         dev.c
             .dma_write(dev.used + 4 + 8 * 255 + 8, &[0; 2])
@@ -751,7 +886,12 @@ mod tests {
                         let n = 1 + (r >> 8) as usize % MAX_CHAIN;
                         let bufs = vec![(r, 64, r & 1 << 20 != 0); n];
                         let before = vq.free();
-                        match vq.add(&bufs) {
+                        let added = if n == 1 && r & 1 << 21 != 0 {
+                            vq.add_one(r, 64, r & 1 << 20 != 0)
+                        } else {
+                            vq.add(&bufs)
+                        };
+                        match added {
                             Some(head) => {
                                 let chain = dev.chain(head);
                                 assert_eq!(chain.len(), n);
@@ -777,7 +917,18 @@ mod tests {
                     }
                     _ => {
                         let before = vq.free();
-                        match vq.pop_used() {
+                        // Half the time as a batch: the index read once
+                        // before (an error there ends the round), then the
+                        // entry taken without reading it.
+                        let used = if r & 1 << 22 != 0 {
+                            match vq.used_ready() {
+                                Err(e) => Some(Err(e)),
+                                Ok(_) => vq.take_used(),
+                            }
+                        } else {
+                            vq.pop_used()
+                        };
+                        match used {
                             None => assert_eq!(vq.free(), before),
                             Some(Ok(Used { head, .. }))
                             | Some(Err(UsedError::TooLong { head, .. })) => {

@@ -111,12 +111,20 @@ impl BufferCache {
     /// lock); another pool's goes back to its own pool.
     #[inline]
     pub fn free(&mut self, buf: Buffer) {
+        if Arc::ptr_eq(buf.pool(), &self.pool) && self.stack.len() < self.size {
+            self.stack.push(buf);
+        } else {
+            self.free_slow(buf);
+        }
+    }
+
+    /// [`BufferCache::free`] of another pool's buffer, or onto a full stack.
+    #[cold]
+    fn free_slow(&mut self, buf: Buffer) {
         if !Arc::ptr_eq(buf.pool(), &self.pool) {
             return drop(buf);
         }
-        if self.stack.len() == self.size {
-            self.spill();
-        }
+        self.spill();
         self.stack.push(buf);
     }
 

@@ -336,6 +336,27 @@ impl Buffer {
         self.pool.memory.write(self.offset() + offset, value)
     }
 
+    /// Copies `bytes` to byte `offset` of the buffer. Unlike
+    /// [`Buffer::as_mut_slice`] it forgets which bytes a device wrote only
+    /// when it writes one of them: a header written into the headroom
+    /// before a frame the device wrote leaves the frame the device's
+    /// ([`Buffer::writer`]).
+    ///
+    /// # Panics
+    ///
+    /// When the bytes are not inside the buffer.
+    #[inline]
+    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        self.check(offset, bytes.len());
+        self.written = self.written.after_cpu_write(offset, bytes.len());
+        let to = self.as_ptr().cast_mut().wrapping_add(offset);
+        // SAFETY: the bytes lie inside the buffer (`check`), which this
+        // Buffer owns alone and `&mut self` borrows alone: no slice covers
+        // them and no device has them (as in `as_mut_slice`); `bytes` is
+        // another borrow, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), to, bytes.len()) }
+    }
+
     #[inline]
     fn check(&self, offset: usize, len: usize) {
         assert!(
@@ -647,6 +668,41 @@ mod tests {
             Writer::Cpu,
             "a range past the buffer records none"
         );
+    }
+
+    #[test]
+    fn write_at_keeps_the_record_unless_it_writes_into_it() {
+        let p = pool(2048, 1);
+        let mut b = p.alloc().unwrap();
+        b.device_wrote(14, 60);
+        b.write_at(2, &[0xaa; 12]);
+        assert_eq!(b.as_slice()[2..14], [0xaa; 12]);
+        assert_eq!((b.as_slice()[1], b.as_slice()[14]), (0, 0), "only those");
+        assert_eq!(
+            b.writer(14, 60),
+            Writer::Device,
+            "a header before the frame"
+        );
+        b.write_at(74, &[1; 4]);
+        assert_eq!(b.writer(14, 60), Writer::Device, "bytes after it");
+        b.write_at(73, &[7]);
+        assert_eq!(
+            b.writer(14, 59),
+            Writer::Cpu,
+            "a byte of it written: the CPU's"
+        );
+        assert_eq!(b.as_slice()[73], 7);
+        b.device_wrote(14, 60);
+        b.write_at(10, &[0; 8]);
+        assert_eq!(b.writer(18, 10), Writer::Cpu, "an overlapping header");
+    }
+
+    #[test]
+    #[should_panic]
+    fn write_at_past_the_buffer_panics() {
+        let p = pool(64, 1);
+        let mut b = p.alloc().unwrap();
+        b.write_at(60, &[0; 8]);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 ///   successfully (with the range it wrote), and with an empty range when
 ///   the command failed;
 /// - every write by the CPU through a pool [`Buffer`](super::Buffer)'s
-///   `&mut` accessors forgets the record (the CPU may have written any byte);
+///   `&mut` accessors forgets the record (the CPU may have written any byte),
+///   but for [`Buffer::write_at`](super::Buffer::write_at), which writes
+///   known bytes and forgets it only when they touch the recorded range;
 /// - a fresh buffer from a pool has none.
 ///
 /// [`DmaTarget::writer`](super::DmaTarget::writer) then tells, for any range,
@@ -104,6 +106,21 @@ impl DeviceWritten {
             Writer::Cpu
         }
     }
+
+    /// The record after the CPU wrote `len` bytes at `offset`: forgotten
+    /// when the write touched a byte of the recorded range, kept when it
+    /// lay wholly outside it (a header written into the headroom before a
+    /// frame the device wrote).
+    #[inline]
+    pub(crate) fn after_cpu_write(self, offset: usize, len: usize) -> DeviceWritten {
+        let end = offset.saturating_add(len);
+        let overlaps = len > 0 && offset < self.end as usize && end > self.start as usize;
+        if overlaps {
+            DeviceWritten::NONE
+        } else {
+            self
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +152,27 @@ mod tests {
             Writer::Device
         );
         assert_eq!(DeviceWritten::NONE.writer(0, 1), Writer::Cpu);
+    }
+
+    #[test]
+    fn a_cpu_write_forgets_the_record_only_when_it_touches_it() {
+        let w = DeviceWritten::new(14, 60, 2048);
+        // Before, after, empty, and empty inside: the record stays.
+        assert_eq!(w.after_cpu_write(2, 12), w, "ends where the range starts");
+        assert_eq!(w.after_cpu_write(74, 100), w, "starts where it ends");
+        assert_eq!(w.after_cpu_write(0, 0), w);
+        assert_eq!(w.after_cpu_write(30, 0), w, "no byte written");
+        // Any byte of it written: the range is the CPU's.
+        for (offset, len) in [(2, 13), (73, 1), (20, 4), (0, 2048), (14, 60)] {
+            let after = w.after_cpu_write(offset, len);
+            assert_eq!(after, DeviceWritten::NONE, "{len} bytes at {offset}");
+            assert_eq!(after.writer(14, 60), Writer::Cpu);
+        }
+        assert_eq!(w.after_cpu_write(usize::MAX, 2), w, "past any buffer");
+        assert_eq!(
+            DeviceWritten::NONE.after_cpu_write(0, 1),
+            DeviceWritten::NONE
+        );
     }
 
     #[test]

@@ -77,10 +77,11 @@ pub fn tx(bdf: &str, n: &str) -> Result<()> {
         let frame = if seq % 3 == 2 {
             let mut f = TxFrame::packet(packet(&mut nic, &bytes[..14])?);
             let rest = packet(&mut nic, &bytes[14..])?;
-            let len = rest.len();
+            // The bytes are at the packet's offset (not 0 on virtio-net).
+            let (offset, len) = (rest.offset(), rest.len());
             f.push(Segment::Slice {
                 buf: rest.into_buffer(),
-                offset: 0,
+                offset,
                 len,
             })
             .map_err(|_| Error::InvalidArgument("segments".into()))?;
@@ -177,10 +178,10 @@ fn udp_header(a: &Udp, payload: usize) -> Vec<u8> {
 fn udp_frame(nic: &mut Nic, a: &Udp, payload: &[u8]) -> Result<TxFrame> {
     let mut f = TxFrame::packet(packet(nic, &udp_header(a, payload.len()))?);
     let body = packet(nic, payload)?;
-    let len = body.len();
+    let (offset, len) = (body.offset(), body.len());
     f.push(Segment::Slice {
         buf: body.into_buffer(),
-        offset: 0,
+        offset,
         len,
     })
     .map_err(|_| Error::InvalidArgument("segments".into()))?;
