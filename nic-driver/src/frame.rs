@@ -120,7 +120,7 @@ impl Packet {
     /// that [`Packet::offset`] leaves room for them.
     #[inline]
     pub(crate) fn write_headroom(&mut self, bytes: &[u8]) {
-        self.buf.write_at(self.offset - bytes.len(), bytes)
+        self.buf.write_at(self.offset() - bytes.len(), bytes)
     }
 }
 

@@ -1066,10 +1066,12 @@ impl NetDevice for VirtioNet {
 
     fn tx_fill(&mut self, n: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> Result<usize> {
         self.tx_ready()?;
-        // As many as fit (two descriptors each), so no frame is built in vain.
-        let n = n.min(self.tx.free() / 2);
+        // As many as fit (one descriptor each with the net header in the
+        // headroom, else two), so no frame is built in vain.
+        let per_frame = if self.tx_headroom >= hdr::SIZE { 1 } else { 2 };
+        let n = n.min(self.tx.free() / per_frame);
         let mut packets = std::mem::take(&mut self.tx_fill_packets);
-        crate::alloc_packets(&mut self.cache, n, 0, &mut packets);
+        crate::alloc_packets(&mut self.cache, n, self.tx_headroom, &mut packets);
         let refused = crate::fill_packets(&mut packets, self.max_frame, fill);
         let sent = self.tx_packets(&mut packets);
         packets.clear();
