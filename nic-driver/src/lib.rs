@@ -530,32 +530,6 @@ pub(crate) fn alloc_packets(
     cache.alloc_into(n, out, |buf| Packet::empty_at(buf, headroom))
 }
 
-/// Builds frames in `packets` (fresh, of length 0) with `fill`, each in at
-/// most `max_frame` bytes of room, for a driver's
-/// [`NetDevice::tx_fill`] that sends packets: drops the packets from the
-/// first that `fill` ends (0) or overfills (the refusal returned) on.
-pub(crate) fn fill_packets(
-    packets: &mut Vec<Packet>,
-    max_frame: usize,
-    fill: &mut dyn FnMut(&mut [u8]) -> usize,
-) -> Option<Error> {
-    let mut refused = None;
-    let mut built = 0;
-    for p in packets.iter_mut() {
-        let buffer = p.buffer_mut();
-        let room = buffer.len().min(max_frame);
-        let len = fill(&mut buffer[..room]);
-        if len == 0 || len > room {
-            refused = (len > room).then(|| frame::too_long(len, room));
-            break;
-        }
-        p.set_len(len);
-        built += 1;
-    }
-    packets.truncate(built);
-    refused
-}
-
 pub(crate) fn check_mac(mac: [u8; 6]) -> std::result::Result<[u8; 6], String> {
     if mac == [0; 6] || mac[0] & 1 == 1 {
         return Err(format!(

@@ -89,13 +89,17 @@ pub const RX_HEADROOM: usize = 2;
 /// frames start, so that [`NetDevice::tx_packets`] writes the net header
 /// into the 12 bytes before the frame and gives the device one descriptor.
 /// The pool's buffers hold a whole frame after it (2048 bytes for
-/// 1514-byte frames, 16 KiB for jumbo ones); a pool whose buffers did not
-/// would give packets at 0, sent as a chain of two descriptors.
+/// 1514-byte frames, 16 KiB for jumbo ones: checked when compiled).
 pub const TX_HEADROOM: usize = RX_HEADROOM + hdr::SIZE;
 /// Largest frame sent or received: 1514 bytes, or 9014 with jumbo frames
 /// (receive buffers of 16 KiB then hold a whole frame: no mergeable buffers).
 const MAX_FRAME: usize = 1514;
 const MAX_JUMBO_FRAME: usize = 9014;
+/// Pool buffer sizes: for 1514-byte frames, for jumbo frames.
+const BUF_SIZE: usize = 2048;
+const JUMBO_BUF_SIZE: usize = 16384;
+const _: () = assert!(BUF_SIZE >= TX_HEADROOM + MAX_FRAME);
+const _: () = assert!(JUMBO_BUF_SIZE >= TX_HEADROOM + MAX_JUMBO_FRAME);
 
 /// Where a configuration structure lives: a BAR mapping, an offset in it
 /// and the structure's length (checked to lie inside the BAR, at an offset
@@ -183,12 +187,7 @@ pub struct VirtioNet {
     link: LinkWatch,
     /// Frames reclaimed inside `tx_batch`, reported by the next `tx_clean`.
     tx_reclaimed: usize,
-    /// The packets `tx_fill` builds, kept to be reused (no allocation per call).
-    tx_fill_packets: Vec<Packet>,
     max_frame: usize,
-    /// Where [`NetDevice::alloc_packet`]'s packets start: [`TX_HEADROOM`],
-    /// or 0 when a buffer would then be too short for a frame.
-    tx_headroom: usize,
     /// MSI-X vector 0 (receive) in interrupt mode.
     irqs: Option<Interrupts>,
     /// A broken transmit queue was logged (by `tx_clean`, which returns no error).
@@ -312,9 +311,9 @@ impl VirtioNet {
         let rx = Virtqueue::new(&container, rx_size)?;
         let tx = Virtqueue::new(&container, tx_size)?;
         let (buf_size, max_frame) = if config.jumbo {
-            (16384, MAX_JUMBO_FRAME)
+            (JUMBO_BUF_SIZE, MAX_JUMBO_FRAME)
         } else {
-            (2048, MAX_FRAME)
+            (BUF_SIZE, MAX_FRAME)
         };
         let (rx_size, tx_size) = (rx_size as usize, tx_size as usize);
         let pool = BufferPool::new(
@@ -327,11 +326,6 @@ impl VirtioNet {
         // descriptor points at memory of another container.
         assert!(Arc::ptr_eq(pool.container(), &container));
         let tx_hdrs = DmaMemory::new(&container, tx_size * 16, Backing::Auto)?;
-        let tx_headroom = if pool.buf_size() >= TX_HEADROOM + max_frame {
-            TX_HEADROOM
-        } else {
-            0
-        };
         // From here on `Drop` resets the device before any of this memory goes.
         let mut nic = VirtioNet {
             rx,
@@ -355,9 +349,7 @@ impl VirtioNet {
             stats: Stats::default(),
             link: LinkWatch::new(config.link_poll),
             tx_reclaimed: 0,
-            tx_fill_packets: Vec::with_capacity(tx_size),
             max_frame,
-            tx_headroom,
             irqs,
             tx_broken_logged: false,
         };
@@ -1066,17 +1058,34 @@ impl NetDevice for VirtioNet {
 
     fn tx_fill(&mut self, n: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> Result<usize> {
         self.tx_ready()?;
-        // As many as fit (one descriptor each with the net header in the
-        // headroom, else two), so no frame is built in vain.
-        let per_frame = if self.tx_headroom >= hdr::SIZE { 1 } else { 2 };
-        let n = n.min(self.tx.free() / per_frame);
-        let mut packets = std::mem::take(&mut self.tx_fill_packets);
-        crate::alloc_packets(&mut self.cache, n, self.tx_headroom, &mut packets);
-        let refused = crate::fill_packets(&mut packets, self.max_frame, fill);
-        let sent = self.tx_packets(&mut packets);
-        packets.clear();
-        self.tx_fill_packets = packets;
-        let sent = sent?;
+        // Each frame at TX_HEADROOM of a fresh buffer, its zero net header
+        // before it: one descriptor over both (see `tx_packets`).
+        let n = n.min(self.tx.free());
+        let (mut sent, mut bytes, mut refused) = (0, 0, None);
+        while sent < n {
+            let Some(mut buf) = self.cache.alloc() else {
+                break;
+            };
+            let (header, frame) = buf.as_mut_slice()[RX_HEADROOM..].split_at_mut(hdr::SIZE);
+            header.fill(0);
+            let room = frame.len().min(self.max_frame);
+            let len = fill(&mut frame[..room]);
+            if len == 0 || len > room {
+                self.cache.free(buf);
+                refused = (len > room).then(|| crate::frame::too_long(len, room));
+                break;
+            }
+            let at = buf.iova() + RX_HEADROOM as u64;
+            let head = self.tx.add_one(at, (hdr::SIZE + len) as u32, false);
+            let head = head.expect("free descriptors counted") as usize;
+            let slot = &mut self.tx_packet[head];
+            debug_assert!(slot.is_none(), "head {head} was free");
+            *slot = Some(Packet::at(buf, TX_HEADROOM, len));
+            (sent, bytes) = (sent + 1, bytes + len as u64);
+        }
+        // Written by the CPU, through the buffers' `&mut` slices.
+        self.stats.tx_from.cpu += bytes;
+        self.publish_tx(sent);
         refused.map_or(Ok(sent), Err)
     }
 
@@ -1104,13 +1113,12 @@ impl NetDevice for VirtioNet {
     /// A packet at [`TX_HEADROOM`] in its buffer, which
     /// [`NetDevice::tx_packets`] sends as one descriptor.
     fn alloc_packet(&mut self) -> Option<Packet> {
-        let headroom = self.tx_headroom;
-        self.cache.alloc().map(|b| Packet::at(b, headroom, 0))
+        self.cache.alloc().map(|b| Packet::at(b, TX_HEADROOM, 0))
     }
 
     /// Packets at [`TX_HEADROOM`], as [`VirtioNet::alloc_packet`] gives them.
     fn alloc_packets(&mut self, n: usize, out: &mut Vec<Packet>) -> usize {
-        crate::alloc_packets(&mut self.cache, n, self.tx_headroom, out)
+        crate::alloc_packets(&mut self.cache, n, TX_HEADROOM, out)
     }
 
     fn mac(&self) -> [u8; 6] {
