@@ -52,6 +52,20 @@ impl Packet {
             len: 0,
         }
     }
+    /// A frame of `len` bytes at `offset` that the NIC wrote into `buf`,
+    /// which the caller checked lies inside the buffer (a receive ring
+    /// checks each descriptor's length against its buffers' room):
+    /// recorded as the device's bytes, as [`Packet::received`] does.
+    #[inline]
+    pub(crate) fn received_checked(mut buf: Buffer, offset: usize, len: usize) -> Packet {
+        debug_assert!(offset + len <= buf.capacity() && offset + len <= u32::MAX as usize);
+        buf.device_wrote(offset, len);
+        Packet {
+            buf,
+            offset: offset as u32,
+            len: len as u32,
+        }
+    }
     /// A frame of `len` bytes at `offset` that the NIC wrote into `buf` (a
     /// received frame): clamped as [`Packet::at`], and recorded as the
     /// device's bytes ([`Buffer::device_wrote`]) until the CPU writes them.

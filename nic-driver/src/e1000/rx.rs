@@ -142,7 +142,8 @@ impl RxRing {
                 match cache.alloc() {
                     Some(fresh) => {
                         let old = std::mem::replace(slot, fresh);
-                        out.push(Packet::received(old, RX_HEADROOM, len));
+                        // check_descriptor: RX_HEADROOM + len fits the buffer.
+                        out.push(Packet::received_checked(old, RX_HEADROOM, len));
                         counts.taken += 1;
                     }
                     // The frame is dropped; its buffer stays.
