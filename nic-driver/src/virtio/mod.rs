@@ -1084,23 +1084,22 @@ impl NetDevice for VirtioNet {
         let room = (cache.pool().buf_size() - TX_HEADROOM).min(self.max_frame);
         let (mut bytes, mut refused) = (0, None);
         let sent = self.tx.add_one_batch(n, false, |head| {
-            let mut buf = cache.alloc()?;
+            // Straight into the head's slot (free with the head: empty),
+            // built there, and taken back out if `fill` refuses it.
+            let slot = &mut slots[head as usize];
+            debug_assert!(slot.buf.is_none(), "head {head} was free");
+            let buf = slot.buf.insert(cache.alloc()?);
+            let at = buf.iova() + RX_HEADROOM as u64;
             let (header, frame) =
                 buf.as_mut_slice()[RX_HEADROOM..TX_HEADROOM + room].split_at_mut(hdr::SIZE);
             header.fill(0);
             let len = fill(frame);
             if len == 0 || len > room {
-                cache.free(buf);
+                cache.free(slot.buf.take().expect("just put there"));
                 refused = (len > room).then(|| crate::frame::too_long(len, room));
                 return None;
             }
-            let at = buf.iova() + RX_HEADROOM as u64;
-            let slot = &mut slots[head as usize];
-            debug_assert!(slot.buf.is_none(), "head {head} was free");
-            *slot = TxSlot {
-                buf: Some(buf),
-                len: len as u32,
-            };
+            slot.len = len as u32;
             bytes += len as u64;
             Some((at, (hdr::SIZE + len) as u32))
         });

@@ -373,8 +373,10 @@ impl Virtqueue {
     /// `f` is given the head the next chain gets and returns its buffer
     /// (IOVA, length), or None to end the batch there (that head stays
     /// free). Returns how many were added; none is visible to the device
-    /// before [`Virtqueue::publish`]. The queue's counts are stored after
-    /// each chain, so a panic in `f` leaves them true.
+    /// before [`Virtqueue::publish`]. The queue's counts are kept in a
+    /// guard that stores them when the batch ends, also when `f` panics:
+    /// the heads added are then off the free stack, in flight and
+    /// counted, as after any other batch.
     ///
     /// The available ring's slots for all `n` heads the batch may take are
     /// written first, in one or two runs: slots past the available index
@@ -398,7 +400,15 @@ impl Virtqueue {
             avail_idx,
             ..
         } = self;
-        let (at, idx) = (*free_at, *avail_idx);
+        let mut done = BatchEnd {
+            start: *free_at,
+            idx: *avail_idx,
+            added: 0,
+            free_at,
+            avail_idx,
+            chains,
+        };
+        let (at, idx) = (done.start, done.idx);
         let taken = &free[at..];
         let taken = &taken[..n.min(taken.len())];
         // Slots idx.. (mod size): at most `free` of them, none the device
@@ -411,7 +421,6 @@ impl Virtqueue {
             mem.write_words::<u16>(slots, wrapped);
         }
         let flags = if device_writes { ring::DESC_F_WRITE } else { 0 };
-        let mut added = 0;
         for &head in taken {
             let Some((iova, len)) = f(head) else { break };
             // As in `add_one`: the descriptor in two stores, no NEXT flag.
@@ -419,11 +428,9 @@ impl Virtqueue {
             mem.write_words::<u64>(head as usize * ring::DESC_SIZE, &[iova, rest]);
             let writable = if device_writes { len } else { 0 };
             heads[head as usize] = Head { count: 1, writable };
-            added += 1;
-            (*free_at, *avail_idx) = (at + added, idx.wrapping_add(added as u16));
-            *chains += 1;
+            done.added += 1;
         }
-        added
+        done.added
     }
 
     /// Takes every entry [`Virtqueue::used_ready`] counted, in one pass,
@@ -431,8 +438,9 @@ impl Virtqueue {
     /// checked the same way (a chain in flight is freed, its length checked
     /// against it; an id that heads none frees nothing). Returns how many
     /// entries were taken. The used index is not read here. The ring's
-    /// position stays in locals; the queue's state is stored before each
-    /// call of `f`.
+    /// position stays in locals, in a guard that stores it when the batch
+    /// ends, also when `f` panics (the entries taken so far then count as
+    /// taken, their chains as freed).
     #[inline(always)]
     pub fn take_used_batch(
         &mut self,
@@ -451,20 +459,27 @@ impl Virtqueue {
             used_seen,
             ..
         } = self;
-        let (mut last, seen) = (*last_used, *used_seen);
+        let seen = *used_seen;
         let (mask, entries, n) = (*size - 1, *used + 4, seen.wrapping_sub(*last_used));
         let (free, next, heads) = (&mut free[..], &next[..], &mut heads[..]);
-        while last != seen {
-            let at = entries + 8 * (last & mask) as usize;
-            last = last.wrapping_add(1);
-            *last_used = last;
+        let mut done = TakeEnd {
+            last: *last_used,
+            free_at: *free_at,
+            freed: 0,
+            last_used,
+            free_at_out: free_at,
+            chains,
+        };
+        while done.last != seen {
+            let at = entries + 8 * (done.last & mask) as usize;
+            done.last = done.last.wrapping_add(1);
             // The entry's id and len (little-endian) in one load.
             let entry = mem.read::<u64>(at);
             let (id, len) = (entry as u32, (entry >> 32) as u32);
-            let used = match release(heads, free, free_at, next, id) {
+            let used = match release(heads, free, &mut done.free_at, next, id) {
                 None => Err(UsedError::NotInFlight { id }),
                 Some(max) => {
-                    *chains -= 1;
+                    done.freed += 1;
                     let head = id as u16;
                     if len > max {
                         Err(UsedError::TooLong { head, len, max })
@@ -502,6 +517,50 @@ impl Virtqueue {
     /// for a device that could not be stopped.
     pub fn leak(&self) {
         self.mem.leak_on_drop();
+    }
+}
+
+/// The end of a [`Virtqueue::add_one_batch`]: when dropped (the batch
+/// done, or `f` panicking), the `added` chains taken from the free stack at
+/// `start` and put in the available ring from index `idx` are stored as
+/// taken, made available and in flight.
+struct BatchEnd<'a> {
+    start: usize,
+    idx: u16,
+    added: usize,
+    free_at: &'a mut usize,
+    avail_idx: &'a mut u16,
+    chains: &'a mut usize,
+}
+
+impl Drop for BatchEnd<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        *self.free_at = self.start + self.added;
+        *self.avail_idx = self.idx.wrapping_add(self.added as u16);
+        *self.chains += self.added;
+    }
+}
+
+/// The end of a [`Virtqueue::take_used_batch`]: when dropped (the batch
+/// done, or `f` panicking), the used entries taken up to `last`, the free
+/// stack's top `free_at` and the `freed` chains no longer in flight are
+/// stored.
+struct TakeEnd<'a> {
+    last: u16,
+    free_at: usize,
+    freed: usize,
+    last_used: &'a mut u16,
+    free_at_out: &'a mut usize,
+    chains: &'a mut usize,
+}
+
+impl Drop for TakeEnd<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        *self.last_used = self.last;
+        *self.free_at_out = self.free_at;
+        *self.chains -= self.freed;
     }
 }
 
@@ -850,6 +909,40 @@ mod tests {
             heads.dedup();
             assert_eq!(heads.len(), added, "round {round}: a head twice");
         }
+    }
+
+    #[test]
+    fn a_batch_that_panics_leaves_the_queue_as_far_as_it_got() {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        let (mut vq, mut dev) = Dev::new(8);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let mut k = 0;
+            vq.add_one_batch(8, false, |_| {
+                k += 1;
+                assert!(k < 3, "the third frame panics");
+                Some((0x1000, 60))
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!((vq.free(), vq.in_flight()), (6, 2), "two added");
+        vq.publish();
+        assert_eq!(dev.avail_idx(), 2);
+        let (a, b) = (dev.avail_slot(0), dev.avail_slot(1));
+        let c = vq.add_one(0x2000, 60, false).unwrap();
+        assert!(c != a && c != b, "an added head is not handed out again");
+        vq.publish();
+        dev.used(a as u32, 0);
+        dev.used(c as u32, 0);
+        assert_eq!(vq.used_ready(), Ok(2));
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            vq.take_used_batch(|_| panic!("the first entry panics"))
+        }));
+        assert!(r.is_err());
+        assert_eq!((vq.free(), vq.in_flight()), (6, 2), "a taken and freed");
+        let mut got = Vec::new();
+        assert_eq!(vq.take_used_batch(|u| got.push(u)), 1);
+        assert_eq!(got, [Ok(Used { head: c, len: 0 })]);
+        assert_eq!((vq.free(), vq.in_flight()), (7, 1));
     }
 
     #[test]
