@@ -139,6 +139,16 @@ impl Region {
 /// The segments of a frame being sent, held until the device is done.
 type Held = [Option<Segment>; MAX_SEGMENTS];
 
+/// What a transmit descriptor head sent by [`NetDevice::tx_packets`] or
+/// [`NetDevice::tx_fill`] holds until the device is done: the buffer (the
+/// packet's offset no longer matters) and the frame's bytes, for
+/// [`Stats::tx_bytes`].
+#[derive(Debug, Default)]
+struct TxSlot {
+    buf: Option<Buffer>,
+    len: u32,
+}
+
 /// A virtio network device (virtio-net over modern virtio-pci), brought up,
 /// with one receive and one transmit split virtqueue in DMA memory, a net
 /// header area for transmit and a buffer pool (see [`Config`] for the
@@ -156,9 +166,9 @@ pub struct VirtioNet {
     rx: Virtqueue,
     tx: Virtqueue,
     rx_bufs: Vec<Option<Buffer>>,
-    /// By descriptor head: the packet [`NetDevice::tx_packets`] sent from
-    /// there.
-    tx_packet: Vec<Option<Packet>>,
+    /// By descriptor head: the buffer [`NetDevice::tx_packets`] or
+    /// [`NetDevice::tx_fill`] sent from there.
+    tx_bufs: Vec<TxSlot>,
     /// By descriptor head: the segments of the chain [`NetDevice::tx_batch`]
     /// sent from there, the first `tx_count[head]` of them (0: none).
     tx_held: Vec<Held>,
@@ -331,7 +341,7 @@ impl VirtioNet {
             rx,
             tx,
             rx_bufs: (0..rx_size).map(|_| None).collect(),
-            tx_packet: (0..tx_size).map(|_| None).collect(),
+            tx_bufs: (0..tx_size).map(|_| TxSlot::default()).collect(),
             tx_held: (0..tx_size).map(|_| Held::default()).collect(),
             tx_count: vec![0; tx_size],
             // Unknown at first: each header is zeroed at its first use.
@@ -427,48 +437,34 @@ impl VirtioNet {
             return Err(self.protocol(format!("transmit queue: {e}")));
         }
         let (mut frames, mut bytes) = (0, 0);
-        while let Some(used) = self.tx.take_used() {
+        let (slots, device) = (&mut self.tx_bufs, &self.device);
+        let (cache, held, count) = (&mut self.cache, &mut self.tx_held, &mut self.tx_count);
+        self.tx.take_used_batch(|used| {
             let head = match used {
                 Ok(u) => u.head,
-                // Nothing is written on transmit, so the length means nothing;
-                // the chain is done all the same.
+                // Nothing is written on transmit, so the length means
+                // nothing; the chain is done all the same.
                 Err(UsedError::TooLong { head, .. }) => head,
                 // NotInFlight (an index jump comes only from `used_ready`).
                 Err(e) => {
-                    log::warn!("{}: virtio-net transmit queue: {e}", self.address());
-                    continue;
+                    log::warn!("{}: virtio-net transmit queue: {e}", device.address());
+                    return;
                 }
             };
-            if let Some(p) = self.tx_packet[head as usize].take() {
+            let slot = &mut slots[head as usize];
+            if let Some(buf) = slot.buf.take() {
                 frames += 1;
-                bytes += p.len();
-                self.cache.free(p.into_buffer());
-            } else if let Some(n) = self.release_segments(head) {
+                bytes += slot.len as usize;
+                cache.free(buf);
+            } else if let Some(n) = release_segments(held, count, cache, head) {
                 frames += 1;
                 bytes += n;
             }
-        }
+        });
         self.tx_reclaimed += frames;
         self.stats.tx_packets += frames as u64;
         self.stats.tx_bytes += bytes as u64;
         Ok(())
-    }
-
-    /// Releases the segments of the frame [`NetDevice::tx_batch`] sent from
-    /// head `head`; its bytes, or None when it held none.
-    fn release_segments(&mut self, head: u16) -> Option<usize> {
-        let count = std::mem::take(&mut self.tx_count[head as usize]) as usize;
-        if count == 0 {
-            return None;
-        }
-        let mut bytes = 0;
-        for slot in &mut self.tx_held[head as usize][..count] {
-            if let Some(segment) = slot.take() {
-                bytes += segment.dma().1;
-                segment.recycle(&mut self.cache);
-            }
-        }
-        Some(bytes)
     }
 
     fn protocol(&self, what: String) -> Error {
@@ -518,6 +514,29 @@ impl VirtioNet {
         }
         self.tx_hdrs.iova() + at as u64
     }
+}
+
+/// Releases the segments of the frame [`NetDevice::tx_batch`] sent from
+/// head `head` (held in `held`, the first `count[head]` of them); its
+/// bytes, or None when it held none.
+fn release_segments(
+    held: &mut [Held],
+    count: &mut [u8],
+    cache: &mut BufferCache,
+    head: u16,
+) -> Option<usize> {
+    let count = std::mem::take(&mut count[head as usize]) as usize;
+    if count == 0 {
+        return None;
+    }
+    let mut bytes = 0;
+    for slot in &mut held[head as usize][..count] {
+        if let Some(segment) = slot.take() {
+            bytes += segment.dma().1;
+            segment.recycle(cache);
+        }
+    }
+    Some(bytes)
 }
 
 /// A one's complement sum over a byte stream that may arrive in pieces of
@@ -1044,9 +1063,10 @@ impl NetDevice for VirtioNet {
             }
             .expect("free descriptors counted");
             from.add(p.writer(), p.len());
-            let slot = &mut self.tx_packet[head as usize];
-            debug_assert!(slot.is_none(), "head {head} was free");
-            *slot = Some(p);
+            let slot = &mut self.tx_bufs[head as usize];
+            debug_assert!(slot.buf.is_none(), "head {head} was free");
+            slot.len = p.len() as u32;
+            slot.buf = Some(p.into_buffer());
         }
         self.stats.tx_from.add_all(from);
         if bad.is_some() {
@@ -1060,29 +1080,29 @@ impl NetDevice for VirtioNet {
         self.tx_ready()?;
         // Each frame at TX_HEADROOM of a fresh buffer, its zero net header
         // before it: one descriptor over both (see `tx_packets`).
-        let n = n.min(self.tx.free());
-        let (mut sent, mut bytes, mut refused) = (0, 0, None);
-        while sent < n {
-            let Some(mut buf) = self.cache.alloc() else {
-                break;
-            };
-            let (header, frame) = buf.as_mut_slice()[RX_HEADROOM..].split_at_mut(hdr::SIZE);
-            header.fill(0);
-            let room = frame.len().min(self.max_frame);
-            let len = fill(&mut frame[..room]);
-            if len == 0 || len > room {
-                self.cache.free(buf);
-                refused = (len > room).then(|| crate::frame::too_long(len, room));
-                break;
-            }
+        let (cache, slots) = (&mut self.cache, &mut self.tx_bufs);
+        let room = (cache.pool().buf_size() - TX_HEADROOM).min(self.max_frame);
+        let (mut bytes, mut refused) = (0, None);
+        let sent = self.tx.add_one_batch(n, false, |head| {
+            // Straight into the head's slot (free with the head: empty),
+            // built there, and taken back out if `fill` refuses it.
+            let slot = &mut slots[head as usize];
+            debug_assert!(slot.buf.is_none(), "head {head} was free");
+            let buf = slot.buf.insert(cache.alloc()?);
             let at = buf.iova() + RX_HEADROOM as u64;
-            let head = self.tx.add_one(at, (hdr::SIZE + len) as u32, false);
-            let head = head.expect("free descriptors counted") as usize;
-            let slot = &mut self.tx_packet[head];
-            debug_assert!(slot.is_none(), "head {head} was free");
-            *slot = Some(Packet::at(buf, TX_HEADROOM, len));
-            (sent, bytes) = (sent + 1, bytes + len as u64);
-        }
+            let (header, frame) =
+                buf.as_mut_slice()[RX_HEADROOM..TX_HEADROOM + room].split_at_mut(hdr::SIZE);
+            header.fill(0);
+            let len = fill(frame);
+            if len == 0 || len > room {
+                cache.free(slot.buf.take().expect("just put there"));
+                refused = (len > room).then(|| crate::frame::too_long(len, room));
+                return None;
+            }
+            slot.len = len as u32;
+            bytes += len as u64;
+            Some((at, (hdr::SIZE + len) as u32))
+        });
         // Written by the CPU, through the buffers' `&mut` slices.
         self.stats.tx_from.cpu += bytes;
         self.publish_tx(sent);
@@ -1171,8 +1191,7 @@ impl Drop for VirtioNet {
     /// are leaked.
     fn drop(&mut self) {
         let (common, addr) = (&self.common, self.device.address());
-        let (rx_bufs, tx_packet, tx_held) =
-            (&mut self.rx_bufs, &mut self.tx_packet, &mut self.tx_held);
+        let (rx_bufs, tx_bufs, tx_held) = (&mut self.rx_bufs, &mut self.tx_bufs, &mut self.tx_held);
         let (rx, tx, tx_hdrs) = (&self.rx, &self.tx, &self.tx_hdrs);
         self.device.stop_dma(
             "virtio-net",
@@ -1182,9 +1201,10 @@ impl Drop for VirtioNet {
                     .iter_mut()
                     .filter_map(Option::take)
                     .for_each(DmaTarget::leak);
-                for p in tx_packet.iter_mut().filter_map(Option::take) {
-                    DmaTarget::leak(p.into_buffer());
-                }
+                tx_bufs
+                    .iter_mut()
+                    .filter_map(|slot| slot.buf.take())
+                    .for_each(DmaTarget::leak);
                 for held in tx_held.iter_mut() {
                     held.iter_mut()
                         .filter_map(Option::take)

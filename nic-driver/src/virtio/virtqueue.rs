@@ -115,7 +115,12 @@ pub(crate) struct Virtqueue {
     size: u16,
     avail: usize,
     used: usize,
-    free: Vec<u16>,
+    /// The free descriptors, a stack growing down: the entries from
+    /// `free_at` on, the next one to hand out at `free_at`. A batch of
+    /// chains of one descriptor takes `free[free_at..]` in order, the
+    /// order its heads go into the available ring.
+    free: Box<[u16]>,
+    free_at: usize,
     /// Per descriptor: the next one in its chain (ours, not the device's).
     next: Vec<u16>,
     /// Per head: its chain in flight (`count` 0: none).
@@ -154,7 +159,8 @@ impl Virtqueue {
             size,
             avail,
             used,
-            free: (0..size).rev().collect(),
+            free: (0..size).collect(),
+            free_at: 0,
             next: vec![0; n],
             heads: vec![Head::default(); n],
             chains: 0,
@@ -197,7 +203,7 @@ impl Virtqueue {
 
     /// Free descriptors.
     pub fn free(&self) -> usize {
-        self.free.len()
+        self.free.len() - self.free_at
     }
 
     /// Chains in flight.
@@ -212,20 +218,20 @@ impl Virtqueue {
 
     /// The head the next chain will get.
     pub fn next_head(&self) -> Option<u16> {
-        self.free.last().copied()
+        self.free.get(self.free_at).copied()
     }
 
     /// Queues a chain of (IOVA, length, device writes it) buffers, at most
     /// [`MAX_CHAIN`]; returns its head, or None when it does not fit. Not
     /// visible to the device before [`Virtqueue::publish`]. Allocates nothing.
     pub fn add(&mut self, bufs: &[(u64, u32, bool)]) -> Option<u16> {
-        if bufs.is_empty() || bufs.len() > self.free.len() || bufs.len() > MAX_CHAIN {
+        if bufs.is_empty() || bufs.len() > self.free() || bufs.len() > MAX_CHAIN {
             return None;
         }
         let mut ids = [0u16; MAX_CHAIN];
-        for id in &mut ids[..bufs.len()] {
-            *id = self.free.pop().expect("counted");
-        }
+        let taken = self.free_at..self.free_at + bufs.len();
+        ids[..bufs.len()].copy_from_slice(&self.free[taken.clone()]);
+        self.free_at = taken.end;
         let ids = &ids[..bufs.len()];
         let mut writable = 0u32;
         for (k, (&(iova, len, write), &id)) in bufs.iter().zip(ids).enumerate() {
@@ -255,7 +261,8 @@ impl Virtqueue {
     /// descriptor is free.
     #[inline(always)]
     pub fn add_one(&mut self, iova: u64, len: u32, device_writes: bool) -> Option<u16> {
-        let head = self.free.pop()?;
+        let head = *self.free.get(self.free_at)?;
+        self.free_at += 1;
         let (flags, writable) = if device_writes {
             (ring::DESC_F_WRITE, len)
         } else {
@@ -361,24 +368,145 @@ impl Virtqueue {
         Some(self.release(entry as u32, (entry >> 32) as u32))
     }
 
+    /// Adds up to `n` chains of one buffer each, as [`Virtqueue::add_one`]
+    /// does one by one, with the queue's state in locals for the batch:
+    /// `f` is given the head the next chain gets and returns its buffer
+    /// (IOVA, length), or None to end the batch there (that head stays
+    /// free). Returns how many were added; none is visible to the device
+    /// before [`Virtqueue::publish`]. The queue's counts are kept in a
+    /// guard that stores them when the batch ends, also when `f` panics:
+    /// the heads added are then off the free stack, in flight and
+    /// counted, as after any other batch.
+    ///
+    /// The available ring's slots for all `n` heads the batch may take are
+    /// written first, in one or two runs: slots past the available index
+    /// are not read by the device (2.7.6), and those of heads left unused
+    /// are written again by the next batch before they are shown.
+    #[inline(always)]
+    pub fn add_one_batch(
+        &mut self,
+        n: usize,
+        device_writes: bool,
+        mut f: impl FnMut(u16) -> Option<(u64, u32)>,
+    ) -> usize {
+        let Virtqueue {
+            mem,
+            size,
+            avail,
+            free,
+            free_at,
+            heads,
+            chains,
+            avail_idx,
+            ..
+        } = self;
+        let mut done = BatchEnd {
+            start: *free_at,
+            idx: *avail_idx,
+            added: 0,
+            free_at,
+            avail_idx,
+            chains,
+        };
+        let (at, idx) = (done.start, done.idx);
+        let taken = &free[at..];
+        let taken = &taken[..n.min(taken.len())];
+        // Slots idx.. (mod size): at most `free` of them, none the device
+        // may still read (those hold the chains in flight).
+        let first = (idx & (*size - 1)) as usize;
+        let (to_end, wrapped) = taken.split_at(taken.len().min(*size as usize - first));
+        let slots = *avail + 4;
+        mem.write_words::<u16>(slots + 2 * first, to_end);
+        if !wrapped.is_empty() {
+            mem.write_words::<u16>(slots, wrapped);
+        }
+        let flags = if device_writes { ring::DESC_F_WRITE } else { 0 };
+        for &head in taken {
+            let Some((iova, len)) = f(head) else { break };
+            // As in `add_one`: the descriptor in two stores, no NEXT flag.
+            let rest = len as u64 | (flags as u64) << 32;
+            mem.write_words::<u64>(head as usize * ring::DESC_SIZE, &[iova, rest]);
+            let writable = if device_writes { len } else { 0 };
+            heads[head as usize] = Head { count: 1, writable };
+            done.added += 1;
+        }
+        done.added
+    }
+
+    /// Takes every entry [`Virtqueue::used_ready`] counted, in one pass,
+    /// and hands each to `f` as [`Virtqueue::take_used`] would return it,
+    /// checked the same way (a chain in flight is freed, its length checked
+    /// against it; an id that heads none frees nothing). Returns how many
+    /// entries were taken. The used index is not read here. The ring's
+    /// position stays in locals, in a guard that stores it when the batch
+    /// ends, also when `f` panics (the entries taken so far then count as
+    /// taken, their chains as freed).
+    #[inline(always)]
+    pub fn take_used_batch(
+        &mut self,
+        mut f: impl FnMut(std::result::Result<Used, UsedError>),
+    ) -> usize {
+        let Virtqueue {
+            mem,
+            size,
+            used,
+            free,
+            free_at,
+            next,
+            heads,
+            chains,
+            last_used,
+            used_seen,
+            ..
+        } = self;
+        let seen = *used_seen;
+        let (mask, entries, n) = (*size - 1, *used + 4, seen.wrapping_sub(*last_used));
+        let (free, next, heads) = (&mut free[..], &next[..], &mut heads[..]);
+        let mut done = TakeEnd {
+            last: *last_used,
+            free_at: *free_at,
+            freed: 0,
+            last_used,
+            free_at_out: free_at,
+            chains,
+        };
+        while done.last != seen {
+            let at = entries + 8 * (done.last & mask) as usize;
+            done.last = done.last.wrapping_add(1);
+            // The entry's id and len (little-endian) in one load.
+            let entry = mem.read::<u64>(at);
+            let (id, len) = (entry as u32, (entry >> 32) as u32);
+            let used = match release(heads, free, &mut done.free_at, next, id) {
+                None => Err(UsedError::NotInFlight { id }),
+                Some(max) => {
+                    done.freed += 1;
+                    let head = id as u16;
+                    if len > max {
+                        Err(UsedError::TooLong { head, len, max })
+                    } else {
+                        Ok(Used { head, len })
+                    }
+                }
+            };
+            f(used);
+        }
+        n as usize
+    }
+
     /// Frees the chain a used entry names, if it heads one in flight.
     #[inline]
     fn release(&mut self, id: u32, len: u32) -> std::result::Result<Used, UsedError> {
-        let Some(h) = self.heads.get_mut(id as usize).filter(|h| h.count > 0) else {
+        let Some(max) = release(
+            &mut self.heads,
+            &mut self.free,
+            &mut self.free_at,
+            &self.next,
+            id,
+        ) else {
             return Err(UsedError::NotInFlight { id });
         };
-        let Head {
-            count,
-            writable: max,
-        } = std::mem::take(h);
-        let head = id as u16;
         self.chains -= 1;
-        self.free.push(head);
-        let mut d = head;
-        for _ in 1..count {
-            d = self.next[d as usize];
-            self.free.push(d);
-        }
+        let head = id as u16;
         if len > max {
             return Err(UsedError::TooLong { head, len, max });
         }
@@ -390,6 +518,78 @@ impl Virtqueue {
     pub fn leak(&self) {
         self.mem.leak_on_drop();
     }
+}
+
+/// The end of a [`Virtqueue::add_one_batch`]: when dropped (the batch
+/// done, or `f` panicking), the `added` chains taken from the free stack at
+/// `start` and put in the available ring from index `idx` are stored as
+/// taken, made available and in flight.
+struct BatchEnd<'a> {
+    start: usize,
+    idx: u16,
+    added: usize,
+    free_at: &'a mut usize,
+    avail_idx: &'a mut u16,
+    chains: &'a mut usize,
+}
+
+impl Drop for BatchEnd<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        *self.free_at = self.start + self.added;
+        *self.avail_idx = self.idx.wrapping_add(self.added as u16);
+        *self.chains += self.added;
+    }
+}
+
+/// The end of a [`Virtqueue::take_used_batch`]: when dropped (the batch
+/// done, or `f` panicking), the used entries taken up to `last`, the free
+/// stack's top `free_at` and the `freed` chains no longer in flight are
+/// stored.
+struct TakeEnd<'a> {
+    last: u16,
+    free_at: usize,
+    freed: usize,
+    last_used: &'a mut u16,
+    free_at_out: &'a mut usize,
+    chains: &'a mut usize,
+}
+
+impl Drop for TakeEnd<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        *self.last_used = self.last;
+        *self.free_at_out = self.free_at;
+        *self.chains -= self.freed;
+    }
+}
+
+/// Puts the descriptors of the chain headed by `id` back on the free stack
+/// (`free`, its top at `free_at`) and marks it no longer in flight;
+/// returns the bytes the device could write into it, or None when `id`
+/// heads no chain in flight (nothing freed).
+#[inline(always)]
+fn release(
+    heads: &mut [Head],
+    free: &mut [u16],
+    free_at: &mut usize,
+    next: &[u16],
+    id: u32,
+) -> Option<u32> {
+    let h = heads.get_mut(id as usize).filter(|h| h.count > 0)?;
+    let Head { count, writable } = std::mem::take(h);
+    // Each descriptor of a chain in flight is off the stack: there is room.
+    let mut at = *free_at;
+    let mut d = id as u16;
+    at -= 1;
+    free[at] = d;
+    for _ in 1..count {
+        d = next[d as usize];
+        at -= 1;
+        free[at] = d;
+    }
+    *free_at = at;
+    Some(writable)
 }
 
 /// A split virtqueue no device is ever given, for the fuzz target
@@ -633,6 +833,163 @@ mod tests {
         assert_eq!(vq.take_used(), None);
         assert!(vq.used_ready().is_err(), "broken for good");
         assert_eq!((vq.free(), vq.in_flight()), (3, 1));
+    }
+
+    #[test]
+    fn add_one_batch_writes_what_add_one_would_and_stops_where_told() {
+        let (mut vq, mut dev) = Dev::new(4);
+        let mut seen = Vec::new();
+        let added = vq.add_one_batch(3, false, |head| {
+            seen.push(head);
+            Some((0x1000 * (head as u64 + 1), 60 + head as u32))
+        });
+        assert_eq!((added, seen.as_slice()), (3, &[0, 1, 2][..]));
+        assert_eq!(dev.avail_idx(), 0, "not visible before publish");
+        vq.publish();
+        assert_eq!(dev.avail_idx(), 3);
+        for k in 0..3 {
+            assert_eq!(dev.avail_slot(k), k);
+            assert_eq!(dev.desc(k), (0x1000 * (k as u64 + 1), 60 + k as u32, 0, 0));
+        }
+        assert_eq!((vq.free(), vq.in_flight(), vq.next_head()), (1, 3, Some(3)));
+        // Asked for more than is free: only what is free is offered. None
+        // from `f` ends the batch and leaves that head free.
+        let mut offered = 0;
+        let added = vq.add_one_batch(10, true, |_| {
+            offered += 1;
+            None
+        });
+        assert_eq!((added, offered), (0, 1));
+        assert_eq!((vq.free(), vq.next_head()), (1, Some(3)));
+        vq.publish();
+        assert_eq!(dev.avail_idx(), 3, "nothing more shown");
+        // Device-writable: the length is what the device may write.
+        assert_eq!(vq.add_one_batch(10, true, |_| Some((0x9000, 100))), 1);
+        vq.publish();
+        assert_eq!(dev.desc(3), (0x9000, 100, ring::DESC_F_WRITE, 0));
+        assert_eq!(vq.add_one_batch(1, false, |_| panic!("none free")), 0);
+        dev.used(3, 101);
+        assert!(matches!(
+            vq.pop_used(),
+            Some(Err(UsedError::TooLong {
+                head: 3,
+                max: 100,
+                ..
+            }))
+        ));
+        // Round the ring, used out of order: every head comes back once and
+        // each slot the device is shown names the head added there.
+        for round in 0..6u16 {
+            for head in [2, 0, 1] {
+                if round > 0 || head != 2 {
+                    dev.used(head, 0);
+                }
+            }
+            if round == 0 {
+                dev.used(2, 0);
+            }
+            let mut got = Vec::new();
+            assert_eq!(vq.used_ready().map(|n| n > 0), Ok(true));
+            while let Some(u) = vq.take_used() {
+                got.push(u.unwrap().head);
+            }
+            got.sort();
+            let before = vq.published;
+            let mut heads = Vec::new();
+            let added = vq.add_one_batch(4, false, |head| {
+                heads.push(head);
+                Some((0x2000, 60))
+            });
+            assert_eq!(added, heads.len());
+            vq.publish();
+            for (k, &head) in heads.iter().enumerate() {
+                assert_eq!(dev.avail_slot(before.wrapping_add(k as u16)), head);
+            }
+            heads.sort();
+            heads.dedup();
+            assert_eq!(heads.len(), added, "round {round}: a head twice");
+        }
+    }
+
+    #[test]
+    fn a_batch_that_panics_leaves_the_queue_as_far_as_it_got() {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        let (mut vq, mut dev) = Dev::new(8);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let mut k = 0;
+            vq.add_one_batch(8, false, |_| {
+                k += 1;
+                assert!(k < 3, "the third frame panics");
+                Some((0x1000, 60))
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!((vq.free(), vq.in_flight()), (6, 2), "two added");
+        vq.publish();
+        assert_eq!(dev.avail_idx(), 2);
+        let (a, b) = (dev.avail_slot(0), dev.avail_slot(1));
+        let c = vq.add_one(0x2000, 60, false).unwrap();
+        assert!(c != a && c != b, "an added head is not handed out again");
+        vq.publish();
+        dev.used(a as u32, 0);
+        dev.used(c as u32, 0);
+        assert_eq!(vq.used_ready(), Ok(2));
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            vq.take_used_batch(|_| panic!("the first entry panics"))
+        }));
+        assert!(r.is_err());
+        assert_eq!((vq.free(), vq.in_flight()), (6, 2), "a taken and freed");
+        let mut got = Vec::new();
+        assert_eq!(vq.take_used_batch(|u| got.push(u)), 1);
+        assert_eq!(got, [Ok(Used { head: c, len: 0 })]);
+        assert_eq!((vq.free(), vq.in_flight()), (7, 1));
+    }
+
+    #[test]
+    fn take_used_batch_takes_what_take_used_would_with_the_same_checks() {
+        let (mut vq, mut dev) = Dev::new(8);
+        let a = vq.add(&[(0x1000, 12, true), (0x2000, 100, true)]).unwrap();
+        let b = vq.add_one(0x3000, 64, true).unwrap();
+        let c = vq.add_one(0x4000, 64, false).unwrap();
+        let d = vq.add_one(0x5000, 64, false).unwrap();
+        vq.publish();
+        dev.entry(b as u32, 64);
+        dev.entry(b as u32, 1); // twice
+        dev.entry(a as u32, 113); // past its 112 bytes
+        dev.entry(9, 0); // past the table
+        dev.set_idx(4);
+        let mut got = Vec::new();
+        assert_eq!(vq.take_used_batch(|u| got.push(u)), 0, "index not read yet");
+        assert_eq!(vq.used_ready(), Ok(4));
+        // Shown after the read: waits for the next one.
+        let e = vq.add_one(0x6000, 64, false).unwrap();
+        vq.publish();
+        dev.used(c as u32, 0);
+        assert_eq!(vq.take_used_batch(|u| got.push(u)), 4);
+        assert_eq!(
+            got,
+            [
+                Ok(Used { head: b, len: 64 }),
+                Err(UsedError::NotInFlight { id: b as u32 }),
+                Err(UsedError::TooLong {
+                    head: a,
+                    len: 113,
+                    max: 112
+                }),
+                Err(UsedError::NotInFlight { id: 9 }),
+            ]
+        );
+        assert_eq!((vq.free(), vq.in_flight()), (5, 3), "a and b freed once");
+        assert_eq!(vq.take_used_batch(|_| panic!("all taken")), 0);
+        assert_eq!(vq.used_ready(), Ok(1));
+        got.clear();
+        assert_eq!(vq.take_used_batch(|u| got.push(u)), 1);
+        assert_eq!(got, [Ok(Used { head: c, len: 0 })]);
+        assert_eq!((vq.free(), vq.in_flight()), (6, 2));
+        let _ = (d, e);
+        dev.set_idx(dev.used_idx.wrapping_add(1));
+        assert!(matches!(vq.used_ready(), Err(UsedError::IndexJump { .. })));
+        assert_eq!(vq.take_used_batch(|_| panic!("broken")), 0);
     }
 
     #[test]
@@ -886,6 +1243,32 @@ mod tests {
                         let n = 1 + (r >> 8) as usize % MAX_CHAIN;
                         let bufs = vec![(r, 64, r & 1 << 20 != 0); n];
                         let before = vq.free();
+                        if n == 1 && r & 1 << 23 != 0 {
+                            // A batch of chains of one, ended by `f` at a
+                            // random point.
+                            let want = (r >> 24) as usize % 6;
+                            let stop = (r >> 28) as usize % 6;
+                            let mut heads = Vec::new();
+                            let added = vq.add_one_batch(want, r & 1 << 20 != 0, |head| {
+                                (heads.len() < stop).then(|| {
+                                    heads.push(head);
+                                    (r, 64)
+                                })
+                            });
+                            assert_eq!(added, heads.len());
+                            assert_eq!(added, want.min(before).min(stop));
+                            for head in heads {
+                                let chain = dev.chain(head);
+                                assert_eq!(chain, [head]);
+                                for (_, other) in &flight {
+                                    assert!(!other.contains(&head));
+                                }
+                                flight.push((head, chain));
+                            }
+                            assert_eq!(vq.free(), before - added);
+                            assert_eq!(vq.in_flight(), flight.len());
+                            continue;
+                        }
                         let added = if n == 1 && r & 1 << 21 != 0 {
                             vq.add_one(r, 64, r & 1 << 20 != 0)
                         } else {
@@ -920,6 +1303,34 @@ mod tests {
                         // Half the time as a batch: the index read once
                         // before (an error there ends the round), then the
                         // entry taken without reading it.
+                        if r & 1 << 23 != 0 {
+                            // All the index shows, in one batch.
+                            let mut got = Vec::new();
+                            if vq.used_ready().is_ok() {
+                                let n = vq.take_used_batch(|u| got.push(u));
+                                assert_eq!(n, got.len());
+                            }
+                            let mut freed = 0;
+                            for used in got {
+                                match used {
+                                    Ok(Used { head, .. })
+                                    | Err(UsedError::TooLong { head, .. }) => {
+                                        let k = flight
+                                            .iter()
+                                            .position(|f| f.0 == head)
+                                            .expect("in flight");
+                                        freed += flight.swap_remove(k).1.len();
+                                    }
+                                    Err(UsedError::NotInFlight { id }) => {
+                                        assert!(flight.iter().all(|f| f.0 as u32 != id));
+                                    }
+                                    Err(e) => panic!("{e}"),
+                                }
+                            }
+                            assert_eq!(vq.free(), before + freed);
+                            assert_eq!(vq.in_flight(), flight.len());
+                            continue;
+                        }
                         let used = if r & 1 << 22 != 0 {
                             match vq.used_ready() {
                                 Err(e) => Some(Err(e)),
