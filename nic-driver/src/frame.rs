@@ -1,5 +1,6 @@
 //! Frames: received packets and frames to transmit.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use vfio_core::dma::{Buffer, BufferCache, BytesByWriter, DmaTarget, SharedBuffer, Writer};
@@ -354,6 +355,20 @@ impl Hold {
             Hold::Own(buf) => cache.free(buf),
             Hold::Shared(_) => {}
         }
+    }
+}
+
+/// Removes the first `sent` frames of `frames`, which a driver emptied
+/// (each segment taken into its ring with [`TxFrame::segment_slots`]):
+/// with nothing left in them they are forgotten, not dropped slot by slot
+/// (which the compiler makes a call per slot). A frame with a segment left
+/// would leak that segment's buffer, never free it early; debug builds
+/// assert there is none.
+#[inline]
+pub(crate) fn remove_sent(frames: &mut VecDeque<TxFrame>, sent: usize) {
+    for frame in frames.drain(..sent) {
+        debug_assert!(frame.segments.iter().all(Option::is_none));
+        std::mem::forget(frame);
     }
 }
 

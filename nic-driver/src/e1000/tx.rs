@@ -190,7 +190,10 @@ impl TxRing {
             self.put_frame(frame, sent == queued);
         }
         // The frames sent are empty now; a bad one is dropped with its buffers.
-        frames.drain(..sent + bad.is_some() as usize);
+        crate::frame::remove_sent(frames, sent);
+        if bad.is_some() {
+            frames.pop_front();
+        }
         self.hand_over(bar, sent);
         bad.map_or(Ok(sent), Err)
     }

@@ -1027,7 +1027,11 @@ impl NetDevice for VirtioNet {
             self.tx_count[head as usize] = (n - 1) as u8;
             sent += 1;
         }
-        frames.drain(..sent + bad.is_some() as usize);
+        // The frames sent are empty now; a bad one is dropped with its buffers.
+        crate::frame::remove_sent(frames, sent);
+        if bad.is_some() {
+            frames.pop_front();
+        }
         self.publish_tx(sent);
         bad.map_or(Ok(sent), Err)
     }
