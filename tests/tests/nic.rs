@@ -101,6 +101,7 @@ fn boot(name: &str, model: Model) -> vfio_tests::Result<Run> {
     m.step("promisc", &format!("guest-check nic-promisc {NIC}"));
     m.step("link", &format!("guest-check nic-link {NIC}"));
     m.step("pktgen", &format!("nic-pktgen --device {NIC} --size 60 --count {PKTGEN_COUNT} --batch 32 --baseline --json"));
+    m.step("pktgen-packets", &format!("nic-pktgen --device {NIC} --size 60 --count {PKTGEN_COUNT} --batch 32 --path packets --json"));
     let running = m.start()?;
     let end = &running.nics[nic];
     let (mac, netdev) = (end.mac, end.netdev.clone());
@@ -524,7 +525,24 @@ fn jumbo_frames_go_out_whole(r: &'static Run, _: &str) {
 }
 
 fn pktgen_sends_valid_frames_on_both_drivers_without_allocating(r: &'static Run) {
+    // Both transmit paths (tx_fill, then tx_packets), each PKTGEN_COUNT
+    // frames from the userspace driver's port.
+    let packets = r.outcome.json("pktgen-packets");
+    assert_eq!(packets["path"].as_str(), Some("packets"), "{packets}");
+    for key in ["sent", "completed", "nic_tx_packets"] {
+        assert_eq!(
+            packets["userspace"][key].as_u64(),
+            Some(PKTGEN_COUNT),
+            "{key}: {packets}"
+        );
+    }
+    assert_eq!(
+        packets["userspace"]["allocations"].as_u64(),
+        Some(0),
+        "{packets}"
+    );
     let json = r.outcome.json("pktgen");
+    assert_eq!(json["path"].as_str(), Some("fill"), "{json}");
     assert_eq!(
         json["userspace"]["sent"].as_u64(),
         Some(PKTGEN_COUNT),
@@ -574,8 +592,8 @@ fn pktgen_sends_valid_frames_on_both_drivers_without_allocating(r: &'static Run)
     };
     assert_eq!(
         on_wire(4000),
-        PKTGEN_COUNT,
-        "frames from the userspace driver the host received: {json}"
+        2 * PKTGEN_COUNT,
+        "frames from the userspace driver (both paths) the host received: {json}"
     );
     assert_eq!(
         on_wire(4001),

@@ -593,6 +593,11 @@ fn bench_nic(model: &str) -> Result<(), String> {
         "nic-pktgen 60 bytes batch 32",
         &format!("nic-pktgen --device {addr} --size 60 --count 200000 --batch 32 --baseline"),
     );
+    // The same frames through the driver's other transmit path, same boot.
+    m.step(
+        "nic-pktgen 60 bytes batch 32, path packets",
+        &format!("nic-pktgen --device {addr} --size 60 --count 200000 --batch 32 --path packets"),
+    );
     m.step(
         "nic-echo 60 bytes",
         &format!("nic-echo --device {addr} --seconds 5"),

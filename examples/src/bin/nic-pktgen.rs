@@ -12,8 +12,13 @@
 //! the wire tells them apart.
 //!
 //! ```text
-//! nic-pktgen --device BDF --size 60 --count 100000 --batch 32 [--dst-mac MAC] [--baseline] [--json]
+//! nic-pktgen --device BDF --size 60 --count 100000 --batch 32 [--path fill|packets] [--dst-mac MAC] [--baseline] [--json]
 //! ```
+//!
+//! `--path` picks the driver's transmit path: `fill` (the default) builds
+//! each frame in place with [`NetDevice::tx_fill`]; `packets` allocates a
+//! batch of packets, writes them, and sends them with
+//! [`NetDevice::tx_packets`] (the path an echo takes).
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -24,7 +29,7 @@ use examples::cli::{self, MacAddress};
 use examples::packet::PacketSocket;
 use examples::perf::machine_label;
 use examples::syscount::{self, Syscalls};
-use nic_driver::{Config, Error, NetDevice, Result};
+use nic_driver::{Config, Error, NetDevice, Packet, Result};
 use vfio_core::pci::{PciAddress, Sysfs};
 use vfio_core::vfio::Container;
 
@@ -52,6 +57,19 @@ struct Cli {
     baseline: bool,
     #[arg(long)]
     json: bool,
+    /// The driver's transmit path.
+    #[arg(long, value_enum, default_value_t = TxPath::Fill)]
+    path: TxPath,
+}
+
+/// How the frames reach the driver.
+#[derive(Clone, Copy, Debug, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum TxPath {
+    /// `tx_fill`: each frame built in a fresh buffer where the NIC sends it from.
+    Fill,
+    /// `alloc_packets`, the frames written, `tx_packets`.
+    Packets,
 }
 
 /// One side's result.
@@ -138,12 +156,21 @@ fn userspace(cli: &Cli, addr: PciAddress, dst: [u8; 6]) -> Result<(Run, [u8; 6])
         .spare_buffers(2 * cli.batch.max(512));
     let mut nic = nic_driver::open(&container, addr, config)?;
     let frame = udp_frame(nic.mac(), dst, cli.size, USER_PORT);
+    // `--path packets`' batch, allocated before the send path is measured.
+    let mut queue = Vec::with_capacity(cli.batch);
     let (mut sent, mut completed) = (0u64, 0u64);
     let start = Instant::now();
     let mut result = Ok(());
     let counting = syscount::start();
     let info = allocation_counter::measure(|| {
-        result = send_loop(nic.as_mut(), &frame, cli, &mut sent, &mut completed)
+        result = send_loop(
+            nic.as_mut(),
+            &frame,
+            cli,
+            &mut queue,
+            &mut sent,
+            &mut completed,
+        )
     });
     let syscalls = counting.finish();
     result?;
@@ -166,10 +193,24 @@ fn userspace(cli: &Cli, addr: PciAddress, dst: [u8; 6]) -> Result<(Run, [u8; 6])
     Ok((run, nic.mac()))
 }
 
-/// Builds batches in place in the NIC's own buffers ([`NetDevice::tx_fill`])
-/// and sends them until `count` are queued; adds the frames the driver
-/// reports sent to `completed`.
+/// Sends until `count` frames are queued, by `--path`; adds the frames the
+/// driver reports sent to `completed`.
 fn send_loop(
+    nic: &mut (dyn NetDevice + Send),
+    frame: &[u8],
+    cli: &Cli,
+    queue: &mut Vec<Packet>,
+    sent: &mut u64,
+    completed: &mut u64,
+) -> Result<()> {
+    match cli.path {
+        TxPath::Fill => fill_loop(nic, frame, cli, sent, completed),
+        TxPath::Packets => packets_loop(nic, frame, cli, queue, sent, completed),
+    }
+}
+
+/// `--path fill`.
+fn fill_loop(
     nic: &mut (dyn NetDevice + Send),
     frame: &[u8],
     cli: &Cli,
@@ -187,6 +228,38 @@ fn send_loop(
     while *sent < cli.count && examples::signals::requested().is_none() {
         let want = cli.batch.min((cli.count - *sent) as usize);
         *sent += nic.tx_fill(want, &mut fill)? as u64;
+        *completed += nic.tx_clean() as u64;
+    }
+    Ok(())
+}
+
+/// `--path packets`: a batch of packets from the pool, the frame written
+/// into each, `tx_packets` (what a batch left unsent stays for the next).
+fn packets_loop(
+    nic: &mut (dyn NetDevice + Send),
+    frame: &[u8],
+    cli: &Cli,
+    queue: &mut Vec<Packet>,
+    sent: &mut u64,
+    completed: &mut u64,
+) -> Result<()> {
+    while *sent < cli.count && examples::signals::requested().is_none() {
+        let want = cli.batch.min((cli.count - *sent) as usize);
+        let have = queue.len();
+        if have < want {
+            nic.alloc_packets(want - have, queue);
+            for p in &mut queue[have..] {
+                let Some(at) = p.buffer_mut().get_mut(..frame.len()) else {
+                    return Err(Error::InvalidFrame(format!(
+                        "{} bytes do not fit the NIC's buffers",
+                        frame.len()
+                    )));
+                };
+                at.copy_from_slice(frame);
+                p.set_len(frame.len());
+            }
+        }
+        *sent += nic.tx_packets(queue)? as u64;
         *completed += nic.tx_clean() as u64;
     }
     Ok(())
@@ -310,16 +383,20 @@ fn read_u64(path: &PathBuf) -> u64 {
 fn report(cli: &Cli, user: &Run, kernel: Option<&Run>) {
     let ratio = kernel.map(|k| user.packets_per_s / k.packets_per_s.max(1e-9));
     if cli.json {
-        let json = serde_json::json!({ "machine": machine_label(), "size": cli.size, "batch": cli.batch, "count": cli.count, "userspace": user, "kernel": kernel, "ratio": ratio });
+        let json = serde_json::json!({ "machine": machine_label(), "size": cli.size, "batch": cli.batch, "path": cli.path, "count": cli.count, "userspace": user, "kernel": kernel, "ratio": ratio });
         println!("{json}");
         return;
     }
     println!(
-        "nic-pktgen on {}: {} frames of {} bytes, batches of {}",
+        "nic-pktgen on {}: {} frames of {} bytes, batches of {}, path {}",
         machine_label(),
         cli.count,
         cli.size,
-        cli.batch
+        cli.batch,
+        match cli.path {
+            TxPath::Fill => "fill",
+            TxPath::Packets => "packets",
+        }
     );
     let line = |name: &str, r: &Run| {
         println!(
