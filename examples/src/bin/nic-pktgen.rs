@@ -203,20 +203,6 @@ fn send_loop(
     sent: &mut u64,
     completed: &mut u64,
 ) -> Result<()> {
-    match cli.path {
-        TxPath::Fill => fill_loop(nic, frame, cli, sent, completed),
-        TxPath::Packets => packets_loop(nic, frame, cli, queue, sent, completed),
-    }
-}
-
-/// `--path fill`.
-fn fill_loop(
-    nic: &mut (dyn NetDevice + Send),
-    frame: &[u8],
-    cli: &Cli,
-    sent: &mut u64,
-    completed: &mut u64,
-) -> Result<()> {
     // A frame longer than the room is not copied: its length makes
     // tx_fill refuse it with an error that names both sizes.
     let mut fill = |room: &mut [u8]| {
@@ -227,40 +213,39 @@ fn fill_loop(
     };
     while *sent < cli.count && examples::signals::requested().is_none() {
         let want = cli.batch.min((cli.count - *sent) as usize);
-        *sent += nic.tx_fill(want, &mut fill)? as u64;
+        *sent += match cli.path {
+            TxPath::Fill => nic.tx_fill(want, &mut fill)?,
+            TxPath::Packets => {
+                top_up(nic, queue, want, frame)?;
+                nic.tx_packets(queue)?
+            }
+        } as u64;
         *completed += nic.tx_clean() as u64;
     }
     Ok(())
 }
 
-/// `--path packets`: a batch of packets from the pool, the frame written
-/// into each, `tx_packets` (what a batch left unsent stays for the next).
-fn packets_loop(
+/// `--path packets`: fresh packets for what the last batch sent, up to
+/// `want`, the frame written into each (what a batch left unsent stays).
+fn top_up(
     nic: &mut (dyn NetDevice + Send),
-    frame: &[u8],
-    cli: &Cli,
     queue: &mut Vec<Packet>,
-    sent: &mut u64,
-    completed: &mut u64,
+    want: usize,
+    frame: &[u8],
 ) -> Result<()> {
-    while *sent < cli.count && examples::signals::requested().is_none() {
-        let want = cli.batch.min((cli.count - *sent) as usize);
-        let have = queue.len();
-        if have < want {
-            nic.alloc_packets(want - have, queue);
-            for p in &mut queue[have..] {
-                let Some(at) = p.buffer_mut().get_mut(..frame.len()) else {
-                    return Err(Error::InvalidFrame(format!(
-                        "{} bytes do not fit the NIC's buffers",
-                        frame.len()
-                    )));
-                };
-                at.copy_from_slice(frame);
-                p.set_len(frame.len());
-            }
+    let have = queue.len();
+    if have < want {
+        nic.alloc_packets(want - have, queue);
+        for p in &mut queue[have..] {
+            let Some(at) = p.buffer_mut().get_mut(..frame.len()) else {
+                return Err(Error::InvalidFrame(format!(
+                    "{} bytes do not fit the NIC's buffers",
+                    frame.len()
+                )));
+            };
+            at.copy_from_slice(frame);
+            p.set_len(frame.len());
         }
-        *sent += nic.tx_packets(queue)? as u64;
-        *completed += nic.tx_clean() as u64;
     }
     Ok(())
 }

@@ -245,6 +245,11 @@ impl TxRing {
     /// [`crate::NetDevice::tx_fill`]) while they fit, one descriptor each;
     /// one TDT write. A length of 0 from `fill` ends the batch, one past
     /// the room is refused; either way that buffer goes back to `cache`.
+    ///
+    /// The descriptor step is written out here and in
+    /// [`TxRing::send_packets`] on purpose: one shared `#[inline(always)]`
+    /// helper cost this loop 11 instructions per frame in bench-host
+    /// (140.8 -> 151.7), the compiler keeping less in registers.
     pub(crate) fn fill(
         &mut self,
         bar: &Mmio,
