@@ -127,13 +127,13 @@ impl Driver {
 /// Every driver of this crate, in the order [`open`] tries them.
 pub const DRIVERS: &[Driver] = &[
     Driver {
-        name: "e1000",
+        name: e1000::NAME,
         vendor: e1000::VENDOR,
         device_ids: e1000::DEVICE_IDS,
         open: |device, config| Ok(Box::new(e1000::E1000::new(device, config)?)),
     },
     Driver {
-        name: "virtio-net",
+        name: virtio::NAME,
         vendor: virtio::regs::VENDOR,
         device_ids: virtio::DEVICE_IDS,
         open: |device, config| Ok(Box::new(virtio::VirtioNet::new(device, config)?)),

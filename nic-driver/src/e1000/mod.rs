@@ -73,6 +73,8 @@ use crate::{Config, Error, Link, NetDevice, Packet, Result, Stats, TxFrame};
 pub const DEVICE_IDS: &[u16] = &[0x100e, 0x100f, 0x100c];
 /// PCI vendor ID (Intel).
 pub const VENDOR: u16 = 0x8086;
+/// The driver's name ([`NetDevice::driver_name`], [`crate::DRIVERS`], logs).
+pub const NAME: &str = "e1000";
 
 /// An Intel 8254x NIC, brought up, with one receive and one transmit ring
 /// in DMA memory and a buffer pool (see [`Config`] for the sizes). Drive it
@@ -418,7 +420,7 @@ impl E1000 {
 
 impl NetDevice for E1000 {
     fn driver_name(&self) -> &'static str {
-        "e1000"
+        NAME
     }
 
     fn rx_batch(&mut self, out: &mut Vec<Packet>, max: usize) -> Result<usize> {
@@ -542,7 +544,7 @@ impl Drop for E1000 {
         let (bar, addr) = (&self.bar, self.device.address());
         let (rx, tx) = (&mut self.rx, &mut self.tx);
         self.device.stop_dma(
-            "e1000",
+            NAME,
             || stop(bar, addr),
             || {
                 rx.leak();

@@ -100,7 +100,13 @@ impl RxRing {
 
     /// True when the descriptor at the head has a frame.
     pub(crate) fn has_frame(&self) -> bool {
-        self.desc.read::<u8>(self.next * rxd::SIZE + rxd::STATUS) & rxd::DD != 0
+        self.done(self.next)
+    }
+
+    /// True when the NIC has written descriptor `i` back (DD).
+    #[inline]
+    fn done(&self, i: usize) -> bool {
+        self.desc.read::<u8>(i * rxd::SIZE + rxd::STATUS) & rxd::DD != 0
     }
 
     /// Takes up to `max` frames into `out`, refilling each descriptor from
@@ -120,10 +126,10 @@ impl RxRing {
         let max = max.min(size - 1);
         out.reserve(max);
         while seen < size - 1 && counts.taken < max {
-            let at = i * rxd::SIZE;
-            if self.desc.read::<u8>(at + rxd::STATUS) & rxd::DD == 0 {
+            if !self.done(i) {
                 break;
             }
+            let at = i * rxd::SIZE;
             // DD before the rest of the descriptor and the frame it describes.
             fence(Ordering::Acquire);
             // Dwords 2 and 3 (length, checksum, status, errors, special)

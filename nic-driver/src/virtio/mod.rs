@@ -80,6 +80,8 @@ use crate::{
 };
 
 pub use regs::DEVICE_IDS;
+/// The driver's name ([`NetDevice::driver_name`], [`crate::DRIVERS`], logs).
+pub const NAME: &str = "virtio-net";
 
 /// Bytes before the net header in each receive buffer; a received frame
 /// starts after both, at [`Packet::offset`] = `RX_HEADROOM` + 12.
@@ -924,7 +926,7 @@ impl VirtioNet {
 
 impl NetDevice for VirtioNet {
     fn driver_name(&self) -> &'static str {
-        "virtio-net"
+        NAME
     }
 
     /// Takes used receive buffers; each descriptor gets a fresh buffer at
@@ -1198,7 +1200,7 @@ impl Drop for VirtioNet {
         let (rx_bufs, tx_bufs, tx_held) = (&mut self.rx_bufs, &mut self.tx_bufs, &mut self.tx_held);
         let (rx, tx, tx_hdrs) = (&self.rx, &self.tx, &self.tx_hdrs);
         self.device.stop_dma(
-            "virtio-net",
+            NAME,
             || reset(common, addr),
             || {
                 rx_bufs
