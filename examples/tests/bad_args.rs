@@ -316,6 +316,7 @@ fn cases() -> Vec<Case> {
         (&["--batch", "100000"], "--batch"),
         (&["--count", "0"], "--count"),
         (&["--count", "-3"], "--count"),
+        (&["--path", "bogus"], "--path"),
     ] {
         c.push(Case {
             tool: "nic-pktgen",
