@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use nic_driver::{ChecksumOffload, Config, NetDevice, Segment, TxFrame};
+use nic_driver::{ChecksumOffload, Config, NetDevice, TxFrame};
 use nvme_driver::IoQueuePair;
 use vfio_core::dma::{Buffer, BufferPool, SharedBuffer};
 
@@ -70,7 +70,8 @@ pub struct Summary {
     /// Bytes it was given from memory the CPU wrote: the frame headers, and
     /// any payload copied.
     pub bytes_sent_from_cpu_memory: u64,
-    /// Frames the NIC driver took (`tx_batch`), each with one header.
+    /// Frames the NIC driver took (`tx_fill_payload`, `tx_batch` for the
+    /// end marker), each with one header.
     pub frames_sent: u64,
     /// `bytes_sent_from_cpu_memory` beyond the frames' headers
     /// (`frames_sent` x the header length): payload the CPU wrote.
@@ -93,7 +94,18 @@ pub struct Summary {
 }
 
 /// The forwarder: one NVMe queue pair, one NIC, the pool of chunk buffers
-/// the reads land in, and the datagrams on their way.
+/// the reads land in, and the chunks on their way.
+///
+/// **A datagram's life.** An NVMe read lands in a chunk buffer, which joins
+/// `chunks` (in the order the reads complete). The front chunks are cut
+/// into datagrams in place: [`NetDevice::tx_fill_payload`] writes each
+/// header into a NIC buffer and points a second descriptor at the slice of
+/// the chunk, the NIC holding one share of the chunk per batch. A chunk
+/// stays in `chunks` (the forwarder's own share) until every datagram of
+/// it is known to be on the wire: the NIC done with it (counted by
+/// `tx_clean`, in order) and the link seen up afterwards. When the link
+/// goes down, every datagram handed over and not yet known sent is sent
+/// again from its chunk, with its sequence number.
 pub struct Forwarder {
     qp: IoQueuePair<Buffer>,
     nic: Box<dyn NetDevice + Send>,
@@ -103,15 +115,18 @@ pub struct Forwarder {
     nsid: u32,
     block: u64,
     payload: usize,
-    tx: VecDeque<TxFrame>,
-    /// What each frame in `tx` carries, in the same order.
-    queued: VecDeque<Sent>,
-    /// Datagrams handed to the NIC and not yet known to be on the wire: a
-    /// frame counts as sent once the NIC is done with it and the link is seen
-    /// up afterwards. When the link goes down, these are sent again.
-    window: VecDeque<Sent>,
-    /// Frames of `window` (from its front) the NIC reported done.
-    window_done: usize,
+    /// Read chunks whose datagrams are not all known sent, in the order
+    /// their datagrams go out.
+    queue: VecDeque<Chunk>,
+    /// Chunks at the front of `queue` handed to the NIC whole.
+    handed: usize,
+    /// The end marker: handed to the NIC (and not yet known sent).
+    marker_out: bool,
+    /// The end marker: known sent.
+    marker_sent: bool,
+    /// Frames the NIC reported done and not yet known sent (the link not
+    /// yet seen up since).
+    done: usize,
     link_lost: bool,
     /// When the link was first seen down, until it is seen up again.
     link_down_since: Option<Instant>,
@@ -157,14 +172,16 @@ impl Pacer {
     }
 }
 
-/// A datagram: its sequence number, offset and data (a slice of a chunk the
-/// NVMe controller wrote; none for the end marker).
-#[derive(Clone)]
-struct Sent {
-    seq: u32,
-    offset: u64,
-    data: Option<(SharedBuffer, usize, usize)>,
-}
+/// Datagrams handed to the NIC per call, at most.
+const BATCH: usize = 32;
+
+/// Checksums the NIC inserts into every datagram (IPv4 after a plain
+/// Ethernet header, then UDP).
+const OFFLOAD: ChecksumOffload = ChecksumOffload {
+    ip_start: 14,
+    l4_start: 34,
+    tcp: false,
+};
 
 impl Forwarder {
     /// A forwarder reading namespace `nsid` (of `block_size`-byte blocks)
@@ -187,10 +204,11 @@ impl Forwarder {
             nsid,
             block: block_size,
             payload: options.payload,
-            tx: VecDeque::with_capacity(1024),
-            queued: VecDeque::with_capacity(1024),
-            window: VecDeque::with_capacity(1024),
-            window_done: 0,
+            queue: VecDeque::with_capacity(64),
+            handed: 0,
+            marker_out: false,
+            marker_sent: false,
+            done: 0,
             link_lost: false,
             link_down_since: None,
             summary: Summary::default(),
@@ -235,10 +253,9 @@ impl Forwarder {
             )
             .into());
         }
-        let (mut next, mut done) = (0u64, 0u64);
-        let mut ready: VecDeque<Chunk> = VecDeque::new();
+        let (mut next, mut read) = (0u64, 0u64);
         let mut progress = self.progress.then(|| Progress::new("forwarder", total));
-        while done < total || !ready.is_empty() || !self.tx.is_empty() {
+        while read < total || self.handed < self.queue.len() {
             if signals::requested().is_some() {
                 if let Some(p) = &progress {
                     p.finish();
@@ -254,14 +271,14 @@ impl Forwarder {
                 };
                 let len = (total - next).min(buf.capacity() as u64);
                 // Whole blocks: the last read may go past `total` within its block.
-                let read = len.div_ceil(self.block) * self.block;
+                let blocks = len.div_ceil(self.block) * self.block;
                 self.qp
                     .submit_read(
                         self.nsid,
                         lba + next / self.block,
                         buf,
                         0,
-                        read as usize,
+                        blocks as usize,
                         next,
                     )
                     .map_err(|(e, _)| e)?;
@@ -269,12 +286,14 @@ impl Forwarder {
             }
             self.qp.ring();
             let mut failed = None;
+            let (queue, chunk) = (&mut self.queue, self.chunks.buf_size() as u64);
             self.qp.poll(usize::MAX, |c| match (c.result, c.buf) {
                 (Ok(()), Some(buf)) => {
-                    let end = total.min(c.tag + buf.capacity() as u64);
-                    done += end - c.tag;
-                    ready.push_back(Chunk {
+                    let end = total.min(c.tag + chunk);
+                    read += end - c.tag;
+                    queue.push_back(Chunk {
                         start: c.tag,
+                        confirmed: c.tag,
                         next: c.tag,
                         end,
                         buf: buf.into_shared(),
@@ -286,9 +305,8 @@ impl Forwarder {
             if let Some(e) = failed {
                 return Err(e.into());
             }
-            self.slice(&mut ready);
-            self.send()?;
-            if self.pace.is_some() && !ready.is_empty() && self.tx.is_empty() {
+            let handed = self.send()?;
+            if self.pace.is_some() && handed == 0 && self.handed < self.queue.len() {
                 // Held back by --max-mbps: give the CPU away rather than spin.
                 std::thread::sleep(Duration::from_micros(500));
             }
@@ -299,13 +317,11 @@ impl Forwarder {
         if let Some(p) = &progress {
             p.finish();
         }
-        self.queue(Sent {
-            seq: self.seq_of(total),
-            offset: total,
-            data: None,
-        })
-        .ok_or("no buffer for the end marker")?;
-        while !self.tx.is_empty() || !self.window.is_empty() {
+        self.marker_sent = false;
+        while !self.marker_sent {
+            if !self.marker_out && self.handed == self.queue.len() && !self.link_lost {
+                self.send_marker(total)?;
+            }
             self.send()?;
         }
         Ok(true)
@@ -322,80 +338,21 @@ impl Forwarder {
 
     /// [`Forwarder::seq_of`] before it is cut to the wire's 32 bits.
     fn wide_seq_of(&self, offset: u64) -> u64 {
-        let chunk = self.chunks.buf_size() as u64;
-        let per_chunk = chunk.div_ceil(self.payload as u64);
-        let within = (offset % chunk).div_ceil(self.payload as u64);
-        offset / chunk * per_chunk + within
+        Numbering::new(self.chunks.buf_size(), self.payload).wide(offset)
     }
 
-    /// Turns ready chunks into datagrams (a header packet and a slice of the
-    /// chunk each) while header buffers last.
-    fn slice(&mut self, ready: &mut VecDeque<Chunk>) {
-        while let Some(c) = ready.front_mut() {
-            let n = ((c.end - c.next) as usize).min(self.payload);
-            if self.tx.len() >= 512 || self.pace.as_mut().is_some_and(|p| !p.take(n)) {
-                return;
-            }
-            let sent = Sent {
-                seq: self.seq_of(c.next),
-                offset: c.next,
-                data: Some((c.buf.clone(), (c.next - c.start) as usize, n)),
-            };
-            if self.queue(sent).is_none() {
-                return;
-            }
-            self.summary.bytes += n as u64;
-            c.next += n as u64;
-            if c.next == c.end {
-                ready.pop_front();
-            }
-        }
-    }
-
-    /// Queues a datagram for the NIC: a header buffer, then the data (none
-    /// for the end marker), checksums left to the NIC. None when the NIC's
-    /// pool has no buffer for the header right now.
-    fn queue(&mut self, sent: Sent) -> Option<()> {
-        let mut header = self.nic.alloc_packet()?;
-        let len = sent.data.as_ref().map_or(0, |d| d.2);
-        self.template
-            .write(header.buffer_mut(), sent.seq, sent.offset, len);
-        header.set_len(FRAME_OVERHEAD);
-        if let (true, Some((buf, offset, len))) = (self.copy_payload, &sent.data) {
-            let data = &buf.as_slice()[*offset..offset + len];
-            header.buffer_mut()[FRAME_OVERHEAD..FRAME_OVERHEAD + len].copy_from_slice(data);
-            header.set_len(FRAME_OVERHEAD + len);
-        }
-        let mut frame = TxFrame::packet(header);
-        if let (false, Some((buf, offset, len))) = (self.copy_payload, &sent.data) {
-            let slice = Segment::Shared {
-                buf: buf.clone(),
-                offset: *offset,
-                len: *len,
-            };
-            frame.push(slice).expect("two segments fit");
-        }
-        frame.offload = Some(ChecksumOffload {
-            ip_start: 14,
-            l4_start: 34,
-            tcp: false,
-        });
-        self.summary.datagrams += 1;
-        self.tx.push_back(frame);
-        self.queued.push_back(sent);
-        Some(())
-    }
-
-    /// Hands queued frames to the NIC and reclaims sent ones. While the link
-    /// is down, waits; when it is back, first sends again what may have been
+    /// Hands datagrams of the chunks not yet handed over to the NIC while
+    /// the ring, the NIC's buffers and the pacing allow, and counts what
+    /// the NIC is done with; how many it handed over. While the link is
+    /// down, waits; when it is back, first sends again what may have been
     /// lost when it went down.
-    fn send(&mut self) -> Result<(), Error> {
+    fn send(&mut self) -> Result<usize, Error> {
         if self.link_lost {
             if !self.nic.link().up {
                 self.saw_link_down();
                 self.summary.link_down_waits += 1;
                 std::thread::sleep(Duration::from_millis(10));
-                return Ok(());
+                return Ok(0);
             }
             if let Some(since) = self.link_down_since.take() {
                 self.summary.link_down_events += 1;
@@ -403,31 +360,136 @@ impl Forwarder {
             }
             self.resend();
         }
-        match self.nic.tx_batch(&mut self.tx) {
-            Ok(n) => {
-                self.summary.frames_sent += n as u64;
-                self.window.extend(self.queued.drain(..n));
-            }
-            Err(nic_driver::Error::LinkDown { .. }) => {
-                if !self.link_lost {
-                    eprintln!("forwarder: link down, waiting for it");
+        let mut handed = 0;
+        while self.handed < self.queue.len() {
+            match self.hand_over(self.handed) {
+                Ok((n, whole)) => {
+                    handed += n;
+                    if !whole {
+                        break;
+                    }
+                    self.handed += 1;
                 }
-                self.saw_link_down();
-                self.link_lost = true;
-                return Ok(());
+                Err(nic_driver::Error::LinkDown { .. }) => {
+                    self.summary.frames_sent += handed as u64;
+                    self.lost_link();
+                    return Ok(handed);
+                }
+                Err(e) => return Err(e.into()),
             }
+        }
+        self.summary.frames_sent += handed as u64;
+        self.done += self.nic.tx_clean();
+        if self.nic.link().up {
+            self.confirm();
+        } else {
+            self.lost_link();
+        }
+        Ok(handed)
+    }
+
+    /// Hands datagrams of chunk `i` to the NIC, a batch at a time, until it
+    /// is handed over whole (true) or the NIC or the pacing takes no more;
+    /// how many.
+    fn hand_over(&mut self, i: usize) -> nic_driver::Result<(usize, bool)> {
+        let numbering = Numbering::new(self.chunks.buf_size(), self.payload);
+        let c = &mut self.queue[i];
+        let mut cut = Cut {
+            start: c.start,
+            end: c.end,
+            next: c.next,
+            seq: numbering.seq(c.next),
+            payload: self.payload,
+            template: &self.template,
+            pace: &mut self.pace,
+            summary: &mut self.summary,
+        };
+        let (nic, buf) = (&mut self.nic, &c.buf);
+        let mut total = 0;
+        while cut.next < cut.end {
+            let sent = if self.copy_payload {
+                // The payload copied behind the header: one buffer, sent alone.
+                let data = buf.as_slice();
+                nic.tx_fill_payload(buf, Some(OFFLOAD), BATCH, &mut |room| {
+                    let Some(at) = cut.datagram(room) else {
+                        return (0, 0..0);
+                    };
+                    let len = at.len();
+                    room[FRAME_OVERHEAD..FRAME_OVERHEAD + len].copy_from_slice(&data[at]);
+                    (FRAME_OVERHEAD + len, 0..0)
+                })
+            } else {
+                nic.tx_fill_payload(buf, Some(OFFLOAD), BATCH, &mut |room| {
+                    cut.datagram(room)
+                        .map_or((0, 0..0), |at| (FRAME_OVERHEAD, at))
+                })
+            };
+            c.next = cut.next;
+            let sent = sent?;
+            total += sent;
+            if sent < BATCH && cut.next < cut.end {
+                return Ok((total, false));
+            }
+        }
+        Ok((total, true))
+    }
+
+    /// Hands the end marker (datagram `seq_of(total)`, no data) to the NIC;
+    /// tried again at the next call when the ring or its buffers are full.
+    fn send_marker(&mut self, total: u64) -> Result<(), Error> {
+        let Some(mut header) = self.nic.alloc_packet() else {
+            return Ok(());
+        };
+        self.template
+            .write(header.buffer_mut(), self.seq_of(total), total, 0);
+        header.set_len(FRAME_OVERHEAD);
+        let mut frame = TxFrame::packet(header);
+        frame.offload = Some(OFFLOAD);
+        match self.nic.tx_batch(&mut VecDeque::from([frame])) {
+            Ok(1) => {
+                self.marker_out = true;
+                self.summary.datagrams += 1;
+                self.summary.frames_sent += 1;
+            }
+            Ok(_) => {}
+            Err(nic_driver::Error::LinkDown { .. }) => self.lost_link(),
             Err(e) => return Err(e.into()),
         }
-        self.window_done += self.nic.tx_clean();
-        if self.nic.link().up {
-            let n = self.window_done.min(self.window.len());
-            self.window.drain(..n);
-            self.window_done -= n;
-        } else {
-            self.saw_link_down();
-            self.link_lost = true;
-        }
         Ok(())
+    }
+
+    /// Counts the frames the NIC is done with as sent (the link was seen
+    /// up since), in the order they went out: a chunk whose datagrams are
+    /// all sent leaves the queue (its buffer goes back to the pool with
+    /// the NIC's last share), the end marker last.
+    fn confirm(&mut self) {
+        let payload = self.payload as u64;
+        while self.done > 0 {
+            let Some(c) = self.queue.front_mut() else {
+                break;
+            };
+            let out = (c.next - c.confirmed).div_ceil(payload) as usize;
+            let k = self.done.min(out);
+            c.confirmed = (c.confirmed + k as u64 * payload).min(c.next);
+            self.done -= k;
+            if c.confirmed < c.end {
+                return;
+            }
+            self.queue.pop_front();
+            self.handed -= 1;
+        }
+        if self.done > 0 && self.marker_out {
+            (self.done, self.marker_out, self.marker_sent) = (self.done - 1, false, true);
+        }
+    }
+
+    /// The link went down: note when, and wait for it.
+    fn lost_link(&mut self) {
+        if !self.link_lost {
+            eprintln!("forwarder: link down, waiting for it");
+        }
+        self.saw_link_down();
+        self.link_lost = true;
     }
 
     /// Notes when the link was first seen down (not again while it stays down).
@@ -435,38 +497,100 @@ impl Forwarder {
         self.link_down_since.get_or_insert_with(Instant::now);
     }
 
-    /// Puts every datagram of the window back at the front of the queue
-    /// (new header buffers, the same data slices and sequence numbers).
+    /// Takes back every datagram handed to the NIC and not known sent, to
+    /// be handed over again from its chunk with the same sequence number
+    /// (the end marker too).
     fn resend(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(1);
         while self.nic.tx_pending() > 0 && Instant::now() < deadline {
             self.nic.tx_clean();
         }
-        self.window_done = 0;
-        let (tx, queued) = (
-            std::mem::take(&mut self.tx),
-            std::mem::take(&mut self.queued),
-        );
-        let again: Vec<Sent> = self.window.drain(..).collect();
-        self.summary.datagrams -= again.len() as u64;
-        self.summary.resent += again.len() as u64;
-        for sent in again {
-            if self.queue(sent.clone()).is_none() {
-                // No header buffer: keep it for the next try.
-                self.window.push_back(sent);
-            }
+        self.done = 0;
+        let payload = self.payload as u64;
+        for c in &mut self.queue {
+            let again = (c.next - c.confirmed).div_ceil(payload);
+            self.summary.datagrams -= again;
+            self.summary.resent += again;
+            self.summary.bytes -= c.next - c.confirmed;
+            c.next = c.confirmed;
         }
-        self.link_lost = !self.window.is_empty();
-        self.tx.extend(tx);
-        self.queued.extend(queued);
+        if std::mem::take(&mut self.marker_out) {
+            self.summary.datagrams -= 1;
+            self.summary.resent += 1;
+        }
+        self.handed = 0;
+        self.link_lost = false;
     }
 }
 
 /// A chunk the NVMe controller wrote: bytes `start..end` of the range, of
-/// which `next..end` are still to be sent.
+/// which `start..confirmed` are known sent and `confirmed..next` are with
+/// the NIC.
 struct Chunk {
     start: u64,
+    confirmed: u64,
     next: u64,
     end: u64,
     buf: SharedBuffer,
+}
+
+/// Sequence numbers: datagrams numbered in the order of the range (see
+/// [`Forwarder::seq_of`]).
+struct Numbering {
+    chunk: u64,
+    payload: u64,
+}
+
+impl Numbering {
+    fn new(chunk: usize, payload: usize) -> Numbering {
+        Numbering {
+            chunk: chunk as u64,
+            payload: payload as u64,
+        }
+    }
+
+    /// The wide number of the datagram at `offset`.
+    fn wide(&self, offset: u64) -> u64 {
+        let per_chunk = self.chunk.div_ceil(self.payload);
+        let within = (offset % self.chunk).div_ceil(self.payload);
+        offset / self.chunk * per_chunk + within
+    }
+
+    /// The number of the datagram at `offset` (the forwarder checked that
+    /// the end marker's fits in 32 bits, and numbers grow with offsets).
+    fn seq(&self, offset: u64) -> u32 {
+        self.wide(offset) as u32
+    }
+}
+
+/// A chunk being cut into datagrams: the next one's offset and number.
+struct Cut<'a> {
+    start: u64,
+    end: u64,
+    next: u64,
+    seq: u32,
+    payload: usize,
+    template: &'a HeaderTemplate,
+    pace: &'a mut Option<Pacer>,
+    summary: &'a mut Summary,
+}
+
+impl Cut<'_> {
+    /// Writes the next datagram's headers into `room` and returns where its
+    /// data lies in the chunk; None at the chunk's end or when the pacing
+    /// says wait.
+    #[inline]
+    fn datagram(&mut self, room: &mut [u8]) -> Option<std::ops::Range<usize>> {
+        let len = ((self.end - self.next) as usize).min(self.payload);
+        if len == 0 || self.pace.as_mut().is_some_and(|p| !p.take(len)) {
+            return None;
+        }
+        self.template.write(room, self.seq, self.next, len);
+        let at = (self.next - self.start) as usize;
+        self.next += len as u64;
+        self.seq = self.seq.wrapping_add(1);
+        self.summary.bytes += len as u64;
+        self.summary.datagrams += 1;
+        Some(at..at + len)
+    }
 }

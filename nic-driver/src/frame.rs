@@ -1,6 +1,7 @@
 //! Frames: received packets and frames to transmit.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use vfio_core::dma::{Buffer, BufferCache, BytesByWriter, DmaTarget, SharedBuffer, Writer};
@@ -184,6 +185,59 @@ fn packet_error(
 pub(crate) fn too_long(len: usize, max_frame: usize) -> crate::Error {
     crate::Error::InvalidFrame(format!(
         "{len} bytes is more than the {max_frame}-byte frames this NIC sends (enable jumbo frames?)"
+    ))
+}
+
+/// Whether a frame of [`crate::NetDevice::tx_fill_payload`] can go out: a
+/// `header` of at most `room` bytes (and long enough for `offload`'s IP and
+/// L4 headers), then `payload` inside its `capacity`-byte buffer, at most
+/// `max_frame` bytes in all. A header of 0 (the batch's end) is the
+/// caller's to look at first.
+#[inline]
+pub(crate) fn check_payload_frame(
+    header: usize,
+    room: usize,
+    payload: &Range<usize>,
+    capacity: usize,
+    max_frame: usize,
+    offload: Option<ChecksumOffload>,
+) -> crate::Result<()> {
+    let offload_fits =
+        offload.is_none_or(|o| header >= o.l4_start as usize + 8 && o.l4_start >= o.ip_start + 20);
+    let payload_fits = payload.start <= payload.end && payload.end <= capacity;
+    if header <= room && payload_fits && header + payload.len() <= max_frame && offload_fits {
+        return Ok(());
+    }
+    Err(payload_frame_refusal(
+        header, room, payload, capacity, max_frame,
+    ))
+}
+
+/// Why [`check_payload_frame`] refused a frame.
+#[cold]
+#[inline(never)]
+fn payload_frame_refusal(
+    header: usize,
+    room: usize,
+    payload: &Range<usize>,
+    capacity: usize,
+    max_frame: usize,
+) -> crate::Error {
+    if header > room {
+        return crate::Error::InvalidFrame(format!(
+            "a {header}-byte header written into {room} bytes of room"
+        ));
+    }
+    if payload.start > payload.end || payload.end > capacity {
+        return crate::Error::InvalidFrame(format!(
+            "payload bytes {payload:?} are not inside the {capacity}-byte buffer"
+        ));
+    }
+    if header + payload.len() > max_frame {
+        return too_long(header + payload.len(), max_frame);
+    }
+    crate::Error::InvalidFrame(format!(
+        "a {header}-byte header does not hold the IP and L4 headers its checksum offload names"
     ))
 }
 

@@ -93,12 +93,14 @@ mod testing;
 pub mod virtio;
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::time::Duration;
 
 pub use error::{Error, Result};
 
 use std::sync::Arc;
 
+use vfio_core::dma::SharedBuffer;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
@@ -188,6 +190,11 @@ fn known_ids() -> String {
 }
 
 pub use frame::{ChecksumOffload, Packet, Segment, TxFrame, MAX_SEGMENTS};
+
+/// What [`NetDevice::tx_fill_payload`] calls per frame: it writes the
+/// header into the room it is given and returns the header's length and
+/// the payload bytes that follow it.
+pub type FillPayload<'a> = dyn FnMut(&mut [u8]) -> (usize, Range<usize>) + 'a;
 
 /// How a NIC is set up (every driver takes the same settings). Start from
 /// [`Config::default`] and change what you need with the methods of the
@@ -429,6 +436,62 @@ pub trait NetDevice {
     /// was given (that frame is not sent, the frames before it are);
     /// virtio-net: [`Error::Device`].
     fn tx_fill(&mut self, n: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> Result<usize>;
+
+    /// Builds up to `n` frames of a header and a slice of `payload` and
+    /// sends them, one doorbell for all: the zero-copy sender's path (the
+    /// forwarder's: a header the CPU writes, then bytes another device
+    /// wrote, sent from where they are). Each header goes in a fresh
+    /// buffer of the device's pool, which `fill` writes (it gets the
+    /// buffer's room, as in [`NetDevice::tx_fill`]) and answers with the
+    /// header's length and the bytes of `payload` that follow it on the
+    /// wire (an empty range: the header alone). A header length of 0 ends
+    /// the batch. `offload` applies to every frame; its IP and L4 headers
+    /// lie in the header. Returns how many were sent: fewer than `n` when
+    /// the ring is full, the pool has run out, or `fill` ended the batch;
+    /// `fill` is called only for frames that then go out (and for the
+    /// one it ends or that is refused).
+    ///
+    /// `payload` is borrowed, not moved: the ring takes its own share of
+    /// it for the batch (one, not one per frame) and holds it until the
+    /// NIC is done with the batch's last frame. No [`TxFrame`] or
+    /// [`Segment`] is made per frame. Bytes are counted by who wrote them
+    /// ([`Stats::tx_from`]): headers as the CPU's, payloads as `payload`
+    /// records them.
+    ///
+    /// ```no_run
+    /// # fn main() -> nic_driver::Result<()> {
+    /// # let container = vfio_core::vfio::Container::new()?;
+    /// # let pool = vfio_core::dma::BufferPool::new(&container, 4096, 8)?;
+    /// let mut nic = nic_driver::open(&container, "0000:00:03.0".parse()?, Default::default())?;
+    /// // Say the NVMe controller read a block into `data` (same container).
+    /// let data = pool.alloc().expect("a free buffer").into_shared();
+    /// let mut next = 0;
+    /// let sent = nic.tx_fill_payload(&data, None, 4, &mut |room| {
+    ///     room[..14].copy_from_slice(&[0xff; 14]); // an Ethernet header
+    ///     next += 1024;
+    ///     (14, next - 1024..next) // then 1 KiB of the block
+    /// })?;
+    /// println!("{sent} frames on the wire, the block sent from where it was read");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::LinkDown`] as [`NetDevice::tx_batch`], and
+    ///   [`Error::ForeignMemory`] when `payload` is of another VFIO
+    ///   container than the NIC's: nothing built.
+    /// - [`Error::InvalidFrame`] when `fill` returns a header longer than
+    ///   its room or too short for `offload`, a range outside `payload`,
+    ///   or a frame longer than the NIC sends: that frame is not sent, the
+    ///   frames before it are.
+    /// - virtio-net: [`Error::Device`].
+    fn tx_fill_payload(
+        &mut self,
+        payload: &SharedBuffer,
+        offload: Option<ChecksumOffload>,
+        n: usize,
+        fill: &mut FillPayload<'_>,
+    ) -> Result<usize>;
 
     /// Appends up to `n` fresh packets of length 0 to `out`, as `n` calls
     /// of [`NetDevice::alloc_packet`] would, in one call; returns how

@@ -7,6 +7,7 @@
 //! milliseconds, no root, no VFIO.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use nic_driver::e1000::E1000;
 use nic_driver::virtio::VirtioNet;
 use nic_driver::{ChecksumOffload, Config, Error, NetDevice, Packet, Segment, TxFrame};
+use vfio_core::dma::SharedBuffer;
 use vfio_core::vfio::Container;
 use vfio_models::e1000::{E1000Config, E1000Model, RxFault};
 use vfio_models::virtio_net::{feature, status, UsedFault, VirtioNetConfig, VirtioNetModel};
@@ -457,6 +459,161 @@ fn fill_ends_on_zero_and_refuses_too_long(nic: &mut dyn NetDevice, wire: &dyn Wi
     assert_eq!(nic.free_buffers(), free);
 }
 
+/// A UDP frame with correct checksums carrying `payload`, built by
+/// etherparse.
+fn udp_frame(payload: &[u8], seed: u8) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [0xff; 6])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, seed], 64)
+        .udp(1000, 2000 + seed as u16);
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+const UDP_OFFLOAD: ChecksumOffload = ChecksumOffload {
+    ip_start: 14,
+    l4_start: 34,
+    tcp: false,
+};
+
+/// A shared buffer of `nic`'s pool holding a byte pattern, and its bytes.
+fn shared_payload(nic: &mut dyn NetDevice) -> (SharedBuffer, Vec<u8>) {
+    let mut buf = nic.pool().alloc().unwrap();
+    for (i, b) in buf.as_mut_slice().iter_mut().enumerate() {
+        *b = (i * 7 + 3) as u8;
+    }
+    let bytes = buf.as_slice().to_vec();
+    (buf.into_shared(), bytes)
+}
+
+/// Issue 30: frames of a header built in place and a slice of a shared
+/// buffer (`tx_fill_payload`, the forwarder's path), UDP checksums
+/// offloaded, in calls larger than the ring: each comes out as its header
+/// and its slice joined, in order, checksums right; a header alone goes
+/// out alone; every buffer returns.
+fn fills_headers_before_a_shared_payload(nic: &mut dyn NetDevice, wire: &dyn Wire) {
+    let free = nic.free_buffers();
+    let (payload, bytes) = shared_payload(nic);
+    let ranges: Vec<Range<usize>> = (0..FRAMES)
+        .map(|k| {
+            let len = [18, 1, 100, 0, 1472, 700][k % 6];
+            let start = (k * 37) % (bytes.len() - len + 1);
+            start..start + len
+        })
+        .collect();
+    let expected: Vec<Vec<u8>> = ranges
+        .iter()
+        .enumerate()
+        .map(|(k, r)| udp_frame(&bytes[r.clone()], k as u8 + 1))
+        .collect();
+    let headers: Vec<Vec<u8>> = expected
+        .iter()
+        .map(|f| offload_input(f, false)[..42].to_vec())
+        .collect();
+    let (mut next, start) = (0, Instant::now());
+    while next < FRAMES || nic.tx_pending() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "frames stuck");
+        let want = (FRAMES - next).min(3 * RING);
+        let mut k = next;
+        let sent = nic
+            .tx_fill_payload(&payload, Some(UDP_OFFLOAD), want, &mut |room| {
+                room[..42].copy_from_slice(&headers[k]);
+                k += 1;
+                (42, ranges[k - 1].clone())
+            })
+            .unwrap();
+        assert_eq!(k - next, sent, "one fill per frame sent");
+        assert!(sent <= RING, "no more than the ring holds");
+        next += sent;
+        if nic.tx_clean() == 0 {
+            std::thread::yield_now();
+        }
+    }
+    let sent = wire.transmitted();
+    assert!(sent.iter().all(|f| checksums_right(f)));
+    assert_eq!(sent, expected);
+    drop(payload);
+    assert_eq!(nic.free_buffers(), free);
+}
+
+/// Issue 30: the ring holds the payload buffer of `tx_fill_payload` until
+/// the NIC is done with the frames: the caller's share dropped at once,
+/// the buffer is not back in the pool (where it could be handed out and
+/// written) before `tx_clean` has seen them sent.
+fn fill_payload_holds_the_payload_until_sent(nic: &mut dyn NetDevice, wire: &dyn Wire) {
+    let (payload, bytes) = shared_payload(nic);
+    let header = offload_input(&udp_frame(&bytes[..100], 9), false)[..42].to_vec();
+    let iova = payload.iova();
+    // Whether the payload buffer is on the pool's free list now.
+    let in_pool = |nic: &mut dyn NetDevice| {
+        let free: Vec<_> = std::iter::from_fn(|| nic.pool().alloc()).collect();
+        free.iter().any(|b| b.iova() == iova)
+    };
+    let sent = nic
+        .tx_fill_payload(&payload, Some(UDP_OFFLOAD), 2, &mut |room| {
+            room[..42].copy_from_slice(&header);
+            (42, 0..100)
+        })
+        .unwrap();
+    assert_eq!(sent, 2);
+    drop(payload);
+    assert!(
+        !in_pool(nic),
+        "the payload buffer went back while the NIC held it"
+    );
+    let start = Instant::now();
+    while nic.tx_pending() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "frames stuck");
+        nic.tx_clean();
+    }
+    assert!(in_pool(nic), "back once sent");
+    assert_eq!(wire.transmitted().len(), 2);
+}
+
+/// Issue 30: `tx_fill_payload` ends a batch on a header of 0, and refuses
+/// (after the frames before it went out) a header longer than its room or
+/// too short for the offload, a slice outside the payload buffer and a
+/// frame longer than the NIC sends; no buffer is lost.
+fn fill_payload_refuses_bad_frames(nic: &mut dyn NetDevice, wire: &dyn Wire) {
+    let free = nic.free_buffers();
+    let (payload, bytes) = shared_payload(nic);
+    let good = udp_frame(&bytes[..60], 5);
+    let header = offload_input(&good, false)[..42].to_vec();
+    let cap = bytes.len();
+    let bad: [(usize, Range<usize>, &str); 5] = [
+        (0, 0..0, ""),
+        (1600, 0..10, "header written into"),
+        (20, 0..10, "IP and L4 headers"),
+        (42, cap - 10..cap + 1, "not inside"),
+        (42, 0..1473, "1515 bytes"),
+    ];
+    for (len, range, words) in bad {
+        let mut calls = 0;
+        let result = nic.tx_fill_payload(&payload, Some(UDP_OFFLOAD), 4, &mut |room| {
+            calls += 1;
+            if calls == 1 {
+                room[..42].copy_from_slice(&header);
+                return (42, 0..60);
+            }
+            (len, range.clone())
+        });
+        match (words, result) {
+            ("", Ok(sent)) => assert_eq!((sent, calls), (1, 2)),
+            (words, Err(Error::InvalidFrame(m))) => assert!(m.contains(words), "{m}"),
+            (_, other) => panic!("expected InvalidFrame ({words}), got {other:?}"),
+        }
+        assert_eq!(calls, 2, "no call after the end or the refusal");
+    }
+    let start = Instant::now();
+    while nic.tx_pending() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "frames stuck");
+        nic.tx_clean();
+    }
+    assert_eq!(wire.transmitted(), vec![good; 5]);
+    drop(payload);
+    assert_eq!(nic.free_buffers(), free);
+}
+
 /// Issue 30: what `rx_batch` received goes back out with `tx_packets` from
 /// the same buffers (an echo), byte for byte.
 fn echoes_received_packets(nic: &mut dyn NetDevice, wire: &dyn Wire) {
@@ -621,6 +778,20 @@ fn refuses_memory_of_another_container(
     assert!(q.is_empty(), "the refused packet was taken off");
     assert!(wire.transmitted().is_empty(), "nothing more on the wire");
     assert_eq!(other.free_buffers(), other_free, "its buffer is back");
+
+    // A payload buffer of the other container: refused before any call.
+    let foreign = other.pool().alloc().unwrap().into_shared();
+    let mut calls = 0;
+    match nic.tx_fill_payload(&foreign, None, 4, &mut |_| {
+        calls += 1;
+        (14, 0..100)
+    }) {
+        Err(Error::ForeignMemory { iova, .. }) => assert_eq!(iova, foreign.iova()),
+        other => panic!("expected Error::ForeignMemory, got {other:?}"),
+    }
+    assert_eq!(calls, 0, "nothing built");
+    assert!(wire.transmitted().is_empty(), "nothing more on the wire");
+    drop(foreign);
     drop(private);
     assert_eq!(nic.free_buffers(), free);
 }
@@ -671,6 +842,9 @@ on_both!(
     echoes_received_packets,
     fills_in_place_byte_exact,
     fill_ends_on_zero_and_refuses_too_long,
+    fills_headers_before_a_shared_payload,
+    fill_payload_holds_the_payload_until_sent,
+    fill_payload_refuses_bad_frames,
 );
 
 // A device's DMA from another thread and the driver's volatile reads of

@@ -58,7 +58,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vfio_core::dma::{BufferCache, BufferPool};
+use vfio_core::dma::{BufferCache, BufferPool, SharedBuffer};
 use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::{Container, Device, Interrupts, IrqKind};
@@ -67,7 +67,9 @@ use self::regs::{ctrl, eerd, icr, rah, rctl, stats as st, status, tctl};
 use self::rx::RxRing;
 use self::tx::TxRing;
 use crate::link::LinkWatch;
-use crate::{Config, Error, Link, NetDevice, Packet, Result, Stats, TxFrame};
+use crate::{
+    ChecksumOffload, Config, Error, FillPayload, Link, NetDevice, Packet, Result, Stats, TxFrame,
+};
 
 /// PCI IDs this driver takes: 82540EM, 82545EM (copper), 82544GC (copper).
 pub const DEVICE_IDS: &[u16] = &[0x100e, 0x100f, 0x100c];
@@ -450,6 +452,22 @@ impl NetDevice for E1000 {
     fn tx_fill(&mut self, n: usize, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> Result<usize> {
         self.tx_ready()?;
         let sent = self.tx.fill(&self.bar, &mut self.cache, n, fill);
+        self.full_ring_check(&sent, n > 0);
+        sent
+    }
+
+    fn tx_fill_payload(
+        &mut self,
+        payload: &SharedBuffer,
+        offload: Option<ChecksumOffload>,
+        n: usize,
+        fill: &mut FillPayload<'_>,
+    ) -> Result<usize> {
+        self.tx_ready()?;
+        let (bar, addr) = (&self.bar, self.device.address());
+        let sent = self
+            .tx
+            .fill_payload(bar, addr, &mut self.cache, payload, offload, n, fill);
         self.full_ring_check(&sent, n > 0);
         sent
     }

@@ -801,6 +801,53 @@ fn a_long_batch_asks_for_a_write_back_every_32_descriptors_and_at_its_end() {
     assert_eq!(nic.free_buffers(), free);
 }
 
+/// `tx_fill_payload` (two descriptors a frame, a context descriptor
+/// first) asks for write-backs on a frame's end once 32 descriptors went
+/// without, and at the batch's end; its payload buffer is held at the
+/// batch's last descriptor, so DD there releases it, with every header.
+#[test]
+fn fill_payload_reports_on_frame_ends_and_holds_the_payload_to_the_last() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 64)).unwrap();
+    let free = nic.free_buffers();
+    let mut buf = nic.pool().alloc().unwrap();
+    buf.as_mut_slice()[..600].fill(7);
+    let payload = buf.into_shared();
+    let offload = ChecksumOffload {
+        ip_start: 14,
+        l4_start: 34,
+        tcp: false,
+    };
+    let mut k = 0;
+    let sent = nic
+        .tx_fill_payload(&payload, Some(offload), 20, &mut |room| {
+            room[..42].fill(k);
+            k += 1;
+            (42, 0..600)
+        })
+        .unwrap();
+    assert_eq!(sent, 20);
+    // Descriptor 0 is the context; frame f at 1 + 2f (header), 2 + 2f.
+    assert_eq!(with_rs(&h, 0..64), [32, 40], "a frame's end, then the last");
+    let (addr, cmd, _) = tx_descriptor(&h, 2);
+    assert_eq!(addr, payload.iova());
+    assert_eq!(cmd & 0xffff, 600);
+    assert_ne!(cmd & txd::CMD_EOP, 0);
+    assert_eq!(tx_descriptor(&h, 1).1 & (txd::CMD_EOP | 0xffff), 42);
+    assert_eq!(h.nic().writes_to(regs::TDT), [0, 41], "one doorbell");
+    drop(payload);
+    h.sent(32);
+    assert_eq!(nic.tx_clean(), 16, "16 frames end by descriptor 32");
+    assert_eq!(
+        nic.free_buffers(),
+        free - 5,
+        "4 headers and the payload out"
+    );
+    h.sent(40);
+    assert_eq!(nic.tx_clean(), 4);
+    assert_eq!(nic.free_buffers(), free, "the payload back with the last");
+}
+
 /// The single-buffer path asks for write-backs as `tx_batch` does, and
 /// `tx_clean` counts frames, not descriptors, across both paths (a
 /// context descriptor ends no frame).

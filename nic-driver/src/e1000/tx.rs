@@ -26,15 +26,15 @@ use std::collections::VecDeque;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
-use vfio_core::dma::{Backing, BufferCache, BytesByWriter, DmaMemory};
+use vfio_core::dma::{Backing, BufferCache, BytesByWriter, DmaMemory, SharedBuffer};
 use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
 use super::regs::{txd, TDBAH, TDBAL, TDH, TDLEN, TDT};
-use crate::frame::check_packets;
+use crate::frame::{check_packets, Hold};
 use crate::held::Held;
-use crate::{ChecksumOffload, Packet, Result, TxFrame};
+use crate::{ChecksumOffload, FillPayload, Packet, Result, TxFrame};
 
 /// Descriptors after which, within one batch, RS is set again on the next
 /// end of a frame (DPDK's `tx_rs_thresh`, 32 by default).
@@ -287,6 +287,121 @@ impl TxRing {
         self.in_flight += sent;
         // Written by the CPU, through the buffers' `&mut` slices.
         self.from.cpu += bytes;
+        self.hand_over(bar, sent);
+        refused.map_or(Ok(sent), Err)
+    }
+
+    /// Builds up to `n` frames of a header (in a buffer from `cache`,
+    /// written by `fill`) and a slice of `payload`, two descriptors each
+    /// (one for a header alone), after a context descriptor when `offload`
+    /// is new to the NIC; one TDT write (see
+    /// [`crate::NetDevice::tx_fill_payload`]).
+    ///
+    /// The ring takes one share of `payload` for the whole batch and holds
+    /// it at the batch's last descriptor: the NIC is done with descriptors
+    /// in order and [`TxRing::clean`] releases them in order, so the last
+    /// one done means every slice before it was read.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fill_payload(
+        &mut self,
+        bar: &Mmio,
+        addr: PciAddress,
+        cache: &mut BufferCache,
+        payload: &SharedBuffer,
+        offload: Option<ChecksumOffload>,
+        n: usize,
+        fill: &mut FillPayload<'_>,
+    ) -> Result<usize> {
+        if !Arc::ptr_eq(payload.container(), self.desc.container()) {
+            return Err(crate::Error::ForeignMemory {
+                addr,
+                what: "a payload buffer to transmit".into(),
+                iova: payload.iova(),
+            });
+        }
+        let needs_context = offload.is_some() && offload != self.context;
+        let n = n.min(self.free().saturating_sub(needs_context as usize) / 2);
+        if n == 0 {
+            return Ok(0);
+        }
+        if let (true, Some(o)) = (needs_context, offload) {
+            self.put_context(o);
+        }
+        let (cmd, popts) = match offload {
+            Some(_) => (
+                txd::CMD_IFCS | txd::CMD_DEXT | txd::DTYP_DATA,
+                (txd::POPTS_IXSM | txd::POPTS_TXSM) as u64,
+            ),
+            None => (txd::CMD_IFCS, 0),
+        };
+        let room = self.max_frame.min(cache.pool().buf_size());
+        let (capacity, base) = (payload.capacity(), payload.iova());
+        let (size, mut tail) = (self.size(), self.tail);
+        let (mut unreported, mut frames) = (self.unreported, self.unreported_frames);
+        let (mut sent, mut refused, mut sliced) = (0, None, false);
+        let mut from = BytesByWriter::default();
+        while sent < n {
+            let Some(mut buf) = cache.alloc() else { break };
+            let (header, data) = fill(&mut buf.as_mut_slice()[..room]);
+            let checked = match header {
+                0 => Err(None),
+                _ => crate::frame::check_payload_frame(
+                    header,
+                    room,
+                    &data,
+                    capacity,
+                    self.max_frame,
+                    offload,
+                )
+                .map_err(Some),
+            };
+            if let Err(e) = checked {
+                cache.free(buf);
+                refused = e;
+                break;
+            }
+            let alone = data.is_empty();
+            (unreported, frames) = (unreported + 2 - alone as usize, frames + 1);
+            // RS on the frame's end when RS_THRESH descriptors went without.
+            let end = if alone {
+                tail
+            } else {
+                super::ring_next(tail, size)
+            };
+            let rs = if unreported >= RS_THRESH {
+                self.reports.push_back(Report { desc: end, frames });
+                (unreported, frames) = (0, 0);
+                txd::CMD_RS
+            } else {
+                0
+            };
+            // Dword 2 (command and length) and dword 3 (status 0, then
+            // POPTS) as one word, after the address.
+            let word = |cmd: u32, len: usize| (cmd | len as u32) as u64 | popts << 40;
+            let eop = txd::CMD_EOP | rs;
+            let first = word(cmd | if alone { eop } else { 0 }, header);
+            self.desc
+                .write_words::<u64>(tail * txd::SIZE, &[buf.iova(), first]);
+            self.held.own(tail, buf);
+            from.cpu += header as u64;
+            if !alone {
+                from.add(payload.writer(data.start, data.len()), data.len());
+                let at = base + data.start as u64;
+                let last = word(cmd | eop, data.len());
+                self.desc.write_words::<u64>(end * txd::SIZE, &[at, last]);
+                sliced = true;
+            }
+            tail = super::ring_next(end, size);
+            sent += 1;
+        }
+        self.in_flight += tail.wrapping_sub(self.tail).wrapping_add(size) % size;
+        (self.tail, self.unreported, self.unreported_frames) = (tail, unreported, frames);
+        if sliced {
+            // The batch's last descriptor (a frame's end) holds the share.
+            let last = tail.checked_sub(1).unwrap_or(size - 1);
+            self.held.put(last, Hold::Shared(payload.clone()));
+        }
+        self.from.add_all(from);
         self.hand_over(bar, sent);
         refused.map_or(Ok(sent), Err)
     }

@@ -65,7 +65,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vfio_core::dma::{
-    Backing, Buffer, BufferCache, BufferPool, BytesByWriter, DmaMemory, DmaTarget,
+    Backing, Buffer, BufferCache, BufferPool, BytesByWriter, DmaMemory, DmaTarget, SharedBuffer,
 };
 use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
@@ -75,8 +75,8 @@ use self::regs::{cap, common, feature, hdr, net_config, pci, status};
 use crate::frame::check_packets;
 use crate::link::LinkWatch;
 use crate::{
-    ChecksumOffload, Config, Error, Link, NetDevice, Packet, Result, Segment, Stats, TxFrame,
-    MAX_SEGMENTS,
+    ChecksumOffload, Config, Error, FillPayload, Link, NetDevice, Packet, Result, Segment, Stats,
+    TxFrame, MAX_SEGMENTS,
 };
 
 pub use regs::DEVICE_IDS;
@@ -912,6 +912,59 @@ impl VirtioNet {
         n
     }
 
+    /// Adds frames from the front of `frames` to the transmit queue while
+    /// they fit (not yet published); how many, and the error of a bad one
+    /// (taken off `frames` and dropped).
+    fn queue_frames(&mut self, frames: &mut VecDeque<TxFrame>) -> (usize, Option<Error>) {
+        let addr = self.address();
+        let mut sent = 0;
+        let mut bad = None;
+        // Frames are read where they are and their segments moved out one
+        // by one (no frame moved as a whole); the emptied ones, and a bad
+        // one, are removed at the end.
+        for frame in frames.iter_mut() {
+            let bytes = match frame.check(self.max_frame, self.device.container(), addr) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            };
+            if self.tx.free() < frame.segment_count() + 1 {
+                break;
+            }
+            let head = self.tx.next_head().expect("free descriptors counted");
+            let hdr_iova = match self.header(head, frame) {
+                Ok(iova) => iova,
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            };
+            self.stats.tx_from.add_all(bytes);
+            let held = &mut self.tx_held[head as usize];
+            let mut chain = [(hdr_iova, hdr::SIZE as u32, false); virtqueue::MAX_CHAIN];
+            let mut n = 1;
+            for slot in frame.segment_slots() {
+                let Some(s) = slot.take() else { continue };
+                let (iova, len) = s.dma();
+                chain[n] = (iova, len as u32, false);
+                held[n - 1] = Some(s);
+                n += 1;
+            }
+            let got = self.tx.add(&chain[..n]).expect("free descriptors counted");
+            debug_assert_eq!(got, head);
+            self.tx_count[head as usize] = (n - 1) as u8;
+            sent += 1;
+        }
+        // The frames sent are empty now; a bad one is dropped with its buffers.
+        crate::frame::remove_sent(frames, sent);
+        if bad.is_some() {
+            frames.pop_front();
+        }
+        (sent, bad)
+    }
+
     /// Makes the `sent` chains just added visible to the device, and
     /// notifies it when it asked to be.
     fn publish_tx(&mut self, sent: usize) {
@@ -988,54 +1041,77 @@ impl NetDevice for VirtioNet {
 
     fn tx_batch(&mut self, frames: &mut VecDeque<TxFrame>) -> Result<usize> {
         self.tx_ready()?;
-        let addr = self.address();
-        let mut sent = 0;
-        let mut bad = None;
-        // Frames are read where they are and their segments moved out one
-        // by one (no frame moved as a whole); the emptied ones, and a bad
-        // one, are removed at the end.
-        for frame in frames.iter_mut() {
-            let bytes = match frame.check(self.max_frame, self.device.container(), addr) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    bad = Some(e);
-                    break;
-                }
-            };
-            if self.tx.free() < frame.segment_count() + 1 {
-                break;
-            }
-            let head = self.tx.next_head().expect("free descriptors counted");
-            let hdr_iova = match self.header(head, frame) {
-                Ok(iova) => iova,
-                Err(e) => {
-                    bad = Some(e);
-                    break;
-                }
-            };
-            self.stats.tx_from.add_all(bytes);
-            let held = &mut self.tx_held[head as usize];
-            let mut chain = [(hdr_iova, hdr::SIZE as u32, false); virtqueue::MAX_CHAIN];
-            let mut n = 1;
-            for slot in frame.segment_slots() {
-                let Some(s) = slot.take() else { continue };
-                let (iova, len) = s.dma();
-                chain[n] = (iova, len as u32, false);
-                held[n - 1] = Some(s);
-                n += 1;
-            }
-            let got = self.tx.add(&chain[..n]).expect("free descriptors counted");
-            debug_assert_eq!(got, head);
-            self.tx_count[head as usize] = (n - 1) as u8;
-            sent += 1;
-        }
-        // The frames sent are empty now; a bad one is dropped with its buffers.
-        crate::frame::remove_sent(frames, sent);
-        if bad.is_some() {
-            frames.pop_front();
-        }
+        let (sent, bad) = self.queue_frames(frames);
         self.publish_tx(sent);
         bad.map_or(Ok(sent), Err)
+    }
+
+    /// Built as [`NetDevice::tx_batch`] frames of a header packet and a
+    /// [`Segment::Shared`] slice (the payload's share cloned per frame, as
+    /// virtio-net may use chains out of order), a frame at a time so that
+    /// `fill` is called only for frames that fit.
+    fn tx_fill_payload(
+        &mut self,
+        payload: &SharedBuffer,
+        offload: Option<ChecksumOffload>,
+        n: usize,
+        fill: &mut FillPayload<'_>,
+    ) -> Result<usize> {
+        self.tx_ready()?;
+        if !Arc::ptr_eq(payload.container(), self.device.container()) {
+            return Err(Error::ForeignMemory {
+                addr: self.address(),
+                what: "a payload buffer to transmit".into(),
+                iova: payload.iova(),
+            });
+        }
+        let room = (self.cache.pool().buf_size() - TX_HEADROOM).min(self.max_frame);
+        let mut one = VecDeque::with_capacity(1);
+        let (mut sent, mut result) = (0, Ok(()));
+        // A chain: the net header, the header packet, the slice.
+        while sent < n && self.tx.free() >= 3 {
+            let Some(mut p) = self.alloc_packet() else {
+                break;
+            };
+            let (header, data) = fill(&mut p.buffer_mut()[..room]);
+            let checked = match header {
+                0 => Err(None),
+                _ => crate::frame::check_payload_frame(
+                    header,
+                    room,
+                    &data,
+                    payload.capacity(),
+                    self.max_frame,
+                    offload,
+                )
+                .map_err(Some),
+            };
+            if let Err(e) = checked {
+                self.cache.free(p.into_buffer());
+                result = e.map_or(Ok(()), Err);
+                break;
+            }
+            p.set_len(header);
+            let mut frame = TxFrame::packet(p);
+            frame.offload = offload;
+            if !data.is_empty() {
+                let slice = Segment::Shared {
+                    buf: payload.clone(),
+                    offset: data.start,
+                    len: data.len(),
+                };
+                frame.push(slice).expect("two segments fit");
+            }
+            one.push_back(frame);
+            let (queued, bad) = self.queue_frames(&mut one);
+            sent += queued;
+            if let Some(e) = bad {
+                result = Err(e);
+                break;
+            }
+        }
+        self.publish_tx(sent);
+        result.map(|()| sent)
     }
 
     /// A packet with 12 bytes of headroom, the net header's size (as
