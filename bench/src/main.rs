@@ -483,7 +483,8 @@ impl Workload for Echo {
 /// what the `forwarder` binary runs) over `iterations` chunks of 64 KiB,
 /// set up as the binary sets itself up by default: 16 NVMe reads in
 /// flight, MTU 1500 (1,456-byte payloads, 46 datagrams a chunk), the NIC's
-/// 512-descriptor TX ring, no pacing, no progress display. Its operations
+/// 512-descriptor TX ring, no pacing, no progress display; the link
+/// trusted as in [`pktgen_config`]. Its operations
 /// are the datagrams sent, the end marker included.
 struct Forward {
     f: Forwarder,
@@ -510,9 +511,11 @@ impl Forward {
             ..E1000Config::default()
         };
         let (nic_model, device) = E1000Model::new(&container, config);
+        // The forwarder's own set-up, but for the link poll (see
+        // `pktgen_config`).
         let nic: Box<dyn NetDevice + Send> = Box::new(E1000::new(
             counted(device, counts)?,
-            forward::nic_config(1500),
+            forward::nic_config(1500).link_poll(STEADY_LINK),
         )?);
         let ends = Endpoints {
             src_mac: nic.mac(),

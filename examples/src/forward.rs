@@ -124,9 +124,11 @@ pub struct Forwarder {
     marker_out: bool,
     /// The end marker: known sent.
     marker_sent: bool,
-    /// Frames the NIC reported done and not yet known sent (the link not
-    /// yet seen up since).
-    done: usize,
+    /// Frames the NIC reported done and not yet known sent: the link not
+    /// read since ([`NetDevice::link_seen`]).
+    waiting: usize,
+    /// The NIC's count of link reads when `waiting` were counted.
+    waiting_reads: u64,
     link_lost: bool,
     /// When the link was first seen down, until it is seen up again.
     link_down_since: Option<Instant>,
@@ -208,7 +210,8 @@ impl Forwarder {
             handed: 0,
             marker_out: false,
             marker_sent: false,
-            done: 0,
+            waiting: 0,
+            waiting_reads: 0,
             link_lost: false,
             link_down_since: None,
             summary: Summary::default(),
@@ -265,8 +268,12 @@ impl Forwarder {
                 }
                 return Ok(false);
             }
+            // No chunk buffer free for the next read: the reads wait for
+            // chunks to be known sent.
+            let mut starved = false;
             while next < total && self.qp.in_flight() < depth {
                 let Some(buf) = self.chunks.alloc() else {
+                    starved = true;
                     break;
                 };
                 let len = (total - next).min(buf.capacity() as u64);
@@ -305,7 +312,7 @@ impl Forwarder {
             if let Some(e) = failed {
                 return Err(e.into());
             }
-            let handed = self.send()?;
+            let handed = self.send(starved || next == total)?;
             if self.pace.is_some() && handed == 0 && self.handed < self.queue.len() {
                 // Held back by --max-mbps: give the CPU away rather than spin.
                 std::thread::sleep(Duration::from_micros(500));
@@ -322,7 +329,7 @@ impl Forwarder {
             if !self.marker_out && self.handed == self.queue.len() && !self.link_lost {
                 self.send_marker(total)?;
             }
-            self.send()?;
+            self.send(true)?;
         }
         Ok(true)
     }
@@ -343,10 +350,12 @@ impl Forwarder {
 
     /// Hands datagrams of the chunks not yet handed over to the NIC while
     /// the ring, the NIC's buffers and the pacing allow, and counts what
-    /// the NIC is done with; how many it handed over. While the link is
-    /// down, waits; when it is back, first sends again what may have been
-    /// lost when it went down.
-    fn send(&mut self) -> Result<usize, Error> {
+    /// the NIC is done with; how many it handed over. `stalled`: no more
+    /// NVMe reads until chunks are known sent (no chunk buffer free), or
+    /// none left to submit.
+    /// While the link is down, waits; when it is back, first sends again
+    /// what may have been lost when it went down.
+    fn send(&mut self, stalled: bool) -> Result<usize, Error> {
         if self.link_lost {
             if !self.nic.link().up {
                 self.saw_link_down();
@@ -379,11 +388,22 @@ impl Forwarder {
             }
         }
         self.summary.frames_sent += handed as u64;
-        self.done += self.nic.tx_clean();
-        if self.nic.link().up {
-            self.confirm();
-        } else {
-            self.lost_link();
+        // Frames the NIC is done with are known sent once the link was
+        // read after they were counted and was up: the reads the driver
+        // makes anyway (at most once per link poll), none here per batch.
+        let done = self.nic.tx_clean();
+        let (link, reads) = self.nic.link_seen();
+        if reads != self.waiting_reads {
+            self.known_sent(link);
+        }
+        (self.waiting, self.waiting_reads) = (self.waiting + done, reads);
+        if handed == 0 && stalled && self.waiting > 0 && self.nic.tx_pending() == 0 {
+            // Nothing else to do until they are known sent (no chunk
+            // buffer for the next read, or none left to read): read the
+            // link now, not at the next poll.
+            let link = self.nic.link();
+            self.known_sent(link);
+            self.waiting_reads = self.nic.link_seen().1;
         }
         Ok(handed)
     }
@@ -458,28 +478,39 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Counts the frames the NIC is done with as sent (the link was seen
-    /// up since), in the order they went out: a chunk whose datagrams are
-    /// all sent leaves the queue (its buffer goes back to the pool with
-    /// the NIC's last share), the end marker last.
-    fn confirm(&mut self) {
+    /// The link was read after the `waiting` frames were counted: up, they
+    /// are known sent; down, they may be lost, and are sent again once it
+    /// is back.
+    fn known_sent(&mut self, link: nic_driver::Link) {
+        if link.up {
+            let done = std::mem::take(&mut self.waiting);
+            self.confirm(done);
+        } else {
+            self.lost_link();
+        }
+    }
+
+    /// Counts `done` frames as sent, in the order they went out: a chunk
+    /// whose datagrams are all sent leaves the queue (its buffer goes back
+    /// to the pool with the NIC's last share), the end marker last.
+    fn confirm(&mut self, mut done: usize) {
         let payload = self.payload as u64;
-        while self.done > 0 {
+        while done > 0 {
             let Some(c) = self.queue.front_mut() else {
                 break;
             };
             let out = (c.next - c.confirmed).div_ceil(payload) as usize;
-            let k = self.done.min(out);
+            let k = done.min(out);
             c.confirmed = (c.confirmed + k as u64 * payload).min(c.next);
-            self.done -= k;
+            done -= k;
             if c.confirmed < c.end {
                 return;
             }
             self.queue.pop_front();
             self.handed -= 1;
         }
-        if self.done > 0 && self.marker_out {
-            (self.done, self.marker_out, self.marker_sent) = (self.done - 1, false, true);
+        if done > 0 && self.marker_out {
+            (self.marker_out, self.marker_sent) = (false, true);
         }
     }
 
@@ -505,7 +536,7 @@ impl Forwarder {
         while self.nic.tx_pending() > 0 && Instant::now() < deadline {
             self.nic.tx_clean();
         }
-        self.done = 0;
+        self.waiting = 0;
         let payload = self.payload as u64;
         for c in &mut self.queue {
             let again = (c.next - c.confirmed).div_ceil(payload);
