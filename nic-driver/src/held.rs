@@ -38,10 +38,14 @@ impl Held {
     }
 
     /// Descriptor `i` (released since it was last used) holds `buf`.
+    /// Were it still holding one (a driver's bug), that buffer would be
+    /// leaked, never freed early: its slot is overwritten without a drop
+    /// (so the store needs no look at the old value; debug builds assert).
     #[inline(always)]
     pub(crate) fn own(&mut self, i: usize, buf: Buffer) {
         let old = self.own[i].replace(buf);
         debug_assert!(old.is_none(), "descriptor {i} still held a buffer");
+        std::mem::forget(old);
     }
 
     /// Descriptor `i` (released since it was last used) holds `hold`.
@@ -65,10 +69,7 @@ impl Held {
     #[inline]
     pub(crate) fn release(&mut self, range: Range<usize>, cache: &mut BufferCache) {
         if self.shares == 0 {
-            for buf in self.own[range].iter_mut().filter_map(Option::take) {
-                cache.free(buf);
-            }
-            return;
+            return cache.free_slots(&mut self.own[range]);
         }
         let mut dropped = 0;
         let own = self.own[range.clone()].iter_mut();

@@ -120,12 +120,18 @@ impl RxRing {
         out: &mut Vec<Packet>,
         max: usize,
     ) -> RxCounts {
-        let mut counts = RxCounts::default();
+        // Counts in locals (registers), not in the struct returned.
+        let (mut taken, mut errors, mut no_buffer) = (0, 0, 0);
         let (size, mut i) = (self.size(), self.next);
         let mut seen = 0;
         let max = max.min(size - 1);
         out.reserve(max);
-        while seen < size - 1 && counts.taken < max {
+        // Every buffer of the ring is of the driver's pool, the cache's
+        // (`new` armed it from there, and the cache holds only its own
+        // pool's buffers): one capacity for all. Were one smaller, a
+        // packet's bytes would still be read through bounds-checked slices.
+        let capacity = cache.pool().buf_size();
+        while seen < size - 1 && taken < max {
             if !self.done(i) {
                 break;
             }
@@ -139,21 +145,22 @@ impl RxRing {
                 (upper >> (8 * (offset - rxd::LENGTH))) as usize & ((1 << bits) - 1)
             };
             let status = field(rxd::STATUS, 8) as u8;
-            let errors = field(rxd::ERRORS, 8) as u8;
+            let errors_field = field(rxd::ERRORS, 8) as u8;
             let len = field(rxd::LENGTH, 16);
             let slot = &mut self.bufs[i];
-            let good = check_descriptor(&mut self.discarding, status, errors, len, slot.capacity());
-            counts.errors += !good as u64;
+            debug_assert_eq!(slot.capacity(), capacity);
+            let good = check_descriptor(&mut self.discarding, status, errors_field, len, capacity);
+            errors += !good as u64;
             if good {
                 match cache.alloc() {
                     Some(fresh) => {
                         let old = std::mem::replace(slot, fresh);
                         // check_descriptor: RX_HEADROOM + len fits the buffer.
                         out.push(Packet::received_checked(old, RX_HEADROOM, len));
-                        counts.taken += 1;
+                        taken += 1;
                     }
                     // The frame is dropped; its buffer stays.
-                    None => counts.no_buffer += 1,
+                    None => no_buffer += 1,
                 }
             }
             arm(&self.desc, i, slot);
@@ -166,7 +173,11 @@ impl RxRing {
             fence(Ordering::Release);
             bar.write32(RDT, i.checked_sub(1).unwrap_or(size - 1) as u32);
         }
-        counts
+        RxCounts {
+            taken,
+            errors,
+            no_buffer,
+        }
     }
 
     /// Leaves the descriptor memory and every buffer the ring holds

@@ -118,6 +118,27 @@ impl BufferCache {
         }
     }
 
+    /// Takes back every buffer in `slots` (a ring's, by descriptor),
+    /// leaving each slot empty, as [`BufferCache::free`] one by one would,
+    /// in one pass: when the stack has room for them all, each buffer of
+    /// the cache's pool is pushed with no spill check.
+    #[inline]
+    pub fn free_slots(&mut self, slots: &mut [Option<Buffer>]) {
+        if self.stack.len() + slots.len() > self.size {
+            return slots
+                .iter_mut()
+                .filter_map(Option::take)
+                .for_each(|buf| self.free(buf));
+        }
+        for slot in slots {
+            match slot.take() {
+                Some(buf) if Arc::ptr_eq(buf.pool(), &self.pool) => self.stack.push(buf),
+                Some(buf) => drop(buf),
+                None => {}
+            }
+        }
+    }
+
     /// [`BufferCache::free`] of another pool's buffer, or onto a full stack.
     #[cold]
     fn free_slow(&mut self, buf: Buffer) {
@@ -216,5 +237,24 @@ mod tests {
         c.free(b);
         let b = c.alloc().unwrap();
         assert_eq!((b.iova(), b.writer(0, 64)), (iova, Writer::Cpu));
+    }
+
+    #[test]
+    fn free_slots_empties_every_slot_like_free_one_by_one() {
+        let (p, q) = (pool(16), pool(4));
+        let mut c = BufferCache::new(&p, 8);
+        // Room for all: own buffers onto the stack, another pool's home.
+        let mut slots: Vec<Option<Buffer>> = vec![c.alloc(), None, q.alloc(), c.alloc()];
+        let before = c.len();
+        c.free_slots(&mut slots);
+        assert!(slots.iter().all(Option::is_none));
+        assert_eq!((c.len(), q.free_count()), (before + 2, 4));
+        // No room for all: one by one, spilling half a cache to the pool.
+        let mut slots: Vec<Option<Buffer>> = (0..8).map(|_| p.alloc()).collect();
+        c.free_slots(&mut slots);
+        assert!(slots.iter().all(Option::is_none));
+        assert!(c.len() <= 8);
+        drop(c);
+        assert_eq!(p.free_count(), 16, "every buffer home");
     }
 }
