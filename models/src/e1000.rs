@@ -165,6 +165,11 @@ pub struct E1000Config {
     /// False (for benchmarks): descriptors are consumed and written back,
     /// counters advance, but no frame data is read.
     pub record: bool,
+    /// While the link is down, consume transmit descriptors (DD written
+    /// back) and lose their frames, as QEMU's e1000 does (its network
+    /// backend drops what a NIC with its link down sends); false: they wait
+    /// in the ring, as on the 82540EM.
+    pub lose_while_down: bool,
 }
 
 impl Default for E1000Config {
@@ -176,6 +181,7 @@ impl Default for E1000Config {
             link_up: true,
             rx_fifo: 48 << 10,
             record: true,
+            lose_while_down: false,
         }
     }
 }
@@ -238,6 +244,10 @@ pub struct E1000Model {
     pub tx_stalled: bool,
     /// Frames the NIC sent (counted in bench mode too).
     pub sent: u64,
+    /// The cable is pulled (the link goes down, LSC) once this many frames
+    /// were sent: a link lost in the middle of a transmit batch, at a
+    /// frame a test chooses rather than when a thread gets to it.
+    pub pull_cable_at: Option<u64>,
     /// Frames it did not take: delivered while the receiver was off or the
     /// link down, refused by the address filter or the length checks, or
     /// dropped at a reset.
@@ -284,6 +294,7 @@ impl E1000Model {
             rx_faults: VecDeque::new(),
             tx_stalled: false,
             sent: 0,
+            pull_cable_at: None,
             dropped: 0,
             resets: 0,
             wedge: Wedge::None,
@@ -639,7 +650,8 @@ impl E1000Model {
     /// Processes descriptors from TDH up to TDT (3.3.1), writing DD back
     /// into each one with RS set.
     fn transmit(&mut self) {
-        if self.r(TCTL) & TCTL_EN == 0 || self.tx_stalled || !self.link_up() {
+        let sending = |m: &Self| m.link_up() || m.config.lose_while_down;
+        if self.r(TCTL) & TCTL_EN == 0 || self.tx_stalled || !sending(self) {
             return;
         }
         let (base, size) = self.ring(TDBAL, TDLEN);
@@ -652,7 +664,9 @@ impl E1000Model {
             return;
         }
         let mut written_back = false;
-        while self.r(TDH) as usize != tail {
+        // Nothing more goes out once the link is down (a cable pulled
+        // mid-batch): the rest wait.
+        while self.r(TDH) as usize != tail && sending(self) {
             let head = self.r(TDH) as usize;
             let at = base + 16 * head as u64;
             let mut d = [0u8; 16];
@@ -766,8 +780,11 @@ impl E1000Model {
         self.stat(TPT, 1);
         self.stat(TOTL, octets);
         self.sent += 1;
-        if self.config.record {
+        if self.config.record && self.link_up() {
             self.tx_log.push(g.bytes);
+        }
+        if self.pull_cable_at == Some(self.sent) {
+            self.set_link(false);
         }
     }
 }
