@@ -174,9 +174,6 @@ impl Pacer {
     }
 }
 
-/// Datagrams handed to the NIC per call, at most.
-const BATCH: usize = 32;
-
 /// Checksums the NIC inserts into every datagram (IPv4 after a plain
 /// Ethernet header, then UDP).
 const OFFLOAD: ChecksumOffload = ChecksumOffload {
@@ -408,12 +405,13 @@ impl Forwarder {
         Ok(handed)
     }
 
-    /// Hands datagrams of chunk `i` to the NIC, a batch at a time, until it
-    /// is handed over whole (true) or the NIC or the pacing takes no more;
-    /// how many.
+    /// Hands the datagrams left of chunk `i` to the NIC in one batch (one
+    /// doorbell); how many, and whether that was all of them (not when the
+    /// ring, the NIC's buffers or the pacing took fewer).
     fn hand_over(&mut self, i: usize) -> nic_driver::Result<(usize, bool)> {
         let numbering = Numbering::new(self.chunks.buf_size(), self.payload);
         let c = &mut self.queue[i];
+        let left = (c.end - c.next).div_ceil(self.payload as u64) as usize;
         let mut cut = Cut {
             start: c.start,
             end: c.end,
@@ -425,33 +423,25 @@ impl Forwarder {
             summary: &mut self.summary,
         };
         let (nic, buf) = (&mut self.nic, &c.buf);
-        let mut total = 0;
-        while cut.next < cut.end {
-            let sent = if self.copy_payload {
-                // The payload copied behind the header: one buffer, sent alone.
-                let data = buf.as_slice();
-                nic.tx_fill_payload(buf, Some(OFFLOAD), BATCH, &mut |room| {
-                    let Some(at) = cut.datagram(room) else {
-                        return (0, 0..0);
-                    };
-                    let len = at.len();
-                    room[FRAME_OVERHEAD..FRAME_OVERHEAD + len].copy_from_slice(&data[at]);
-                    (FRAME_OVERHEAD + len, 0..0)
-                })
-            } else {
-                nic.tx_fill_payload(buf, Some(OFFLOAD), BATCH, &mut |room| {
-                    cut.datagram(room)
-                        .map_or((0, 0..0), |at| (FRAME_OVERHEAD, at))
-                })
-            };
-            c.next = cut.next;
-            let sent = sent?;
-            total += sent;
-            if sent < BATCH && cut.next < cut.end {
-                return Ok((total, false));
-            }
-        }
-        Ok((total, true))
+        let sent = if self.copy_payload {
+            // The payload copied behind the header: one buffer, sent alone.
+            let data = buf.as_slice();
+            nic.tx_fill_payload(buf, Some(OFFLOAD), left, &mut |room| {
+                let Some(at) = cut.datagram(room) else {
+                    return (0, 0..0);
+                };
+                let len = at.len();
+                room[FRAME_OVERHEAD..FRAME_OVERHEAD + len].copy_from_slice(&data[at]);
+                (FRAME_OVERHEAD + len, 0..0)
+            })
+        } else {
+            nic.tx_fill_payload(buf, Some(OFFLOAD), left, &mut |room| {
+                cut.datagram(room)
+                    .map_or((0, 0..0), |at| (FRAME_OVERHEAD, at))
+            })
+        };
+        c.next = cut.next;
+        Ok((sent?, cut.next == cut.end))
     }
 
     /// Hands the end marker (datagram `seq_of(total)`, no data) to the NIC;
