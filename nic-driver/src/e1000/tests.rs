@@ -801,6 +801,49 @@ fn a_long_batch_asks_for_a_write_back_every_32_descriptors_and_at_its_end() {
     assert_eq!(nic.free_buffers(), free);
 }
 
+/// `tx_fill` places RS as the other paths do, counting a context
+/// descriptor left unreported before it (written by a `tx_fill_payload`
+/// whose first frame was refused): RS where 32 descriptors went without,
+/// and on the batch's end; `tx_clean` counts frames.
+#[test]
+fn tx_fill_reports_every_32_descriptors_counting_a_context_before_it() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 64)).unwrap();
+    let free = nic.free_buffers();
+    let fill = |nic: &mut E1000, n| {
+        nic.tx_fill(n, &mut |room| {
+            room[..60].fill(1);
+            60
+        })
+        .unwrap()
+    };
+    assert_eq!(fill(&mut nic, 40), 40);
+    assert_eq!(with_rs(&h, 0..64), [31, 39]);
+    h.sent(31);
+    h.sent(39);
+    assert_eq!(nic.tx_clean(), 40);
+    // A context descriptor (40) whose frame was refused, then 40 frames.
+    let payload = nic.pool().alloc().unwrap().into_shared();
+    let offload = ChecksumOffload {
+        ip_start: 14,
+        l4_start: 34,
+        tcp: false,
+    };
+    let none = nic.tx_fill_payload(&payload, Some(offload), 4, &mut |_| (0, 0..0));
+    assert_eq!(none.unwrap(), 0);
+    drop(payload);
+    assert_eq!(fill(&mut nic, 40), 40);
+    // Descriptors 40 (context), 41..=63, 0..=16: RS on the 31st frame (at
+    // 7, the context making 32) and on the last (16).
+    assert_eq!(with_rs(&h, 40..64), [] as [usize; 0]);
+    assert_eq!(with_rs(&h, 0..17), [7, 16]);
+    h.sent(7);
+    assert_eq!(nic.tx_clean(), 31);
+    h.sent(16);
+    assert_eq!(nic.tx_clean(), 9);
+    assert_eq!(nic.free_buffers(), free);
+}
+
 /// `tx_fill_payload` (two descriptors a frame, a context descriptor
 /// first) asks for write-backs on a frame's end once 32 descriptors went
 /// without, and at the batch's end; its payload buffer is held at the

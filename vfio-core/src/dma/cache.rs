@@ -124,19 +124,23 @@ impl BufferCache {
     /// the cache's pool is pushed with no spill check.
     #[inline]
     pub fn free_slots(&mut self, slots: &mut [Option<Buffer>]) {
-        if self.stack.len() + slots.len() > self.size {
-            return slots
-                .iter_mut()
-                .filter_map(Option::take)
-                .for_each(|buf| self.free(buf));
+        let ours = |slot: &Option<Buffer>| {
+            slot.as_ref()
+                .is_some_and(|buf| Arc::ptr_eq(buf.pool(), &self.pool))
+        };
+        if self.stack.len() + slots.len() <= self.size && slots.iter().all(ours) {
+            // The common case, every slot holding one of the pool's
+            // buffers: one look at the stack's room, then only moves.
+            let taken = slots.iter_mut().map(|slot| match slot.take() {
+                Some(buf) => buf,
+                None => unreachable!("every slot was checked to hold a buffer"),
+            });
+            return self.stack.extend(taken);
         }
-        for slot in slots {
-            match slot.take() {
-                Some(buf) if Arc::ptr_eq(buf.pool(), &self.pool) => self.stack.push(buf),
-                Some(buf) => drop(buf),
-                None => {}
-            }
-        }
+        slots
+            .iter_mut()
+            .filter_map(Option::take)
+            .for_each(|buf| self.free(buf));
     }
 
     /// [`BufferCache::free`] of another pool's buffer, or onto a full stack.
