@@ -41,9 +41,16 @@ impl Held {
     /// Were it still holding one (a driver's bug), that buffer would be
     /// leaked, never freed early: its slot is overwritten without a drop
     /// (so the store needs no look at the old value; debug builds assert).
+    /// An index past the ring (a driver's bug too) leaks `buf` the same
+    /// way: no panic path, so the caller's buffer need not be kept for
+    /// unwinding.
     #[inline(always)]
     pub(crate) fn own(&mut self, i: usize, buf: Buffer) {
-        let old = self.own[i].replace(buf);
+        debug_assert!(i < self.own.len(), "descriptor {i} past the ring");
+        let old = match self.own.get_mut(i) {
+            Some(slot) => slot.replace(buf),
+            None => Some(buf),
+        };
         debug_assert!(old.is_none(), "descriptor {i} still held a buffer");
         std::mem::forget(old);
     }
