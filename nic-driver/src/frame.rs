@@ -188,11 +188,11 @@ pub(crate) fn too_long(len: usize, max_frame: usize) -> crate::Error {
     ))
 }
 
-/// Whether a frame of [`crate::NetDevice::tx_fill_payload`] can go out: a
+/// Whether a frame of [`crate::NetDevice::tx_fill_payload`] goes out: a
 /// `header` of at most `room` bytes (and long enough for `offload`'s IP and
 /// L4 headers), then `payload` inside its `capacity`-byte buffer, at most
-/// `max_frame` bytes in all. A header of 0 (the batch's end) is the
-/// caller's to look at first.
+/// `max_frame` bytes in all. `Err(None)`: a header of 0, the batch's end;
+/// `Err(Some(_))`: the frame is refused, and why.
 #[inline]
 pub(crate) fn check_payload_frame(
     header: usize,
@@ -201,16 +201,19 @@ pub(crate) fn check_payload_frame(
     capacity: usize,
     max_frame: usize,
     offload: Option<ChecksumOffload>,
-) -> crate::Result<()> {
+) -> Result<(), Option<crate::Error>> {
+    if header == 0 {
+        return Err(None);
+    }
     let offload_fits =
         offload.is_none_or(|o| header >= o.l4_start as usize + 8 && o.l4_start >= o.ip_start + 20);
     let payload_fits = payload.start <= payload.end && payload.end <= capacity;
     if header <= room && payload_fits && header + payload.len() <= max_frame && offload_fits {
         return Ok(());
     }
-    Err(payload_frame_refusal(
+    Err(Some(payload_frame_refusal(
         header, room, payload, capacity, max_frame,
-    ))
+    )))
 }
 
 /// Why [`check_payload_frame`] refused a frame.

@@ -395,18 +395,14 @@ impl TxRing {
         while sent < n {
             let Some(mut buf) = cache.alloc() else { break };
             let (header, data) = fill(&mut buf.as_mut_slice()[..room]);
-            let checked = match header {
-                0 => Err(None),
-                _ => crate::frame::check_payload_frame(
-                    header,
-                    room,
-                    &data,
-                    capacity,
-                    self.max_frame,
-                    offload,
-                )
-                .map_err(Some),
-            };
+            let checked = crate::frame::check_payload_frame(
+                header,
+                room,
+                &data,
+                capacity,
+                self.max_frame,
+                offload,
+            );
             if let Err(e) = checked {
                 cache.free(buf);
                 refused = e;

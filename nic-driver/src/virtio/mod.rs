@@ -1074,18 +1074,14 @@ impl NetDevice for VirtioNet {
                 break;
             };
             let (header, data) = fill(&mut p.buffer_mut()[..room]);
-            let checked = match header {
-                0 => Err(None),
-                _ => crate::frame::check_payload_frame(
-                    header,
-                    room,
-                    &data,
-                    payload.capacity(),
-                    self.max_frame,
-                    offload,
-                )
-                .map_err(Some),
-            };
+            let checked = crate::frame::check_payload_frame(
+                header,
+                room,
+                &data,
+                payload.capacity(),
+                self.max_frame,
+                offload,
+            );
             if let Err(e) = checked {
                 self.cache.free(p.into_buffer());
                 result = e.map_or(Ok(()), Err);
