@@ -580,12 +580,22 @@ fn fill_payload_refuses_bad_frames(nic: &mut dyn NetDevice, wire: &dyn Wire) {
     let good = udp_frame(&bytes[..60], 5);
     let header = offload_input(&good, false)[..42].to_vec();
     let cap = bytes.len();
-    let bad: [(usize, Range<usize>, &str); 5] = [
+    #[allow(clippy::reversed_empty_ranges)]
+    let bad: [(usize, Range<usize>, &str); 11] = [
         (0, 0..0, ""),
         (1600, 0..10, "header written into"),
         (20, 0..10, "IP and L4 headers"),
+        (20, 5..5, "IP and L4 headers"),
+        // One byte short of the UDP header the offload names.
+        (41, 0..10, "IP and L4 headers"),
         (42, cap - 10..cap + 1, "not inside"),
+        (42, 10..5, "not inside"),
         (42, 0..1473, "1515 bytes"),
+        // Each at its limit (the whole room, the buffer's last byte, the
+        // largest frame), refused for the next reason.
+        (1514, 0..10, "1524 bytes"),
+        (42, cap - 1473..cap, "1515 bytes"),
+        (20, 0..1494, "IP and L4 headers"),
     ];
     for (len, range, words) in bad {
         let mut calls = 0;
@@ -609,7 +619,7 @@ fn fill_payload_refuses_bad_frames(nic: &mut dyn NetDevice, wire: &dyn Wire) {
         assert!(start.elapsed() < Duration::from_secs(10), "frames stuck");
         nic.tx_clean();
     }
-    assert_eq!(wire.transmitted(), vec![good; 5]);
+    assert_eq!(wire.transmitted(), vec![good; 11]);
     drop(payload);
     assert_eq!(nic.free_buffers(), free);
 }

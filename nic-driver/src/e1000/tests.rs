@@ -844,6 +844,67 @@ fn tx_fill_reports_every_32_descriptors_counting_a_context_before_it() {
     assert_eq!(nic.free_buffers(), free);
 }
 
+/// `tx_fill` batches around the RS threshold: 31 frames get RS only on
+/// the last (the batch's end), 32 on the 32nd (the threshold, and the
+/// end: once), 33 on the 32nd and the 33rd; `tx_clean` counts each frame
+/// once.
+#[test]
+fn tx_fill_batches_around_the_threshold_report_each_frame_once() {
+    for (n, rs) in [(31, vec![30]), (32, vec![31]), (33, vec![31, 32])] {
+        let h = Harness::new(Nic::new());
+        let mut nic = h.open(testing::config(8, 64)).unwrap();
+        let free = nic.free_buffers();
+        let sent = nic
+            .tx_fill(n, &mut |room| {
+                room[..60].fill(2);
+                60
+            })
+            .unwrap();
+        assert_eq!(sent, n);
+        assert_eq!(with_rs(&h, 0..64), rs, "{n} frames");
+        for &i in &rs {
+            h.sent(i);
+        }
+        assert_eq!(nic.tx_clean(), n, "{n} frames");
+        assert_eq!((nic.tx_pending(), nic.free_buffers()), (0, free));
+    }
+}
+
+/// Headers sent alone by `tx_fill_payload` (an empty payload range: a
+/// copying sender's frames) take one descriptor each, and RS comes where
+/// 32 descriptors, the context included, went without. The room is
+/// counted as two descriptors a frame (whether a frame comes alone is
+/// known only once it is built): 31 frames fit a 64-descriptor ring.
+#[test]
+fn fill_payload_headers_alone_take_one_descriptor_each() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 64)).unwrap();
+    let free = nic.free_buffers();
+    let payload = nic.pool().alloc().unwrap().into_shared();
+    let offload = ChecksumOffload {
+        ip_start: 14,
+        l4_start: 34,
+        tcp: false,
+    };
+    let sent = nic
+        .tx_fill_payload(&payload, Some(offload), 40, &mut |room| {
+            room[..100].fill(3);
+            (100, 0..0)
+        })
+        .unwrap();
+    assert_eq!(sent, 31);
+    // The context at 0, the frames at 1..=31: the 32nd descriptor is the last.
+    assert_eq!(with_rs(&h, 0..64), [31]);
+    for i in 1..=31 {
+        let cmd = tx_descriptor(&h, i).1;
+        assert_eq!(cmd & (txd::CMD_EOP | 0xffff), txd::CMD_EOP | 100, "{i}");
+    }
+    drop(payload);
+    h.sent(31);
+    assert_eq!(nic.tx_clean(), 31);
+    assert_eq!(nic.free_buffers(), free, "no share was taken");
+}
+
 /// `tx_fill_payload` (two descriptors a frame, a context descriptor
 /// first) asks for write-backs on a frame's end once 32 descriptors went
 /// without, and at the batch's end; its payload buffer is held at the

@@ -352,7 +352,9 @@ impl TxRing {
     /// The ring takes one share of `payload` for the whole batch and holds
     /// it at the batch's last descriptor: the NIC is done with descriptors
     /// in order and [`TxRing::clean`] releases them in order, so the last
-    /// one done means every slice before it was read.
+    /// one done means every slice before it was read. The room is counted
+    /// as two descriptors a frame (that a frame is a header alone is known
+    /// only once `fill` has built it).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn fill_payload(
         &mut self,
