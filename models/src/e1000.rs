@@ -248,6 +248,9 @@ pub struct E1000Model {
     /// were sent: a link lost in the middle of a transmit batch, at a
     /// frame a test chooses rather than when a thread gets to it.
     pub pull_cable_at: Option<u64>,
+    /// 32-bit reads of STATUS so far: how often the driver looked at the
+    /// link.
+    pub link_reads: u64,
     /// Frames it did not take: delivered while the receiver was off or the
     /// link down, refused by the address filter or the length checks, or
     /// dropped at a reset.
@@ -295,6 +298,7 @@ impl E1000Model {
             tx_stalled: false,
             sent: 0,
             pull_cable_at: None,
+            link_reads: 0,
             dropped: 0,
             resets: 0,
             wedge: Wedge::None,
@@ -815,7 +819,10 @@ impl RegisterModel for E1000Model {
             return (v >> (8 * (offset - word))) as u64 & ((1u64 << (8 * size)) - 1);
         }
         match offset {
-            STATUS => self.status() as u64,
+            STATUS => {
+                self.link_reads += 1;
+                self.status() as u64
+            }
             ICR => {
                 let v = self.r(ICR);
                 self.set(ICR, 0);

@@ -552,16 +552,6 @@ pub trait NetDevice {
     /// a full ring, and on every call while down (see [`link`]).
     fn link(&self) -> Link;
 
-    /// The link as the driver last read it, and how many times it has
-    /// read it so far: no register read. The reads are [`NetDevice::link`]'s
-    /// and the transmit calls' own (at most once per
-    /// [`Config::link_poll`] while the link is up). For a caller that
-    /// must know the link was up *after* something happened without
-    /// reading a register per batch (the forwarder: after the NIC
-    /// reported frames sent, which a NIC whose link is down also does):
-    /// note the count then, and trust the link once the count has grown.
-    fn link_seen(&self) -> (Link, u64);
-
     /// Receive every frame, whatever its destination (on), or only frames
     /// for the NIC's MAC and broadcast frames (off, the default; virtio-net:
     /// every group address).

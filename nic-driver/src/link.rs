@@ -38,8 +38,6 @@ pub(crate) struct LinkWatch {
     calls_left: Cell<u32>,
     /// When the register was last read; None: read it at the next call.
     read_at: Cell<Option<Instant>>,
-    /// Register reads so far ([`crate::NetDevice::link_seen`]).
-    reads: Cell<u64>,
     poll: Duration,
 }
 
@@ -50,7 +48,6 @@ impl LinkWatch {
             link: Cell::new(Link::default()),
             calls_left: Cell::new(0),
             read_at: Cell::new(None),
-            reads: Cell::new(0),
             poll,
         }
     }
@@ -89,16 +86,9 @@ impl LinkWatch {
 
     /// Records a register read.
     pub(crate) fn store(&self, link: Link) {
-        self.reads.set(self.reads.get() + 1);
         self.link.set(link);
         self.calls_left.set(CHECK_EVERY);
         self.read_at.set(Some(Instant::now()));
-    }
-
-    /// The link as last read, and how many reads there have been.
-    #[inline]
-    pub(crate) fn seen(&self) -> (Link, u64) {
-        (self.link.get(), self.reads.get())
     }
 
     /// Makes the next call read the register (a full ring, a link change
@@ -130,9 +120,6 @@ mod tests {
         }
         w.doubt();
         assert_eq!(w.trusted(), None);
-        assert_eq!(w.seen(), (up(), 1), "one read, kept until the next");
-        w.store(Link::default());
-        assert_eq!(w.seen(), (Link::default(), 2));
         let w = LinkWatch::new(Duration::ZERO);
         w.store(up());
         for _ in 0..CHECK_EVERY {

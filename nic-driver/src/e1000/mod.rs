@@ -518,10 +518,6 @@ impl NetDevice for E1000 {
         link
     }
 
-    fn link_seen(&self) -> (Link, u64) {
-        self.link.seen()
-    }
-
     fn set_promiscuous(&mut self, on: bool) {
         let r = self.bar.read32(regs::RCTL);
         let bits = rctl::UPE | rctl::MPE;

@@ -1238,10 +1238,6 @@ impl NetDevice for VirtioNet {
         link
     }
 
-    fn link_seen(&self) -> (Link, u64) {
-        self.link.seen()
-    }
-
     fn set_promiscuous(&mut self, on: bool) {
         // QEMU's device receives everything until a control queue says
         // otherwise; the driver filters by MAC itself when not promiscuous.
