@@ -188,6 +188,25 @@ pub(crate) fn too_long(len: usize, max_frame: usize) -> crate::Error {
     ))
 }
 
+/// Refuses a payload buffer of [`crate::NetDevice::tx_fill_payload`] of
+/// another container than the NIC's (at `addr`, in `container`), as
+/// [`TxFrame::check`] refuses such a segment.
+#[inline]
+pub(crate) fn check_payload_container(
+    payload: &SharedBuffer,
+    container: &Arc<Container>,
+    addr: PciAddress,
+) -> crate::Result<()> {
+    if Arc::ptr_eq(payload.container(), container) {
+        return Ok(());
+    }
+    Err(crate::Error::ForeignMemory {
+        addr,
+        what: "a payload buffer to transmit".into(),
+        iova: payload.iova(),
+    })
+}
+
 /// Whether a frame of [`crate::NetDevice::tx_fill_payload`] goes out: a
 /// `header` of at most `room` bytes (and long enough for `offload`'s IP and
 /// L4 headers), then `payload` inside its `capacity`-byte buffer, at most
@@ -205,8 +224,7 @@ pub(crate) fn check_payload_frame(
     if header == 0 {
         return Err(None);
     }
-    let offload_fits =
-        offload.is_none_or(|o| header >= o.l4_start as usize + 8 && o.l4_start >= o.ip_start + 20);
+    let offload_fits = offload.is_none_or(|o| o.fits(header));
     let payload_fits = payload.start <= payload.end && payload.end <= capacity;
     if header <= room && payload_fits && header + payload.len() <= max_frame && offload_fits {
         return Ok(());
@@ -458,6 +476,14 @@ impl ChecksumOffload {
             6
         }
     }
+
+    /// Whether `bytes` bytes from the frame's start hold the IPv4 header
+    /// (20 bytes at least, before the L4 header) and the 8 bytes of a UDP
+    /// header (a TCP header's first 8) this offload names.
+    #[inline]
+    pub(crate) fn fits(&self, bytes: usize) -> bool {
+        bytes >= self.l4_start as usize + 8 && self.l4_start >= self.ip_start + 20
+    }
 }
 
 /// A frame to transmit: up to [`MAX_SEGMENTS`] segments sent back to back,
@@ -550,9 +576,7 @@ impl TxFrame {
             bytes.add(v.writer, v.len);
         }
         let len = bytes.total() as usize;
-        let offload_fits = self
-            .offload
-            .is_none_or(|o| len >= o.l4_start as usize + 8 && o.l4_start >= o.ip_start + 20);
+        let offload_fits = self.offload.is_none_or(|o| o.fits(len));
         if len == 0 || len > max_frame || !offload_fits {
             return Err(self.refusal(max_frame, container, addr));
         }

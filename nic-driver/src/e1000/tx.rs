@@ -56,19 +56,21 @@ struct Report {
 struct RsPlan {
     /// The descriptors and frames unreported before the batch.
     before: (usize, usize),
-    /// The batch's frame (0-based) that gets RS next, and the frames its
-    /// report ends.
+    /// The batch's first frame (0-based) to get RS.
+    first: usize,
+    /// The batch's frame that gets RS next, and the frames its report ends.
     at: usize,
     frames: usize,
 }
 
 impl RsPlan {
     fn new(unreported: usize, frames: usize) -> RsPlan {
-        let at = RS_THRESH.saturating_sub(unreported + 1);
+        let first = RS_THRESH.saturating_sub(unreported + 1);
         RsPlan {
             before: (unreported, frames),
-            at,
-            frames: frames + at + 1,
+            first,
+            at: first,
+            frames: frames + first + 1,
         }
     }
 
@@ -89,8 +91,7 @@ impl RsPlan {
 
     /// The descriptors and frames unreported after `sent` frames.
     fn after(&self, sent: usize) -> (usize, usize) {
-        let first = RS_THRESH.saturating_sub(self.before.0 + 1);
-        if sent > first {
+        if sent > self.first {
             let after = sent - (self.at - RS_THRESH) - 1;
             (after, after)
         } else {
@@ -366,13 +367,7 @@ impl TxRing {
         n: usize,
         fill: &mut FillPayload<'_>,
     ) -> Result<usize> {
-        if !Arc::ptr_eq(payload.container(), self.desc.container()) {
-            return Err(crate::Error::ForeignMemory {
-                addr,
-                what: "a payload buffer to transmit".into(),
-                iova: payload.iova(),
-            });
-        }
+        crate::frame::check_payload_container(payload, self.desc.container(), addr)?;
         let needs_context = offload.is_some() && offload != self.context;
         let n = n.min(self.free().saturating_sub(needs_context as usize) / 2);
         if n == 0 {

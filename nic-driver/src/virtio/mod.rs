@@ -916,46 +916,20 @@ impl VirtioNet {
     /// they fit (not yet published); how many, and the error of a bad one
     /// (taken off `frames` and dropped).
     fn queue_frames(&mut self, frames: &mut VecDeque<TxFrame>) -> (usize, Option<Error>) {
-        let addr = self.address();
         let mut sent = 0;
         let mut bad = None;
         // Frames are read where they are and their segments moved out one
         // by one (no frame moved as a whole); the emptied ones, and a bad
         // one, are removed at the end.
         for frame in frames.iter_mut() {
-            let bytes = match frame.check(self.max_frame, self.device.container(), addr) {
-                Ok(bytes) => bytes,
+            match self.queue_frame(frame) {
+                Ok(true) => sent += 1,
+                Ok(false) => break,
                 Err(e) => {
                     bad = Some(e);
                     break;
                 }
-            };
-            if self.tx.free() < frame.segment_count() + 1 {
-                break;
             }
-            let head = self.tx.next_head().expect("free descriptors counted");
-            let hdr_iova = match self.header(head, frame) {
-                Ok(iova) => iova,
-                Err(e) => {
-                    bad = Some(e);
-                    break;
-                }
-            };
-            self.stats.tx_from.add_all(bytes);
-            let held = &mut self.tx_held[head as usize];
-            let mut chain = [(hdr_iova, hdr::SIZE as u32, false); virtqueue::MAX_CHAIN];
-            let mut n = 1;
-            for slot in frame.segment_slots() {
-                let Some(s) = slot.take() else { continue };
-                let (iova, len) = s.dma();
-                chain[n] = (iova, len as u32, false);
-                held[n - 1] = Some(s);
-                n += 1;
-            }
-            let got = self.tx.add(&chain[..n]).expect("free descriptors counted");
-            debug_assert_eq!(got, head);
-            self.tx_count[head as usize] = (n - 1) as u8;
-            sent += 1;
         }
         // The frames sent are empty now; a bad one is dropped with its buffers.
         crate::frame::remove_sent(frames, sent);
@@ -963,6 +937,34 @@ impl VirtioNet {
             frames.pop_front();
         }
         (sent, bad)
+    }
+
+    /// Adds one frame to the transmit queue (not yet published), its
+    /// segments moved out of it: true, or false when the free descriptors
+    /// do not take it (the frame untouched); the error of a frame the
+    /// driver cannot send.
+    fn queue_frame(&mut self, frame: &mut TxFrame) -> Result<bool> {
+        let bytes = frame.check(self.max_frame, self.device.container(), self.address())?;
+        if self.tx.free() < frame.segment_count() + 1 {
+            return Ok(false);
+        }
+        let head = self.tx.next_head().expect("free descriptors counted");
+        let hdr_iova = self.header(head, frame)?;
+        self.stats.tx_from.add_all(bytes);
+        let held = &mut self.tx_held[head as usize];
+        let mut chain = [(hdr_iova, hdr::SIZE as u32, false); virtqueue::MAX_CHAIN];
+        let mut n = 1;
+        for slot in frame.segment_slots() {
+            let Some(s) = slot.take() else { continue };
+            let (iova, len) = s.dma();
+            chain[n] = (iova, len as u32, false);
+            held[n - 1] = Some(s);
+            n += 1;
+        }
+        let got = self.tx.add(&chain[..n]).expect("free descriptors counted");
+        debug_assert_eq!(got, head);
+        self.tx_count[head as usize] = (n - 1) as u8;
+        Ok(true)
     }
 
     /// Makes the `sent` chains just added visible to the device, and
@@ -1048,8 +1050,8 @@ impl NetDevice for VirtioNet {
 
     /// Built as [`NetDevice::tx_batch`] frames of a header packet and a
     /// [`Segment::Shared`] slice (the payload's share cloned per frame, as
-    /// virtio-net may use chains out of order), a frame at a time so that
-    /// `fill` is called only for frames that fit.
+    /// virtio-net may use chains out of order), queued a frame at a time
+    /// (`queue_frame`) so that `fill` is called only for frames that fit.
     fn tx_fill_payload(
         &mut self,
         payload: &SharedBuffer,
@@ -1058,15 +1060,8 @@ impl NetDevice for VirtioNet {
         fill: &mut FillPayload<'_>,
     ) -> Result<usize> {
         self.tx_ready()?;
-        if !Arc::ptr_eq(payload.container(), self.device.container()) {
-            return Err(Error::ForeignMemory {
-                addr: self.address(),
-                what: "a payload buffer to transmit".into(),
-                iova: payload.iova(),
-            });
-        }
+        crate::frame::check_payload_container(payload, self.device.container(), self.address())?;
         let room = (self.cache.pool().buf_size() - TX_HEADROOM).min(self.max_frame);
-        let mut one = VecDeque::with_capacity(1);
         let (mut sent, mut result) = (0, Ok(()));
         // A chain: the net header, the header packet, the slice.
         while sent < n && self.tx.free() >= 3 {
@@ -1098,12 +1093,15 @@ impl NetDevice for VirtioNet {
                 };
                 frame.push(slice).expect("two segments fit");
             }
-            one.push_back(frame);
-            let (queued, bad) = self.queue_frames(&mut one);
-            sent += queued;
-            if let Some(e) = bad {
-                result = Err(e);
-                break;
+            // The free descriptors were counted, so it is queued; a
+            // refused one is dropped here with its buffers.
+            match self.queue_frame(&mut frame) {
+                Ok(true) => sent += 1,
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
         self.publish_tx(sent);
