@@ -97,11 +97,11 @@ pub struct Summary {
 /// the reads land in, and the chunks on their way.
 ///
 /// **A datagram's life.** An NVMe read lands in a chunk buffer, which joins
-/// `chunks` (in the order the reads complete). The front chunks are cut
+/// `queue` (in the order the reads complete). The front chunks are cut
 /// into datagrams in place: [`NetDevice::tx_fill_payload`] writes each
 /// header into a NIC buffer and points a second descriptor at the slice of
-/// the chunk, the NIC holding one share of the chunk per batch. A chunk
-/// stays in `chunks` (the forwarder's own share) until every datagram of
+/// the chunk, the NIC holding a share of the chunk (one per batch on the
+/// e1000). A chunk stays in `queue` (the forwarder's own share) until every datagram of
 /// it is known to be on the wire: the NIC done with it (counted by
 /// `tx_clean`, in order) and the link seen up afterwards. When the link
 /// goes down, every datagram handed over and not yet known sent is sent
@@ -124,7 +124,7 @@ pub struct Forwarder {
     marker_out: bool,
     /// The end marker: known sent.
     marker_sent: bool,
-    /// Frames the NIC reported done and not yet known sent: the link not
+    /// Frames the NIC reported done and not yet known sent (the link not
     /// read since).
     waiting: usize,
     link_lost: bool,
@@ -472,8 +472,7 @@ impl Forwarder {
             let Some(c) = self.queue.front_mut() else {
                 break;
             };
-            let out = (c.next - c.confirmed).div_ceil(payload) as usize;
-            let k = done.min(out);
+            let k = done.min(c.unconfirmed(payload));
             c.confirmed = (c.confirmed + k as u64 * payload).min(c.next);
             done -= k;
             if c.confirmed < c.end {
@@ -512,7 +511,7 @@ impl Forwarder {
         self.waiting = 0;
         let payload = self.payload as u64;
         for c in &mut self.queue {
-            let again = (c.next - c.confirmed).div_ceil(payload);
+            let again = c.unconfirmed(payload) as u64;
             self.summary.datagrams -= again;
             self.summary.resent += again;
             self.summary.bytes -= c.next - c.confirmed;
@@ -536,6 +535,14 @@ struct Chunk {
     next: u64,
     end: u64,
     buf: SharedBuffer,
+}
+
+impl Chunk {
+    /// Its datagrams (of `payload` bytes, the last one shorter) with the
+    /// NIC and not known sent.
+    fn unconfirmed(&self, payload: u64) -> usize {
+        (self.next - self.confirmed).div_ceil(payload) as usize
+    }
 }
 
 /// Sequence numbers: datagrams numbered in the order of the range (see
