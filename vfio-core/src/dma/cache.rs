@@ -247,7 +247,13 @@ mod tests {
     fn free_slots_empties_every_slot_like_free_one_by_one() {
         let (p, q) = (pool(16), pool(4));
         let mut c = BufferCache::new(&p, 8);
-        // Room for all: own buffers onto the stack, another pool's home.
+        // Every slot one of the pool's, room for all: all onto the stack.
+        let mut slots: Vec<Option<Buffer>> = vec![c.alloc(), c.alloc(), c.alloc()];
+        let before = c.len();
+        c.free_slots(&mut slots);
+        assert!(slots.iter().all(Option::is_none));
+        assert_eq!(c.len(), before + 3);
+        // An empty slot and another pool's buffer among them: that one home.
         let mut slots: Vec<Option<Buffer>> = vec![c.alloc(), None, q.alloc(), c.alloc()];
         let before = c.len();
         c.free_slots(&mut slots);
