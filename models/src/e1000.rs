@@ -19,8 +19,9 @@
 //!
 //! Not modelled: TCP segmentation, VLAN insertion and stripping, receive
 //! checksum offload (every received descriptor reports IXSM, "ignore
-//! checksum indication"), interrupt delivery (causes are kept in ICR; a
-//! model device has no interrupt lines), flow control, the PHY's registers.
+//! checksum indication"), flow control, the PHY's registers. Interrupts
+//! are INTx, as the 8254x has: a cause set in ICR and unmasked in IMS
+//! raises the device's INTx vector, as VFIO signals its eventfd.
 //!
 //! ```
 //! use vfio_models::e1000::{E1000Config, E1000Model};
@@ -36,7 +37,7 @@ use std::sync::{Arc, Mutex};
 
 use vfio_core::mmio::RegisterModel;
 use vfio_core::pci::PciAddress;
-use vfio_core::vfio::{Container, Device};
+use vfio_core::vfio::{Container, Device, IrqLine};
 
 use crate::common::{insert_checksum, Dma, Engine, ModelThread, PciConfig, Wedge};
 
@@ -263,6 +264,8 @@ pub struct E1000Model {
     /// ring, an unknown descriptor type), seen and ignored.
     pub driver_errors: u64,
     threaded: bool,
+    /// The INTx line, raised when a cause is set in ICR and IMS.
+    intx: IrqLine,
 }
 
 impl E1000Model {
@@ -304,14 +307,17 @@ impl E1000Model {
             wedge: Wedge::None,
             driver_errors: 0,
             threaded: false,
+            intx: IrqLine::default(),
         };
         nic.reset();
         nic.resets = 0;
         let model = Arc::new(Mutex::new(nic));
         let addr: PciAddress = "0000:00:04.0".parse().expect("a valid address");
         let bar: vfio_core::mmio::SharedModel = model.clone();
-        let device = Device::from_models(container, addr, (256, pci), vec![(0, BAR_LEN, bar)])
+        let mut device = Device::from_models(container, addr, (256, pci), vec![(0, BAR_LEN, bar)])
             .expect("an unbacked container");
+        let line = model.lock().expect("a fresh model").intx.clone();
+        device.connect_intx(line).expect("a model device");
         (model, device)
     }
 
@@ -436,9 +442,23 @@ impl E1000Model {
         self.regs[offset / 4] = v;
     }
 
+    /// Sets interrupt causes (ICR), and raises the line if that asserts it.
     fn cause(&mut self, bits: u32) {
         let icr = self.r(ICR) | bits;
-        self.set(ICR, icr);
+        self.asserting(|m| m.set(ICR, icr));
+    }
+
+    /// Runs `change` (of ICR or IMS), and raises the INTx line when it
+    /// asserts the interrupt (a cause set and unmasked, none before): the
+    /// line is level-triggered, so a cause set while it is asserted raises
+    /// nothing more until the driver reads ICR.
+    fn asserting(&mut self, change: impl FnOnce(&mut Self)) {
+        let asserted = |m: &Self| m.r(ICR) & m.r(IMS) != 0;
+        let before = asserted(self);
+        change(self);
+        if !before && asserted(self) {
+            self.intx.raise();
+        }
     }
 
     /// Adds to a statistics register, sticking at its maximum (13.7); a
@@ -889,7 +909,7 @@ impl RegisterModel for E1000Model {
             }
             IMS => {
                 let ims = self.r(IMS) | v;
-                self.set(IMS, ims);
+                self.asserting(|m| m.set(IMS, ims));
             }
             IMC => {
                 let ims = self.r(IMS) & !v;

@@ -308,6 +308,21 @@ pub struct Link {
     pub full_duplex: bool,
 }
 
+/// What [`NetDevice::link_news`] reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkNews {
+    /// The link now.
+    pub link: Link,
+    /// The link was down at some time since the previous call, as far as
+    /// the device can tell, or is down now: frames the NIC reported done
+    /// meanwhile may have been dropped rather than sent. A device that
+    /// latches link changes (e1000: ICR.LSC) reports a link that went
+    /// down and came back between two calls; one that does not
+    /// (virtio-net) reports only a link that is down at the call.
+    pub went_down: bool,
+}
+
 /// Counters since the device was opened, as [`NetDevice::stats`] returns
 /// them. More counters may be added; [`Stats::default`] is all zeros.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -551,6 +566,28 @@ pub trait NetDevice {
     /// again at most once per [`Config::link_poll`] while up, at once after
     /// a full ring, and on every call while down (see [`link`]).
     fn link(&self) -> Link;
+
+    /// The link, and whether it went down since the previous call, for a
+    /// loop that needs to know which frames the NIC reported done while
+    /// the link stayed up (a NIC may report a frame done that it dropped
+    /// because its link was down: QEMU's e1000 does). e1000: one read of
+    /// ICR, whose link status change the NIC latches, so a link that went
+    /// down and came back between two calls is reported; STATUS only when
+    /// that is set or the link was down. Default: [`NetDevice::link`] at
+    /// each call, `went_down` when it is down (a flap between two calls is
+    /// not seen).
+    ///
+    /// # Errors
+    ///
+    /// None from the drivers here (a driver that learns of link changes
+    /// through an interrupt's eventfd would report failing to read it).
+    fn link_news(&mut self) -> Result<LinkNews> {
+        let link = self.link();
+        Ok(LinkNews {
+            link,
+            went_down: !link.up,
+        })
+    }
 
     /// Receive every frame, whatever its destination (on), or only frames
     /// for the NIC's MAC and broadcast frames (off, the default; virtio-net:

@@ -84,6 +84,11 @@ impl LinkWatch {
         fresh
     }
 
+    /// The link as last read (down before the first read).
+    pub(crate) fn last(&self) -> Link {
+        self.link.get()
+    }
+
     /// Records a register read.
     pub(crate) fn store(&self, link: Link) {
         self.link.set(link);

@@ -666,6 +666,25 @@ fn link_down_and_up(nic: &mut dyn NetDevice, wire: &dyn Wire) {
     assert_eq!(receive(nic, 1), [g]);
 }
 
+/// `link_news`: quiet while the link stays up; a link that is down is
+/// reported down (and as gone down) at every call until it is back.
+fn link_news_reports_a_link_down(nic: &mut dyn NetDevice, wire: &dyn Wire) {
+    let news = nic.link_news().unwrap();
+    assert!(
+        news.link.up && !news.went_down,
+        "bring-up is no news: {news:?}"
+    );
+    assert!(!nic.link_news().unwrap().went_down);
+    wire.set_link(false);
+    for _ in 0..2 {
+        let news = nic.link_news().unwrap();
+        assert!(!news.link.up && news.went_down, "{news:?}");
+    }
+    wire.set_link(true);
+    assert!(nic.link_news().unwrap().link.up);
+    assert!(!nic.link_news().unwrap().went_down, "reported once");
+}
+
 /// The device on its own thread: the driver polls until descriptors come
 /// back, and frames delivered arrive some time later.
 fn round_trip_on_a_thread(nic: &mut dyn NetDevice, wire: &dyn Wire) {
@@ -847,6 +866,7 @@ on_both!(
     sends_with_checksum_offload,
     receives_byte_exact,
     link_down_and_up,
+    link_news_reports_a_link_down,
     sends_packets_byte_exact,
     refuses_bad_packets_after_the_good_ones,
     echoes_received_packets,
@@ -882,6 +902,60 @@ fn virtio_round_trip_on_a_thread() {
 }
 
 // ---- e1000 ----
+
+/// The e1000's `link_news` reads no STATUS while the link stays up (ICR
+/// only), and reports a link that went down and came back between two
+/// calls (ICR.LSC latched it; STATUS shows the link up again).
+#[test]
+fn e1000_link_news_reads_no_status_while_up_and_sees_a_flap() {
+    let (model, mut nic) = e1000();
+    assert!(!nic.link_news().unwrap().went_down);
+    let reads = lock(&model).link_reads;
+    for _ in 0..100 {
+        let news = nic.link_news().unwrap();
+        assert!(news.link.up && !news.went_down);
+    }
+    assert_eq!(lock(&model).link_reads, reads, "no STATUS read while up");
+    lock(&model).set_link(false);
+    lock(&model).set_link(true);
+    let news = nic.link_news().unwrap();
+    assert!(news.link.up && news.went_down, "the flap is seen: {news:?}");
+    assert!(!nic.link_news().unwrap().went_down, "and reported once");
+}
+
+/// Interrupt mode on the model's INTx line: `wait_rx` sleeps while
+/// nothing arrives, wakes for a frame (the model raises the line for
+/// RXT0) and for a link change, which `link_news` then reports.
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "waiting on an eventfd (ppoll) is a system call Miri does not run"
+)]
+fn e1000_interrupt_mode_wakes_for_a_frame_and_a_link_change() {
+    let container = Container::unbacked();
+    let (model, device) = E1000Model::new(&container, E1000Config::default());
+    let mut nic = E1000::new(device, small().interrupts(true)).expect("bring-up");
+    assert!(
+        !nic.wait_rx(Duration::from_millis(20)).unwrap(),
+        "nothing came"
+    );
+    let f = frame(nic.mac(), 1, 100);
+    lock(&model).deliver(f.clone());
+    assert!(nic.wait_rx(Duration::from_secs(5)).unwrap());
+    assert_eq!(receive(&mut nic, 1), [f]);
+    // The first wait saw the frame in the ring and left the interrupt
+    // unread: this one takes it (and acknowledges it), then all is quiet.
+    nic.wait_rx(Duration::ZERO).unwrap();
+    assert!(
+        !nic.wait_rx(Duration::from_millis(20)).unwrap(),
+        "acknowledged"
+    );
+    lock(&model).set_link(false);
+    assert!(nic.wait_rx(Duration::from_secs(5)).unwrap(), "woken by LSC");
+    lock(&model).set_link(true);
+    let news = nic.link_news().unwrap();
+    assert!(news.link.up && news.went_down, "{news:?}");
+}
 
 #[test]
 fn e1000_bring_up_reads_the_mac_from_the_eeprom_or_receive_address_0() {

@@ -26,6 +26,12 @@
 //! includes a link status change (LSC), on every call while it is down,
 //! and on every [`NetDevice::link`] call (see [`crate::link`]).
 //!
+//! **Link changes.** The NIC latches a link status change in ICR.LSC
+//! until ICR is read. [`NetDevice::link_news`] reads ICR (and STATUS only
+//! when LSC is set or the link was down), so a link that went down and
+//! came back between two calls is reported, which STATUS alone cannot
+//! show. Bring-up clears ICR after the link came up: that is no news.
+//!
 //! ```no_run
 //! use std::collections::VecDeque;
 //! use nic_driver::{e1000::E1000, Config, NetDevice, TxFrame};
@@ -68,7 +74,8 @@ use self::rx::RxRing;
 use self::tx::TxRing;
 use crate::link::LinkWatch;
 use crate::{
-    ChecksumOffload, Config, Error, FillPayload, Link, NetDevice, Packet, Result, Stats, TxFrame,
+    ChecksumOffload, Config, Error, FillPayload, Link, LinkNews, NetDevice, Packet, Result, Stats,
+    TxFrame,
 };
 
 /// PCI IDs this driver takes: 82540EM, 82545EM (copper), 82544GC (copper).
@@ -107,6 +114,9 @@ pub struct E1000 {
     /// The link as STATUS last showed it, and when `tx_batch` may trust
     /// it without a read ([`crate::link`]); `link()` refreshes it.
     link: LinkWatch,
+    /// A link status change (ICR.LSC) read and not yet reported by
+    /// [`NetDevice::link_news`].
+    link_changed: bool,
 }
 
 impl E1000 {
@@ -206,6 +216,7 @@ impl E1000 {
             stats: Stats::default(),
             tx_reclaimed: 0,
             link: LinkWatch::new(config.link_poll),
+            link_changed: false,
         };
         nic.start(config)?;
         Ok(nic)
@@ -228,6 +239,9 @@ impl E1000 {
             tctl::EN | tctl::PSP | tctl::CT_15 | tctl::COLD_FD,
         );
         wait_for_link(bar);
+        // The link coming up is no news for link_news: causes cleared (a
+        // change after this read stays latched).
+        bar.read32(regs::ICR);
         if config.interrupts {
             self.irqs = Some(enable_interrupts(&self.device, bar)?);
         }
@@ -396,6 +410,22 @@ fn enable_interrupts(device: &Device, bar: &Mmio) -> Result<Interrupts> {
 }
 
 impl E1000 {
+    /// Reads (and so acknowledges) ICR, unmasks INTx in interrupt mode, and
+    /// keeps a link status change for [`NetDevice::link_news`]; the causes
+    /// read.
+    fn acknowledge(&mut self) -> Result<u32> {
+        let icr = self.bar.read32(regs::ICR);
+        if let Some(irqs) = &self.irqs {
+            irqs.unmask()?;
+        }
+        if icr & icr::LSC != 0 {
+            // The link changed: the next tx_batch reads STATUS too.
+            self.link.doubt();
+            self.link_changed = true;
+        }
+        Ok(icr)
+    }
+
     /// What every transmit call does first: releases what the NIC sent,
     /// and refuses while the link is down (up and trusted: no STATUS read).
     fn tx_ready(&mut self) -> Result<()> {
@@ -518,6 +548,32 @@ impl NetDevice for E1000 {
         link
     }
 
+    /// One register read, ICR, while the link was up and did not change
+    /// (STATUS too when it did, or is down). `went_down` comes from
+    /// ICR.LSC, which the NIC latches until ICR is read: a link that went
+    /// down and came back between two calls is reported. In interrupt mode
+    /// reading ICR acknowledges the causes the next
+    /// [`NetDevice::wait_rx`] would have read; it still sees the frames
+    /// (it looks at the ring first), and unmasks INTx.
+    fn link_news(&mut self) -> Result<LinkNews> {
+        let icr = self.bar.read32(regs::ICR);
+        if icr & icr::LSC != 0 {
+            self.link.doubt();
+            self.link_changed = true;
+        }
+        let went_down = std::mem::take(&mut self.link_changed);
+        let known = self.link.last();
+        let link = if went_down || !known.up {
+            self.link()
+        } else {
+            known
+        };
+        Ok(LinkNews {
+            link,
+            went_down: went_down || !link.up,
+        })
+    }
+
     fn set_promiscuous(&mut self, on: bool) {
         let r = self.bar.read32(regs::RCTL);
         let bits = rctl::UPE | rctl::MPE;
@@ -544,12 +600,7 @@ impl NetDevice for E1000 {
         // INTx: reading ICR acknowledges every cause (the line drops), and
         // only then may VFIO unmask it; a wake-up with ICR 0 was another
         // device's on a shared line.
-        let icr = self.bar.read32(regs::ICR);
-        irqs.unmask()?;
-        if icr & icr::LSC != 0 {
-            // The link changed: the next tx_batch reads STATUS.
-            self.link.doubt();
-        }
+        let icr = self.acknowledge()?;
         Ok(icr != 0 || self.rx.has_frame())
     }
 }

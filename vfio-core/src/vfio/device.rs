@@ -137,6 +137,8 @@ enum Backend {
 struct DeviceModel {
     config: crate::mmio::SharedModel,
     bars: Vec<(u32, usize, crate::mmio::SharedModel)>,
+    /// Its INTx line, if it has one ([`Device::connect_intx`]).
+    intx: Option<super::IrqLine>,
 }
 
 impl Device {
@@ -218,7 +220,11 @@ impl Device {
         let size = len as u64;
         let claim = Claim::take(container, addr)?;
         Ok(Device {
-            backend: Backend::Model(Arc::new(DeviceModel { config, bars })),
+            backend: Backend::Model(Arc::new(DeviceModel {
+                config,
+                bars,
+                intx: None,
+            })),
             container: Arc::clone(container),
             addr,
             flags: 0,
@@ -263,8 +269,32 @@ impl Device {
             .iter()
             .map(|(bar, len, model)| (*bar, *len, wrap(*bar, Arc::clone(model))))
             .collect();
-        let config = Arc::clone(&m.config);
-        *m = Arc::new(DeviceModel { config, bars });
+        let (config, intx) = (Arc::clone(&m.config), m.intx.clone());
+        *m = Arc::new(DeviceModel { config, bars, intx });
+        Ok(())
+    }
+
+    /// Gives a device made by [`Device::from_model`] or
+    /// [`Device::from_models`] one INTx vector (the `testing` feature),
+    /// which its model raises through `line` (see [`IrqLine`](super::IrqLine)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the device is not a software model.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn connect_intx(&mut self, line: super::IrqLine) -> Result<()> {
+        let Backend::Model(m) = &mut self.backend else {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a software model: its interrupts are the kernel's",
+                self.addr
+            )));
+        };
+        *m = Arc::new(DeviceModel {
+            config: Arc::clone(&m.config),
+            bars: m.bars.clone(),
+            intx: Some(line),
+        });
+        self.num_irqs = self.num_irqs.max(IrqKind::Intx.index() + 1);
         Ok(())
     }
 
@@ -558,6 +588,10 @@ impl Device {
         if index >= self.num_irqs {
             return Ok(0);
         }
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Model(m) = &self.backend {
+            return Ok((kind == IrqKind::Intx && m.intx.is_some()).into());
+        }
         let info = ioctl::irq_info(self.fd()?.as_fd(), index)
             .map_err(|e| ioctl_err(self.addr, "VFIO_DEVICE_GET_IRQ_INFO", e))?;
         Ok(info.count)
@@ -588,6 +622,17 @@ impl Device {
             .map(|_| EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK))
             .collect::<nix::Result<Vec<_>>>()
             .map_err(|e| ioctl_err(self.addr, "eventfd", e.into()))?;
+        #[cfg(any(test, feature = "testing"))]
+        if let Backend::Model(m) = &self.backend {
+            // irq_count: a model has INTx only, through its line.
+            let line = m.intx.as_ref().expect("a model with INTx has a line");
+            let copy = eventfds[0]
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| ioctl_err(self.addr, "dup of an interrupt eventfd", e))?;
+            line.connect(copy);
+            return Ok(Interrupts::model(self.addr, kind, eventfds));
+        }
         let raw: Vec<i32> = eventfds.iter().map(|e| e.as_fd().as_raw_fd()).collect();
         let flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
         let fd = self.fd()?;

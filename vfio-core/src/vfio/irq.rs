@@ -209,6 +209,18 @@ impl Interrupts {
         })
     }
 
+    /// The vectors of a device model's interrupt line (see [`IrqLine`]):
+    /// nothing to disable or unmask, the model signals the eventfds.
+    #[cfg(any(test, feature = "testing"))]
+    pub(super) fn model(addr: PciAddress, kind: IrqKind, eventfds: Vec<EventFd>) -> Interrupts {
+        Interrupts {
+            device: None,
+            addr,
+            kind,
+            eventfds,
+        }
+    }
+
     /// Adds `count` to the eventfd of `vector`, as `count` interrupts of the
     /// device would (the `testing` feature; any [`Interrupts`], not only
     /// [`Interrupts::unbacked`] ones).
@@ -271,6 +283,10 @@ impl Interrupts {
     /// [`Error::Ioctl`] when polling or reading the eventfd fails.
     pub fn wait(&self, vector: usize, timeout: Duration) -> Result<Wait> {
         let eventfd = self.vector(vector)?;
+        if timeout.is_zero() {
+            // A check on a data path: one read of the eventfd, no poll.
+            return Ok(self.take(eventfd)?.map_or(Wait::TimedOut, Wait::Fired));
+        }
         let deadline = Instant::now().checked_add(timeout);
         loop {
             let mut fds = [PollFd::new(eventfd.as_fd(), PollFlags::POLLIN)];
@@ -428,6 +444,55 @@ impl Drop for Interrupts {
                 self.kind
             );
         }
+    }
+}
+
+/// The INTx line of a device model (the `testing` feature), given to
+/// [`Device::connect_intx`](super::Device::connect_intx): the model
+/// [`raise`](IrqLine::raise)s it when it asserts its interrupt, and the
+/// vector a driver enabled with
+/// [`Device::enable_irqs`](super::Device::enable_irqs) fires, as VFIO
+/// signals an INTx eventfd. Before a driver enables it (and after it
+/// enables it again, the newest eventfd), raising reaches nobody.
+///
+/// ```
+/// use std::time::Duration;
+/// use vfio_core::vfio::{Container, Device, IrqKind, IrqLine, Wait};
+///
+/// # fn main() -> vfio_core::Result<()> {
+/// let container = Container::unbacked();
+/// let mut device = Device::from_model(&container, "00:04.0".parse()?, vec![0; 256], vec![])?;
+/// let line = IrqLine::default();
+/// device.connect_intx(line.clone())?;
+/// assert!(!line.raise(), "no driver enabled it yet");
+/// let irqs = device.enable_irqs(IrqKind::Intx, 1)?;
+/// assert!(line.raise());
+/// assert_eq!(irqs.wait(0, Duration::ZERO)?, Wait::Fired(1));
+/// # Ok(()) }
+/// ```
+#[cfg(any(test, feature = "testing"))]
+#[derive(Clone, Debug, Default)]
+pub struct IrqLine(Arc<std::sync::Mutex<Option<OwnedFd>>>);
+
+#[cfg(any(test, feature = "testing"))]
+impl IrqLine {
+    /// Signals the enabled vector once; false when no driver enabled it
+    /// (or the write failed).
+    pub fn raise(&self) -> bool {
+        let fd = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        fd.as_ref()
+            .is_some_and(|fd| nix::unistd::write(fd, &1u64.to_ne_bytes()).is_ok())
+    }
+
+    /// Makes `eventfd` (a copy of the driver's) the one raising signals.
+    pub(super) fn connect(&self, eventfd: OwnedFd) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(eventfd);
     }
 }
 

@@ -18,6 +18,8 @@ mod stop;
 
 pub use container::Container;
 pub use device::{Device, RegionInfo};
+#[cfg(any(test, feature = "testing"))]
+pub use irq::IrqLine;
 pub use irq::{Interrupts, IrqKind, Wait};
 #[cfg(feature = "tokio")]
 pub use irq_async::AsyncVector;
