@@ -166,7 +166,10 @@ fn stage_root(root: &Path, tools: &Tools, bins: &[PathBuf]) -> Result<()> {
 fn stage_modules(kernel: &Kernel, dest: &Path) -> Result<Vec<String>> {
     let dep_file = kernel.modules.join("modules.dep");
     let deps = fs::read_to_string(&dep_file).map_err(|e| HarnessError::io("read", &dep_file, e))?;
-    let order = module_load_order(&deps, GUEST_MODULES)?;
+    // Modules built into the kernel (Debian 13's has virtio_pci so); a
+    // kernel without the list has none.
+    let builtin = fs::read_to_string(kernel.modules.join("modules.builtin")).unwrap_or_default();
+    let order = module_load_order(&deps, &builtin, GUEST_MODULES)?;
     let mut names = Vec::new();
     for rel in &order {
         let name = Path::new(rel)
@@ -215,8 +218,14 @@ fn stage_module(from: &Path, dest: &Path, name: &str) -> Result<String> {
     Ok(plain.to_string())
 }
 
-/// Orders `wanted` and their dependencies (from modules.dep) so that each comes after what it needs.
-pub fn module_load_order(modules_dep: &str, wanted: &[&str]) -> Result<Vec<String>> {
+/// Orders `wanted` and their dependencies (from modules.dep) so that each
+/// comes after what it needs; those built into the kernel (listed in
+/// `modules_builtin`, the kernel's modules.builtin) are left out.
+pub fn module_load_order(
+    modules_dep: &str,
+    modules_builtin: &str,
+    wanted: &[&str],
+) -> Result<Vec<String>> {
     let table: Vec<(String, Vec<String>)> = modules_dep
         .lines()
         .filter_map(|l| l.split_once(':'))
@@ -229,10 +238,14 @@ pub fn module_load_order(modules_dep: &str, wanted: &[&str]) -> Result<Vec<Strin
         .collect();
     let mut order = Vec::new();
     for want in wanted {
+        let name = want.replace('-', "_");
+        if modules_builtin.lines().any(|m| module_name(m) == name) {
+            continue;
+        }
         let path = table
             .iter()
             .map(|(m, _)| m)
-            .find(|m| module_name(m) == want.replace('-', "_"))
+            .find(|m| module_name(m) == name)
             .ok_or_else(|| {
                 HarnessError::new(format!("kernel module {want} not found in modules.dep"))
             })?;
@@ -404,7 +417,7 @@ kernel/drivers/net/ethernet/intel/e1000/e1000.ko:\n";
     #[test]
     fn load_order_with_xz_names() {
         let dep = "kernel/drivers/vfio/pci/vfio-pci.ko.xz: kernel/drivers/vfio/vfio.ko.xz\nkernel/drivers/vfio/vfio.ko.xz:\n";
-        let order = module_load_order(dep, &["vfio_pci"]).expect("order");
+        let order = module_load_order(dep, "", &["vfio_pci"]).expect("order");
         assert_eq!(
             order,
             [
@@ -415,8 +428,15 @@ kernel/drivers/net/ethernet/intel/e1000/e1000.ko:\n";
     }
 
     #[test]
+    fn built_in_modules_are_not_loaded() {
+        let builtin = "kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/vfio/vfio.ko\n";
+        let order = module_load_order(DEP, builtin, &["virtio_pci", "e1000"]).unwrap();
+        assert_eq!(order, ["kernel/drivers/net/ethernet/intel/e1000/e1000.ko"]);
+    }
+
+    #[test]
     fn dependencies_load_first() {
-        let order = module_load_order(DEP, &["vfio_pci", "e1000"]).unwrap();
+        let order = module_load_order(DEP, "", &["vfio_pci", "e1000"]).unwrap();
         let pos = |m: &str| order.iter().position(|o| o.ends_with(m)).unwrap();
         assert!(pos("irqbypass.ko") < pos("vfio-pci-core.ko"));
         assert!(pos("/vfio.ko") < pos("vfio-pci-core.ko"));
@@ -426,7 +446,7 @@ kernel/drivers/net/ethernet/intel/e1000/e1000.ko:\n";
 
     #[test]
     fn unknown_module_is_an_error() {
-        let err = module_load_order(DEP, &["nosuch"]).unwrap_err();
+        let err = module_load_order(DEP, "", &["nosuch"]).unwrap_err();
         assert!(err.to_string().contains("nosuch"));
     }
 }

@@ -175,6 +175,21 @@ fn file_name(p: &Path) -> String {
         .into_owned()
 }
 
+/// Moves `usr/lib/modules` of an unpacked kernel package to `lib/modules`,
+/// where depmod `-b` and this harness look: Debian 13's packages put the
+/// modules under /usr (merged /usr), Debian 12's under /lib. A symlink is
+/// left at `usr/lib/modules`, for a depmod that looks there.
+fn modules_under_lib(root: &Path) -> Result<()> {
+    let (usr, lib) = (root.join("usr/lib/modules"), root.join("lib/modules"));
+    if !usr.is_dir() || usr.is_symlink() || lib.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(root.join("lib")).map_err(|e| HarnessError::io("create", &lib, e))?;
+    fs::rename(&usr, &lib).map_err(|e| HarnessError::io("move", &usr, e))?;
+    std::os::unix::fs::symlink("../../lib/modules", &usr)
+        .map_err(|e| HarnessError::io("link", &usr, e))
+}
+
 /// The package `linux-image-amd64` depends on now, e.g. `linux-image-6.1.0-56-amd64`.
 fn current_kernel_package() -> Result<String> {
     let query = || run_cmd(Command::new("apt-cache").args(["depends", "linux-image-amd64"]));
@@ -232,6 +247,7 @@ fn download_kernel() -> Result<Kernel> {
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(|e| HarnessError::io("create", &staging, e))?;
     run_cmd(Command::new("dpkg").arg("-x").arg(&deb).arg(&staging))?;
+    modules_under_lib(&staging)?;
     let depmod = which("depmod")
         .ok_or_else(|| HarnessError::new("depmod not found: install kmod".into()))?;
     run_cmd(Command::new(depmod).arg("-b").arg(&staging).arg(&version))?;
@@ -243,4 +259,30 @@ fn download_kernel() -> Result<Kernel> {
             dir.display()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_of_a_merged_usr_package_move_under_lib() {
+        let root = env::temp_dir().join(format!("vfio-rs-usrmerge-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let module = "usr/lib/modules/6.12.0-1-amd64/kernel/e1000.ko.xz";
+        fs::create_dir_all(root.join(module).parent().unwrap()).unwrap();
+        fs::write(root.join(module), b"ko").unwrap();
+        modules_under_lib(&root).unwrap();
+        let moved = root.join("lib/modules/6.12.0-1-amd64/kernel/e1000.ko.xz");
+        assert_eq!(fs::read(&moved).unwrap(), b"ko");
+        assert_eq!(
+            fs::read(root.join(module)).unwrap(),
+            b"ko",
+            "through the link"
+        );
+        // Debian 12's layout (and a second run) is left as it is.
+        modules_under_lib(&root).unwrap();
+        assert_eq!(fs::read(&moved).unwrap(), b"ko");
+        fs::remove_dir_all(&root).unwrap();
+    }
 }
