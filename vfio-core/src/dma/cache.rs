@@ -32,18 +32,22 @@ use super::{Buffer, BufferPool};
 #[derive(Debug)]
 pub struct BufferCache {
     pool: Arc<BufferPool>,
+    /// Never grown: `size` is its capacity, so the room check of
+    /// [`BufferCache::free`] is also `push`'s own, and its push is one
+    /// store with no capacity check.
     stack: Vec<Buffer>,
     size: usize,
 }
 
 impl BufferCache {
-    /// An empty cache of up to `size` (at least 2) of `pool`'s buffers.
+    /// An empty cache of up to `size` (at least 2; the stack's capacity,
+    /// should the allocator give more) of `pool`'s buffers.
     pub fn new(pool: &Arc<BufferPool>, size: usize) -> BufferCache {
-        let size = size.max(2);
+        let stack = Vec::with_capacity(size.max(2));
         BufferCache {
             pool: Arc::clone(pool),
-            stack: Vec::with_capacity(size),
-            size,
+            size: stack.capacity(),
+            stack,
         }
     }
 
@@ -111,7 +115,7 @@ impl BufferCache {
     /// lock); another pool's goes back to its own pool.
     #[inline]
     pub fn free(&mut self, buf: Buffer) {
-        if Arc::ptr_eq(buf.pool(), &self.pool) && self.stack.len() < self.size {
+        if Arc::ptr_eq(buf.pool(), &self.pool) && self.stack.len() < self.stack.capacity() {
             self.stack.push(buf);
         } else {
             self.free_slow(buf);
