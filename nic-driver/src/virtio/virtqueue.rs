@@ -100,9 +100,10 @@ impl fmt::Display for UsedError {
 
 /// A chain in flight, by its head: how many descriptors it holds (0: no
 /// chain in flight there) and how many bytes the device may write into it.
+/// Two `u32`s, no padding: set and cleared with one 8-byte store.
 #[derive(Clone, Copy, Debug, Default)]
 struct Head {
-    count: u16,
+    count: u32,
     writable: u32,
 }
 
@@ -281,7 +282,10 @@ impl Virtqueue {
     /// the available ring.
     #[inline]
     fn make_available(&mut self, head: u16, count: u16, writable: u32) {
-        self.heads[head as usize] = Head { count, writable };
+        self.heads[head as usize] = Head {
+            count: count.into(),
+            writable,
+        };
         self.chains += 1;
         let slot = self.avail + 4 + 2 * (self.avail_idx & (self.size - 1)) as usize;
         self.mem.write::<u16>(slot, head);
