@@ -425,13 +425,17 @@ impl Virtqueue {
             mem.write_words::<u16>(slots, wrapped);
         }
         let flags = if device_writes { ring::DESC_F_WRITE } else { 0 };
+        // One per descriptor, and every head is below `size`: `head &
+        // mask` is the head, and indexes them with no bounds check.
+        let mask = (*size - 1) as usize;
+        let heads = &mut heads[..mask + 1];
         for &head in taken {
             let Some((iova, len)) = f(head) else { break };
             // As in `add_one`: the descriptor in two stores, no NEXT flag.
             let rest = len as u64 | (flags as u64) << 32;
             mem.write_words::<u64>(head as usize * ring::DESC_SIZE, &[iova, rest]);
             let writable = if device_writes { len } else { 0 };
-            heads[head as usize] = Head { count: 1, writable };
+            heads[head as usize & mask] = Head { count: 1, writable };
             done.added += 1;
         }
         done.added
