@@ -468,7 +468,10 @@ impl Virtqueue {
             ..
         } = self;
         let seen = *used_seen;
-        let (mask, entries, n) = (*size - 1, *used + 4, seen.wrapping_sub(*last_used));
+        let (mask, n) = (*size - 1, seen.wrapping_sub(*last_used));
+        // The ring's entries checked to lie in the memory once: each is
+        // then read at its position masked with `size - 1`, in bounds.
+        let entries = mem.words::<u64>(*used + 4, mask as usize + 1);
         let (free, next, heads) = (&mut free[..], &next[..], &mut heads[..]);
         let mut done = TakeEnd {
             last: *last_used,
@@ -479,10 +482,10 @@ impl Virtqueue {
             chains,
         };
         while done.last != seen {
-            let at = entries + 8 * (done.last & mask) as usize;
+            let at = (done.last & mask) as usize;
             done.last = done.last.wrapping_add(1);
             // The entry's id and len (little-endian) in one load.
-            let entry = mem.read::<u64>(at);
+            let entry = entries.read(at);
             let (id, len) = (entry as u32, (entry >> 32) as u32);
             let used = match release(heads, free, &mut done.free_at, next, id) {
                 None => Err(UsedError::NotInFlight { id }),
