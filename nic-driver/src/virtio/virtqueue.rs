@@ -429,11 +429,13 @@ impl Virtqueue {
         // mask` is the head, and indexes them with no bounds check.
         let mask = (*size - 1) as usize;
         let heads = &mut heads[..mask + 1];
+        // The descriptor table, two words a descriptor, checked once.
+        let table = mem.words::<u64>(0, 2 * (mask + 1));
         for &head in taken {
             let Some((iova, len)) = f(head) else { break };
             // As in `add_one`: the descriptor in two stores, no NEXT flag.
             let rest = len as u64 | (flags as u64) << 32;
-            mem.write_words::<u64>(head as usize * ring::DESC_SIZE, &[iova, rest]);
+            table.write_entry(head as usize & mask, [iova, rest]);
             let writable = if device_writes { len } else { 0 };
             heads[head as usize & mask] = Head { count: 1, writable };
             done.added += 1;

@@ -556,6 +556,27 @@ impl<T: DmaWord> DmaWords<'_, T> {
         unsafe { T::store(p, value) }
     }
 
+    /// Writes `values` into entry `index` of a table of `K`-word entries
+    /// (words `K * index` on, in order): [`DmaMemory::write_words`] of
+    /// them. The index is checked against the entries there are, `len / K`.
+    ///
+    /// # Panics
+    ///
+    /// When the entry is not inside the words.
+    #[inline]
+    pub fn write_entry<const K: usize>(&self, index: usize, values: [T; K]) {
+        const { assert!(K > 0, "an entry has a word at least") };
+        if index >= self.n / K {
+            outside_words(index * K, self.n);
+        }
+        let p = self.p.wrapping_add(index * K * size_of::<T>());
+        for (i, v) in values.into_iter().enumerate() {
+            // SAFETY: the entry's K words are among the `n` (checked
+            // above), so in bounds and aligned; as in `write` otherwise.
+            unsafe { T::store(p.wrapping_add(i * size_of::<T>()), v) }
+        }
+    }
+
     /// The word at `index`, checked to be one of the `n`.
     #[inline]
     fn at(&self, index: usize) -> *mut u8 {
@@ -960,6 +981,19 @@ mod tests {
         }
         assert_eq!(m.read::<u64>(4096 - 72), 0xeeee_eeee_eeee_eeee);
         assert!(m.words::<u16>(4096, 0).is_empty());
+    }
+
+    #[test]
+    fn an_entry_of_two_words_lands_at_twice_its_index() {
+        let m = memory(4096);
+        let w = m.words::<u64>(64, 6);
+        w.write_entry(2, [7, 8]);
+        assert_eq!((m.read::<u64>(64 + 32), m.read::<u64>(64 + 40)), (7, 8));
+        assert_eq!((w.read(3), w.read(5)), (0, 8));
+        // 6 words hold 3 entries of two: entry 3 is outside.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.write_entry(3, [1, 1])));
+        assert!(r.is_err());
+        assert_eq!(m.read::<u64>(64 + 48), 0, "nothing written past the window");
     }
 
     #[test]
