@@ -458,7 +458,7 @@ impl VirtioNet {
             if let Some(buf) = slot.buf.take() {
                 frames += 1;
                 bytes += slot.len as usize;
-                cache.free(buf);
+                cache.free_batched(buf);
             } else if let Some(n) = release_segments(held, count, cache, head) {
                 frames += 1;
                 bytes += n;
