@@ -439,7 +439,8 @@ impl VirtioNet {
             return Err(self.protocol(format!("transmit queue: {e}")));
         }
         let (mut frames, mut bytes) = (0, 0);
-        let (slots, device) = (&mut self.tx_bufs, &self.device);
+        let (mask, slots) = head_slots(&mut self.tx_bufs, self.tx.size());
+        let device = &self.device;
         let (cache, held, count) = (&mut self.cache, &mut self.tx_held, &mut self.tx_count);
         self.tx.take_used_batch(|used| {
             let head = match used {
@@ -453,11 +454,11 @@ impl VirtioNet {
                     return;
                 }
             };
-            let slot = &mut slots[head as usize];
+            let slot = &mut slots[head as usize & mask];
             if let Some(buf) = slot.buf.take() {
                 frames += 1;
                 bytes += slot.len as usize;
-                cache.free(buf);
+                cache.free_batched(buf);
             } else if let Some(n) = release_segments(held, count, cache, head) {
                 frames += 1;
                 bytes += n;
@@ -516,6 +517,15 @@ impl VirtioNet {
         }
         self.tx_hdrs.iova() + at as u64
     }
+}
+
+/// The first `size` of `slots` (one per head of a queue of `size`, a
+/// power of two) and `size - 1`: every head is below `size`, so `head &
+/// mask` is the head itself, and indexes the slice with no bounds check.
+#[inline(always)]
+fn head_slots<T>(slots: &mut [T], size: u16) -> (usize, &mut [T]) {
+    let mask = size.wrapping_sub(1) as usize;
+    (mask, &mut slots[..mask + 1])
 }
 
 /// Releases the segments of the frame [`NetDevice::tx_batch`] sent from
@@ -1156,13 +1166,14 @@ impl NetDevice for VirtioNet {
         self.tx_ready()?;
         // Each frame at TX_HEADROOM of a fresh buffer, its zero net header
         // before it: one descriptor over both (see `tx_packets`).
-        let (cache, slots) = (&mut self.cache, &mut self.tx_bufs);
+        let (mask, slots) = head_slots(&mut self.tx_bufs, self.tx.size());
+        let cache = &mut self.cache;
         let room = (cache.pool().buf_size() - TX_HEADROOM).min(self.max_frame);
         let (mut bytes, mut refused) = (0, None);
         let sent = self.tx.add_one_batch(n, false, |head| {
             // Straight into the head's slot (free with the head: empty),
             // built there, and taken back out if `fill` refuses it.
-            let slot = &mut slots[head as usize];
+            let slot = &mut slots[head as usize & mask];
             debug_assert!(slot.buf.is_none(), "head {head} was free");
             let buf = slot.buf.insert(cache.alloc()?);
             let at = buf.iova() + RX_HEADROOM as u64;

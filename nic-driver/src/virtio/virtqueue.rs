@@ -100,9 +100,10 @@ impl fmt::Display for UsedError {
 
 /// A chain in flight, by its head: how many descriptors it holds (0: no
 /// chain in flight there) and how many bytes the device may write into it.
+/// Two `u32`s, no padding: set and cleared with one 8-byte store.
 #[derive(Clone, Copy, Debug, Default)]
 struct Head {
-    count: u16,
+    count: u32,
     writable: u32,
 }
 
@@ -281,7 +282,10 @@ impl Virtqueue {
     /// the available ring.
     #[inline]
     fn make_available(&mut self, head: u16, count: u16, writable: u32) {
-        self.heads[head as usize] = Head { count, writable };
+        self.heads[head as usize] = Head {
+            count: count.into(),
+            writable,
+        };
         self.chains += 1;
         let slot = self.avail + 4 + 2 * (self.avail_idx & (self.size - 1)) as usize;
         self.mem.write::<u16>(slot, head);
@@ -421,13 +425,19 @@ impl Virtqueue {
             mem.write_words::<u16>(slots, wrapped);
         }
         let flags = if device_writes { ring::DESC_F_WRITE } else { 0 };
+        // One per descriptor, and every head is below `size`: `head &
+        // mask` is the head, and indexes them with no bounds check.
+        let mask = (*size - 1) as usize;
+        let heads = &mut heads[..mask + 1];
+        // The descriptor table, two words a descriptor, checked once.
+        let table = mem.words::<u64>(0, 2 * (mask + 1));
         for &head in taken {
             let Some((iova, len)) = f(head) else { break };
             // As in `add_one`: the descriptor in two stores, no NEXT flag.
             let rest = len as u64 | (flags as u64) << 32;
-            mem.write_words::<u64>(head as usize * ring::DESC_SIZE, &[iova, rest]);
+            table.write_entry(head as usize & mask, [iova, rest]);
             let writable = if device_writes { len } else { 0 };
-            heads[head as usize] = Head { count: 1, writable };
+            heads[head as usize & mask] = Head { count: 1, writable };
             done.added += 1;
         }
         done.added
@@ -460,7 +470,10 @@ impl Virtqueue {
             ..
         } = self;
         let seen = *used_seen;
-        let (mask, entries, n) = (*size - 1, *used + 4, seen.wrapping_sub(*last_used));
+        let (mask, n) = (*size - 1, seen.wrapping_sub(*last_used));
+        // The ring's entries checked to lie in the memory once: each is
+        // then read at its position masked with `size - 1`, in bounds.
+        let entries = mem.words::<u64>(*used + 4, mask as usize + 1);
         let (free, next, heads) = (&mut free[..], &next[..], &mut heads[..]);
         let mut done = TakeEnd {
             last: *last_used,
@@ -471,10 +484,10 @@ impl Virtqueue {
             chains,
         };
         while done.last != seen {
-            let at = entries + 8 * (done.last & mask) as usize;
+            let at = (done.last & mask) as usize;
             done.last = done.last.wrapping_add(1);
             // The entry's id and len (little-endian) in one load.
-            let entry = mem.read::<u64>(at);
+            let entry = entries.read(at);
             let (id, len) = (entry as u32, (entry >> 32) as u32);
             let used = match release(heads, free, &mut done.free_at, next, id) {
                 None => Err(UsedError::NotInFlight { id }),

@@ -12,6 +12,7 @@
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
+use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -425,6 +426,29 @@ impl DmaMemory {
         }
     }
 
+    /// The `n` words of type `T` from byte `offset` (a ring's entries, a
+    /// table's slots), checked to lie inside the region once, here: each
+    /// access through them then checks only its index against `n`, which
+    /// the compiler leaves out where it sees the index below `n` (an index
+    /// masked with `n - 1`). For the entries of a ring read or written one
+    /// by one in a batch.
+    ///
+    /// # Panics
+    ///
+    /// When the words are not inside the region or `offset` is not a
+    /// multiple of the word size.
+    #[inline]
+    pub fn words<T: DmaWord>(&self, offset: usize, n: usize) -> DmaWords<'_, T> {
+        // Saturated: a length past usize::MAX lies outside any region.
+        let len = n.saturating_mul(size_of::<T>());
+        let p = self.at(offset, len, size_of::<T>());
+        DmaWords {
+            p,
+            n,
+            _memory: PhantomData,
+        }
+    }
+
     /// Copies `out.len()` bytes at `offset` into `out`, with relaxed atomic
     /// loads (aligned 8-byte words, smaller pieces at the ends).
     ///
@@ -481,6 +505,96 @@ impl DmaMemory {
 }
 
 /// The panic of [`DmaMemory::at`].
+/// `n` words of type `T` of a [`DmaMemory`], in bounds and aligned
+/// ([`DmaMemory::words`]); read and written by index, each access one
+/// relaxed atomic load or store, as [`DmaMemory::read`] and
+/// [`DmaMemory::write`] make.
+#[derive(Debug)]
+pub struct DmaWords<'a, T> {
+    /// The first word: `n` words from it lie inside the memory, aligned.
+    p: *mut u8,
+    n: usize,
+    _memory: PhantomData<(&'a DmaMemory, T)>,
+}
+
+impl<T: DmaWord> DmaWords<'_, T> {
+    /// How many words.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True when there are none.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The word at `index`: [`DmaMemory::read`] of it.
+    ///
+    /// # Panics
+    ///
+    /// When `index` is not below [`DmaWords::len`].
+    #[inline]
+    pub fn read(&self, index: usize) -> T {
+        let p = self.at(index);
+        // SAFETY: in bounds and aligned (`at`); the memory is borrowed from
+        // its `DmaMemory`, so live, and only accessed atomically through
+        // `&self`; T is a plain integer, valid for any bits.
+        unsafe { T::load(p) }
+    }
+
+    /// Writes `value` into the word at `index`: [`DmaMemory::write`] of it.
+    ///
+    /// # Panics
+    ///
+    /// When `index` is not below [`DmaWords::len`].
+    #[inline]
+    pub fn write(&self, index: usize, value: T) {
+        let p = self.at(index);
+        // SAFETY: as in `read`; the memory is ours and writable.
+        unsafe { T::store(p, value) }
+    }
+
+    /// Writes `values` into entry `index` of a table of `K`-word entries
+    /// (words `K * index` on, in order): [`DmaMemory::write_words`] of
+    /// them. The index is checked against the entries there are, `len / K`.
+    ///
+    /// # Panics
+    ///
+    /// When the entry is not inside the words.
+    #[inline]
+    pub fn write_entry<const K: usize>(&self, index: usize, values: [T; K]) {
+        const { assert!(K > 0, "an entry has a word at least") };
+        if index >= self.n / K {
+            outside_words(index * K, self.n);
+        }
+        let p = self.p.wrapping_add(index * K * size_of::<T>());
+        for (i, v) in values.into_iter().enumerate() {
+            // SAFETY: the entry's K words are among the `n` (checked
+            // above), so in bounds and aligned; as in `write` otherwise.
+            unsafe { T::store(p.wrapping_add(i * size_of::<T>()), v) }
+        }
+    }
+
+    /// The word at `index`, checked to be one of the `n`.
+    #[inline]
+    fn at(&self, index: usize) -> *mut u8 {
+        if index >= self.n {
+            outside_words(index, self.n);
+        }
+        // `index * size` is inside the `n` words `DmaMemory::words` checked.
+        self.p.wrapping_add(index * size_of::<T>())
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn outside_words(index: usize, n: usize) -> ! {
+    panic!("DMA word {index} of {n}: out of range")
+}
+
 #[cold]
 #[inline(never)]
 #[track_caller]
@@ -849,6 +963,54 @@ mod tests {
         let mut out = [0u8; 5];
         m.read_bytes(100, &mut out);
         assert_eq!(&out, b"hello");
+    }
+
+    #[test]
+    fn a_window_of_words_reads_and_writes_only_its_own() {
+        let m = memory(4096);
+        m.write_bytes(0, &[0xee; 4096]);
+        // The last 8 u64s of the region.
+        let w = m.words::<u64>(4096 - 64, 8);
+        assert_eq!((w.len(), w.is_empty()), (8, false));
+        for i in 0..8 {
+            w.write(i, i as u64 * 0x0101);
+        }
+        for i in 0..8 {
+            assert_eq!(w.read(i), i as u64 * 0x0101);
+            assert_eq!(m.read::<u64>(4096 - 64 + 8 * i), i as u64 * 0x0101);
+        }
+        assert_eq!(m.read::<u64>(4096 - 72), 0xeeee_eeee_eeee_eeee);
+        assert!(m.words::<u16>(4096, 0).is_empty());
+    }
+
+    #[test]
+    fn an_entry_of_two_words_lands_at_twice_its_index() {
+        let m = memory(4096);
+        let w = m.words::<u64>(64, 6);
+        w.write_entry(2, [7, 8]);
+        assert_eq!((m.read::<u64>(64 + 32), m.read::<u64>(64 + 40)), (7, 8));
+        assert_eq!((w.read(3), w.read(5)), (0, 8));
+        // 6 words hold 3 entries of two: entry 3 is outside.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.write_entry(3, [1, 1])));
+        assert!(r.is_err());
+        assert_eq!(m.read::<u64>(64 + 48), 0, "nothing written past the window");
+    }
+
+    #[test]
+    #[should_panic(expected = "DMA word 8 of 8")]
+    fn a_word_past_the_window_panics() {
+        memory(4096).words::<u64>(0, 8).read(8);
+    }
+
+    #[test]
+    fn a_window_outside_the_region_or_misaligned_panics() {
+        let m = memory(4096);
+        for (offset, n) in [(4096 - 56, 8), (4, 1), (0, usize::MAX / 4)] {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                m.words::<u64>(offset, n);
+            }));
+            assert!(r.is_err(), "{n} words at {offset}");
+        }
     }
 
     #[test]

@@ -122,7 +122,7 @@ mod provenance;
 pub use cache::BufferCache;
 pub(crate) use iova::IovaAllocator;
 pub(crate) use memory::MappedPtr;
-pub use memory::{Backing, DmaMemory, DmaWord, PageKind, RawDma};
+pub use memory::{Backing, DmaMemory, DmaWord, DmaWords, PageKind, RawDma};
 pub use pool::{Buffer, BufferPool, SharedBuffer};
 pub use provenance::{BytesByWriter, Writer};
 
