@@ -504,7 +504,6 @@ impl DmaMemory {
     }
 }
 
-/// The panic of [`DmaMemory::at`].
 /// `n` words of type `T` of a [`DmaMemory`], in bounds and aligned
 /// ([`DmaMemory::words`]); read and written by index, each access one
 /// relaxed atomic load or store, as [`DmaMemory::read`] and
@@ -588,6 +587,7 @@ impl<T: DmaWord> DmaWords<'_, T> {
     }
 }
 
+/// The panic of [`DmaWords`]' index checks.
 #[cold]
 #[inline(never)]
 #[track_caller]
@@ -595,6 +595,7 @@ fn outside_words(index: usize, n: usize) -> ! {
     panic!("DMA word {index} of {n}: out of range")
 }
 
+/// The panic of [`DmaMemory::at`].
 #[cold]
 #[inline(never)]
 #[track_caller]
