@@ -106,6 +106,25 @@ impl BufferCache {
         taken
     }
 
+    /// Up to `n` free buffers (as [`BufferCache::alloc`] gives them) taken
+    /// off the stack at once, for the caller to zip with what they go into
+    /// (an exact-size iterator: a vector extended from it reserves once and
+    /// checks no capacity per item). The stack holding fewer than `n`, it
+    /// is refilled first under one lock (up to the cache's size). Fewer
+    /// than `n` when the pool has run out, or `n` is more than the cache
+    /// holds: call again for the rest (none: the pool has none).
+    #[inline]
+    pub fn take(&mut self, n: usize) -> impl ExactSizeIterator<Item = Buffer> + '_ {
+        if self.stack.len() < n {
+            self.refill_for(n);
+        }
+        let from = self.stack.len() - n.min(self.stack.len());
+        self.stack.drain(from..).map(|mut buf| {
+            buf.written = DeviceWritten::NONE;
+            buf
+        })
+    }
+
     /// Takes `buf` back: onto the stack when it is of the cache's pool
     /// (the stack full, half of it goes back to the pool first, under one
     /// lock); another pool's goes back to its own pool.
@@ -156,6 +175,16 @@ impl BufferCache {
     #[cold]
     fn refill(&mut self) {
         self.pool.alloc_batch(self.size / 2, &mut self.stack);
+    }
+
+    /// [`BufferCache::take`] of `n` with fewer on the stack: half a cache
+    /// from the pool, or what `n` needs when that is more, within the
+    /// cache's size.
+    #[cold]
+    fn refill_for(&mut self, n: usize) {
+        let len = self.stack.len();
+        let want = (self.size / 2).max(n - len).min(self.size - len);
+        self.pool.alloc_batch(want, &mut self.stack);
     }
 
     #[cold]
@@ -219,6 +248,26 @@ mod tests {
         assert_eq!(c.alloc_into(7, &mut out, |b| (Writer::Cpu, b)), 3);
         assert_eq!((out.len(), p.free_count(), c.len()), (10, 0, 0));
         assert_eq!(c.alloc_into(1, &mut out, |b| (Writer::Cpu, b)), 0);
+    }
+
+    #[test]
+    fn take_refills_within_the_cache_and_gives_what_the_pool_has() {
+        let p = pool(10);
+        let mut c = BufferCache::new(&p, 8);
+        let mut dirty = c.alloc().unwrap();
+        dirty.device_wrote(0, 8);
+        c.free(dirty);
+        // 4 on the stack; 6 wanted: refilled to 8 (not past the size).
+        assert_eq!(c.len(), 4);
+        let taken: Vec<Buffer> = c.take(6).collect();
+        assert_eq!((taken.len(), c.len(), p.free_count()), (6, 2, 2));
+        assert!(taken.iter().all(|b| b.writer(0, 8) == Writer::Cpu));
+        // More than the pool and the stack hold: what there is.
+        let rest: Vec<Buffer> = c.take(9).collect();
+        assert_eq!((rest.len(), c.len(), p.free_count()), (4, 0, 0));
+        assert_eq!(c.take(1).len(), 0, "the pool is out");
+        drop((taken, rest));
+        assert_eq!(p.free_count(), 10);
     }
 
     #[test]
