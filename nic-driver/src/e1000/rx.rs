@@ -76,7 +76,7 @@ impl RxRing {
             .map(|_| pool.try_alloc())
             .collect::<vfio_core::Result<Vec<Buffer>>>()?;
         for (i, buf) in bufs.iter().enumerate() {
-            arm(&desc, i, buf.iova() + RX_HEADROOM as u64);
+            desc.write_words::<u64>(i * rxd::SIZE, &armed(buf));
         }
         Ok(RxRing {
             desc,
@@ -143,9 +143,10 @@ impl RxRing {
         // pool's buffers): one capacity for all. Were one smaller, a
         // packet's bytes would still be read through bounds-checked slices.
         let capacity = cache.pool().buf_size();
-        // Per descriptor of a run: dwords 2 and 3 as read, then the IOVA
-        // it is re-armed with.
-        let mut words = [0u64; RUN];
+        // Per descriptor of a run: dwords 2 and 3 as read (in the second
+        // word), then the descriptor it is re-armed as (its buffer's IOVA
+        // after the headroom, status cleared).
+        let mut words = [[0u64; 2]; RUN];
         while seen < size - 1 && taken < max {
             // At most what could still be taken and read, up to the ring's end.
             let want = (max - taken).min(size - 1 - seen).min(size - i).min(RUN);
@@ -164,8 +165,8 @@ impl RxRing {
             for (k, word) in words[..ready].iter_mut().enumerate() {
                 // Dwords 2 and 3 (length, checksum, status, errors, special)
                 // in one read, after DD; the fields by their byte offsets.
-                *word = self.desc.read::<u64>((i + k) * rxd::SIZE + rxd::LENGTH);
-                all_good &= good_frame(*word, capacity);
+                word[1] = self.desc.read::<u64>((i + k) * rxd::SIZE + rxd::LENGTH);
+                all_good &= good_frame(word[1], capacity);
             }
             let slots = &mut self.bufs[i..i + ready];
             if all_good {
@@ -180,9 +181,9 @@ impl RxRing {
                     }
                     let slots = slots[done..].iter_mut().zip(&mut words[done..]);
                     out.extend(slots.zip(fresh).map(|((slot, word), fresh)| {
-                        let len = field(*word, rxd::LENGTH, 16);
+                        let len = field(word[1], rxd::LENGTH, 16);
                         let old = std::mem::replace(slot, fresh);
-                        *word = slot.iova() + RX_HEADROOM as u64;
+                        *word = armed(slot);
                         // good_frame: RX_HEADROOM + len fits the buffer.
                         Packet::received_checked(old, RX_HEADROOM, len)
                     }));
@@ -192,11 +193,11 @@ impl RxRing {
                 // The pool ran out: these frames are dropped, their buffers stay.
                 for (slot, word) in slots[done..].iter().zip(&mut words[done..ready]) {
                     no_buffer += 1;
-                    *word = slot.iova() + RX_HEADROOM as u64;
+                    *word = armed(slot);
                 }
             } else {
                 for (slot, word) in slots.iter_mut().zip(&mut words[..ready]) {
-                    let upper = *word;
+                    let upper = word[1];
                     let status = field(upper, rxd::STATUS, 8) as u8;
                     let errors_field = field(upper, rxd::ERRORS, 8) as u8;
                     let len = field(upper, rxd::LENGTH, 16);
@@ -216,12 +217,12 @@ impl RxRing {
                             None => no_buffer += 1,
                         }
                     }
-                    *word = slot.iova() + RX_HEADROOM as u64;
+                    *word = armed(slot);
                 }
             }
-            for (k, &iova) in words[..ready].iter().enumerate() {
-                arm(&self.desc, i + k, iova);
-            }
+            // The run's descriptors in order, one bounds check.
+            self.desc
+                .write_words::<u64>(i * rxd::SIZE, words[..ready].as_flattened());
             seen += ready;
             i = if i + ready == size { 0 } else { i + ready };
         }
@@ -248,11 +249,11 @@ impl RxRing {
     }
 }
 
-/// Points descriptor `i` at `iova` (a buffer's, after the headroom),
-/// status cleared.
+/// A receive descriptor pointing at `buf` (after the headroom), status
+/// cleared, as its two words.
 #[inline]
-fn arm(desc: &DmaMemory, i: usize, iova: u64) {
-    desc.write_words::<u64>(i * rxd::SIZE, &[iova, 0]);
+fn armed(buf: &Buffer) -> [u64; 2] {
+    [buf.iova() + RX_HEADROOM as u64, 0]
 }
 
 /// The field of `bits` bits at byte `offset` of a receive descriptor, from

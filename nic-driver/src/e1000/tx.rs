@@ -40,6 +40,9 @@ use crate::{ChecksumOffload, FillPayload, Packet, Result, TxFrame};
 /// end of a frame (DPDK's `tx_rs_thresh`, 32 by default).
 pub(crate) const RS_THRESH: usize = 32;
 
+/// Most descriptors [`TxRing::send_packets`] writes in one run.
+const RUN: usize = 32;
+
 /// A descriptor with RS in flight: DD there releases it and every
 /// descriptor before it, and ends `frames` frames.
 #[derive(Clone, Copy, Debug)]
@@ -268,23 +271,47 @@ impl TxRing {
         let (size, mut tail) = (self.size(), self.tail);
         let (mut unreported, mut frames) = (self.unreported, self.unreported_frames);
         let mut from = BytesByWriter::default();
-        // Counters kept per packet here: an `RsPlan` (as `fill` has) made
-        // this loop 6 instructions a packet longer in bench-host.
-        for p in packets.drain(..sent) {
-            from.add(p.writer(), p.len());
-            let mut cmd = txd::CMD_IFCS | txd::CMD_EOP | p.len() as u32;
-            (unreported, frames) = (unreported + 1, frames + 1);
-            if unreported >= RS_THRESH {
-                cmd |= txd::CMD_RS;
-                self.reports.push_back(Report { desc: tail, frames });
-                (unreported, frames) = (0, 0);
+        // Per descriptor of a run: its two words (address; command and
+        // length), written in a pass of their own: the descriptor stores are
+        // atomic, and with them in the loop that takes the packets the
+        // compiler reloads the ring's and the vector's fields each time.
+        let mut words = [[0u64; 2]; RUN];
+        let mut done = 0;
+        while done < sent {
+            // Up to the ring's end, at most RUN.
+            let n = (sent - done).min(size - tail).min(RUN);
+            let run = packets[done..done + n].iter().zip(&mut words[..n]);
+            for (k, (p, word)) in run.enumerate() {
+                from.add(p.writer(), p.len());
+                let mut cmd = txd::CMD_IFCS | txd::CMD_EOP | p.len() as u32;
+                (unreported, frames) = (unreported + 1, frames + 1);
+                if unreported >= RS_THRESH {
+                    cmd |= txd::CMD_RS;
+                    self.reports.push_back(Report {
+                        desc: tail + k,
+                        frames,
+                    });
+                    (unreported, frames) = (0, 0);
+                }
+                // Dword 2 (command and length), dword 3 (status, POPTS) 0.
+                *word = [p.iova(), cmd as u64];
             }
-            // Dword 2 (command and length), dword 3 (status, POPTS) 0.
+            // The run's descriptors in order, one bounds check.
             self.desc
-                .write_words::<u64>(tail * txd::SIZE, &[p.iova(), cmd as u64]);
-            self.held.own(tail, p.into_buffer());
-            tail = super::ring_next(tail, size);
+                .write_words::<u64>(tail * txd::SIZE, words[..n].as_flattened());
+            done += n;
+            tail = if tail + n == size { 0 } else { tail + n };
         }
+        // The buffers to the descriptors that send from them, in the same runs.
+        let (mut at, mut drain) = (self.tail, packets.drain(..sent));
+        while drain.len() > 0 {
+            let n = drain.len().min(size - at);
+            for (slot, p) in self.held.slots(at..at + n).iter_mut().zip(drain.by_ref()) {
+                Held::fill(slot, p.into_buffer());
+            }
+            at = if at + n == size { 0 } else { at + n };
+        }
+        drop(drain);
         (self.tail, self.unreported, self.unreported_frames) = (tail, unreported, frames);
         self.in_flight += sent;
         self.from.add_all(from);
