@@ -26,13 +26,13 @@ use std::collections::VecDeque;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
-use vfio_core::dma::{Backing, BufferCache, BytesByWriter, DmaMemory, SharedBuffer};
+use vfio_core::dma::{Backing, BufferCache, BytesByWriter, DmaMemory, SharedBuffer, Writer};
 use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
 use super::regs::{txd, TDBAH, TDBAL, TDH, TDLEN, TDT};
-use crate::frame::{check_packets, Hold};
+use crate::frame::Hold;
 use crate::held::Held;
 use crate::{ChecksumOffload, FillPayload, Packet, Result, TxFrame};
 
@@ -264,25 +264,37 @@ impl TxRing {
         addr: PciAddress,
         packets: &mut Vec<Packet>,
     ) -> Result<usize> {
-        let room = self.free();
-        let (sent, bad) = check_packets(packets, self.max_frame, self.desc.container(), addr, room);
+        // At most what fits; each packet checked where it is taken (as
+        // `check_packets` would), the first one the NIC cannot send ending
+        // the batch and reported.
+        let limit = packets.len().min(self.free());
+        let (container, max_frame) = (self.desc.container(), self.max_frame);
         // The ring's counters in locals for the loop (the descriptor
         // stores would otherwise make the compiler reload them).
         let (size, mut tail) = (self.size(), self.tail);
         let (mut unreported, mut frames) = (self.unreported, self.unreported_frames);
-        let mut from = BytesByWriter::default();
+        let (mut total, mut device) = (0, 0);
         // Per descriptor of a run: its two words (address; command and
         // length), written in a pass of their own: the descriptor stores are
         // atomic, and with them in the loop that takes the packets the
         // compiler reloads the ring's and the vector's fields each time.
         let mut words = [[0u64; 2]; RUN];
-        let mut done = 0;
-        while done < sent {
+        let (mut sent, mut bad) = (0, None);
+        while sent < limit {
             // Up to the ring's end, at most RUN.
-            let n = (sent - done).min(size - tail).min(RUN);
-            let run = packets[done..done + n].iter().zip(&mut words[..n]);
+            let n = (limit - sent).min(size - tail).min(RUN);
+            let mut ok = n;
+            let run = packets[sent..sent + n].iter().zip(&mut words[..n]);
             for (k, (p, word)) in run.enumerate() {
-                from.add(p.writer(), p.len());
+                if !crate::frame::sendable(p, max_frame, container) {
+                    ok = k;
+                    break;
+                }
+                // Bytes in all, and the device's among them.
+                total += p.len() as u64;
+                if p.writer() == Writer::Device {
+                    device += p.len() as u64;
+                }
                 let mut cmd = txd::CMD_IFCS | txd::CMD_EOP | p.len() as u32;
                 (unreported, frames) = (unreported + 1, frames + 1);
                 if unreported >= RS_THRESH {
@@ -298,9 +310,14 @@ impl TxRing {
             }
             // The run's descriptors in order, one bounds check.
             self.desc
-                .write_words::<u64>(tail * txd::SIZE, words[..n].as_flattened());
-            done += n;
-            tail = if tail + n == size { 0 } else { tail + n };
+                .write_words::<u64>(tail * txd::SIZE, words[..ok].as_flattened());
+            sent += ok;
+            tail = if tail + ok == size { 0 } else { tail + ok };
+            if ok < n {
+                let p = &packets[sent];
+                bad = Some(crate::frame::packet_error(p, max_frame, container, addr));
+                break;
+            }
         }
         // The buffers to the descriptors that send from them, in the same runs.
         let (mut at, mut drain) = (self.tail, packets.drain(..sent));
@@ -314,7 +331,10 @@ impl TxRing {
         drop(drain);
         (self.tail, self.unreported, self.unreported_frames) = (tail, unreported, frames);
         self.in_flight += sent;
-        self.from.add_all(from);
+        self.from.add_all(BytesByWriter {
+            device,
+            cpu: total - device,
+        });
         if bad.is_some() {
             packets.remove(0);
         }
