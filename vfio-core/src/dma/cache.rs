@@ -143,9 +143,14 @@ impl BufferCache {
     /// the cache's pool is pushed with no spill check.
     #[inline]
     pub fn free_slots(&mut self, slots: &mut [Option<Buffer>]) {
+        // The slot's pool, null for an empty slot: one compare with the
+        // cache's (never null) for both questions.
+        let pool = Arc::as_ptr(&self.pool);
         let ours = |slot: &Option<Buffer>| {
-            slot.as_ref()
-                .is_some_and(|buf| Arc::ptr_eq(buf.pool(), &self.pool))
+            let of = slot
+                .as_ref()
+                .map_or(std::ptr::null(), |buf| Arc::as_ptr(buf.pool()));
+            std::ptr::eq(of, pool)
         };
         if self.stack.len() + slots.len() <= self.size && slots.iter().all(ours) {
             // The common case, every slot holding one of the pool's
