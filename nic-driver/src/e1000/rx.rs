@@ -54,6 +54,9 @@ pub(crate) struct RxRing {
     next: usize,
     /// In the middle of a frame that spans descriptors (dropped whole).
     discarding: bool,
+    /// [`RxRing::receive`]'s words of a run (nothing between calls): here,
+    /// not on its stack, so that no call clears 512 bytes first.
+    words: [[u64; 2]; RUN],
 }
 
 impl RxRing {
@@ -83,6 +86,7 @@ impl RxRing {
             bufs,
             next: 0,
             discarding: false,
+            words: [[0; 2]; RUN],
         })
     }
 
@@ -104,13 +108,7 @@ impl RxRing {
 
     /// True when the descriptor at the head has a frame.
     pub(crate) fn has_frame(&self) -> bool {
-        self.done(self.next)
-    }
-
-    /// True when the NIC has written descriptor `i` back (DD).
-    #[inline]
-    fn done(&self, i: usize) -> bool {
-        self.desc.read::<u8>(i * rxd::SIZE + rxd::STATUS) & rxd::DD != 0
+        done(&self.desc, self.next)
     }
 
     /// Takes up to `max` frames into `out`, refilling each descriptor from
@@ -146,12 +144,12 @@ impl RxRing {
         // Per descriptor of a run: dwords 2 and 3 as read (in the second
         // word), then the descriptor it is re-armed as (its buffer's IOVA
         // after the headroom, status cleared).
-        let mut words = [[0u64; 2]; RUN];
+        let words = &mut self.words;
         while seen < size - 1 && taken < max {
             // At most what could still be taken and read, up to the ring's end.
             let want = (max - taken).min(size - 1 - seen).min(size - i).min(RUN);
             let mut ready = 0;
-            while ready < want && self.done(i + ready) {
+            while ready < want && done(&self.desc, i + ready) {
                 ready += 1;
             }
             if ready == 0 {
@@ -247,6 +245,12 @@ impl RxRing {
             .drain(..)
             .for_each(vfio_core::dma::DmaTarget::leak);
     }
+}
+
+/// True when the NIC has written descriptor `i` of `desc` back (DD).
+#[inline]
+fn done(desc: &DmaMemory, i: usize) -> bool {
+    desc.read::<u8>(i * rxd::SIZE + rxd::STATUS) & rxd::DD != 0
 }
 
 /// A receive descriptor pointing at `buf` (after the headroom), status
