@@ -467,9 +467,12 @@ impl Workload for Echo {
             let n = self.nic.rx_batch(&mut self.rx, batch).expect("receive");
             assert_eq!(n, batch, "fewer frames received than delivered");
             for p in &mut self.rx {
-                // As nic-echo swaps them.
-                let (dst, src) = p.data_mut().split_at_mut(6);
-                dst.swap_with_slice(&mut src[..6]);
+                // As nic-echo swaps them (its `swap_macs`).
+                let f = p.data_mut();
+                if f.len() >= 12 {
+                    let (dst, src) = f.split_at_mut(6);
+                    dst.swap_with_slice(&mut src[..6]);
+                }
             }
             sent += self.nic.tx_packets(&mut self.rx).expect("transmit") as u64;
             assert!(self.rx.is_empty(), "every frame sent back");

@@ -153,16 +153,25 @@ pub(crate) fn check_packets(
     room: usize,
 ) -> (usize, Option<crate::Error>) {
     for (n, p) in packets.iter().take(room).enumerate() {
-        if p.len == 0 || p.len() > max_frame || !Arc::ptr_eq(p.buf.container(), container) {
+        if !sendable(p, max_frame, container) {
             return (n, Some(packet_error(p, max_frame, container, addr)));
         }
     }
     (packets.len().min(room), None)
 }
 
-/// Why [`check_packets`] refused `p`.
+/// Whether a NIC in `container` sending frames of at most `max_frame`
+/// bytes can send `p` (see [`check_packets`]): not empty, not too long, of
+/// `container`.
+#[inline(always)]
+pub(crate) fn sendable(p: &Packet, max_frame: usize, container: &Arc<Container>) -> bool {
+    // 1 <= len <= max_frame in one compare (0 - 1 wraps past any max_frame).
+    p.len().wrapping_sub(1) < max_frame && Arc::ptr_eq(p.buf.container(), container)
+}
+
+/// Why [`check_packets`] or [`sendable`] refused `p`.
 #[cold]
-fn packet_error(
+pub(crate) fn packet_error(
     p: &Packet,
     max_frame: usize,
     container: &Arc<Container>,

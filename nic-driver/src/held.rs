@@ -55,6 +55,22 @@ impl Held {
         std::mem::forget(old);
     }
 
+    /// The owned-buffer slots of descriptors `range` (released since they
+    /// were last used), for [`Held::fill`] one by one.
+    #[inline]
+    pub(crate) fn slots(&mut self, range: Range<usize>) -> &mut [Option<Buffer>] {
+        &mut self.own[range]
+    }
+
+    /// A slot of [`Held::slots`] holds `buf`; as in [`Held::own`], a
+    /// buffer still there would be leaked, never freed early.
+    #[inline(always)]
+    pub(crate) fn fill(slot: &mut Option<Buffer>, buf: Buffer) {
+        let old = slot.replace(buf);
+        debug_assert!(old.is_none(), "a descriptor still held a buffer");
+        std::mem::forget(old);
+    }
+
     /// Descriptor `i` (released since it was last used) holds `hold`.
     #[inline(always)]
     pub(crate) fn put(&mut self, i: usize, hold: Hold) {

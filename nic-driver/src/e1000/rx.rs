@@ -41,6 +41,10 @@ pub(crate) struct RxCounts {
 /// header 4-byte aligned.
 pub const RX_HEADROOM: usize = 2;
 
+/// Most descriptors [`RxRing::receive`] takes in one run (a batch of
+/// nic-echo's, or bench-host's, in one).
+const RUN: usize = 32;
+
 #[derive(Debug)]
 pub(crate) struct RxRing {
     desc: DmaMemory,
@@ -50,6 +54,9 @@ pub(crate) struct RxRing {
     next: usize,
     /// In the middle of a frame that spans descriptors (dropped whole).
     discarding: bool,
+    /// [`RxRing::receive`]'s words of a run (nothing between calls): here,
+    /// not on its stack, so that no call clears 512 bytes first.
+    words: [[u64; 2]; RUN],
 }
 
 impl RxRing {
@@ -72,13 +79,14 @@ impl RxRing {
             .map(|_| pool.try_alloc())
             .collect::<vfio_core::Result<Vec<Buffer>>>()?;
         for (i, buf) in bufs.iter().enumerate() {
-            arm(&desc, i, buf);
+            desc.write_words::<u64>(i * rxd::SIZE, &armed(buf));
         }
         Ok(RxRing {
             desc,
             bufs,
             next: 0,
             discarding: false,
+            words: [[0; 2]; RUN],
         })
     }
 
@@ -100,19 +108,21 @@ impl RxRing {
 
     /// True when the descriptor at the head has a frame.
     pub(crate) fn has_frame(&self) -> bool {
-        self.done(self.next)
-    }
-
-    /// True when the NIC has written descriptor `i` back (DD).
-    #[inline]
-    fn done(&self, i: usize) -> bool {
-        self.desc.read::<u8>(i * rxd::SIZE + rxd::STATUS) & rxd::DD != 0
+        done(&self.desc, self.next)
     }
 
     /// Takes up to `max` frames into `out`, refilling each descriptor from
     /// `cache` (or reusing its buffer, dropping the frame, when the pool is
     /// empty); then gives the descriptors back with one RDT write. Reads at
     /// most the `size - 1` descriptors the NIC owns.
+    ///
+    /// Descriptors are taken in runs of at most [`RUN`] that do not wrap,
+    /// in three passes: the written-back descriptors read (DD of each, one
+    /// acquire fence, then the rest of each), the frames taken and the
+    /// buffers swapped, the descriptors re-armed. Only the first and last
+    /// passes touch descriptor memory: its atomic accesses make the
+    /// compiler reload the ring's, the cache's and `out`'s fields after
+    /// each one, so the middle pass, which has none, keeps them in registers.
     pub(crate) fn receive(
         &mut self,
         bar: &Mmio,
@@ -131,41 +141,88 @@ impl RxRing {
         // pool's buffers): one capacity for all. Were one smaller, a
         // packet's bytes would still be read through bounds-checked slices.
         let capacity = cache.pool().buf_size();
+        // Per descriptor of a run: dwords 2 and 3 as read (in the second
+        // word), then the descriptor it is re-armed as (its buffer's IOVA
+        // after the headroom, status cleared).
+        let words = &mut self.words;
         while seen < size - 1 && taken < max {
-            if !self.done(i) {
+            // At most what could still be taken and read, up to the ring's end.
+            let want = (max - taken).min(size - 1 - seen).min(size - i).min(RUN);
+            let mut ready = 0;
+            while ready < want && done(&self.desc, i + ready) {
+                ready += 1;
+            }
+            if ready == 0 {
                 break;
             }
-            let at = i * rxd::SIZE;
-            // DD before the rest of the descriptor and the frame it describes.
+            // DD before the rest of the descriptors and the frames they describe.
             fence(Ordering::Acquire);
-            // Dwords 2 and 3 (length, checksum, status, errors, special)
-            // in one read; the fields by their byte offsets in it.
-            let upper = self.desc.read::<u64>(at + rxd::LENGTH);
-            let field = |offset: usize, bits: u32| {
-                (upper >> (8 * (offset - rxd::LENGTH))) as usize & ((1 << bits) - 1)
-            };
-            let status = field(rxd::STATUS, 8) as u8;
-            let errors_field = field(rxd::ERRORS, 8) as u8;
-            let len = field(rxd::LENGTH, 16);
-            let slot = &mut self.bufs[i];
-            debug_assert_eq!(slot.capacity(), capacity);
-            let good = check_descriptor(&mut self.discarding, status, errors_field, len, capacity);
-            errors += !good as u64;
-            if good {
-                match cache.alloc() {
-                    Some(fresh) => {
-                        let old = std::mem::replace(slot, fresh);
-                        // check_descriptor: RX_HEADROOM + len fits the buffer.
-                        out.push(Packet::received_checked(old, RX_HEADROOM, len));
-                        taken += 1;
+            // Whether every descriptor of the run holds a whole good frame
+            // (as `check_descriptor` would find, with none being discarded).
+            let mut all_good = !self.discarding;
+            for (k, word) in words[..ready].iter_mut().enumerate() {
+                // Dwords 2 and 3 (length, checksum, status, errors, special)
+                // in one read, after DD; the fields by their byte offsets.
+                word[1] = self.desc.read::<u64>((i + k) * rxd::SIZE + rxd::LENGTH);
+                all_good &= good_frame(word[1], capacity);
+            }
+            let slots = &mut self.bufs[i..i + ready];
+            if all_good {
+                // The common case: each frame's buffer out as a packet and
+                // a fresh one in, taken from the cache a run at a time.
+                let mut done = 0;
+                while done < ready {
+                    let fresh = cache.take(ready - done);
+                    let got = fresh.len();
+                    if got == 0 {
+                        break;
                     }
-                    // The frame is dropped; its buffer stays.
-                    None => no_buffer += 1,
+                    let slots = slots[done..].iter_mut().zip(&mut words[done..]);
+                    out.extend(slots.zip(fresh).map(|((slot, word), fresh)| {
+                        let len = field(word[1], rxd::LENGTH, 16);
+                        let old = std::mem::replace(slot, fresh);
+                        *word = armed(slot);
+                        // good_frame: RX_HEADROOM + len fits the buffer.
+                        Packet::received_checked(old, RX_HEADROOM, len)
+                    }));
+                    done += got;
+                }
+                taken += done;
+                // The pool ran out: these frames are dropped, their buffers stay.
+                for (slot, word) in slots[done..].iter().zip(&mut words[done..ready]) {
+                    no_buffer += 1;
+                    *word = armed(slot);
+                }
+            } else {
+                for (slot, word) in slots.iter_mut().zip(&mut words[..ready]) {
+                    let upper = word[1];
+                    let status = field(upper, rxd::STATUS, 8) as u8;
+                    let errors_field = field(upper, rxd::ERRORS, 8) as u8;
+                    let len = field(upper, rxd::LENGTH, 16);
+                    debug_assert_eq!(slot.capacity(), capacity);
+                    let good =
+                        check_descriptor(&mut self.discarding, status, errors_field, len, capacity);
+                    errors += !good as u64;
+                    if good {
+                        match cache.alloc() {
+                            Some(fresh) => {
+                                let old = std::mem::replace(slot, fresh);
+                                // check_descriptor: RX_HEADROOM + len fits the buffer.
+                                out.push(Packet::received_checked(old, RX_HEADROOM, len));
+                                taken += 1;
+                            }
+                            // The frame is dropped; its buffer stays.
+                            None => no_buffer += 1,
+                        }
+                    }
+                    *word = armed(slot);
                 }
             }
-            arm(&self.desc, i, slot);
-            seen += 1;
-            i = super::ring_next(i, size);
+            // The run's descriptors in order, one bounds check.
+            self.desc
+                .write_words::<u64>(i * rxd::SIZE, words[..ready].as_flattened());
+            seen += ready;
+            i = if i + ready == size { 0 } else { i + ready };
         }
         if seen > 0 {
             self.next = i;
@@ -190,11 +247,38 @@ impl RxRing {
     }
 }
 
-/// Points descriptor `i` at `buf` (after the headroom), status cleared.
+/// True when the NIC has written descriptor `i` of `desc` back (DD).
 #[inline]
-fn arm(desc: &DmaMemory, i: usize, buf: &Buffer) {
-    let iova = buf.iova() + RX_HEADROOM as u64;
-    desc.write_words::<u64>(i * rxd::SIZE, &[iova, 0]);
+fn done(desc: &DmaMemory, i: usize) -> bool {
+    desc.read::<u8>(i * rxd::SIZE + rxd::STATUS) & rxd::DD != 0
+}
+
+/// A receive descriptor pointing at `buf` (after the headroom), status
+/// cleared, as its two words.
+#[inline]
+fn armed(buf: &Buffer) -> [u64; 2] {
+    [buf.iova() + RX_HEADROOM as u64, 0]
+}
+
+/// The field of `bits` bits at byte `offset` of a receive descriptor, from
+/// its dwords 2 and 3 (`upper`, read as one little-endian word).
+#[inline(always)]
+fn field(upper: u64, offset: usize, bits: u32) -> usize {
+    (upper >> (8 * (offset - rxd::LENGTH))) as usize & ((1 << bits) - 1)
+}
+
+/// Whether dwords 2 and 3 of a written-back receive descriptor (`upper`)
+/// hold a whole good frame that fits a `capacity`-byte buffer after the
+/// headroom: what [`check_descriptor`] accepts when no frame is being
+/// discarded.
+#[inline(always)]
+fn good_frame(upper: u64, capacity: usize) -> bool {
+    let (status, errors) = (field(upper, rxd::STATUS, 8), field(upper, rxd::ERRORS, 8));
+    let len = field(upper, rxd::LENGTH, 16);
+    status & rxd::EOP as usize != 0
+        && errors == 0
+        && len != 0
+        && len <= capacity.saturating_sub(RX_HEADROOM)
 }
 
 /// Whether a written-back receive descriptor (its STATUS, ERRORS and LENGTH

@@ -563,6 +563,34 @@ fn with_the_pool_empty_frames_are_dropped_and_counted_and_the_ring_stays_full() 
     assert_eq!(nic.rx_batch(&mut out, 8).unwrap(), 1, "recovers");
 }
 
+#[test]
+fn with_the_pool_running_out_mid_batch_the_frames_after_are_dropped() {
+    let h = Harness::new(Nic::new());
+    let mut nic = h.open(testing::config(8, 8)).unwrap();
+    let pool = nic.pool().clone();
+    let mut hoard = Vec::new();
+    pool.alloc_batch(pool.capacity(), &mut hoard);
+    let spare = hoard.pop().unwrap();
+    let spare_iova = spare.iova() + RX_HEADROOM as u64;
+    drop(spare);
+    let old = [h.rx_buffer(0), h.rx_buffer(1), h.rx_buffer(2)];
+    for i in 0..3 {
+        h.receive(i, &frame(i as u8 + 1, 80));
+    }
+    let mut out = Vec::new();
+    assert_eq!(nic.rx_batch(&mut out, 8).unwrap(), 1, "one fresh buffer");
+    assert_eq!(out[0].data(), &frame(1, 80)[..]);
+    assert_eq!(out[0].iova(), old[0], "the frame in the buffer it came in");
+    assert_eq!(nic.stats().rx_dropped, 2);
+    assert_eq!(h.rx_buffer(0), spare_iova, "the fresh buffer armed");
+    assert_eq!(
+        [h.rx_buffer(1), h.rx_buffer(2)],
+        [old[1], old[2]],
+        "the same buffers, armed again"
+    );
+    assert_eq!(h.nic().writes_to(regs::RDT), [7, 2]);
+}
+
 // ---- transmit ----
 
 /// (address, command dword, option dword) of transmit descriptor `i`.

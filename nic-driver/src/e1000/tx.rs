@@ -26,19 +26,22 @@ use std::collections::VecDeque;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
-use vfio_core::dma::{Backing, BufferCache, BytesByWriter, DmaMemory, SharedBuffer};
+use vfio_core::dma::{Backing, BufferCache, BytesByWriter, DmaMemory, SharedBuffer, Writer};
 use vfio_core::mmio::Mmio;
 use vfio_core::pci::PciAddress;
 use vfio_core::vfio::Container;
 
 use super::regs::{txd, TDBAH, TDBAL, TDH, TDLEN, TDT};
-use crate::frame::{check_packets, Hold};
+use crate::frame::Hold;
 use crate::held::Held;
 use crate::{ChecksumOffload, FillPayload, Packet, Result, TxFrame};
 
 /// Descriptors after which, within one batch, RS is set again on the next
 /// end of a frame (DPDK's `tx_rs_thresh`, 32 by default).
 pub(crate) const RS_THRESH: usize = 32;
+
+/// Most descriptors [`TxRing::send_packets`] writes in one run.
+const RUN: usize = 32;
 
 /// A descriptor with RS in flight: DD there releases it and every
 /// descriptor before it, and ends `frames` frames.
@@ -261,33 +264,77 @@ impl TxRing {
         addr: PciAddress,
         packets: &mut Vec<Packet>,
     ) -> Result<usize> {
-        let room = self.free();
-        let (sent, bad) = check_packets(packets, self.max_frame, self.desc.container(), addr, room);
+        // At most what fits; each packet checked where it is taken (as
+        // `check_packets` would), the first one the NIC cannot send ending
+        // the batch and reported.
+        let limit = packets.len().min(self.free());
+        let (container, max_frame) = (self.desc.container(), self.max_frame);
         // The ring's counters in locals for the loop (the descriptor
         // stores would otherwise make the compiler reload them).
         let (size, mut tail) = (self.size(), self.tail);
         let (mut unreported, mut frames) = (self.unreported, self.unreported_frames);
-        let mut from = BytesByWriter::default();
-        // Counters kept per packet here: an `RsPlan` (as `fill` has) made
-        // this loop 6 instructions a packet longer in bench-host.
-        for p in packets.drain(..sent) {
-            from.add(p.writer(), p.len());
-            let mut cmd = txd::CMD_IFCS | txd::CMD_EOP | p.len() as u32;
-            (unreported, frames) = (unreported + 1, frames + 1);
-            if unreported >= RS_THRESH {
-                cmd |= txd::CMD_RS;
-                self.reports.push_back(Report { desc: tail, frames });
-                (unreported, frames) = (0, 0);
+        let (mut total, mut device) = (0, 0);
+        // Per descriptor of a run: its two words (address; command and
+        // length), written in a pass of their own: the descriptor stores are
+        // atomic, and with them in the loop that takes the packets the
+        // compiler reloads the ring's and the vector's fields each time.
+        let mut words = [[0u64; 2]; RUN];
+        let (mut sent, mut bad) = (0, None);
+        while sent < limit {
+            // Up to the ring's end, at most RUN.
+            let n = (limit - sent).min(size - tail).min(RUN);
+            let mut ok = n;
+            let run = packets[sent..sent + n].iter().zip(&mut words[..n]);
+            for (k, (p, word)) in run.enumerate() {
+                if !crate::frame::sendable(p, max_frame, container) {
+                    ok = k;
+                    break;
+                }
+                // Bytes in all, and the device's among them.
+                total += p.len() as u64;
+                if p.writer() == Writer::Device {
+                    device += p.len() as u64;
+                }
+                let mut cmd = txd::CMD_IFCS | txd::CMD_EOP | p.len() as u32;
+                (unreported, frames) = (unreported + 1, frames + 1);
+                if unreported >= RS_THRESH {
+                    cmd |= txd::CMD_RS;
+                    self.reports.push_back(Report {
+                        desc: tail + k,
+                        frames,
+                    });
+                    (unreported, frames) = (0, 0);
+                }
+                // Dword 2 (command and length), dword 3 (status, POPTS) 0.
+                *word = [p.iova(), cmd as u64];
             }
-            // Dword 2 (command and length), dword 3 (status, POPTS) 0.
+            // The run's descriptors in order, one bounds check.
             self.desc
-                .write_words::<u64>(tail * txd::SIZE, &[p.iova(), cmd as u64]);
-            self.held.own(tail, p.into_buffer());
-            tail = super::ring_next(tail, size);
+                .write_words::<u64>(tail * txd::SIZE, words[..ok].as_flattened());
+            sent += ok;
+            tail = if tail + ok == size { 0 } else { tail + ok };
+            if ok < n {
+                let p = &packets[sent];
+                bad = Some(crate::frame::packet_error(p, max_frame, container, addr));
+                break;
+            }
         }
+        // The buffers to the descriptors that send from them, in the same runs.
+        let (mut at, mut drain) = (self.tail, packets.drain(..sent));
+        while drain.len() > 0 {
+            let n = drain.len().min(size - at);
+            for (slot, p) in self.held.slots(at..at + n).iter_mut().zip(drain.by_ref()) {
+                Held::fill(slot, p.into_buffer());
+            }
+            at = if at + n == size { 0 } else { at + n };
+        }
+        drop(drain);
         (self.tail, self.unreported, self.unreported_frames) = (tail, unreported, frames);
         self.in_flight += sent;
-        self.from.add_all(from);
+        self.from.add_all(BytesByWriter {
+            device,
+            cpu: total - device,
+        });
         if bad.is_some() {
             packets.remove(0);
         }

@@ -109,6 +109,25 @@ impl BufferCache {
         taken
     }
 
+    /// Up to `n` free buffers (as [`BufferCache::alloc`] gives them) taken
+    /// off the stack at once, for the caller to zip with what they go into
+    /// (an exact-size iterator: a vector extended from it reserves once and
+    /// checks no capacity per item). The stack holding fewer than `n`, it
+    /// is refilled first under one lock (up to the cache's size). Fewer
+    /// than `n` when the pool has run out, or `n` is more than the cache
+    /// holds: call again for the rest (none: the pool has none).
+    #[inline]
+    pub fn take(&mut self, n: usize) -> impl ExactSizeIterator<Item = Buffer> + '_ {
+        if self.stack.len() < n {
+            self.refill_for(n);
+        }
+        let from = self.stack.len() - n.min(self.stack.len());
+        self.stack.drain(from..).map(|mut buf| {
+            buf.written = DeviceWritten::NONE;
+            buf
+        })
+    }
+
     /// Takes `buf` back: onto the stack when it is of the cache's pool
     /// (the stack full, half of it goes back to the pool first, under one
     /// lock); another pool's goes back to its own pool.
@@ -144,9 +163,14 @@ impl BufferCache {
     /// the cache's pool is pushed with no spill check.
     #[inline]
     pub fn free_slots(&mut self, slots: &mut [Option<Buffer>]) {
+        // The slot's pool, null for an empty slot: one compare with the
+        // cache's (never null) for both questions.
+        let pool = Arc::as_ptr(&self.pool);
         let ours = |slot: &Option<Buffer>| {
-            slot.as_ref()
-                .is_some_and(|buf| Arc::ptr_eq(buf.pool(), &self.pool))
+            let of = slot
+                .as_ref()
+                .map_or(std::ptr::null(), |buf| Arc::as_ptr(buf.pool()));
+            std::ptr::eq(of, pool)
         };
         if self.stack.len() + slots.len() <= self.size && slots.iter().all(ours) {
             // The common case, every slot holding one of the pool's
@@ -176,6 +200,16 @@ impl BufferCache {
     #[cold]
     fn refill(&mut self) {
         self.pool.alloc_batch(self.size / 2, &mut self.stack);
+    }
+
+    /// [`BufferCache::take`] of `n` with fewer on the stack: half a cache
+    /// from the pool, or what `n` needs when that is more, within the
+    /// cache's size.
+    #[cold]
+    fn refill_for(&mut self, n: usize) {
+        let len = self.stack.len();
+        let want = (self.size / 2).max(n - len).min(self.size - len);
+        self.pool.alloc_batch(want, &mut self.stack);
     }
 
     #[cold]
@@ -253,6 +287,26 @@ mod tests {
         assert_eq!((c.len(), p.free_count()), (8, 8));
         c.free_batched(q.alloc().unwrap());
         assert_eq!((c.len(), q.free_count()), (8, 4));
+    }
+
+    #[test]
+    fn take_refills_within_the_cache_and_gives_what_the_pool_has() {
+        let p = pool(10);
+        let mut c = BufferCache::new(&p, 8);
+        let mut dirty = c.alloc().unwrap();
+        dirty.device_wrote(0, 8);
+        c.free(dirty);
+        // 4 on the stack; 6 wanted: refilled to 8 (not past the size).
+        assert_eq!(c.len(), 4);
+        let taken: Vec<Buffer> = c.take(6).collect();
+        assert_eq!((taken.len(), c.len(), p.free_count()), (6, 2, 2));
+        assert!(taken.iter().all(|b| b.writer(0, 8) == Writer::Cpu));
+        // More than the pool and the stack hold: what there is.
+        let rest: Vec<Buffer> = c.take(9).collect();
+        assert_eq!((rest.len(), c.len(), p.free_count()), (4, 0, 0));
+        assert_eq!(c.take(1).len(), 0, "the pool is out");
+        drop((taken, rest));
+        assert_eq!(p.free_count(), 10);
     }
 
     #[test]

@@ -96,10 +96,11 @@ impl DeviceWritten {
     #[inline]
     pub(crate) fn writer(self, offset: usize, len: usize) -> Writer {
         let (start, end) = (self.start as usize, self.end as usize);
-        // 1 <= len <= end - offset, with start <= offset < end: three
-        // compares, no overflow (`len - 1` wraps only for len 0, to the
-        // largest value, which no room is more than).
-        let inside = start <= offset && offset < end && len.wrapping_sub(1) < end - offset;
+        // start <= offset, offset + len <= end, len > 0. A caller whose
+        // offset and length are 32-bit (a packet's) and that knows len > 0
+        // (a frame it checked) leaves the compiler two compares.
+        let inside =
+            start <= offset && offset.checked_add(len).is_some_and(|e| e <= end) && len > 0;
         if inside {
             Writer::Device
         } else {
