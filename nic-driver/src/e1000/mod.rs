@@ -410,18 +410,23 @@ fn enable_interrupts(device: &Device, bar: &Mmio) -> Result<Interrupts> {
 }
 
 impl E1000 {
-    /// Reads (and so acknowledges) ICR, unmasks INTx in interrupt mode, and
-    /// keeps a link status change for [`NetDevice::link_news`]; the causes
-    /// read.
-    fn acknowledge(&mut self) -> Result<u32> {
+    /// Reads (and so acknowledges) ICR and keeps a link status change for
+    /// [`NetDevice::link_news`]; the causes read.
+    fn read_icr(&mut self) -> u32 {
         let icr = self.bar.read32(regs::ICR);
-        if let Some(irqs) = &self.irqs {
-            irqs.unmask()?;
-        }
         if icr & icr::LSC != 0 {
             // The link changed: the next tx_batch reads STATUS too.
             self.link.doubt();
             self.link_changed = true;
+        }
+        icr
+    }
+
+    /// [`E1000::read_icr`], then INTx unmasked (interrupt mode).
+    fn acknowledge(&mut self) -> Result<u32> {
+        let icr = self.read_icr();
+        if let Some(irqs) = &self.irqs {
+            irqs.unmask()?;
         }
         Ok(icr)
     }
@@ -556,11 +561,7 @@ impl NetDevice for E1000 {
     /// [`NetDevice::wait_rx`] would have read; it still sees the frames
     /// (it looks at the ring first), and unmasks INTx.
     fn link_news(&mut self) -> Result<LinkNews> {
-        let icr = self.bar.read32(regs::ICR);
-        if icr & icr::LSC != 0 {
-            self.link.doubt();
-            self.link_changed = true;
-        }
+        self.read_icr();
         let went_down = std::mem::take(&mut self.link_changed);
         let known = self.link.last();
         let link = if went_down || !known.up {

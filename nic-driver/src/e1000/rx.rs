@@ -275,10 +275,14 @@ fn field(upper: u64, offset: usize, bits: u32) -> usize {
 fn good_frame(upper: u64, capacity: usize) -> bool {
     let (status, errors) = (field(upper, rxd::STATUS, 8), field(upper, rxd::ERRORS, 8));
     let len = field(upper, rxd::LENGTH, 16);
-    status & rxd::EOP as usize != 0
-        && errors == 0
-        && len != 0
-        && len <= capacity.saturating_sub(RX_HEADROOM)
+    status & rxd::EOP as usize != 0 && errors == 0 && fits(len, capacity)
+}
+
+/// Whether a frame's length is not 0 and fits a `capacity`-byte buffer
+/// after the headroom.
+#[inline(always)]
+fn fits(len: usize, capacity: usize) -> bool {
+    len != 0 && len <= capacity.saturating_sub(RX_HEADROOM)
 }
 
 /// Whether a written-back receive descriptor (its STATUS, ERRORS and LENGTH
@@ -298,5 +302,5 @@ pub fn check_descriptor(
         *discarding = !eop;
         return false;
     }
-    errors == 0 && len != 0 && len <= capacity.saturating_sub(RX_HEADROOM)
+    errors == 0 && fits(len, capacity)
 }
