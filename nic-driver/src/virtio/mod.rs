@@ -56,7 +56,7 @@ mod virtqueue;
 // against a split virtqueue no device is given, through a harness that takes
 // no IOVA. Not part of the API. The queue the driver fills with its buffers'
 // IOVAs, `Virtqueue`, is private.
-use virtqueue::Virtqueue;
+use virtqueue::{head_slots, Virtqueue};
 #[doc(hidden)]
 pub use virtqueue::{Used, UsedError, UsedRingHarness, MAX_CHAIN};
 
@@ -517,15 +517,6 @@ impl VirtioNet {
         }
         self.tx_hdrs.iova() + at as u64
     }
-}
-
-/// The first `size` of `slots` (one per head of a queue of `size`, a
-/// power of two) and `size - 1`: every head is below `size`, so `head &
-/// mask` is the head itself, and indexes the slice with no bounds check.
-#[inline(always)]
-fn head_slots<T>(slots: &mut [T], size: u16) -> (usize, &mut [T]) {
-    let mask = size.wrapping_sub(1) as usize;
-    (mask, &mut slots[..mask + 1])
 }
 
 /// Releases the segments of the frame [`NetDevice::tx_batch`] sent from

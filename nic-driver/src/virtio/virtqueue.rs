@@ -425,10 +425,7 @@ impl Virtqueue {
             mem.write_words::<u16>(slots, wrapped);
         }
         let flags = if device_writes { ring::DESC_F_WRITE } else { 0 };
-        // One per descriptor, and every head is below `size`: `head &
-        // mask` is the head, and indexes them with no bounds check.
-        let mask = (*size - 1) as usize;
-        let heads = &mut heads[..mask + 1];
+        let (mask, heads) = head_slots(heads, *size);
         // The descriptor table, two words a descriptor, checked once.
         let table = mem.words::<u64>(0, 2 * (mask + 1));
         for &head in taken {
@@ -575,6 +572,15 @@ impl Drop for TakeEnd<'_> {
         *self.free_at_out = self.free_at;
         *self.chains -= self.freed;
     }
+}
+
+/// The first `size` of `slots` (one per head of a queue of `size`, a
+/// power of two) and `size - 1`: every head is below `size`, so `head &
+/// mask` is the head itself, and indexes the slice with no bounds check.
+#[inline(always)]
+pub(super) fn head_slots<T>(slots: &mut [T], size: u16) -> (usize, &mut [T]) {
+    let mask = size.wrapping_sub(1) as usize;
+    (mask, &mut slots[..mask + 1])
 }
 
 /// Puts the descriptors of the chain headed by `id` back on the free stack
