@@ -103,7 +103,8 @@ pub struct Summary {
 /// the chunk, the NIC holding a share of the chunk (one per batch on the
 /// e1000). A chunk stays in `queue` (the forwarder's own share) until every datagram of
 /// it is known to be on the wire: the NIC done with it (counted by
-/// `tx_clean`, in order) and the link seen up afterwards. When the link
+/// `tx_clean`, in order) and a link report afterwards
+/// ([`NetDevice::link_news`]) showing the link did not go down. When the link
 /// goes down, every datagram handed over and not yet known sent is sent
 /// again from its chunk, with its sequence number.
 pub struct Forwarder {

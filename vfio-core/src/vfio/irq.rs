@@ -201,16 +201,12 @@ impl Interrupts {
             .map(|_| EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK))
             .collect::<nix::Result<Vec<_>>>()
             .map_err(|e| ioctl_err(addr, "eventfd", e.into()))?;
-        Ok(Interrupts {
-            device: None,
-            addr,
-            kind,
-            eventfds,
-        })
+        Ok(Interrupts::model(addr, kind, eventfds))
     }
 
-    /// The vectors of a device model's interrupt line (see [`IrqLine`]):
-    /// nothing to disable or unmask, the model signals the eventfds.
+    /// Vectors no VFIO device file stands behind (a device model's
+    /// [`IrqLine`], or [`Interrupts::unbacked`]): nothing to disable or
+    /// unmask; a model or a test signals the eventfds.
     #[cfg(any(test, feature = "testing"))]
     pub(super) fn model(addr: PciAddress, kind: IrqKind, eventfds: Vec<EventFd>) -> Interrupts {
         Interrupts {
